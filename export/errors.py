@@ -1,0 +1,48 @@
+"""Exceptions raised by :mod:`export`; each also subclasses the builtin callers expect."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from featurestore.errors import FeatureStoreError
+
+__all__ = [
+    "ExportError",
+    "UnknownBackboneError",
+    "LayerNotFoundError",
+    "WeightsError",
+    "WeightsRequiredError",
+    "close_matches_hint",
+]
+
+
+def close_matches_hint(name: str, valid: Iterable[str], limit: int = 5) -> str:
+    """A "did you mean" phrase naming the closest valid names (or a few valid names)."""
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=limit, cutoff=0.5)
+    if close:
+        return "did you mean: " + ", ".join(close)
+    shown = valid[: limit * 2]
+    more = f" (and {len(valid) - len(shown)} more)" if len(valid) > len(shown) else ""
+    return "valid names: " + ", ".join(shown) + more
+
+
+class ExportError(FeatureStoreError):
+    """Base class of export errors."""
+
+
+class UnknownBackboneError(ExportError, KeyError):
+    """The backbone name is not in the registry."""
+
+
+class LayerNotFoundError(ExportError, KeyError):
+    """A selected layer is not a module of the backbone."""
+
+
+class WeightsError(ExportError, ValueError):
+    """A weights file cannot be read or does not fit the backbone (missing/unexpected keys)."""
+
+
+class WeightsRequiredError(ExportError, ValueError):
+    """No weights were given for a backbone without offline weights, and random init was not asked for."""

@@ -1,0 +1,253 @@
+"""`export_backbone`: a PyTorch backbone to an ONNX file that carries its own spec."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from featurestore import __version__
+from featurestore.spec import SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
+
+from .backbones import get_backbone
+from .errors import ExportError, WeightsRequiredError
+from .graph import FeatureGraph
+from .layers import LOGITS, LayerChoice, LayerInfo, select_layers, trace_layers
+from .pixels import Pixels
+from .weights import file_sha256, load_weights_file, state_dict_sha256
+
+__all__ = ["export_backbone", "build_backbone", "PIXELS", "INPUT_NAME", "RANDOM_INIT_SEED"]
+
+PIXELS = "pixels"
+INPUT_NAME = "images"
+RANDOM_INIT_SEED = 0
+MIN_OPSET = 17
+
+
+def build_backbone(
+    backbone: str | nn.Module,
+    *,
+    weights: str | Path | None = None,
+    random_init: bool = False,
+) -> tuple[nn.Module, WeightsInfo]:
+    """Build (or take) a backbone and load its weights, never silently random.
+
+    Parameters
+    ----------
+    backbone : str or nn.Module
+        A registered name (see ``featurestore export --help``) or a module.
+    weights : str or Path, optional
+        A state_dict file (loaded with ``weights_only=True``, keys checked strictly).
+    random_init : bool, default=False
+        Keep the architecture's seeded random initialisation (recorded in the spec).
+
+    Returns
+    -------
+    (nn.Module, WeightsInfo)
+    """
+    if weights is not None and random_init:
+        raise ExportError("pass either weights or random_init, not both")
+    if isinstance(backbone, nn.Module):
+        module = backbone
+        if weights is not None:
+            load_weights_file(module, weights)
+            return module, WeightsInfo(f"file:{Path(weights).name}", file_sha256(weights), False)
+        return module, WeightsInfo("random-init" if random_init else "module", state_dict_sha256(module), random_init)
+    if backbone == PIXELS:
+        return Pixels(), WeightsInfo("none", None, False)
+    entry = get_backbone(backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        module = entry.build()
+    if weights is not None:
+        sha = load_weights_file(module, weights)
+        return module, WeightsInfo(f"file:{Path(weights).name}", sha, False)
+    if random_init:
+        return module, WeightsInfo("random-init", state_dict_sha256(module), True)
+    if entry.offline_weights is None:
+        raise WeightsRequiredError(
+            f"backbone {backbone!r} has no offline weights installed; pass a state_dict with "
+            f"--weights PATH, or --random-init for an untrained network"
+        )
+    path, source = entry.offline_weights()
+    sha = load_weights_file(module, path)
+    return module, WeightsInfo(source, sha, False)
+
+
+def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale: bool,
+                   preprocessing: Preprocessing | None) -> Preprocessing:
+    if preprocessing is not None:
+        return preprocessing
+    if backbone == PIXELS:
+        size = image_size or 32
+        channels = 1 if grayscale else 3
+        return Preprocessing(crop_size=(size, size), resize_mode="exact", interpolation="bilinear",
+                             mean=(0.0,) * channels, std=(1.0,) * channels,
+                             color_mode="L" if grayscale else "RGB")
+    if grayscale:
+        raise ExportError("--grayscale applies to the `pixels` backbone only (backbones take RGB)")
+    base = get_backbone(backbone).preprocessing if isinstance(backbone, str) else Preprocessing(
+        crop_size=(224, 224), resize_size=256)
+    if image_size is None:
+        return base
+    ratio = base.resize_size / base.crop_size[0]  # type: ignore[operator]
+    return Preprocessing(crop_size=(image_size, image_size), resize_size=round(image_size * ratio),
+                         resize_mode=base.resize_mode, interpolation=base.interpolation,
+                         mean=base.mean, std=base.std, color_mode=base.color_mode)
+
+
+def _layer_choices(module: nn.Module, backbone: str | nn.Module, prep: Preprocessing,
+                   layers: str | list[str], pooling: str) -> list[LayerChoice]:
+    if backbone == PIXELS:
+        h, w = prep.crop_size
+        return [LayerChoice(LayerInfo(PIXELS, "", "output", (prep.channels * h * w,), None, False), "none")]
+    infos = trace_layers(module, prep.crop_size, prep.channels)
+    return select_layers(infos, layers, pooling)
+
+
+def _layer_spec(choice: LayerChoice) -> LayerSpec:
+    layer = choice.layer
+    name = layer.name
+    output = name if not layer.is_map else f"{name}.{choice.pooling}"
+    dim = layer.channels * (2 if choice.pooling == "avgmax" else 1)
+    return LayerSpec(name=name, output=output, channels=layer.channels, dim=dim,
+                     stride=layer.stride, pooling=choice.pooling)
+
+
+def export_backbone(
+    backbone: str | nn.Module,
+    output: str | Path | None = None,
+    *,
+    layers: str | list[str] = "last",
+    pooling: str = "avg",
+    weights: str | Path | None = None,
+    random_init: bool = False,
+    precision: str = "fp32",
+    image_size: int | None = None,
+    grayscale: bool = False,
+    preprocessing: Preprocessing | None = None,
+    name: str | None = None,
+    opset: int = MIN_OPSET,
+) -> tuple[ModelSpec, bytes]:
+    """Export a backbone to ONNX with the chosen layers as named, pooled outputs.
+
+    The graph takes ``uint8`` images of shape ``(batch, H, W, C)`` (dynamic batch) and
+    does the cast, scaling, mean/std normalisation and layout change itself. The file's
+    metadata carries the :class:`~featurestore.spec.ModelSpec`. Exporting twice with the
+    same arguments gives byte-identical files.
+
+    Parameters
+    ----------
+    backbone : str or nn.Module
+        A registered backbone name, ``"pixels"``, or any ``nn.Module``.
+    output : str or Path, optional
+        Where to write the ``.onnx`` file (written atomically); None only returns the bytes.
+    layers : str or list of str, default='last'
+        Layer names and shorthands (``last``, ``stages``, ``all``, ``logits``), comma
+        separated, each optionally ``NAME:POOL``.
+    pooling : {'avg', 'max', 'gem', 'avgmax', 'none'}, default='avg'
+        Pooling of 4-D layers, inside the graph.
+    weights : str or Path, optional
+        A state_dict file to load.
+    random_init : bool, default=False
+        Export untrained weights (seeded); recorded in the spec.
+    precision : {'fp32', 'fp16'}, default='fp32'
+        ``fp16`` computes the backbone in half precision; input and outputs stay float32.
+    image_size : int, optional
+        Override the input size (the resize size keeps its ratio to the crop).
+    grayscale : bool, default=False
+        For ``pixels`` only: one input channel.
+    preprocessing : Preprocessing, optional
+        Override the preprocessing entirely (required knowledge for custom modules
+        whose weights expect something other than ImageNet's 256/224 and mean/std).
+    name : str, optional
+        Backbone name recorded in the spec (defaults to the registry name or class name).
+    opset : int, default=17
+        ONNX opset (17 or later).
+
+    Returns
+    -------
+    (ModelSpec, bytes)
+        The embedded spec and the serialised model.
+
+    Raises
+    ------
+    UnknownBackboneError, LayerNotFoundError, WeightsError, WeightsRequiredError, ExportError
+
+    Examples
+    --------
+    >>> spec, _ = export_backbone("mobilenet_v2", "mnv2.onnx", layers="stages")  # doctest: +SKIP
+    """
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or later")
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"precision {precision!r} is not supported; choose fp32 or fp16")
+    prep = _preprocessing(backbone, image_size, grayscale, preprocessing)
+    module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init)
+    module.eval()
+    choices = _layer_choices(module, backbone, prep, layers, pooling)
+    layer_specs = tuple(_layer_spec(c) for c in choices)
+    backbone_name = name or (backbone if isinstance(backbone, str) else type(backbone).__name__)
+    class_names = None
+    if isinstance(backbone, str) and backbone != PIXELS and any(c.layer.name == LOGITS for c in choices):
+        entry = get_backbone(backbone)
+        class_names = entry.class_names() if entry.class_names else None
+    spec = ModelSpec(
+        backbone=backbone_name,
+        weights=weights_info,
+        layers=layer_specs,
+        preprocessing=prep,
+        input_name=INPUT_NAME,
+        opset=opset,
+        precision=precision,  # type: ignore[arg-type]
+        versions={"featurestore": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
+        class_names=class_names,
+    )
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    graph = FeatureGraph(module.to(dtype), choices, prep, dtype=dtype)
+    data = _to_onnx(graph, spec)
+    if isinstance(backbone, nn.Module) and dtype != torch.float32:
+        module.to(torch.float32)
+    if output is not None:
+        _write_atomic(Path(output), data)
+    return spec, data
+
+
+def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
+    h, w, c = spec.input_shape
+    dummy = torch.zeros(2, h, w, c, dtype=torch.uint8)
+    outputs = [layer.output for layer in spec.layers]
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            graph, (dummy,), buffer,
+            input_names=[spec.input_name], output_names=outputs,
+            dynamic_axes={spec.input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+            opset_version=spec.opset, do_constant_folding=True, dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    model.doc_string = f"featurestore export of {spec.backbone}"
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, spec.to_json()
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString(deterministic=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

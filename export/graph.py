@@ -1,0 +1,76 @@
+"""The ``nn.Module`` that gets exported: uint8 NHWC in, normalised, pooled layers out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from featurestore.spec import Preprocessing
+
+from .layers import LayerChoice
+
+__all__ = ["FeatureGraph", "pool"]
+
+GEM_P = 3.0
+GEM_EPS = 1e-6
+
+
+def pool(x: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool a ``(N, C, H, W)`` map over its spatial axes (``none`` returns it unchanged)."""
+    if pooling == "none" or x.dim() != 4:
+        return x
+    if pooling == "avg":
+        return x.mean(dim=(2, 3))
+    if pooling == "max":
+        return x.amax(dim=(2, 3))
+    if pooling == "gem":
+        return x.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+    if pooling == "avgmax":
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+class FeatureGraph(nn.Module):
+    """Wrap a backbone so that its graph takes uint8 NHWC images and returns pooled layers.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        The model; it is put in eval mode.
+    choices : list of LayerChoice
+        Layers to return, in order, with their pooling.
+    preprocessing : Preprocessing
+        Supplies ``mean`` and ``std``; the graph computes ``(x / 255 - mean) / std``.
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype of the backbone (``torch.float16`` for half-precision models);
+        input normalisation and the outputs stay float32.
+    """
+
+    def __init__(self, backbone: nn.Module, choices: list[LayerChoice], preprocessing: Preprocessing,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.backbone = backbone.eval()
+        self.choices = list(choices)
+        self.compute_dtype = dtype
+        channels = preprocessing.channels
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, channels, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        x = (x / 255.0 - self.mean) / self.std
+        captured: dict[tuple[str, str], torch.Tensor] = {}
+        modules = dict(self.backbone.named_modules())
+        handles = []
+        for module_name, capture in {(c.layer.module, c.layer.capture) for c in self.choices}:
+            def hook(module, args, output, key=(module_name, capture)):
+                captured[key] = args[0] if capture == "input" else output
+            handles.append(modules[module_name].register_forward_hook(hook))
+        try:
+            self.backbone(x.to(self.compute_dtype))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return tuple(
+            pool(captured[(c.layer.module, c.layer.capture)], c.pooling).to(torch.float32) for c in self.choices
+        )

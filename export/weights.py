@@ -1,0 +1,84 @@
+"""Load state_dicts safely (``weights_only=True``) and report key mismatches clearly."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+__all__ = ["file_sha256", "state_dict_sha256", "load_weights_file"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """Hex sha256 over a module's state_dict (names, dtypes, shapes and bytes, sorted by name)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def load_weights_file(module: nn.Module, path: str | Path) -> str:
+    """Load a state_dict file into ``module`` strictly; return the file's sha256.
+
+    Accepts a bare state_dict or a checkpoint dict holding one under ``state_dict`` or
+    ``model``. Only tensors are unpickled (``torch.load(..., weights_only=True)``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    WeightsError
+        The file is not a state_dict, or its keys or shapes do not match the backbone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise WeightsError(
+            f"cannot read weights file {str(path)!r} as a state_dict ({type(exc).__name__}: {exc}); "
+            "save it with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state_dict")
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        k for k in set(expected) & set(state)
+        if isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:10]) + (f" ... ({len(keys)} in all)" if len(keys) > 10 else "")
+                parts.append(f"{label}: {shown}")
+        raise WeightsError(
+            f"weights file {str(path)!r} does not fit {type(module).__name__}: " + "; ".join(parts)
+            + ". Check that the file was saved from this architecture."
+        )
+    module.load_state_dict(state, strict=True)
+    return file_sha256(path)

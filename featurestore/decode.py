@@ -1,0 +1,196 @@
+"""Decode image files (or arrays) into the uint8 NHWC pixels an exported graph takes.
+
+The host only decodes, converts the colour mode, resizes and crops, exactly as the
+model's :class:`~featurestore.spec.Preprocessing` says; casting, scaling and mean/std
+normalisation happen inside the ONNX graph.
+
+Colour-mode rule (documented in the README):
+
+- EXIF orientation is applied first (``ImageOps.exif_transpose``).
+- 16-bit and 32-bit integer modes (``I;16*``, ``I``) are scaled from 0..65535 to 0..255
+  (divide by 257, round), never clipped at 255; ``I`` values outside 0..65535 are clipped
+  to that range first. ``F`` (float) images in 0..1 are scaled by 255, others are clipped
+  to 0..255.
+- Images with transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent index) are
+  alpha-composited over a white background (:data:`BACKGROUND`).
+- Everything else (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) goes
+  through Pillow's own conversion to RGB; a grayscale model then takes ITU-R 601-2 luma.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageDecodeError
+from .spec import Preprocessing
+
+__all__ = ["BACKGROUND", "MAX_PIXELS", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode"]
+
+BACKGROUND = (255, 255, 255)
+#: Images with more pixels than this are refused before their pixels are decoded
+#: (Pillow's own decompression-bomb threshold).
+MAX_PIXELS = 89_478_485
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def decode_image(
+    source: str | Path | bytes,
+    preprocessing: Preprocessing,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    draft: bool = True,
+) -> np.ndarray:
+    """Decode one image into a uint8 ``(H, W, C)`` array ready for the graph.
+
+    Parameters
+    ----------
+    source : str, Path or bytes
+        Image file path, or the file's bytes.
+    preprocessing : Preprocessing
+        The model's preprocessing (from its spec).
+    max_pixels : int, default=MAX_PIXELS
+        Refuse images whose header declares more pixels than this, before decoding.
+    draft : bool, default=True
+        Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain when the
+        image stays at least as large as the resize target (a large speed-up on big
+        photos; a no-op when the image is upscaled).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(crop_h, crop_w, channels)``.
+
+    Raises
+    ------
+    ImageDecodeError
+        Empty, truncated, non-image or over-sized input; ``cause`` names the exception.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            fp = io.BytesIO(source) if isinstance(source, bytes) else source
+            with Image.open(fp) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        name,
+                        "DecompressionBombError",
+                        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+                    )
+                if draft and img.format == "JPEG":
+                    _apply_draft(img, preprocessing)
+                img.load()
+                return preprocess_pil(img, preprocessing)
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+            EOFError, MemoryError) as exc:
+        raise ImageDecodeError(name, type(exc).__name__, str(exc)) from None
+
+
+def preprocess_array(array: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Preprocess an in-memory image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``.
+
+    ``uint8`` arrays are taken as 0..255, ``uint16`` as 0..65535 and float arrays follow the
+    ``F`` rule of the module docstring.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageDecodeError("<array>", "ValueError", f"array of shape {arr.shape} is not an image")
+    if arr.dtype == np.uint16:
+        arr = _scale_16bit(arr.astype(np.float64))
+    elif arr.dtype.kind == "f":
+        arr = _scale_float(arr.astype(np.float64))
+    elif arr.dtype != np.uint8:
+        raise ImageDecodeError("<array>", "TypeError", f"array dtype {arr.dtype} is not uint8, uint16 or float")
+    mode = "L" if arr.ndim == 2 else ("RGB" if arr.shape[2] == 3 else "RGBA")
+    return preprocess_pil(Image.fromarray(np.ascontiguousarray(arr), mode=mode), preprocessing)
+
+
+def preprocess_pil(img: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    """Orient, convert, resize and crop a decoded Pillow image (see the module docstring)."""
+    img = ImageOps.exif_transpose(img)
+    img = to_color_mode(img, preprocessing.color_mode)
+    img = _resize(img, preprocessing)
+    out = np.asarray(img, dtype=np.uint8)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def to_color_mode(img: Image.Image, color_mode: str) -> Image.Image:
+    """Convert any Pillow mode to ``RGB`` or ``L`` by the documented rule."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(_scale_16bit(np.clip(arr, 0, 65535)), mode="L")
+    elif mode == "F":
+        img = Image.fromarray(_scale_float(np.asarray(img, dtype=np.float64)), mode="L")
+    elif mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    if color_mode == "L":
+        return img if img.mode == "L" else img.convert("RGB").convert("L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _scale_16bit(arr: np.ndarray) -> np.ndarray:
+    return np.rint(arr / 257.0).astype(np.uint8)
+
+
+def _scale_float(arr: np.ndarray) -> np.ndarray:
+    finite = arr[np.isfinite(arr)]
+    arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+    if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+        arr = arr * 255.0
+    return np.rint(np.clip(arr, 0.0, 255.0)).astype(np.uint8)
+
+
+def _target_size(width: int, height: int, preprocessing: Preprocessing) -> tuple[int, int]:
+    """(width, height) after the resize step, following torchvision's rounding."""
+    crop_h, crop_w = preprocessing.crop_size
+    if preprocessing.resize_mode == "exact":
+        return crop_w, crop_h
+    size = int(preprocessing.resize_size)  # type: ignore[arg-type]
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def _apply_draft(img: Image.Image, preprocessing: Preprocessing) -> None:
+    target_w, target_h = _target_size(img.width, img.height, preprocessing)
+    if img.width >= 2 * target_w and img.height >= 2 * target_h:
+        img.draft(img.mode, (math.ceil(target_w), math.ceil(target_h)))
+
+
+def _resize(img: Image.Image, preprocessing: Preprocessing) -> Image.Image:
+    target = _target_size(img.width, img.height, preprocessing)
+    if img.size != target:
+        img = img.resize(target, _RESAMPLE[preprocessing.interpolation])
+    if preprocessing.resize_mode == "exact":
+        return img
+    crop_h, crop_w = preprocessing.crop_size
+    top = int(round((img.height - crop_h) / 2.0))
+    left = int(round((img.width - crop_w) / 2.0))
+    return img.crop((left, top, left + crop_w, top + crop_h))

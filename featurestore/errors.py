@@ -1,0 +1,48 @@
+"""Exceptions raised by :mod:`featurestore`.
+
+Each exception also subclasses the builtin a caller would naturally catch
+(``ValueError``, ``KeyError``, ``FileNotFoundError`` ...), so code that does not
+know this package still handles them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FeatureStoreError",
+    "SpecError",
+    "ImageDecodeError",
+    "ModelInputError",
+]
+
+
+class FeatureStoreError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0]) if self.args else ""
+
+
+class SpecError(FeatureStoreError, ValueError):
+    """An ONNX file carries no featurestore spec, or one this version cannot read."""
+
+
+class ImageDecodeError(FeatureStoreError, ValueError):
+    """An image file could not be decoded (empty, truncated, not an image, too large).
+
+    Attributes
+    ----------
+    path : str
+        The file (or a description of the in-memory source) that failed.
+    cause : str
+        Class name of the underlying exception.
+    """
+
+    def __init__(self, path: str, cause: str, message: str) -> None:
+        super().__init__(f"cannot decode image {path!r}: {cause}: {message}")
+        self.path = path
+        self.cause = cause
+        self.message = message
+
+
+class ModelInputError(FeatureStoreError, ValueError):
+    """A batch handed to a model has the wrong dtype or shape."""

@@ -1,0 +1,98 @@
+"""Run an exported model with onnxruntime, providers always chosen explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeatureStoreError, ModelInputError
+from .spec import ModelSpec, read_spec
+
+__all__ = ["DEVICES", "resolve_providers", "FeatureModel"]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_providers(device: str = "auto") -> list[str]:
+    """Execution providers for ``device``: ``cuda`` (error if unavailable), ``cpu``, or ``auto``.
+
+    ``auto`` takes CUDA when onnxruntime offers it and a GPU answers, else the CPU.
+    TensorRT is never picked implicitly.
+    """
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise FeatureStoreError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    cuda = "CUDAExecutionProvider" in available and _cuda_device_present()
+    if device == "cuda":
+        if not cuda:
+            raise FeatureStoreError(
+                "device 'cuda' was asked for but onnxruntime has no usable CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); use --device cpu or install onnxruntime-gpu with CUDA"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto" and cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _cuda_device_present() -> bool:
+    """Whether an NVIDIA driver exposes a GPU here (onnxruntime-gpu lists CUDA even without one)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "") != "-1" and gpus.is_dir() and any(gpus.iterdir())
+
+
+class FeatureModel:
+    """An exported model and its spec, ready to turn uint8 image batches into features.
+
+    Parameters
+    ----------
+    path : str or Path
+        ONNX file written by ``featurestore export``.
+    device : {'auto', 'cpu', 'cuda'}, default='auto'
+        Where to run it.
+    intra_op_threads : int, optional
+        onnxruntime's intra-op threads (default: onnxruntime's choice, all cores).
+
+    Examples
+    --------
+    >>> model = FeatureModel("mnv2.onnx", device="cpu")  # doctest: +SKIP
+    >>> feats = model.run(batch)  # batch: uint8 (N, H, W, 3)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", intra_op_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.spec: ModelSpec = read_spec(self.path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            options.intra_op_num_threads = int(intra_op_threads)
+        self.providers = resolve_providers(device)
+        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        self.outputs = [layer.output for layer in self.spec.layers]
+
+    def check_batch(self, images: np.ndarray) -> None:
+        """Raise :class:`ModelInputError` unless ``images`` is uint8 ``(N, H, W, C)`` of the model's size."""
+        expected = self.spec.input_shape
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            raise ModelInputError(
+                f"model {self.path.name} takes uint8 images; got {getattr(images, 'dtype', type(images).__name__)}"
+            )
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ModelInputError(
+                f"model {self.path.name} takes images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}); "
+                f"got {images.shape}. Decode with featurestore.decode_image(path, model.spec.preprocessing)"
+            )
+
+    def run(self, images: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Features of a batch: a dict from output name to ``float32`` array ``(N, dim)``."""
+        self.check_batch(images)
+        names = list(outputs) if outputs is not None else self.outputs
+        values = self.session.run(names, {self.spec.input_name: np.ascontiguousarray(images)})
+        return dict(zip(names, values))

@@ -1,0 +1,274 @@
+"""The model spec: the single source of truth that travels inside each exported ONNX file.
+
+`export/` writes a :class:`ModelSpec` as versioned JSON into the ONNX model's
+``metadata_props`` under the key :data:`SPEC_KEY`; everything downstream (decoding,
+extraction, the store's fingerprint, heads) reads it back with :func:`read_spec`
+instead of taking preprocessing or layer names as flags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import SpecError
+
+__all__ = [
+    "SPEC_KEY",
+    "SPEC_VERSION",
+    "POOLINGS",
+    "INTERPOLATIONS",
+    "LayerSpec",
+    "Preprocessing",
+    "WeightsInfo",
+    "ModelSpec",
+    "read_spec",
+]
+
+SPEC_KEY = "featurestore.spec"
+SPEC_VERSION = 1
+POOLINGS = ("avg", "max", "gem", "avgmax", "none")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+RESIZE_MODES = ("shorter_side", "exact")
+COLOR_MODES = ("RGB", "L")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise SpecError(message)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One named output of the exported graph.
+
+    Parameters
+    ----------
+    name : str
+        Layer name as the user selects it (a module name, ``pre_logits`` or ``logits``).
+    output : str
+        Name of the ONNX graph output that carries this layer.
+    channels : int
+        Channels of the layer before pooling.
+    dim : int
+        Width of the pooled output (``2 * channels`` for ``avgmax``). For ``pooling='none'``
+        on a 4-D layer this is ``channels`` and the output keeps its spatial axes.
+    stride : int or None
+        Input pixels per output pixel; None for layers without spatial axes.
+    pooling : str
+        One of :data:`POOLINGS`; ``none`` for layers that are already vectors.
+    """
+
+    name: str
+    output: str
+    channels: int
+    dim: int
+    stride: int | None
+    pooling: str
+
+    def __post_init__(self) -> None:
+        _require(self.pooling in POOLINGS, f"layer {self.name!r}: pooling {self.pooling!r} not in {POOLINGS}")
+        _require(self.channels > 0 and self.dim > 0, f"layer {self.name!r}: channels and dim must be positive")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the host turns an image file into the graph's uint8 input.
+
+    The host only decodes, converts the colour mode, resizes and crops; scaling and
+    mean/std normalisation happen inside the graph with :attr:`mean` and :attr:`std`.
+
+    Parameters
+    ----------
+    crop_size : (int, int)
+        (height, width) of the graph input.
+    resize_size : int or None
+        With ``resize_mode='shorter_side'``, the shorter side is resized to this many
+        pixels before the centre crop. Ignored for ``exact``.
+    resize_mode : {'shorter_side', 'exact'}
+        ``exact`` resizes straight to ``crop_size`` (aspect ratio not kept).
+    interpolation : {'nearest', 'bilinear', 'bicubic'}
+        Pillow resampling filter (antialiased when shrinking).
+    mean, std : tuple of float
+        Per channel, on the 0..1 scale; the graph computes ``(x / 255 - mean) / std``.
+    color_mode : {'RGB', 'L'}
+        Channels the graph takes: 3 for RGB, 1 for grayscale.
+    """
+
+    crop_size: tuple[int, int]
+    resize_size: int | None = None
+    resize_mode: str = "shorter_side"
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color_mode: str = "RGB"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        _require(len(self.crop_size) == 2 and min(self.crop_size) > 0, f"crop_size {self.crop_size} must be (h, w) > 0")
+        _require(self.resize_mode in RESIZE_MODES, f"resize_mode {self.resize_mode!r} not in {RESIZE_MODES}")
+        _require(self.interpolation in INTERPOLATIONS, f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
+        _require(self.color_mode in COLOR_MODES, f"color_mode {self.color_mode!r} not in {COLOR_MODES}")
+        _require(
+            len(self.mean) == len(self.std) == self.channels,
+            f"mean/std need {self.channels} values for color_mode {self.color_mode!r}",
+        )
+        _require(all(s > 0 for s in self.std), "std values must be positive")
+        if self.resize_mode == "shorter_side":
+            _require(
+                self.resize_size is not None and self.resize_size >= max(self.crop_size),
+                f"resize_size {self.resize_size} must be >= the crop size {self.crop_size}",
+            )
+
+    @property
+    def channels(self) -> int:
+        """Number of colour channels of the graph input."""
+        return 3 if self.color_mode == "RGB" else 1
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where the backbone's weights came from.
+
+    Parameters
+    ----------
+    source : str
+        ``offline:<package>``, ``file:<name>``, ``module`` (an in-memory ``nn.Module``)
+        or ``random-init``.
+    sha256 : str or None
+        Hash of the weights file, or of the state_dict's tensors for a module.
+    random_init : bool
+        True when the weights were not trained; never silent.
+    """
+
+    source: str
+    sha256: str | None
+    random_init: bool
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the pipeline needs to know about an exported model.
+
+    Read it from a file with :func:`read_spec`; ``ModelSpec.from_json(spec.to_json())``
+    round-trips exactly.
+    """
+
+    backbone: str
+    weights: WeightsInfo
+    layers: tuple[LayerSpec, ...]
+    preprocessing: Preprocessing
+    input_name: str = "images"
+    opset: int = 17
+    precision: Literal["fp32", "fp16"] = "fp32"
+    versions: dict[str, str] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
+    schema_version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        _require(len(self.layers) > 0, "a model spec needs at least one layer")
+        outputs = [layer.output for layer in self.layers]
+        _require(len(set(outputs)) == len(outputs), f"duplicate output names in {outputs}")
+        _require(self.precision in ("fp32", "fp16"), f"precision {self.precision!r} not in ('fp32', 'fp16')")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image in the graph's uint8 NHWC input."""
+        h, w = self.preprocessing.crop_size
+        return (h, w, self.preprocessing.channels)
+
+    def layer(self, name: str) -> LayerSpec:
+        """Return the layer called ``name`` (layer name or output name)."""
+        for layer in self.layers:
+            if name in (layer.name, layer.output):
+                return layer
+        names = [layer.name for layer in self.layers]
+        raise SpecError(f"layer {name!r} is not in model {self.backbone!r}; available: {', '.join(names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (lists instead of tuples)."""
+        return json.loads(self.to_json())
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace, so equal specs give equal bytes."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        """Parse :meth:`to_json` output, refusing unknown schema versions."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"model spec is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        """Build a spec from :meth:`to_dict` output."""
+        version = data.get("schema_version")
+        if version != SPEC_VERSION:
+            raise SpecError(
+                f"model spec schema version {version!r} is not supported (this featurestore reads "
+                f"version {SPEC_VERSION}); re-export the model with this version"
+            )
+        try:
+            return cls(
+                backbone=data["backbone"],
+                weights=WeightsInfo(**data["weights"]),
+                layers=tuple(LayerSpec(**layer) for layer in data["layers"]),
+                preprocessing=Preprocessing(**data["preprocessing"]),
+                input_name=data["input_name"],
+                opset=data["opset"],
+                precision=data["precision"],
+                versions=dict(data["versions"]),
+                class_names=tuple(data["class_names"]) if data.get("class_names") is not None else None,
+                schema_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"model spec is malformed: {exc}") from None
+
+
+def read_spec(model: str | Path | Any) -> ModelSpec:
+    """Read the :class:`ModelSpec` embedded in an exported ONNX model.
+
+    Parameters
+    ----------
+    model : str, Path or onnx.ModelProto
+        Path of an ONNX file written by ``featurestore export``, or a loaded model.
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    SpecError
+        The model carries no featurestore spec, or an unsupported version of it.
+
+    Examples
+    --------
+    >>> spec = read_spec("mobilenet_v2.onnx")  # doctest: +SKIP
+    >>> [layer.name for layer in spec.layers]  # doctest: +SKIP
+    ['pre_logits']
+    """
+    import onnx
+
+    where = "model"
+    if isinstance(model, (str, Path)):
+        where = str(model)
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"ONNX model {where!r} does not exist")
+        model = onnx.load(str(model), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == SPEC_KEY:
+            return ModelSpec.from_json(prop.value)
+    raise SpecError(
+        f"{where} carries no featurestore spec (metadata key {SPEC_KEY!r}); "
+        "export it with `featurestore export`"
+    )
