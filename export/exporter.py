@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -223,7 +224,10 @@ def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
     dummy = torch.zeros(2, h, w, c, dtype=torch.uint8)
     outputs = [layer.output for layer in spec.layers]
     buffer = io.BytesIO()
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False) is deliberate: it is self-contained (no onnxscript),
+    # fast, deterministic and writes one file; torch flags it as legacy.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         torch.onnx.export(
             graph, (dummy,), buffer,
             input_names=[spec.input_name], output_names=outputs,

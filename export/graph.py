@@ -62,9 +62,9 @@ class FeatureGraph(nn.Module):
         captured: dict[tuple[str, str], torch.Tensor] = {}
         modules = dict(self.backbone.named_modules())
         handles = []
-        for module_name, capture in {(c.layer.module, c.layer.capture) for c in self.choices}:
+        for module_name, capture in dict.fromkeys((c.layer.module, c.layer.capture) for c in self.choices):
             def hook(module, args, output, key=(module_name, capture)):
-                captured[key] = args[0] if capture == "input" else output
+                captured[key] = args[0] if key[1] == "input" else output
             handles.append(modules[module_name].register_forward_hook(hook))
         try:
             self.backbone(x.to(self.compute_dtype))

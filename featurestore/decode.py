@@ -60,7 +60,10 @@ def decode_image(
     preprocessing : Preprocessing
         The model's preprocessing (from its spec).
     max_pixels : int, default=MAX_PIXELS
-        Refuse images whose header declares more pixels than this, before decoding.
+        Refuse images whose header declares more pixels than this, before decoding, and
+        images whose resize step would produce more pixels than this (a 1 x 3,000,000
+        sliver resized to a short side of 36). Pillow's own hard limit (twice
+        :data:`MAX_PIXELS`) still applies above it.
     draft : bool, default=True
         Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain when the
         image stays at least as large as the resize target (a large speed-up on big
@@ -74,12 +77,15 @@ def decode_image(
     Raises
     ------
     ImageDecodeError
-        Empty, truncated, non-image or over-sized input; ``cause`` names the exception.
+        Empty, truncated, non-image or over-sized input; ``cause`` names the exception
+        (``DecompressionBombError`` for every size refusal).
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from MAX_PIXELS on; the explicit check below decides instead,
+            # so the refusal always has the same cause and honours ``max_pixels``.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             fp = io.BytesIO(source) if isinstance(source, bytes) else source
             with Image.open(fp) as img:
                 width, height = img.size
@@ -89,10 +95,11 @@ def decode_image(
                         "DecompressionBombError",
                         f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
                     )
+                _check_resize(width, height, preprocessing, name, max_pixels)
                 if draft and img.format == "JPEG":
                     _apply_draft(img, preprocessing)
                 img.load()
-                return preprocess_pil(img, preprocessing)
+                return _preprocess(img, preprocessing, name, max_pixels)
     except ImageDecodeError:
         raise
     except FileNotFoundError:
@@ -107,12 +114,17 @@ def preprocess_array(array: np.ndarray, preprocessing: Preprocessing) -> np.ndar
 
     ``uint8`` arrays are taken as 0..255, ``uint16`` as 0..65535 and float arrays follow the
     ``F`` rule of the module docstring.
+
+    Raises
+    ------
+    ImageDecodeError
+        The shape or dtype is not an image's, or resizing would exceed :data:`MAX_PIXELS`.
     """
     arr = np.asarray(array)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ImageDecodeError("<array>", "ValueError", f"array of shape {arr.shape} is not an image")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape[:2]:
+        raise ImageDecodeError("<array>", "ValueError", f"array of shape {np.shape(array)} is not an image")
     if arr.dtype == np.uint16:
         arr = _scale_16bit(arr.astype(np.float64))
     elif arr.dtype.kind == "f":
@@ -120,12 +132,23 @@ def preprocess_array(array: np.ndarray, preprocessing: Preprocessing) -> np.ndar
     elif arr.dtype != np.uint8:
         raise ImageDecodeError("<array>", "TypeError", f"array dtype {arr.dtype} is not uint8, uint16 or float")
     mode = "L" if arr.ndim == 2 else ("RGB" if arr.shape[2] == 3 else "RGBA")
-    return preprocess_pil(Image.fromarray(np.ascontiguousarray(arr), mode=mode), preprocessing)
+    return _preprocess(Image.fromarray(np.ascontiguousarray(arr), mode=mode), preprocessing, "<array>", MAX_PIXELS)
 
 
 def preprocess_pil(img: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
-    """Orient, convert, resize and crop a decoded Pillow image (see the module docstring)."""
+    """Orient, convert, resize and crop a decoded Pillow image (see the module docstring).
+
+    Raises
+    ------
+    ImageDecodeError
+        The image is empty, or resizing it would exceed :data:`MAX_PIXELS`.
+    """
+    return _preprocess(img, preprocessing, "<image>", MAX_PIXELS)
+
+
+def _preprocess(img: Image.Image, preprocessing: Preprocessing, name: str, max_pixels: int) -> np.ndarray:
     img = ImageOps.exif_transpose(img)
+    _check_resize(img.width, img.height, preprocessing, name, max_pixels)
     img = to_color_mode(img, preprocessing.color_mode)
     img = _resize(img, preprocessing)
     out = np.asarray(img, dtype=np.uint8)
@@ -178,8 +201,32 @@ def _target_size(width: int, height: int, preprocessing: Preprocessing) -> tuple
     return int(size * width / height), size
 
 
+def _check_resize(width: int, height: int, preprocessing: Preprocessing, name: str, max_pixels: int) -> None:
+    """Refuse empty images and resize targets over ``max_pixels`` (extreme aspect ratios)."""
+    if width == 0 or height == 0:
+        raise ImageDecodeError(name, "ValueError", f"image of size {width}x{height} is empty")
+    target_w, target_h = _target_size(width, height, preprocessing)
+    if target_w * target_h > max_pixels:
+        raise ImageDecodeError(
+            name,
+            "DecompressionBombError",
+            f"{width}x{height} would be resized to {target_w}x{target_h} = {target_w * target_h} pixels, "
+            f"over the limit of {max_pixels}: its aspect ratio is too extreme",
+        )
+
+
+#: EXIF orientations (5..8) that swap width and height.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
 def _apply_draft(img: Image.Image, preprocessing: Preprocessing) -> None:
-    target_w, target_h = _target_size(img.width, img.height, preprocessing)
+    # The target is defined on the image as displayed, after exif_transpose; the draft
+    # works on the stored pixels, whose axes a 90-degree orientation swaps.
+    transposed = img.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS
+    shown_w, shown_h = (img.height, img.width) if transposed else (img.width, img.height)
+    target_w, target_h = _target_size(shown_w, shown_h, preprocessing)
+    if transposed:
+        target_w, target_h = target_h, target_w
     if img.width >= 2 * target_w and img.height >= 2 * target_h:
         img.draft(img.mode, (math.ceil(target_w), math.ceil(target_h)))
 

@@ -12,6 +12,7 @@ __all__ = [
     "SpecError",
     "ImageDecodeError",
     "ModelInputError",
+    "SourceError",
 ]
 
 
@@ -46,3 +47,7 @@ class ImageDecodeError(FeatureStoreError, ValueError):
 
 class ModelInputError(FeatureStoreError, ValueError):
     """A batch handed to a model has the wrong dtype or shape."""
+
+
+class SourceError(FeatureStoreError, ValueError):
+    """An image source could not be opened: unknown form, missing path, bad layout or file."""

@@ -1,0 +1,53 @@
+"""The ``featurestore`` command: one module per subcommand, each with ``add_parser`` and ``run``.
+
+``main(argv)`` is callable from tests and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import FeatureStoreError
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+#: subcommand name -> module (relative to this package) defining ``add_parser`` and ``run``.
+SUBCOMMANDS = {
+    "export": "export_cmd",
+    "layers": "layers_cmd",
+    "classify": "classify_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (subcommand modules import their heavy dependencies lazily)."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="featurestore",
+        description="Export backbones to ONNX, extract features into crash-safe stores, iterate on heads.",
+    )
+    parser.add_argument("--version", action="version", version=f"featurestore {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        sub = module.add_parser(subparsers, name)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 success, 1 failure reported, 2 usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (FeatureStoreError, FileNotFoundError, FileExistsError) as exc:
+        print(f"featurestore {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"featurestore {args.command}: interrupted", file=sys.stderr)
+        return 130
