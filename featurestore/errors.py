@@ -13,6 +13,10 @@ __all__ = [
     "ImageDecodeError",
     "ModelInputError",
     "SourceError",
+    "StoreError",
+    "StoreMismatchError",
+    "StoreLockedError",
+    "LayerNotInStoreError",
 ]
 
 
@@ -51,3 +55,19 @@ class ModelInputError(FeatureStoreError, ValueError):
 
 class SourceError(FeatureStoreError, ValueError):
     """An image source could not be opened: unknown form, missing path, bad layout or file."""
+
+
+class StoreError(FeatureStoreError, ValueError):
+    """A store cannot be opened, is corrupt, or a request does not fit it."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was built with another model, layer set, preprocessing, views or dtype."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing to the store."""
+
+
+class LayerNotInStoreError(StoreError, KeyError):
+    """A requested layer is not in the store."""

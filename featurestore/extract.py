@@ -1,0 +1,248 @@
+"""Extract features of an image source into a store: read, key, decode, infer, write.
+
+Items are read and keyed (sha256 of content) on the calling thread; content already in
+the store (or known to fail) is skipped before any decoding. Decoding runs in a thread
+pool that overlaps inference and writing (Pillow and onnxruntime release the GIL).
+Results are consumed in source order, so a store's row order does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._atomic import file_sha256
+from .augment import augment_view, check_augmentations
+from .decode import decode_image, preprocess_array
+from .errors import FeatureStoreError, ImageDecodeError
+from .manifest import StoreConfig
+from .session import FeatureModel
+from .sources import ImageSource, SourceItem, content_key, open_source
+from .spec import Preprocessing
+from .writer import StoreWriter
+
+__all__ = ["ExtractOptions", "ExtractReport", "extract"]
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How to run an extraction (the store's fingerprint covers ``views``, ``augment``, ``dtype``).
+
+    Parameters
+    ----------
+    batch_size : int, default=32
+        Images per onnxruntime call.
+    device : {'auto', 'cpu', 'cuda'}, default='auto'
+    intra_op_threads : int, optional
+        onnxruntime threads (default: all cores).
+    decode_workers : int, optional
+        Decoding threads (default: number of cores).
+    shard_rows : int, default=2048
+        Rows per shard, the most work a kill can lose.
+    views : int, default=0
+        Augmented views stored per image besides the clean view 0.
+    augment : tuple of str, default=()
+        Augmentations for the views (see :data:`featurestore.augment.AUGMENTATIONS`).
+    dtype : {'float32', 'float16'}, default='float32'
+    strict : bool, default=False
+        Stop at the first bad input instead of recording it and carrying on.
+    progress : bool, default=True
+        Show a progress bar (images/s and ETA) on stderr.
+    """
+
+    batch_size: int = 32
+    device: str = "auto"
+    intra_op_threads: int | None = None
+    decode_workers: int | None = None
+    shard_rows: int = 2048
+    views: int = 0
+    augment: tuple[str, ...] = ()
+    dtype: str = "float32"
+    strict: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise FeatureStoreError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "augment", check_augmentations(self.augment))
+
+
+@dataclass
+class ExtractReport:
+    """What an extraction did."""
+
+    store: str
+    listed: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    decoded: int = 0
+    rows_added: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.decoded / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """A few lines for the end of a run."""
+        lines = [
+            f"store {self.store}: {self.listed} images listed, {self.skipped} already stored or known bad "
+            f"(skipped), {self.duplicates} duplicate content, {self.decoded} decoded and inferred, "
+            f"{self.rows_added} rows added, {len(self.failures)} failed",
+            f"{self.seconds:.1f} s, {self.images_per_s:.1f} images/s",
+        ]
+        for failure in self.failures:
+            lines.append(f"  FAILED {failure['path']}: {failure['error']}: {failure['message']}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Decoded:
+    item: SourceItem
+    key: str
+    images: list[np.ndarray] | None
+    error: tuple[str, str] | None = None
+
+
+def _decode(item: SourceItem, key: str, data: bytes | np.ndarray, prep: Preprocessing,
+            views: int, augment: tuple[str, ...]) -> _Decoded:
+    try:
+        image = preprocess_array(data, prep) if isinstance(data, np.ndarray) else decode_image(data, prep)
+    except ImageDecodeError as exc:
+        return _Decoded(item, key, None, (exc.cause, exc.message))
+    except Exception as exc:  # a bad file must never stop the job
+        return _Decoded(item, key, None, (type(exc).__name__, str(exc)))
+    return _Decoded(item, key, [image] + [augment_view(image, key, v, augment) for v in range(1, views + 1)])
+
+
+class _Pipeline:
+    """Consumes decoded items in order, batches them through the model, hands rows to the writer."""
+
+    def __init__(self, model: FeatureModel, writer: StoreWriter, report: ExtractReport, options: ExtractOptions):
+        self.model, self.writer, self.report, self.options = model, writer, report, options
+        self.batch: list[_Decoded] = []
+        self.rows = 0
+
+    def take(self, decoded: _Decoded) -> None:
+        if decoded.images is None:
+            error, message = decoded.error  # type: ignore[misc]
+            self.writer.add_failure(decoded.item.path, decoded.key, error, message)
+            self.report.failures.append({"path": decoded.item.path, "key": decoded.key, "error": error,
+                                         "message": message})
+            if self.options.strict:
+                raise ImageDecodeError(decoded.item.path, error, message)
+            return
+        self.batch.append(decoded)
+        self.rows += len(decoded.images)
+        if self.rows >= self.options.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        images = np.stack([image for d in self.batch for image in d.images])  # type: ignore[union-attr]
+        features = self.model.run(images)
+        keys, views, labels, splits, paths = [], [], [], [], []
+        for d in self.batch:
+            for view in range(len(d.images)):  # type: ignore[arg-type]
+                keys.append(d.key)
+                views.append(view)
+                labels.append(d.item.label)
+                splits.append(d.item.split)
+                paths.append(d.item.path)
+        self.writer.add_rows(keys, views, labels, splits, paths, features)
+        self.report.decoded += len(self.batch)
+        self.batch, self.rows = [], 0
+
+
+def extract(
+    model: str | Path | FeatureModel,
+    source: str | os.PathLike[str] | ImageSource,
+    store: str | Path,
+    options: ExtractOptions | None = None,
+) -> ExtractReport:
+    """Extract the features of ``source`` with ``model`` into the store at ``store``.
+
+    Content already in the store is skipped without decoding; new content becomes new
+    shards. Bad inputs are recorded in the manifest and listed in the report; they never
+    stop the job (unless ``options.strict``) and never shift a row.
+
+    Parameters
+    ----------
+    model : str, Path or FeatureModel
+        ONNX file from ``featurestore export``.
+    source : str, PathLike or ImageSource
+        Anything :func:`featurestore.sources.open_source` accepts.
+    store : str or Path
+        Store directory (created if missing).
+    options : ExtractOptions, optional
+
+    Returns
+    -------
+    ExtractReport
+
+    Raises
+    ------
+    StoreMismatchError
+        The store was built with another model, layers, preprocessing, views or dtype.
+    """
+    options = options or ExtractOptions()
+    if not isinstance(model, FeatureModel):
+        model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads)
+    config = StoreConfig.from_spec(model.spec, file_sha256(model.path), views=options.views,
+                                   augment=options.augment, dtype=options.dtype)
+    src = open_source(source)
+    writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
+    report = ExtractReport(store=str(store), listed=len(src))
+    pipeline = _Pipeline(model, writer, report, options)
+    workers = options.decode_workers or os.cpu_count() or 1
+    window = max(2 * options.batch_size, 4 * workers)
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            pending: deque[Future[_Decoded]] = deque()
+            in_flight: set[str] = set()
+            bar = tqdm(total=len(src), unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
+            for item in src:
+                bar.update(1)
+                try:
+                    data = item.read()
+                except OSError as exc:
+                    pipeline.take(_Decoded(item, "", None, (type(exc).__name__, str(exc))))
+                    continue
+                key = content_key(data)
+                if key in writer.stored_keys or key in writer.failed_keys or key in in_flight:
+                    if key in in_flight:
+                        report.duplicates += 1
+                    else:
+                        report.skipped += 1
+                    writer.add_alias(key, item.path, item.label, item.split)
+                    continue
+                in_flight.add(key)
+                pending.append(pool.submit(_decode, item, key, data, model.spec.preprocessing,
+                                           options.views, options.augment))
+                while pending and (len(pending) >= window or pending[0].done()):
+                    pipeline.take(pending.popleft().result())
+                bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
+                                refresh=False)
+            while pending:
+                pipeline.take(pending.popleft().result())
+            pipeline.flush()
+            bar.close()
+    finally:
+        report.seconds = time.perf_counter() - started
+        writer.close(run={
+            "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,
+            "decoded": report.decoded, "failed": len(report.failures), "seconds": round(report.seconds, 3),
+        })
+        report.rows_added = writer.rows_added
+    return report

@@ -1,0 +1,178 @@
+"""Append rows to a store: fingerprint check, exclusive lock, shard-at-a-time atomic commits."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import StoreLockedError, StoreMismatchError
+from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
+from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, write_shard
+from .spec import ModelSpec
+
+__all__ = ["StoreWriter", "LOCK_NAME"]
+
+LOCK_NAME = ".lock"
+
+
+def _leftover(name: str) -> bool:
+    """Files a killed first run may leave in a store directory that has no manifest yet."""
+    return name in (LOCK_NAME, SHARD_DIR) or name.startswith(f".{MANIFEST_NAME}.tmp-")
+
+
+class StoreWriter:
+    """Open (or create) a store for appending rows extracted with one config.
+
+    Rows are buffered and written ``shard_rows`` at a time as a new shard, after which the
+    manifest is replaced atomically. Shards or temporary files that no manifest names
+    (left by a killed run) are removed on open.
+
+    Parameters
+    ----------
+    path : str or Path
+        Store directory; created if missing.
+    config : StoreConfig
+        What the rows depend on; must match an existing store's fingerprint.
+    spec : ModelSpec
+        The model's spec, recorded in a new store's manifest.
+    shard_rows : int, default=2048
+        Rows per shard: the most work a kill can lose.
+
+    Raises
+    ------
+    StoreMismatchError
+        The store exists with another config; nothing is changed.
+    StoreLockedError
+        Another process is writing to the store.
+    """
+
+    def __init__(self, path: str | Path, config: StoreConfig, spec: ModelSpec, *, shard_rows: int = 2048) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.shard_rows = max(1, int(shard_rows))
+        manifest_path = self.path / MANIFEST_NAME
+        if manifest_path.is_file():
+            existing = Manifest.load(self.path)
+            if existing.fingerprint != config.fingerprint:
+                diffs = existing.config.differences(config) or ["fingerprint differs"]
+                raise StoreMismatchError(
+                    f"store {self.path} was built with a different configuration:\n  - " + "\n  - ".join(diffs)
+                    + "\nIts rows would not be comparable; write to a new store path (-o NEW_STORE)."
+                )
+        elif self.path.exists() and any(not _leftover(p.name) for p in self.path.iterdir()):
+            raise StoreMismatchError(
+                f"{self.path} exists, is not empty and is not a feature store (no {MANIFEST_NAME}); "
+                "choose a new store path"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        try:
+            if manifest_path.is_file():
+                self.manifest = Manifest.load(self.path)
+            else:
+                self.manifest = Manifest.new(config, spec)
+                self.manifest.save(self.path)
+            self._remove_orphans()
+            self._load_index()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.run_id = secrets.token_hex(4)
+        self._seq = 0
+        self.buffer = ShardBuffer()
+        self._failures: list[dict[str, Any]] = []
+        self.rows_added = 0
+
+    def _acquire_lock(self) -> int:
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(f"store {self.path} is being written by another process; wait for it to finish")
+        return fd
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
+    def _remove_orphans(self) -> None:
+        for item in self.path.glob(f".{MANIFEST_NAME}.tmp-*"):
+            item.unlink()
+        directory = self.path / SHARD_DIR
+        if not directory.is_dir():
+            return
+        committed = {Path(s["file"]).name for s in self.manifest.shards}
+        for item in directory.iterdir():
+            if item.name not in committed:
+                item.unlink()
+
+    def _load_index(self) -> None:
+        self.row_ids: set[tuple[str, int]] = set()
+        self.seen_paths: set[tuple[str, str]] = set()
+        for shard in self.manifest.shards:
+            file = self.path / shard["file"]
+            index = read_index(file)
+            self.row_ids.update(zip(index["keys"].tolist(), index["view"].tolist()))
+            self.seen_paths.update(zip(index["keys"].tolist(), index["paths"].tolist()))
+            aliases = read_aliases(file)
+            self.seen_paths.update(zip(aliases["keys"].tolist(), aliases["paths"].tolist()))
+        self.stored_keys = {key for key, _ in self.row_ids}
+        self.failed_keys = {f["key"] for f in self.manifest.failures if f.get("key")}
+
+    def add_rows(self, keys: list[str], views: list[int], labels: list[str | None], splits: list[str | None],
+                 paths: list[str], features: dict[str, np.ndarray]) -> None:
+        """Buffer rows (one per key and view); commits a shard when the buffer is full."""
+        self.buffer.add_rows(keys, [lab or "" for lab in labels], [s or "" for s in splits], views, paths, features)
+        self.row_ids.update(zip(keys, views))
+        self.stored_keys.update(keys)
+        self.seen_paths.update(zip(keys, paths))
+        if len(self.buffer) >= self.shard_rows:
+            self.commit()
+
+    def add_alias(self, key: str, path: str, label: str | None, split: str | None) -> bool:
+        """Record another place where stored content was seen; False if already known."""
+        if (key, path) in self.seen_paths:
+            return False
+        self.seen_paths.add((key, path))
+        self.buffer.aliases.append((key, path, label or "", split or ""))
+        return True
+
+    def add_failure(self, path: str, key: str | None, error: str, message: str) -> None:
+        """Record an input that gave no row (committed with the next shard or on close)."""
+        self._failures.append({"path": path, "key": key, "error": error, "message": message})
+        if key:
+            self.failed_keys.add(key)
+
+    def commit(self) -> None:
+        """Write buffered rows as a shard (if any) and replace the manifest atomically."""
+        if len(self.buffer) or self.buffer.aliases:
+            name = f"{self.run_id}-{self._seq:05d}.h5"
+            attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": self.config.fingerprint,
+                     "model_sha256": self.config.model_sha256}
+            entry = write_shard(self.path, name, self.buffer, dtype=self.config.dtype, attrs=attrs)
+            self._seq += 1
+            self.rows_added += len(self.buffer)
+            self.manifest.add_shard(entry, {lab for lab in self.buffer.labels if lab})
+            self.buffer = ShardBuffer()
+        if self._failures:
+            self.manifest.add_failures(self._failures)
+            self._failures = []
+        self.manifest.save(self.path)
+
+    def close(self, run: dict[str, Any] | None = None) -> None:
+        """Commit what is buffered, record the run's provenance and release the lock."""
+        try:
+            if run is not None:
+                self.manifest.data["runs"].append({"featurestore": __version__, **run})
+            self.commit()
+        finally:
+            self._release_lock()
