@@ -7,20 +7,51 @@ needs none.
 __version__ = "0.1.0"
 
 from .decode import decode_image, preprocess_array
-from .errors import FeatureStoreError, ImageDecodeError, ModelInputError, SpecError
+from .errors import (
+    FeatureStoreError, ImageDecodeError, LayerNotInStoreError, ModelInputError, SourceError, SpecError, StoreError,
+    StoreLockedError, StoreMismatchError,
+)
+from .extract import ExtractOptions, ExtractReport, extract
+from .from_arrays import write_arrays
+from .session import FeatureModel
+from .sources import ArraySource, CsvSource, FashionMnistSource, FolderSource, ImageSource, SourceItem, open_source
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo, read_spec
+from .store import FeatureSet, FeatureStore, join_stores, open_store
+from .verify import verify_store
 
 __all__ = [
+    "ArraySource",
+    "CsvSource",
+    "ExtractOptions",
+    "ExtractReport",
+    "FashionMnistSource",
+    "FeatureModel",
+    "FeatureSet",
+    "FeatureStore",
     "FeatureStoreError",
+    "FolderSource",
     "ImageDecodeError",
+    "ImageSource",
+    "LayerNotInStoreError",
     "LayerSpec",
     "ModelInputError",
     "ModelSpec",
     "Preprocessing",
+    "SourceError",
+    "SourceItem",
     "SpecError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreMismatchError",
     "WeightsInfo",
     "__version__",
     "decode_image",
+    "extract",
+    "join_stores",
+    "open_source",
+    "open_store",
     "preprocess_array",
     "read_spec",
+    "verify_store",
+    "write_arrays",
 ]

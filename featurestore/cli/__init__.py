@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     "export": "export_cmd",
     "layers": "layers_cmd",
     "classify": "classify_cmd",
+    "extract": "extract_cmd",
+    "info": "info_cmd",
+    "verify": "verify_cmd",
 }
 
 

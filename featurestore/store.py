@@ -1,0 +1,349 @@
+"""Read a store: keys, labels, splits, layers, and features loaded shard by shard into preallocated arrays."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .errors import LayerNotInStoreError, StoreError
+from .manifest import Manifest
+from .shard import read_aliases, read_index
+from .spec import ModelSpec
+
+__all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store"]
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Rows loaded from a store: one array per layer plus the row metadata, all aligned.
+
+    Attributes
+    ----------
+    X : dict of str to numpy.ndarray
+        ``(rows, dim)`` per layer (output name).
+    keys, labels, splits, paths : numpy.ndarray of str
+        Per row; ``""`` where there is no label or split.
+    views : numpy.ndarray of int
+        0 for the clean image, k for the k-th augmented view.
+    y : numpy.ndarray of int
+        Index of the label in ``classes``; -1 where unlabelled.
+    classes : tuple of str
+    """
+
+    X: dict[str, np.ndarray]
+    keys: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    views: np.ndarray
+    paths: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def matrix(self, layers: Sequence[str] | None = None) -> np.ndarray:
+        """Concatenate the given layers (default: all, in store order) into one ``(rows, D)`` array."""
+        names = list(layers) if layers is not None else list(self.X)
+        return np.concatenate([self.X[name].reshape(len(self), -1) for name in names], axis=1)
+
+
+class FeatureStore:
+    """A store opened for reading (see :func:`open_store`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.manifest = Manifest.load(self.path)
+        self.spec: ModelSpec = self.manifest.spec
+        columns: dict[str, list[np.ndarray]] = defaultdict(list)
+        self._shard_rows: list[int] = []
+        for shard in self.manifest.shards:
+            index = self._read(shard, read_index)
+            if len(index["keys"]) != shard["rows"]:
+                raise StoreError(f"shard {shard['file']} of {self.path} has {len(index['keys'])} rows, "
+                                 f"the manifest says {shard['rows']}; run `featurestore verify`")
+            for name, values in index.items():
+                columns[name].append(values)
+            self._shard_rows.append(shard["rows"])
+        empty = {"keys": np.array([], dtype=str), "labels": np.array([], dtype=object),
+                 "split": np.array([], dtype=object), "view": np.array([], dtype=np.uint16),
+                 "paths": np.array([], dtype=object)}
+        self._columns = {name: np.concatenate(columns[name]) if columns[name] else empty[name] for name in empty}
+        self._row_of: dict[tuple[str, int], int] | None = None
+
+    def _read(self, shard: dict[str, Any], reader):
+        file = self.path / shard["file"]
+        try:
+            return reader(file)
+        except (OSError, KeyError) as exc:
+            raise StoreError(f"cannot read shard {file}: {exc}; run `featurestore verify {self.path}`") from None
+
+    # --- what is stored -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._columns["keys"])
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, rows={len(self)}, layers={self.layers})"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def layers(self) -> list[str]:
+        """Output names of the stored layers, in model order."""
+        return [layer.output for layer in self.spec.layers]
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {layer.output: layer.dim for layer in self.spec.layers}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.manifest.config.dtype)
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._columns["keys"]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._columns["labels"]
+
+    @property
+    def splits(self) -> np.ndarray:
+        return self._columns["split"]
+
+    @property
+    def views(self) -> np.ndarray:
+        return self._columns["view"]
+
+    @property
+    def paths(self) -> np.ndarray:
+        return self._columns["paths"]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest.data["classes"])
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return list(self.manifest.failures)
+
+    def layer(self, name: str) -> str:
+        """Resolve a layer by output name or layer name to its output name."""
+        for layer in self.spec.layers:
+            if name in (layer.output, layer.name):
+                return layer.output
+        raise LayerNotInStoreError(
+            f"layer {name!r} is not in store {self.path}; available: {', '.join(self.layers)}")
+
+    # --- loading ----------------------------------------------------------------------------
+    def rows(self, split: str | None = None, view: int | None = 0) -> np.ndarray:
+        """Indices of the rows of ``split`` (None: all) and ``view`` (None: all views)."""
+        mask = np.ones(len(self), dtype=bool)
+        if split is not None:
+            if split not in set(self.splits.tolist()):
+                present = sorted({s for s in self.splits.tolist() if s}) or ["(none)"]
+                raise StoreError(f"split {split!r} is not in store {self.path}; splits: {', '.join(present)}")
+            mask &= self.splits == split
+        if view is not None:
+            mask &= self.views == view
+        return np.flatnonzero(mask)
+
+    def rows_for_keys(self, keys: Sequence[str], view: int = 0) -> np.ndarray:
+        """Row indices of ``keys`` (in that order) at ``view``; KeyError for a missing key."""
+        if self._row_of is None:
+            self._row_of = {(k, int(v)): i for i, (k, v) in enumerate(zip(self.keys.tolist(), self.views.tolist()))}
+        try:
+            return np.array([self._row_of[(k, view)] for k in keys], dtype=np.int64)
+        except KeyError as exc:
+            raise StoreError(f"key {exc.args[0][0]!r} (view {view}) is not in store {self.path}") from None
+
+    def load(self, layers: Sequence[str] | str | None = None, split: str | None = None, view: int | None = 0,
+             rows: np.ndarray | None = None) -> FeatureSet:
+        """Load features and row metadata.
+
+        Parameters
+        ----------
+        layers : str or sequence of str, optional
+            Output or layer names (default: every stored layer).
+        split : str, optional
+            Only rows of this split.
+        view : int or None, default=0
+            Only this view (0 = clean images); None loads every view.
+        rows : numpy.ndarray, optional
+            Explicit row indices (any order); overrides ``split`` and ``view``.
+
+        Returns
+        -------
+        FeatureSet
+        """
+        wanted = self.layers if layers is None else ([layers] if isinstance(layers, str) else list(layers))
+        names = [self.layer(n) for n in wanted]
+        selected = np.asarray(rows, dtype=np.int64) if rows is not None else self.rows(split, view)
+        out = {name: np.empty((len(selected),) + self._row_shape(name), dtype=self.dtype) for name in names}
+        self._fill(out, selected)
+        classes = self.classes
+        lookup = {c: i for i, c in enumerate(classes)}
+        labels = self.labels[selected]
+        return FeatureSet(
+            X=out, keys=self.keys[selected], labels=labels, splits=self.splits[selected],
+            views=self.views[selected], paths=self.paths[selected],
+            y=np.array([lookup.get(lab, -1) for lab in labels.tolist()], dtype=np.int64), classes=classes,
+        )
+
+    def _row_shape(self, name: str) -> tuple[int, ...]:
+        for shard in self.manifest.shards:
+            if shard["rows"]:
+                with h5py.File(self.path / shard["file"], "r") as f:
+                    return tuple(f["features"][name].shape[1:])
+        return (self.dims[name],)
+
+    def _fill(self, out: dict[str, np.ndarray], selected: np.ndarray) -> None:
+        """Read each shard once, straight into the preallocated arrays."""
+        if not len(selected):
+            return
+        starts = np.concatenate([[0], np.cumsum(self._shard_rows)])
+        shard_of = np.searchsorted(starts, selected, side="right") - 1
+        for s, shard in enumerate(self.manifest.shards):
+            dest = np.flatnonzero(shard_of == s)
+            if not len(dest):
+                continue
+            local = selected[dest] - starts[s]
+            with h5py.File(self.path / shard["file"], "r") as f:
+                for name, array in out.items():
+                    dataset = f["features"][name]
+                    if _is_range(local) and _is_range(dest):
+                        dataset.read_direct(array, np.s_[local[0]:local[-1] + 1], np.s_[dest[0]:dest[-1] + 1])
+                    else:
+                        low = int(local.min())
+                        array[dest] = dataset[low:int(local.max()) + 1][local - low]
+
+    # --- splits, duplicates, leakage ---------------------------------------------------------
+    def stratified_split(self, test_size: float = 0.2, seed: int = 0) -> np.ndarray:
+        """A deterministic train/test tag per row, stratified by label and decided by key.
+
+        Each key's rank inside its class, ordered by ``sha256(seed:key)``, decides its split, so
+        the split is stable across runs, row orders and added images, and all views of one
+        image fall on the same side.
+
+        Returns
+        -------
+        numpy.ndarray of str
+            ``"train"`` or ``"test"`` per row.
+        """
+        if not 0.0 < test_size < 1.0:
+            raise StoreError(f"test_size must be between 0 and 1, got {test_size}")
+        out = np.full(len(self), "train", dtype=object)
+        by_label: dict[str, list[str]] = defaultdict(list)
+        for key, label in dict(zip(self.keys.tolist(), self.labels.tolist())).items():
+            by_label[label].append(key)
+        test_keys: set[str] = set()
+        for keys in by_label.values():
+            ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+            test_keys.update(ranked[: int(round(test_size * len(ranked)))])
+        out[np.isin(self.keys, list(test_keys))] = "test"
+        return out
+
+    def aliases(self) -> dict[str, np.ndarray]:
+        """Every other (key, path, label, split) at which stored content was seen."""
+        parts = [self._read(shard, read_aliases) for shard in self.manifest.shards]
+        names = ("keys", "paths", "labels", "split")
+        return {n: np.concatenate([p[n] for p in parts]) if parts else np.array([], dtype=object) for n in names}
+
+    def sightings(self) -> dict[str, list[tuple[str, str, str]]]:
+        """Every (path, label, split) seen for each key, rows first (clean view only)."""
+        seen: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        clean = self.views == 0
+        for k, p, lab, s in zip(self.keys[clean].tolist(), self.paths[clean].tolist(),
+                                self.labels[clean].tolist(), self.splits[clean].tolist()):
+            seen[k].append((p, lab, s))
+        al = self.aliases()
+        for k, p, lab, s in zip(al["keys"].tolist(), al["paths"].tolist(), al["labels"].tolist(),
+                                al["split"].tolist()):
+            seen[k].append((p, lab, s))
+        return seen
+
+    def duplicates(self) -> dict[str, list[str]]:
+        """Keys whose content was seen at more than one path: key -> paths."""
+        return {k: [p for p, _, _ in v] for k, v in self.sightings().items() if len(v) > 1}
+
+    def label_conflicts(self) -> dict[str, list[str]]:
+        """Keys seen with more than one label: key -> sorted labels."""
+        out = {}
+        for key, seen in self.sightings().items():
+            labels = sorted({lab for _, lab, _ in seen if lab})
+            if len(labels) > 1:
+                out[key] = labels
+        return out
+
+    def leakage(self) -> dict[str, list[str]]:
+        """Keys seen in more than one split (e.g. the same image in train and test): key -> splits."""
+        out = {}
+        for key, seen in self.sightings().items():
+            splits = sorted({s for _, _, s in seen if s})
+            if len(splits) > 1:
+                out[key] = splits
+        return out
+
+
+def _is_range(index: np.ndarray) -> bool:
+    return bool(len(index)) and int(index[-1]) - int(index[0]) + 1 == len(index) and bool(np.all(np.diff(index) == 1))
+
+
+def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = None, split: str | None = None,
+                view: int = 0) -> FeatureSet:
+    """Join several stores (e.g. several backbones over the same images) by key.
+
+    Rows are the keys present in every store, in the first store's order (restricted to
+    ``split``); each layer appears as ``"<backbone>/<output>"`` (with the store's position
+    appended when two stores share a backbone name).
+
+    Parameters
+    ----------
+    stores : sequence of FeatureStore
+    layers : sequence of str, optional
+        Output names to take from each store (default: all of each store's layers).
+    split : str, optional
+        Filter on the first store's split tags.
+    view : int, default=0
+    """
+    if not stores:
+        raise StoreError("join_stores needs at least one store")
+    first = stores[0]
+    base = first.rows(split, view)
+    common = set(first.keys[base].tolist())
+    for other in stores[1:]:
+        common &= set(other.keys[other.views == view].tolist())
+    base = base[np.isin(first.keys[base], list(common))]
+    keys = first.keys[base].tolist()
+    X: dict[str, np.ndarray] = {}
+    backbones = [s.spec.backbone for s in stores]
+    for i, store in enumerate(stores):
+        wanted = [n for n in store.layers if layers is None or n in layers]
+        part = store.load(wanted, rows=store.rows_for_keys(keys, view))
+        prefix = store.spec.backbone if backbones.count(store.spec.backbone) == 1 else f"{store.spec.backbone}#{i}"
+        X.update({f"{prefix}/{name}": values for name, values in part.X.items()})
+    meta = first.load([], rows=base)
+    return FeatureSet(X=X, keys=meta.keys, labels=meta.labels, splits=meta.splits, views=meta.views,
+                      paths=meta.paths, y=meta.y, classes=meta.classes)
+
+
+def open_store(path: str | Path) -> FeatureStore:
+    """Open the store at ``path`` for reading.
+
+    Examples
+    --------
+    >>> store = open_store("runs/fmnist")  # doctest: +SKIP
+    >>> train = store.load(split="train")  # doctest: +SKIP
+    >>> train.X["pre_logits"].shape, train.y.shape  # doctest: +SKIP
+    """
+    return FeatureStore(path)
