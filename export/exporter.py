@@ -227,7 +227,7 @@ def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
     # The TorchScript exporter (dynamo=False) is deliberate: it is self-contained (no onnxscript),
     # fast, deterministic and writes one file; torch flags it as legacy.
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             graph, (dummy,), buffer,
             input_names=[spec.input_name], output_names=outputs,

@@ -17,6 +17,8 @@ __all__ = [
     "StoreMismatchError",
     "StoreLockedError",
     "LayerNotInStoreError",
+    "KeyNotInStoreError",
+    "RowIndexError",
 ]
 
 
@@ -71,3 +73,11 @@ class StoreLockedError(StoreError):
 
 class LayerNotInStoreError(StoreError, KeyError):
     """A requested layer is not in the store."""
+
+
+class KeyNotInStoreError(StoreError, KeyError):
+    """A requested key (content hash) is not in the store."""
+
+
+class RowIndexError(StoreError, IndexError):
+    """Row indices outside the store."""

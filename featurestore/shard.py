@@ -77,19 +77,25 @@ def layer_stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str,
+def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, layers: dict[str, tuple[int, ...]],
                 attrs: dict[str, Any]) -> dict[str, Any]:
     """Write ``buffer`` as ``STORE/shards/NAME`` crash-safely; return its manifest entry.
 
     The file is written under a temporary name, flushed, fsynced and renamed into place,
     and the directory is fsynced. Only the manifest makes it part of the store.
 
+    ``layers`` maps every output to its row shape, so that a shard holding only aliases
+    still has every (empty) feature dataset.
+
     Raises
     ------
     StoreError
         ``dtype='float16'`` and a value would overflow it (|x| > 65504).
     """
-    features = {out: np.concatenate(parts) for out, parts in buffer.features.items()}
+    features = {
+        out: np.concatenate(buffer.features[out]) if out in buffer.features else np.empty((0, *shape), np.float32)
+        for out, shape in layers.items()
+    }
     if dtype == "float16":
         for out, values in features.items():
             peak = float(np.abs(values[np.isfinite(values)]).max(initial=0.0))

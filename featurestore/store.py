@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import LayerNotInStoreError, StoreError
+from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreError
 from .manifest import Manifest
 from .shard import read_aliases, read_index
 from .spec import ModelSpec
@@ -165,7 +165,7 @@ class FeatureStore:
         try:
             return np.array([self._row_of[(k, view)] for k in keys], dtype=np.int64)
         except KeyError as exc:
-            raise StoreError(f"key {exc.args[0][0]!r} (view {view}) is not in store {self.path}") from None
+            raise KeyNotInStoreError(f"key {exc.args[0][0]!r} (view {view}) is not in store {self.path}") from None
 
     def load(self, layers: Sequence[str] | str | None = None, split: str | None = None, view: int | None = 0,
              rows: np.ndarray | None = None) -> FeatureSet:
@@ -188,7 +188,7 @@ class FeatureStore:
         """
         wanted = self.layers if layers is None else ([layers] if isinstance(layers, str) else list(layers))
         names = [self.layer(n) for n in wanted]
-        selected = np.asarray(rows, dtype=np.int64) if rows is not None else self.rows(split, view)
+        selected = self._check_rows(rows) if rows is not None else self.rows(split, view)
         out = {name: np.empty((len(selected),) + self._row_shape(name), dtype=self.dtype) for name in names}
         self._fill(out, selected)
         classes = self.classes
@@ -199,6 +199,14 @@ class FeatureStore:
             views=self.views[selected], paths=self.paths[selected],
             y=np.array([lookup.get(lab, -1) for lab in labels.tolist()], dtype=np.int64), classes=classes,
         )
+
+    def _check_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Row indices as int64, negative ones counted from the end like numpy; IndexError-like error if out of range."""
+        selected = np.asarray(rows, dtype=np.int64).reshape(-1)
+        selected = np.where(selected < 0, selected + len(self), selected)
+        if len(selected) and (selected.min() < 0 or selected.max() >= len(self)):
+            raise RowIndexError(f"row indices must lie in [-{len(self)}, {len(self)}) for store {self.path}")
+        return selected
 
     def _row_shape(self, name: str) -> tuple[int, ...]:
         for shard in self.manifest.shards:

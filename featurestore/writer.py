@@ -26,6 +26,20 @@ def _leftover(name: str) -> bool:
     return name in (LOCK_NAME, SHARD_DIR) or name.startswith(f".{MANIFEST_NAME}.tmp-")
 
 
+def _cut(keys: list[str], start: int, limit: int, forward: bool = False) -> int:
+    """The largest index <= ``limit`` (or, with ``forward``, the smallest >= it) that does not split a key."""
+    limit = min(limit, len(keys))
+    if limit <= start:
+        return start
+    if forward:
+        while limit < len(keys) and keys[limit] == keys[limit - 1]:
+            limit += 1
+        return limit
+    while start < limit < len(keys) and keys[limit] == keys[limit - 1]:
+        limit -= 1
+    return limit
+
+
 class StoreWriter:
     """Open (or create) a store for appending rows extracted with one config.
 
@@ -130,13 +144,28 @@ class StoreWriter:
 
     def add_rows(self, keys: list[str], views: list[int], labels: list[str | None], splits: list[str | None],
                  paths: list[str], features: dict[str, np.ndarray]) -> None:
-        """Buffer rows (one per key and view); commits a shard when the buffer is full."""
-        self.buffer.add_rows(keys, [lab or "" for lab in labels], [s or "" for s in splits], views, paths, features)
-        self.row_ids.update(zip(keys, views))
-        self.stored_keys.update(keys)
-        self.seen_paths.update(zip(keys, paths))
-        if len(self.buffer) >= self.shard_rows:
-            self.commit()
+        """Buffer rows (one per key and view), committing a shard each time ``shard_rows`` fill up.
+
+        All views of one key land in the same shard, so a kill never leaves a key half stored.
+        """
+        labels = [lab or "" for lab in labels]
+        splits = [s or "" for s in splits]
+        start = 0
+        while start < len(keys):
+            room = max(self.shard_rows - len(self.buffer), 0)
+            stop = _cut(keys, start, start + room)
+            if stop == start and len(self.buffer):
+                self.commit()
+                continue
+            stop = max(stop, _cut(keys, start, start + 1, forward=True))
+            self.buffer.add_rows(keys[start:stop], labels[start:stop], splits[start:stop], views[start:stop],
+                                 paths[start:stop], {name: v[start:stop] for name, v in features.items()})
+            self.row_ids.update(zip(keys[start:stop], views[start:stop]))
+            self.stored_keys.update(keys[start:stop])
+            self.seen_paths.update(zip(keys[start:stop], paths[start:stop]))
+            if len(self.buffer) >= self.shard_rows:
+                self.commit()
+            start = stop
 
     def add_alias(self, key: str, path: str, label: str | None, split: str | None) -> bool:
         """Record another place where stored content was seen; False if already known."""
@@ -158,7 +187,8 @@ class StoreWriter:
             name = f"{self.run_id}-{self._seq:05d}.h5"
             attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": self.config.fingerprint,
                      "model_sha256": self.config.model_sha256}
-            entry = write_shard(self.path, name, self.buffer, dtype=self.config.dtype, attrs=attrs)
+            layers = {layer.output: (layer.dim,) for layer in self.manifest.spec.layers}
+            entry = write_shard(self.path, name, self.buffer, dtype=self.config.dtype, layers=layers, attrs=attrs)
             self._seq += 1
             self.rows_added += len(self.buffer)
             self.manifest.add_shard(entry, {lab for lab in self.buffer.labels if lab})
