@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ._folder import IMAGE_EXTENSIONS, SPLIT_NAMES, folder_tags, scan_images
 from ._idx import read_idx, read_idx_shape
 from .errors import SourceError
 
@@ -38,10 +39,6 @@ __all__ = [
     "open_source",
 ]
 
-#: File extensions (lower case) a :class:`FolderSource` takes as images.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-#: Top-level folder names (any case) that a :class:`FolderSource` reads as split tags.
-SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 #: Default directory of the Debian package ``dataset-fashion-mnist``.
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 #: Environment variable that overrides :data:`FASHION_MNIST_DIR`.
@@ -228,72 +225,16 @@ class FolderSource(_ItemListSource):
         self.name = f"folder:{self.root}"
         if not self.root.is_dir():
             raise SourceError(f"image folder {str(self.root)!r} is not a directory")
-        found = _scan_images(self.root)
+        found = scan_images(self.root)
         if not found:
             raise SourceError(
                 f"no images in {str(self.root)!r} (looked recursively for {', '.join(IMAGE_EXTENSIONS)}, "
                 "skipping hidden files and folders)"
             )
-        tags = _folder_tags(found, str(self.root))
+        tags = folder_tags(found, str(self.root))
         base = str(self.root)
         self._set_items(
             [SourceItem(os.path.join(base, *parts), label, split) for parts, (label, split) in zip(found, tags)]
-        )
-
-
-def _scan_images(root: Path) -> list[tuple[str, ...]]:
-    """Relative path parts of every image below ``root``, sorted."""
-
-    def fail(exc: OSError) -> None:
-        raise SourceError(f"cannot list {exc.filename!r} while scanning {str(root)!r}: {exc.strerror}")
-
-    found: list[tuple[str, ...]] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = Path(dirpath).relative_to(root).parts
-        for filename in filenames:
-            if filename.startswith(".") or os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            if os.path.isfile(os.path.join(dirpath, filename)):
-                found.append(rel + (filename,))
-    found.sort()
-    return found
-
-
-def _folder_tags(found: list[tuple[str, ...]], where: str) -> list[tuple[str | None, str | None]]:
-    """(label, split) of each image, following the rule in :class:`FolderSource`."""
-    _check_not_mixed(found, where)
-    if len(found[0]) == 1:
-        return [(None, None)] * len(found)
-    tops = sorted({parts[0] for parts in found})
-    splits = [top for top in tops if top.lower() in SPLIT_NAMES]
-    if not splits:
-        return [(parts[0], None) for parts in found]
-    if len(splits) != len(tops):
-        others = [top for top in tops if top not in splits]
-        raise SourceError(
-            f"image folder {where!r} holds split folders ({', '.join(splits)}) next to other folders "
-            f"({', '.join(others[:5])}); use either root/<split>/<class>/<image> or root/<class>/<image>"
-        )
-    for split in splits:
-        _check_not_mixed([parts[1:] for parts in found if parts[0] == split], os.path.join(where, split))
-    return [(parts[1] if len(parts) > 2 else None, parts[0]) for parts in found]
-
-
-def _check_not_mixed(found: list[tuple[str, ...]], where: str) -> None:
-    direct = [parts for parts in found if len(parts) == 1]
-    nested = [parts for parts in found if len(parts) > 1]
-    if direct and nested:
-        raise SourceError(
-            f"image folder {where!r} mixes images lying directly in it (e.g. {direct[0][0]!r}) with images "
-            f"in subfolders (e.g. {'/'.join(nested[0])!r}); put every image in a class folder "
-            "(<folder>/<class>/<image>), or every image directly in the folder (unlabelled)"
         )
 
 
