@@ -22,6 +22,10 @@ SUBCOMMANDS = {
     "extract": "extract_cmd",
     "info": "info_cmd",
     "verify": "verify_cmd",
+    "bench": "bench_cmd",
+    "fit": "fit_cmd",
+    "predict": "predict_cmd",
+    "run": "run_cmd",
 }
 
 

@@ -1,0 +1,261 @@
+"""``featurestore run PIPELINE.toml``: exports, extractions and benches declared in one file.
+
+Steps run in file order (exports, then extractions, then benches). Each finished step
+records a fingerprint of its resolved configuration and of its inputs under
+``WORKDIR/.pipeline/``; a step whose output exists with the same fingerprint is skipped,
+so re-running a finished pipeline does no work. One log (``WORKDIR/pipeline.log``) and one
+summary at the end.
+
+Example::
+
+    workdir = "runs/demo"
+
+    [[export]]
+    name = "mnv2"                 # -> runs/demo/mnv2.onnx
+    backbone = "mobilenet_v2"
+    layers = "stages"
+
+    [[extract]]
+    name = "fmnist_mnv2"          # -> runs/demo/fmnist_mnv2/ (a store)
+    model = "mnv2"                # an export's name, or a path to an .onnx file
+    sources = ["fashion-mnist:train", "fashion-mnist:test"]
+    limit = 2000                  # first N images of each source (0 or absent: all)
+
+    [[bench]]
+    name = "report"               # -> runs/demo/report/
+    stores = ["fmnist_mnv2"]
+    heads = ["logreg", "svm"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from ._atomic import file_sha256, write_bytes_atomic
+from .errors import FeatureStoreError
+from .manifest import MANIFEST_NAME
+
+__all__ = ["PipelineError", "StepOutcome", "load_pipeline", "run_pipeline"]
+
+STEP_KINDS = ("export", "extract", "bench")
+_EXPORT_KEYS = {"name", "backbone", "layers", "pool", "weights", "random_init", "precision", "image_size", "grayscale"}
+_EXTRACT_KEYS = {"name", "model", "sources", "limit", "batch_size", "device", "views", "augment", "dtype",
+                 "shard_rows", "strict"}
+_BENCH_KEYS = {"name", "stores", "heads", "fusions", "layers", "per_layer", "cv", "search", "jobs",
+               "max_train_rows", "seed"}
+
+
+class PipelineError(FeatureStoreError, ValueError):
+    """A pipeline file is malformed or refers to something it does not define."""
+
+
+@dataclass
+class StepOutcome:
+    kind: str
+    name: str
+    status: str  # "ran" or "skipped"
+    seconds: float
+    detail: str = ""
+
+
+def load_pipeline(path: str | Path) -> dict[str, Any]:
+    """Parse and validate a pipeline file (unknown keys and duplicate names are errors)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"workdir", *STEP_KINDS}
+    if unknown:
+        raise PipelineError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    allowed = {"export": _EXPORT_KEYS, "extract": _EXTRACT_KEYS, "bench": _BENCH_KEYS}
+    for kind in STEP_KINDS:
+        names = []
+        for step in data.get(kind, []):
+            if "name" not in step:
+                raise PipelineError(f"{path}: every [[{kind}]] step needs a name")
+            extra = set(step) - allowed[kind]
+            if extra:
+                raise PipelineError(f"{path}: [[{kind}]] {step['name']!r} has unknown key(s) "
+                                    f"{', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed[kind]))}")
+            names.append(step["name"])
+        if len(set(names)) != len(names):
+            raise PipelineError(f"{path}: duplicate [[{kind}]] names")
+    return data
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Runner:
+    def __init__(self, data: dict[str, Any], workdir: Path, limit: int | None, log: logging.Logger) -> None:
+        self.data, self.workdir, self.limit_override, self.log = data, workdir, limit, log
+        self.state = workdir / ".pipeline"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.models: dict[str, Path] = {}
+
+    def _record(self, kind: str, name: str) -> Path:
+        return self.state / f"{kind}-{name}.json"
+
+    def _done(self, kind: str, name: str, fingerprint: str) -> bool:
+        record = self._record(kind, name)
+        return record.is_file() and json.loads(record.read_text()).get("fingerprint") == fingerprint
+
+    def _finish(self, kind: str, name: str, fingerprint: str, **extra: Any) -> None:
+        body = {"fingerprint": fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        write_bytes_atomic(self._record(kind, name), json.dumps(body, indent=1).encode())
+
+    def export(self, step: dict[str, Any]) -> tuple[str, str]:
+        from export import export_backbone
+
+        output = self.workdir / f"{step['name']}.onnx"
+        self.models[step["name"]] = output
+        config = {k: step.get(k) for k in sorted(_EXPORT_KEYS)} | {"featurestore": __version__}
+        if step.get("weights"):
+            config["weights_sha256"] = file_sha256(step["weights"])
+        fingerprint = _hash(config)
+        if output.is_file() and self._done("export", step["name"], fingerprint) and \
+                json.loads(self._record("export", step["name"]).read_text()).get("sha256") == file_sha256(output):
+            return "skipped", f"{output} is up to date"
+        spec, _ = export_backbone(
+            step["backbone"], output, layers=step.get("layers", "last"), pooling=step.get("pool", "avg"),
+            weights=step.get("weights"), random_init=bool(step.get("random_init", False)),
+            precision=step.get("precision", "fp32"), image_size=step.get("image_size"),
+            grayscale=bool(step.get("grayscale", False)))
+        self._finish("export", step["name"], fingerprint, sha256=file_sha256(output))
+        return "ran", f"{output}: {', '.join(layer.output for layer in spec.layers)}"
+
+    def _model_path(self, ref: str) -> Path:
+        if ref in self.models:
+            return self.models[ref]
+        path = Path(ref)
+        if not path.is_file():
+            raise PipelineError(f"model {ref!r} is neither an [[export]] name nor an existing file")
+        return path
+
+    def _source(self, spec: str, limit: int | None):
+        from .sources import FashionMnistSource, open_source
+
+        if limit and spec.startswith("fashion-mnist:"):
+            return FashionMnistSource(spec.split(":", 1)[1], limit=limit)
+        source = open_source(spec)
+        return _Limited(source, limit) if limit else source
+
+    def extract(self, step: dict[str, Any]) -> tuple[str, str]:
+        from .extract import ExtractOptions, extract
+
+        store = self.workdir / step["name"]
+        model = self._model_path(step["model"])
+        limit = self.limit_override if self.limit_override is not None else step.get("limit")
+        limit = limit or None
+        options = ExtractOptions(
+            batch_size=step.get("batch_size", 32), device=step.get("device", "auto"),
+            shard_rows=step.get("shard_rows", 2048), views=step.get("views", 0),
+            augment=tuple(step.get("augment", ())), dtype=step.get("dtype", "float32"),
+            strict=bool(step.get("strict", False)), progress=False)
+        fingerprint = _hash({"model_sha256": file_sha256(model), "sources": step["sources"], "limit": limit,
+                             "views": options.views, "augment": options.augment, "dtype": options.dtype})
+        if (store / MANIFEST_NAME).is_file() and self._done("extract", step["name"], fingerprint) and \
+                json.loads(self._record("extract", step["name"]).read_text()).get("manifest") == \
+                file_sha256(store / MANIFEST_NAME):
+            return "skipped", f"{store} is up to date"
+        details = []
+        for spec in step["sources"]:
+            report = extract(model, self._source(spec, limit), store, options)
+            self.log.info(report.summary())
+            details.append(f"{spec}: {report.rows_added} rows added, {report.decoded} decoded, "
+                           f"{len(report.failures)} failed, {report.images_per_s:.0f} img/s")
+        self._finish("extract", step["name"], fingerprint, manifest=file_sha256(store / MANIFEST_NAME))
+        return "ran", "; ".join(details)
+
+    def bench(self, step: dict[str, Any]) -> tuple[str, str]:
+        from heads.bench import BenchConfig, run_bench
+
+        from .cli.bench_cmd import print_table
+
+        output = self.workdir / step["name"]
+        stores = [self.workdir / s if (self.workdir / s).exists() else Path(s) for s in step["stores"]]
+        for store in stores:
+            if not (store / MANIFEST_NAME).is_file():
+                raise PipelineError(f"bench {step['name']!r}: {store} is not a store")
+        config = BenchConfig(
+            heads=tuple(step.get("heads", ("logreg", "svm", "tree", "nb", "xgb"))),
+            fusions=tuple(step.get("fusions", ("concat", "attention"))),
+            layers=tuple(step["layers"]) if step.get("layers") else None, per_layer=step.get("per_layer", True),
+            cv=step.get("cv", 5), search=bool(step.get("search", False)), n_jobs=step.get("jobs"),
+            seed=step.get("seed", 0), max_train_rows=step.get("max_train_rows"))
+        fingerprint = _hash({"config": {k: step.get(k) for k in sorted(_BENCH_KEYS)},
+                             "stores": [file_sha256(s / MANIFEST_NAME) for s in stores]})
+        if (output / "results.json").is_file() and self._done("bench", step["name"], fingerprint):
+            return "skipped", f"{output / 'report.md'} is up to date"
+        document = run_bench(stores, output, config, log=self.log.info)
+        print_table(document)
+        self._finish("bench", step["name"], fingerprint)
+        return "ran", f"report: {output / 'report.md'}"
+
+
+class _Limited:
+    """The first ``limit`` items of a source."""
+
+    def __init__(self, source, limit: int) -> None:
+        self.source, self.limit = source, limit
+        self.name = f"{source.name}[:{limit}]"
+        self.classes = source.classes
+
+    def __len__(self) -> int:
+        return min(len(self.source), self.limit)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.source), self.limit)
+
+
+def run_pipeline(path: str | Path, *, workdir: str | Path | None = None, limit: int | None = None) -> list[StepOutcome]:
+    """Run every step of the pipeline file; returns what each step did.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file.
+    workdir : str or Path, optional
+        Overrides the file's ``workdir``.
+    limit : int, optional
+        Overrides every extraction's ``limit`` (0 = all images).
+    """
+    data = load_pipeline(path)
+    root = Path(workdir or data.get("workdir") or Path(path).with_suffix(""))
+    root.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("featurestore.pipeline")
+    log.setLevel(logging.INFO)
+    handlers = [logging.FileHandler(root / "pipeline.log"), logging.StreamHandler()]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    runner = _Runner(data, root, limit, log)
+    outcomes = []
+    try:
+        log.info(f"pipeline {path} in {root}")
+        for kind in STEP_KINDS:
+            for step in data.get(kind, []):
+                start = time.perf_counter()
+                log.info(f"[{kind}] {step['name']} ...")
+                status, detail = getattr(runner, kind)(step)
+                outcome = StepOutcome(kind, step["name"], status, time.perf_counter() - start, detail)
+                log.info(f"[{kind}] {step['name']}: {status} in {outcome.seconds:.1f} s: {detail}")
+                outcomes.append(outcome)
+        log.info("summary:\n" + "\n".join(f"  {o.kind:<8} {o.name:<20} {o.status:<8} {o.seconds:8.1f} s  {o.detail}"
+                                          for o in outcomes))
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+    return outcomes

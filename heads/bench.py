@@ -1,0 +1,307 @@
+"""``bench``: the grid stores x layers x fusion x heads, scored side by side on stored features.
+
+Each store contributes one cell per stored layer (no fusion) and, when it holds several
+layers, one cell per fusion of all its layers. Evaluation uses the stores' ``test`` split
+when they have one (fit on the other labelled rows), else stratified k-fold CV. Nothing is
+decoded or inferred: a bench only reads features.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from featurestore import open_store
+
+from .errors import HeadError
+from .registry import create_head, list_heads, method_used
+
+__all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
+           "build_estimator", "run_cell", "run_bench"]
+
+DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
+FUSIONS = ("concat", "attention")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run.
+
+    Parameters
+    ----------
+    heads : tuple of str
+        Registered head names, or ``("all",)``.
+    fusions : tuple of str
+        Fusions of all of a store's layers (``concat``, ``attention``); empty for none.
+    layers : tuple of str, optional
+        Only these outputs (per store); default all.
+    per_layer : bool, default=True
+        One cell per single layer.
+    cv : int, default=5
+        Folds when a store has no test split.
+    search : bool, default=False
+        Small grid search per head (its ``param_grid``), inside the training data.
+    n_jobs : int, optional
+        Cells run in parallel (default: the number of cores).
+    seed : int, default=0
+    max_train_rows : int, optional
+        Stratified subsample of the training rows (for quick looks).
+    """
+
+    heads: tuple[str, ...] = DEFAULT_HEADS
+    fusions: tuple[str, ...] = FUSIONS
+    layers: tuple[str, ...] | None = None
+    per_layer: bool = True
+    cv: int = 5
+    search: bool = False
+    n_jobs: int | None = None
+    seed: int = 0
+    max_train_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        heads = tuple(list_heads()) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)
+        object.__setattr__(self, "heads", heads)
+        object.__setattr__(self, "fusions", tuple(self.fusions))
+        unknown = [f for f in self.fusions if f not in FUSIONS]
+        if unknown:
+            raise HeadError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
+        if self.cv < 2:
+            raise HeadError(f"cv must be >= 2, got {self.cv}")
+
+
+@dataclass
+class StoreData:
+    """One store's labelled features, loaded once for every cell."""
+
+    label: str
+    path: str
+    backbone: str
+    fingerprint: str
+    random_init: bool
+    layers: list[str]
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    keys: np.ndarray
+    test: np.ndarray | None
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One experiment: a store, its layers, a fusion (``none`` for one layer) and a head."""
+
+    store: str
+    layers: tuple[str, ...]
+    fusion: str
+    head: str
+
+    @property
+    def layer_label(self) -> str:
+        return self.layers[0] if len(self.layers) == 1 else f"{self.fusion}({len(self.layers)} layers)"
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    metrics: dict[str, float]
+    method: str
+    fit_seconds: float
+    predict_ms_per_1000: float
+    n_train: int
+    n_test: int
+    evaluation: str
+    attention: list[float] | None = None
+    confusion: list[list[int]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """Flat dict for CSV/JSON."""
+        return {"store": self.cell.store, "layers": "+".join(self.cell.layers), "layer": self.cell.layer_label,
+                "fusion": self.cell.fusion, "head": self.cell.head, "method": self.method,
+                **self.metrics, "fit_seconds": self.fit_seconds, "predict_ms_per_1000": self.predict_ms_per_1000,
+                "n_train": self.n_train, "n_test": self.n_test, "evaluation": self.evaluation}
+
+
+def _store_label(path: Path, used: set[str]) -> str:
+    label = path.name or str(path)
+    while label in used:
+        label = f"{label}_"
+    used.add(label)
+    return label
+
+
+def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None) -> list[StoreData]:
+    """Load the clean-view, labelled rows of each store (every layer, or only ``layers``)."""
+    out, used = [], set()
+    for path in paths:
+        store = open_store(path)
+        names = [n for n in store.layers if layers is None or n in layers or store.layer(n) in layers] \
+            if layers else list(store.layers)
+        if not names:
+            raise HeadError(f"none of the layers {', '.join(layers or [])} is in store {path}; "
+                            f"it has {', '.join(store.layers)}")
+        data = store.load(names, view=0)
+        labelled = data.y >= 0
+        if labelled.sum() < 2:
+            raise HeadError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
+        splits = data.splits[labelled]
+        test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
+        out.append(StoreData(
+            label=_store_label(Path(path), used), path=str(path), backbone=store.spec.backbone,
+            fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
+            X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
+            y=data.y[labelled], keys=data.keys[labelled], test=test, classes=data.classes,
+        ))
+    return out
+
+
+def plan_cells(stores: Sequence[StoreData], config: BenchConfig) -> list[Cell]:
+    """Every cell of the grid, in report order."""
+    cells = []
+    for store in stores:
+        groups: list[tuple[tuple[str, ...], str]] = []
+        if config.per_layer or len(store.layers) == 1:
+            groups += [((name,), "none") for name in store.layers]
+        if len(store.layers) > 1:
+            groups += [(tuple(store.layers), fusion) for fusion in config.fusions]
+        cells += [Cell(store.label, layers, fusion, head) for layers, fusion in groups for head in config.heads]
+    return cells
+
+
+def build_estimator(head: str, fusion: str, blocks: Sequence[int], seed: int = 0, search: bool = False,
+                    **head_params: Any):
+    """A fresh estimator for one cell: ``[fusion ->] head``, optionally in a small grid search."""
+    from .attention import AttentionFusion
+    from .fusion import ConcatFusion
+    from .registry import param_grid
+
+    estimator = create_head(head, **head_params)
+    if search:
+        from sklearn.model_selection import GridSearchCV
+
+        estimator = GridSearchCV(estimator, param_grid(head), cv=3, n_jobs=1)
+    if fusion == "none":
+        return estimator
+    fuser = ConcatFusion(blocks=list(blocks)) if fusion == "concat" else \
+        AttentionFusion(blocks=list(blocks), random_state=seed)
+    return Pipeline([("fusion", fuser), ("head", estimator)])
+
+
+def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    index = np.arange(len(y))
+    if limit is None or len(y) <= limit:
+        return index
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(index, train_size=limit, stratify=y, random_state=seed)
+    return np.sort(keep)
+
+
+def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int) -> tuple[dict[str, float], np.ndarray, float]:
+    start = time.perf_counter()
+    predicted = estimator.predict(X_test)
+    predict_seconds = time.perf_counter() - start
+    metrics = {
+        "accuracy": float(accuracy_score(y_test, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_test, predicted)),
+        "macro_f1": float(f1_score(y_test, predicted, average="macro")),
+        "log_loss": float("nan"),
+    }
+    if hasattr(estimator, "predict_proba"):
+        proba = estimator.predict_proba(X_test)
+        if proba.shape[1] == n_classes:
+            metrics["log_loss"] = float(log_loss(y_test, np.clip(proba, 1e-15, 1.0), labels=np.arange(n_classes)))
+    return metrics, predicted, predict_seconds
+
+
+def run_cell(cell: Cell, store: StoreData, config: BenchConfig) -> CellResult:
+    """Fit and score one cell (test split, else stratified k-fold CV)."""
+    X = np.concatenate([store.X[name] for name in cell.layers], axis=1)
+    blocks = [store.X[name].shape[1] for name in cell.layers]
+    y = store.y
+    n_classes = len(store.classes)
+    if store.test is not None:
+        folds = [(np.flatnonzero(~store.test), np.flatnonzero(store.test))]
+        evaluation = "test split"
+    else:
+        splitter = StratifiedKFold(n_splits=config.cv, shuffle=True, random_state=config.seed)
+        folds = list(splitter.split(X, y))
+        evaluation = f"{config.cv}-fold CV"
+    fit_seconds = predict_seconds = 0.0
+    scores: list[dict[str, float]] = []
+    predicted_all = np.empty_like(y)
+    tested = np.zeros(len(y), dtype=bool)
+    estimator = None
+    n_train = 0
+    for train, test in folds:
+        train = train[_subsample(y[train], config.max_train_rows, config.seed)]
+        n_train = len(train)
+        estimator = build_estimator(cell.head, cell.fusion, blocks, config.seed, config.search)
+        start = time.perf_counter()
+        estimator.fit(X[train], y[train])
+        fit_seconds += time.perf_counter() - start
+        metrics, predicted, seconds = _score(estimator, X[test], y[test], n_classes)
+        predict_seconds += seconds
+        scores.append(metrics)
+        predicted_all[test] = predicted
+        tested[test] = True
+    n_test = int(tested.sum())
+    attention = None
+    if cell.fusion == "attention" and estimator is not None:
+        attention = [float(w) for w in estimator.named_steps["fusion"].attention_weights_]
+    return CellResult(
+        cell=cell,
+        metrics={k: float(np.mean([s[k] for s in scores])) for k in scores[0]},
+        method=method_used(estimator["head"] if cell.fusion != "none" else estimator),
+        fit_seconds=fit_seconds / len(folds),
+        predict_ms_per_1000=predict_seconds * 1e6 / max(n_test, 1),
+        n_train=n_train,
+        n_test=n_test // len(folds),
+        evaluation=evaluation,
+        attention=attention,
+        confusion=confusion_matrix(y[tested], predicted_all[tested], labels=np.arange(n_classes)).tolist(),
+    )
+
+
+def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchConfig | None = None,
+              log=print) -> dict[str, Any]:
+    """Run the grid over ``stores`` and write the report into ``output``.
+
+    Returns
+    -------
+    dict
+        The ``results.json`` document.
+    """
+    from joblib import Parallel, delayed
+
+    from .report import write_report
+
+    config = config or BenchConfig()
+    started = time.perf_counter()
+    data = load_store_data(stores, config.layers)
+    load_seconds = time.perf_counter() - started
+    by_label = {d.label: d for d in data}
+    cells = plan_cells(data, config)
+    log(f"bench: {len(cells)} cells ({len(data)} stores, heads {', '.join(config.heads)}); "
+        f"features loaded in {load_seconds:.2f} s")
+    n_jobs = config.n_jobs or os.cpu_count() or 1
+    results = Parallel(n_jobs=n_jobs, verbose=0)(
+        delayed(run_cell)(cell, by_label[cell.store], config) for cell in cells)
+    total = time.perf_counter() - started
+    document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total)
+    log(f"bench: {len(results)} cells in {total:.1f} s ({100 * load_seconds / total:.1f}% loading features); "
+        f"report in {output}")
+    return document
+
+
+def config_dict(config: BenchConfig) -> dict[str, Any]:
+    return asdict(config)

@@ -1,0 +1,97 @@
+"""Classify new images with an exported model and a fitted head: decode, extract, fuse, predict."""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurestore._atomic import file_sha256
+from featurestore.decode import decode_image, preprocess_array
+from featurestore.errors import ImageDecodeError
+from featurestore.session import FeatureModel
+from featurestore.sources import content_key, open_source
+
+from .errors import HeadError
+from .persist import load_head, read_sidecar
+
+__all__ = ["HeadModelMismatchError", "predict_source"]
+
+
+class HeadModelMismatchError(HeadError):
+    """The head was trained on features of another model or layers than the one given."""
+
+
+def _check_model(model: FeatureModel, model_sha: str, metadata: dict[str, Any], head: Path) -> None:
+    if metadata.get("model_sha256") != model_sha:
+        raise HeadModelMismatchError(
+            f"head {head} was trained on a store of model {metadata.get('backbone')} "
+            f"(sha256 {str(metadata.get('model_sha256'))[:12]}...), not on {model.path} "
+            f"(sha256 {model_sha[:12]}...); use the model the store was extracted with")
+    missing = [name for name in metadata["layers"] if name not in model.outputs]
+    if missing:
+        raise HeadModelMismatchError(f"model {model.path} has no output(s) {', '.join(missing)} needed by {head}")
+
+
+def _decode(item, prep):
+    try:
+        data = item.read()
+        image = preprocess_array(data, prep) if isinstance(data, np.ndarray) else decode_image(data, prep)
+        return content_key(data), image, None
+    except ImageDecodeError as exc:
+        return None, None, f"{exc.cause}: {exc.message}"
+    except Exception as exc:  # one bad file never stops a batch job
+        return None, None, f"{type(exc).__name__}: {exc}"
+
+
+def predict_source(model_path: str | Path, head_path: str | Path, source: Any, output: str | Path, *,
+                   device: str = "auto", batch_size: int = 32) -> dict[str, int]:
+    """Write ``path,key,label,confidence,prob_<class>...`` for every image of ``source``.
+
+    The head's sidecar must name this model's sha256 (the store the head was fitted on was
+    extracted with it); pickles and non-skops files are refused before loading.
+
+    Returns
+    -------
+    dict
+        Counts: ``predicted`` and ``failed``.
+    """
+    head_path = Path(head_path)
+    metadata = read_sidecar(head_path)
+    model = FeatureModel(model_path, device=device)
+    _check_model(model, file_sha256(model.path), metadata, head_path)
+    estimator, metadata = load_head(head_path)
+    classes = list(metadata["classes"])
+    layers = list(metadata["layers"])
+    items = list(open_source(source))
+    counts = {"predicted": 0, "failed": 0}
+    with open(output, "w", newline="") as fh, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "key", "label", "confidence", "error"] + [f"prob_{c}" for c in classes])
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            decoded = list(pool.map(lambda it: _decode(it, model.spec.preprocessing), chunk))
+            good = [i for i, (_, image, _) in enumerate(decoded) if image is not None]
+            probs = labels = None
+            if good:
+                feats = model.run(np.stack([decoded[i][1] for i in good]), layers)
+                X = np.concatenate([feats[name].reshape(len(good), -1) for name in layers], axis=1)
+                labels = estimator.predict(X)
+                probs = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+            row_of = {i: r for r, i in enumerate(good)}
+            for i, (item, (key, _, error)) in enumerate(zip(chunk, decoded)):
+                if error is not None:
+                    writer.writerow([item.path, "", "", "", error] + [""] * len(classes))
+                    counts["failed"] += 1
+                    continue
+                r = row_of[i]
+                p = probs[r] if probs is not None else None
+                writer.writerow([item.path, key, classes[int(labels[r])],
+                                 f"{float(p.max()):.6f}" if p is not None else "", ""]
+                                + ([f"{v:.6f}" for v in p] if p is not None else [""] * len(classes)))
+                counts["predicted"] += 1
+    return counts

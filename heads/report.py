@@ -1,0 +1,146 @@
+"""Write a bench's results: ``results.csv``, ``results.json``, ``report.md`` and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report"]
+
+_COLUMNS = ["store", "layer", "fusion", "head", "method", "accuracy", "balanced_accuracy", "macro_f1", "log_loss",
+            "fit_seconds", "predict_ms_per_1000", "n_train", "n_test", "evaluation", "layers"]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float) -> dict[str, Any]:
+    """Write every report file into ``output`` and return the JSON document."""
+    output.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    with open(output / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    provenance = [{"label": s.label, "path": s.path, "backbone": s.backbone, "fingerprint": s.fingerprint,
+                   "random_init": s.random_init, "layers": s.layers, "rows": int(len(s.y)),
+                   "evaluation": "test split" if s.test is not None else f"{config.cv}-fold CV",
+                   "classes": list(s.classes)} for s in stores]
+    attention = {f"{r.cell.store}/{r.cell.head}": dict(zip(r.cell.layers, r.attention))
+                 for r in results if r.attention is not None}
+    best = max(results, key=lambda r: r.metrics["accuracy"])
+    document = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": asdict(config),
+        "stores": provenance,
+        "results": rows,
+        "attention": attention,
+        "timing": {"load_seconds": load_seconds, "total_seconds": total_seconds,
+                   "load_fraction": load_seconds / total_seconds if total_seconds else 0.0},
+        "best": best.row() | {"confusion": best.confusion},
+    }
+    (output / "results.json").write_text(json.dumps(document, indent=1, default=str))
+    plots = _plots(output, stores, results, best)
+    (output / "report.md").write_text(_markdown(document, stores, results, best, plots))
+    return document
+
+
+def _markdown(document, stores, results, best, plots: list[str]) -> str:
+    timing = document["timing"]
+    parts = ["# Bench report", "",
+             f"{len(results)} cells; features loaded in {timing['load_seconds']:.2f} s of "
+             f"{timing['total_seconds']:.1f} s ({100 * timing['load_fraction']:.1f}%). No image was decoded.", "",
+             "## Stores", ""]
+    parts.append(_table(["store", "backbone", "weights", "layers", "rows", "evaluation", "fingerprint"], [
+        [s["label"], s["backbone"], "RANDOM INIT" if s["random_init"] else "pretrained", ", ".join(s["layers"]),
+         s["rows"], s["evaluation"], s["fingerprint"][:16]] for s in document["stores"]]))
+    ranked = sorted(results, key=lambda r: -r.metrics["accuracy"])
+    parts += ["", "## All results (sorted by accuracy)", ""]
+    parts.append(_table(["store", "layer", "head", "method", "accuracy", "bal. acc.", "macro-F1", "log-loss",
+                         "fit s", "predict ms/1k"], [
+        [r.cell.store, r.cell.layer_label, r.cell.head, r.method, r.metrics["accuracy"],
+         r.metrics["balanced_accuracy"], r.metrics["macro_f1"], r.metrics["log_loss"], r.fit_seconds,
+         r.predict_ms_per_1000] for r in ranked]))
+    parts += ["", "## Best per head", ""]
+    best_per_head: dict[str, Any] = {}
+    for r in ranked:
+        best_per_head.setdefault(r.cell.head, r)
+    parts.append(_table(["head", "store", "layer", "accuracy", "fit s"], [
+        [h, r.cell.store, r.cell.layer_label, r.metrics["accuracy"], r.fit_seconds]
+        for h, r in best_per_head.items()]))
+    by_store: dict[str, list] = defaultdict(list)
+    for r in results:
+        by_store[r.cell.store].append(r)
+    for store, rs in by_store.items():
+        layers = list(dict.fromkeys(r.cell.layer_label for r in rs))
+        heads = list(dict.fromkeys(r.cell.head for r in rs))
+        acc = {(r.cell.layer_label, r.cell.head): r.metrics["accuracy"] for r in rs}
+        parts += ["", f"## Accuracy by layer: {store}", ""]
+        parts.append(_table(["layer"] + heads, [[layer] + [acc.get((layer, h), float("nan")) for h in heads]
+                                                for layer in layers]))
+    if document["attention"]:
+        parts += ["", "## Attention fusion: mean weight per layer", ""]
+        for name, weights in document["attention"].items():
+            parts.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
+    parts += ["", f"## Best cell: {best.cell.store} / {best.cell.layer_label} / {best.cell.head} "
+                  f"(accuracy {best.metrics['accuracy']:.4f})", ""]
+    parts += [f"![{p}]({p})" for p in plots]
+    return "\n".join(parts) + "\n"
+
+
+def _plots(output: Path, stores, results, best) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_store: dict[str, list] = defaultdict(list)
+    for r in results:
+        by_store[r.cell.store].append(r)
+    for store, rs in by_store.items():
+        layers = list(dict.fromkeys(r.cell.layer_label for r in rs))
+        if len(layers) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(max(6, len(layers) * 1.1), 4))
+        for head in dict.fromkeys(r.cell.head for r in rs):
+            acc = {r.cell.layer_label: r.metrics["accuracy"] for r in rs if r.cell.head == head}
+            ax.plot(range(len(layers)), [acc.get(layer, math.nan) for layer in layers], marker="o", label=head)
+        ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"accuracy by layer: {store}")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        name = f"accuracy_by_layer_{store}.png"
+        fig.savefig(output / name, dpi=100)
+        plt.close(fig)
+        written.append(name)
+    classes = next(s.classes for s in stores if s.label == best.cell.store)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(best.confusion, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(len(classes)), classes, fontsize="small")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"best: {best.cell.store} / {best.cell.layer_label} / {best.cell.head}", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(output / "confusion_best.png", dpi=100)
+    plt.close(fig)
+    written.append("confusion_best.png")
+    return written
