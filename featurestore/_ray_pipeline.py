@@ -1,0 +1,118 @@
+"""The Ray side of :mod:`featurestore.distributed`: the Ray session and the Ray Data pipeline.
+
+Ray is imported here only, and only when a function runs (:func:`import_ray`), so the rest of
+the package works without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._ray_tasks import InferenceWorker, decode_block
+from .errors import FeatureStoreError
+from .extract import ExtractOptions
+from .spec import ModelSpec
+
+if TYPE_CHECKING:
+    from .distributed import RayOptions
+
+__all__ = ["DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "shard_metadata"]
+
+#: Images per decoding task, roughly (aligned with the shard size when it can be).
+DECODE_IMAGES = 32
+
+
+def import_ray() -> Any:
+    """``ray`` with Ray Data, or a :class:`FeatureStoreError` saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise FeatureStoreError(
+            "--engine ray needs Ray Data, which is not installed: pip install 'featurestore[distributed]'"
+        ) from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(opts: RayOptions) -> Iterator[tuple[Any, bool]]:
+    """(ray, started here) for the run: this process's Ray, the cluster at ``address``, or a new local one.
+
+    A local instance started here is shut down afterwards; a joined cluster is only left.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray, False
+        return
+    if opts.address:
+        ray.init(address=opts.address, logging_level="WARNING")
+    else:
+        ray.init(address="local", num_cpus=opts.local_cpus(), include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray, not opts.address
+    finally:
+        ray.shutdown()
+
+
+def check_resources(ray: Any, opts: RayOptions, fixed: bool) -> None:
+    """Refuse (``fixed``: a local instance started here) or warn about a cluster too small for the workers."""
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    need_cpus, need_gpus = opts.workers * opts.cpus_per_worker + 1, opts.workers * opts.gpus_per_worker
+    if cpus >= need_cpus and gpus >= need_gpus:
+        return
+    message = (f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs; {opts.workers} workers x "
+               f"({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) plus one CPU for decoding need "
+               f"{need_cpus:g} CPUs and {need_gpus:g} GPUs; lower --workers or --cpus-per-worker, or add nodes")
+    if fixed:
+        raise FeatureStoreError(message)
+    warnings.warn(message + " (waiting for an autoscaler, if the cluster has one)", RuntimeWarning, stacklevel=3)
+
+
+def decode_rows(images_per_shard: int) -> int:
+    """Images per decoding block: a divisor or multiple of a shard's images near :data:`DECODE_IMAGES`.
+
+    Aligned blocks let each actor batch (one shard) be made of whole blocks.
+    """
+    if images_per_shard <= DECODE_IMAGES:
+        return images_per_shard * (DECODE_IMAGES // images_per_shard)
+    divisor = max(d for d in range(1, DECODE_IMAGES + 1) if images_per_shard % d == 0)
+    return divisor if divisor >= DECODE_IMAGES // 4 else DECODE_IMAGES
+
+
+def shard_metadata(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions,
+                   opts: RayOptions, worker_args: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Run the pipeline over ``todo``; yield each batch's metadata as it completes (in no fixed order)."""
+    context = ray.data.DataContext.get_current()
+    bars, context.enable_progress_bars = context.enable_progress_bars, False  # the driver's tqdm is the bar
+    try:
+        for row in _dataset(ray, todo, spec, options, opts, worker_args).iter_rows():
+            yield json.loads(row["meta"])
+    finally:
+        context.enable_progress_bars = bars
+
+
+def _dataset(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions, opts: RayOptions,
+             worker_args: dict[str, Any]) -> Any:
+    """Listed items -> decode tasks -> inference actors (one shard per batch) -> one metadata row per batch."""
+    images_per_shard = max(1, options.shard_rows // (options.views + 1))
+    blocks = math.ceil(len(todo) / decode_rows(images_per_shard))
+    ds = ray.data.from_items(todo, override_num_blocks=blocks)
+    ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", num_cpus=1, fn_kwargs={
+        "preprocessing": spec.preprocessing, "views": options.views, "augment": options.augment,
+        "shape": spec.input_shape})
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates max_restarts / max_task_retries as map_batches keywords (gone in 2.64,
+        # where Ray Data's defaults, unlimited restarts and retries, would apply).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(
+            InferenceWorker, batch_size=images_per_shard, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(opts.workers, blocks)), fn_constructor_kwargs=worker_args,
+            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
+            max_restarts=opts.max_restarts, max_task_retries=opts.max_restarts,
+        )

@@ -1,0 +1,235 @@
+"""Distributed extraction on Ray Data: one store, many workers, the local engine's guarantees.
+
+The driver (the process calling :func:`extract_distributed`) lists the source, keys every
+item by content and drops what the store already has or knows to be bad, exactly as
+:func:`featurestore.extract` does. The rest flows through a Ray Data pipeline: decoding in
+CPU tasks, then an actor pool where each actor holds one onnxruntime session and writes
+each batch as one complete shard straight into the store (temporary name, fsync, rename).
+Only the driver commits shards, one atomic manifest replacement each, as they arrive; a
+shard that repeats a stored row is never committed as it is (see
+:mod:`featurestore._ray_commit`). A killed actor is restarted by Ray and its batch retried;
+what it wrote before dying was never committed: the driver deletes it at the end of the
+run (or the next open of the store does, if the driver died too).
+
+Ray is an optional dependency (``pip install 'featurestore[distributed]'``), imported only
+by :mod:`featurestore._ray_pipeline` when :func:`extract_distributed` has work for it.
+Worker code lives in :mod:`featurestore._ray_tasks`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._atomic import file_sha256
+from ._ray_commit import DistributedReport, ShardCommitter
+from ._ray_pipeline import check_resources, ray_session, shard_metadata
+from ._ray_tasks import CRASH_ENV, array_to_bytes
+from .errors import FeatureStoreError
+from .extract import ExtractOptions
+from .manifest import STORE_SCHEMA_VERSION, StoreConfig
+from .session import FeatureModel
+from .shard import SHARD_DIR
+from .sources import ImageSource, content_key, open_source
+from .spec import ModelSpec, read_spec
+from .writer import StoreWriter
+
+__all__ = ["RayOptions", "DistributedReport", "extract_distributed"]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run a distributed extraction.
+
+    Parameters
+    ----------
+    address : str, optional
+        Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:10001``). None starts a
+        local Ray instance for the run and stops it afterwards; a Ray already initialised
+        in this process is used as it is.
+    workers : int, default=2
+        Inference actors, each with its own onnxruntime session.
+    gpus_per_worker : float, default=0
+        GPUs per actor; with any, actors run on CUDA (unless ``device='cpu'``).
+    cpus_per_worker : float, default=1
+        CPUs reserved per actor (also its onnxruntime threads, rounded up, unless set).
+    num_cpus : int, optional
+        Logical CPUs of a local instance (default: this machine's cores for decoding plus
+        the workers' CPUs, so reserving actors never starves decoding).
+    max_restarts : int, default=3
+        How often Ray restarts a dead actor and retries its batch.
+    """
+
+    address: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    num_cpus: int | None = None
+    max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise FeatureStoreError(f"workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise FeatureStoreError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got "
+                                    f"{self.gpus_per_worker} and {self.cpus_per_worker}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise FeatureStoreError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.max_restarts < 0:
+            raise FeatureStoreError(f"max_restarts must be >= 0, got {self.max_restarts}")
+
+    def local_cpus(self) -> int:
+        """Logical CPUs to give a local instance (see ``num_cpus``)."""
+        return self.num_cpus or (os.cpu_count() or 1) + math.ceil(self.workers * self.cpus_per_worker)
+
+
+def _worker_device(device: str, gpus: float) -> str:
+    if device == "cuda" and not gpus:
+        raise FeatureStoreError("device 'cuda' needs GPUs on the workers: pass --gpus-per-worker 1 (or a fraction)")
+    return "cuda" if gpus and device != "cpu" else "cpu"
+
+
+def _worker_args(model_path: Path, spec: ModelSpec, config: StoreConfig, writer: StoreWriter,
+                 options: ExtractOptions, opts: RayOptions) -> dict[str, Any]:
+    """Constructor arguments of every :class:`~featurestore._ray_tasks.InferenceWorker`."""
+    return {
+        "model_path": str(model_path.absolute()), "model_sha256": config.model_sha256,
+        "store": str(writer.path.absolute()), "run_id": writer.run_id,
+        "device": _worker_device(options.device, opts.gpus_per_worker),
+        "intra_op_threads": options.intra_op_threads or math.ceil(opts.cpus_per_worker),
+        "batch_size": options.batch_size, "dtype": config.dtype,
+        "layers": {layer.output: (layer.dim,) for layer in spec.layers},
+        "attrs": {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": config.fingerprint,
+                  "model_sha256": config.model_sha256},
+        "crash": os.environ.get(CRASH_ENV, ""),
+    }
+
+
+def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar: Any) -> list[dict[str, Any]]:
+    """Key every item; skip, alias or fail it as the local engine does; return the items left to do."""
+    report, todo, in_flight = committer.report, [], set()
+    for item in src:
+        try:
+            data = item.read()
+        except OSError as exc:
+            bar.update(1)
+            committer.failure(item.path, "", type(exc).__name__, str(exc))
+            continue
+        key = content_key(data)
+        if key in writer.stored_keys or key in writer.failed_keys or key in in_flight:
+            if key in in_flight:
+                report.duplicates += 1
+            else:
+                report.skipped += 1
+            writer.add_alias(key, item.path, item.label, item.split)
+            bar.update(1)
+            continue
+        in_flight.add(key)
+        todo.append({"key": key, "path": item.path, "label": item.label or "", "split": item.split or "",
+                     "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b""})
+    return todo
+
+
+def _remove_orphans(writer: StoreWriter) -> None:
+    """Delete shard files the manifest does not name (written by killed actors, never committed).
+
+    Safe while the writer holds the store's lock: only its process commits, so an
+    uncommitted file can never become part of the store.
+    """
+    directory = writer.path / SHARD_DIR
+    if not directory.is_dir():  # every item failed: no shard at all
+        return
+    committed = {Path(s["file"]).name for s in writer.manifest.shards}
+    for file in directory.iterdir():
+        if file.name not in committed:
+            file.unlink(missing_ok=True)
+
+
+def extract_distributed(
+    model: str | Path | FeatureModel,
+    source: str | os.PathLike[str] | ImageSource,
+    store: str | Path,
+    options: ExtractOptions | None = None,
+    ray_options: RayOptions | None = None,
+) -> DistributedReport:
+    """Extract ``source`` with ``model`` into ``store`` on a Ray cluster (or a local Ray instance).
+
+    Same keys, skips, aliases, failures and store format as :func:`featurestore.extract`;
+    only the row order within the store differs (shards commit as workers finish). The
+    store directory and the model file must be on a filesystem every node shares.
+
+    Parameters
+    ----------
+    model : str, Path or FeatureModel
+        ONNX file from ``featurestore export`` (a FeatureModel is used for its path only).
+    source : str, PathLike or ImageSource
+        Anything :func:`featurestore.sources.open_source` accepts.
+    store : str or Path
+        Store directory (created if missing).
+    options : ExtractOptions, optional
+        As for the local engine; ``decode_workers`` is unused (Ray schedules decoding) and
+        ``intra_op_threads`` applies per worker.
+    ray_options : RayOptions, optional
+        Cluster address and worker resources.
+
+    Returns
+    -------
+    DistributedReport
+
+    Raises
+    ------
+    StoreMismatchError
+        The store was built with another configuration.
+    FeatureStoreError
+        Ray is not installed, or the cluster cannot hold the workers asked for.
+    ImageDecodeError
+        A bad input with ``options.strict``.
+
+    Examples
+    --------
+    >>> report = extract_distributed("tiny.onnx", "images/", "store",
+    ...                              ray_options=RayOptions(workers=2))  # doctest: +SKIP
+    >>> print(report.summary())  # doctest: +SKIP
+    """
+    options = options or ExtractOptions()
+    opts = ray_options or RayOptions()
+    model_path = Path(model.path if isinstance(model, FeatureModel) else model)
+    spec = read_spec(model_path)
+    _worker_device(options.device, opts.gpus_per_worker)
+    config = StoreConfig.from_spec(spec, file_sha256(model_path), views=options.views, augment=options.augment,
+                                   dtype=options.dtype)
+    src = open_source(source)
+    writer = StoreWriter(store, config, spec, shard_rows=options.shard_rows)
+    report = DistributedReport(store=str(store), listed=len(src))
+    started = time.perf_counter()
+    bar = tqdm(total=len(src), unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
+    committer = ShardCommitter(writer, report, options.strict, progress=bar.update)
+    try:
+        todo = _list(src, writer, committer, bar)
+        if todo:
+            with ray_session(opts) as (ray, local):
+                check_resources(ray, opts, fixed=local)
+                args = _worker_args(model_path, spec, config, writer, options, opts)
+                for meta in shard_metadata(ray, todo, spec, options, opts, args):
+                    committer.take(meta)
+                    bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
+                                    workers=len(report.workers), refresh=False)
+            _remove_orphans(writer)
+        bar.close()
+    finally:
+        report.seconds = time.perf_counter() - started
+        writer.close(run={
+            "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,
+            "decoded": report.decoded, "failed": len(report.failures), "seconds": round(report.seconds, 3),
+            "engine": "ray", "workers": {name: {k: round(v, 3) for k, v in w.items()}
+                                         for name, w in report.workers.items()},
+        })
+        report.rows_added = writer.rows_added
+    return report

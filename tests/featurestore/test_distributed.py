@@ -1,0 +1,232 @@
+"""Distributed extraction on Ray Data: same store as the local engine, exactly-once rows under failures.
+
+One local Ray instance (2 CPUs) serves the whole module; the CLI run that is SIGKILLed
+joins it with --address, so a killed driver leaves no Ray of its own behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featurestore import ExtractOptions, StoreError, extract, open_store, verify_store
+from featurestore.cli import main
+from featurestore.manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, StoreConfig
+from featurestore.shard import SHARD_DIR, ShardBuffer, write_shard
+from featurestore.verify import orphan_files
+from images import write_bad_images, write_good_images
+
+# Ray Data sets its own deprecated config attributes internally; those warnings are not ours.
+pytestmark = [pytest.mark.distributed, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+
+OPTS = ExtractOptions(batch_size=4, shard_rows=4, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray instance for the module (2 CPUs); its GCS address for other drivers."""
+    ray = pytest.importorskip("ray")
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield context.address_info["address"]
+    ray.shutdown()
+
+
+def _ray_options(**kwargs):
+    from featurestore.distributed import RayOptions
+
+    return RayOptions(workers=2, cpus_per_worker=0.5, **kwargs)
+
+
+def _rows(store: Path) -> dict[tuple[str, int], np.ndarray]:
+    data = open_store(store).load(view=None)
+    rows = list(zip(data.keys.tolist(), data.views.tolist()))
+    assert len(set(rows)) == len(rows), "a (key, view) row is stored twice"
+    return dict(zip(rows, data.matrix()))
+
+
+def _committed(store: Path) -> int:
+    try:
+        return sum(s["rows"] for s in json.loads((store / MANIFEST_NAME).read_text())["shards"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_ray_store_equals_local_store(tiny_onnx, tmp_path, ray_address):
+    from featurestore.distributed import extract_distributed
+
+    folder = tmp_path / "imgs"
+    good = write_good_images(folder, n=40)
+    bad = write_bad_images(folder)
+    shutil.copy(good[0], folder / "copy_of_first.jpg")
+
+    local = extract(tiny_onnx, folder, tmp_path / "local", OPTS)
+    report = extract_distributed(tiny_onnx, folder, tmp_path / "ray", OPTS, _ray_options())
+    assert report.decoded == local.decoded == len(good)
+    assert report.duplicates == local.duplicates == 1
+    assert sorted((Path(f["path"]).name, f["error"]) for f in report.failures) == \
+        sorted((Path(f["path"]).name, f["error"]) for f in local.failures)
+    assert len(report.failures) == len(bad)
+    # Ray may hand every batch to the first actor that is up; the per-worker counts add up either way.
+    assert 1 <= len(report.workers) and sum(w["images"] for w in report.workers.values()) == len(good)
+    assert verify_store(tmp_path / "ray") == []
+
+    expected, got = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert got.keys() == expected.keys()
+    for row, value in expected.items():
+        assert np.array_equal(got[row], value), f"features of {row[0][:12]} differ"
+    recorded = [{(f["path"], f["key"], f["error"]) for f in open_store(tmp_path / name).failures}
+                for name in ("local", "ray")]
+    assert recorded[0] == recorded[1] and len(recorded[0]) == len(bad)
+
+    again = extract_distributed(tiny_onnx, folder, tmp_path / "ray", OPTS, _ray_options())
+    assert again.decoded == 0 and again.skipped == again.listed == len(good) + 1 + len(bad)
+
+
+def test_killed_actor_is_restarted_and_rows_stay_exactly_once(tiny_onnx, tmp_path, ray_address, monkeypatch):
+    from featurestore._ray_tasks import CRASH_ENV
+    from featurestore.distributed import extract_distributed
+
+    folder = tmp_path / "imgs"
+    write_good_images(folder, n=40, seed=5)
+    token = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ENV, f"2:{token}")  # the first actor to reach its 2nd shard exits after writing it
+    report = extract_distributed(tiny_onnx, folder, tmp_path / "s", OPTS, _ray_options())
+    assert token.exists(), "no actor was killed"
+    assert report.decoded == 40 and report.failures == []
+
+    rows = _rows(tmp_path / "s")
+    assert len(rows) == 40
+    assert verify_store(tmp_path / "s") == [] and orphan_files(tmp_path / "s") == []
+    assert main(["verify", str(tmp_path / "s")]) == 0
+    reference = tmp_path / "reference"
+    extract(tiny_onnx, folder, reference, OPTS)
+    expected = _rows(reference)
+    assert rows.keys() == expected.keys()
+    assert all(np.array_equal(rows[row], expected[row]) for row in expected)
+
+
+def test_sigkilled_driver_resumes_with_only_missing_keys(tiny_onnx, tmp_path, ray_address):
+    from featurestore.distributed import extract_distributed
+
+    total = 160
+    folder = tmp_path / "imgs"
+    write_good_images(folder, n=total, size=(96, 72), seed=3)
+    store = tmp_path / "s"
+    command = [sys.executable, "-m", "featurestore", "extract", str(tiny_onnx), str(folder), "-o", str(store),
+               "--engine", "ray", "--address", ray_address, "--workers", "2", "--cpus-per-worker", "0.5",
+               "--device", "cpu", "--batch-size", "4", "--shard-rows", "4", "--no-progress"]
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 90
+        while _committed(store) < 8 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert proc.poll() is None, f"the driver ended before it could be killed: {log.read_text()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    committed = _committed(store)
+    assert 8 <= committed < total
+    assert verify_store(store) == []
+
+    report = extract_distributed(tiny_onnx, folder, store, OPTS, _ray_options())
+    assert report.skipped == committed
+    assert report.decoded == total - committed
+    assert sum(w["images"] for w in report.workers.values()) == total - committed  # no stored key was re-done
+    rows = _rows(store)
+    assert len(rows) == total and verify_store(store) == []
+
+
+def test_worker_errors_reach_the_driver_as_the_local_engine_raises_them(tmp_path, ray_address):
+    from export import export_backbone
+    from featurestore import ArraySource, Preprocessing
+    from featurestore.distributed import extract_distributed
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    tiny_std = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,), std=(1e-6,), color_mode="L")
+    export_backbone("pixels", tmp_path / "huge.onnx", preprocessing=tiny_std)
+    f16 = ExtractOptions(dtype="float16", device="cpu", progress=False)
+    with pytest.raises(StoreError, match="float16"):
+        extract_distributed(tmp_path / "huge.onnx", ArraySource(images), tmp_path / "s", f16, _ray_options())
+    assert len(open_store(tmp_path / "s")) == 0 and verify_store(tmp_path / "s") == []
+
+
+def test_strict_stops_at_the_first_bad_input(tiny_onnx, tmp_path, ray_address, capsys):
+    write_good_images(tmp_path / "imgs", n=2)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"<html>not an image</html>")
+    code = main(["extract", str(tiny_onnx), str(tmp_path / "imgs"), "-o", str(tmp_path / "s"), "--engine", "ray",
+                 "--workers", "1", "--cpus-per-worker", "0.5", "--strict", "--device", "cpu", "--no-progress"])
+    assert code == 1 and "cannot decode image" in capsys.readouterr().err
+    assert verify_store(tmp_path / "s") == []
+    assert [Path(f["path"]).name for f in open_store(tmp_path / "s").failures] == ["broken.jpg"]
+
+
+def _worker_shard(store: Path, name: str, keys: list[str], dims: dict[str, int]) -> dict:
+    buffer = ShardBuffer()
+    rng = np.random.default_rng(0)
+    buffer.add_rows(keys, ["x"] * len(keys), [""] * len(keys), [0] * len(keys), [f"/src/{k[:6]}" for k in keys],
+                    {out: rng.standard_normal((len(keys), dim)).astype(np.float32) for out, dim in dims.items()})
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    config = StoreConfig(**manifest["config"])
+    attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": config.fingerprint,
+             "model_sha256": config.model_sha256}
+    entry = write_shard(store, name, buffer, dtype="float32", layers={o: (d,) for o, d in dims.items()}, attrs=attrs)
+    return {"entry": entry, "keys": keys, "views": [0] * len(keys), "paths": buffer.paths, "labels": buffer.labels}
+
+
+def test_shard_repeating_stored_rows_is_rewritten_not_committed(tiny_onnx, tmp_path):
+    from featurestore._ray_commit import DistributedReport, ShardCommitter
+    from featurestore.manifest import Manifest
+    from featurestore.writer import StoreWriter
+
+    write_good_images(tmp_path / "imgs", n=4)
+    store = tmp_path / "s"
+    extract(tiny_onnx, tmp_path / "imgs", store, OPTS)
+    before = _rows(store)
+    stored = sorted({key for key, _ in before})
+    manifest = Manifest.load(store)
+    dims = {layer.output: layer.dim for layer in manifest.spec.layers}
+    fresh = ["a" * 64, "b" * 64]
+
+    writer = StoreWriter(store, manifest.config, manifest.spec, shard_rows=4)
+    shard = _worker_shard(store, "w-00000.h5", stored[:2] + fresh, dims)
+    with pytest.raises(StoreError, match="already stored"):
+        writer.commit_external(shard["entry"], shard["keys"], shard["views"], shard["paths"], shard["labels"])
+    report = DistributedReport(store=str(store))
+    ShardCommitter(writer, report).take({"worker": "w", "images": 4, "seconds": 0.1, "failures": [], "shard": shard,
+                                              "error": None})
+    clean = _worker_shard(store, "w-00001.h5", ["c" * 64], dims)
+    ShardCommitter(writer, report).take({"worker": "w", "images": 1, "seconds": 0.1, "failures": [], "shard": clean,
+                                              "error": None})
+    writer.close()
+
+    assert not (store / SHARD_DIR / "w-00000.h5").exists()
+    assert (report.rewritten, report.dropped_rows, report.shards, report.decoded) == (1, 2, 1, 3)
+    after = _rows(store)
+    assert set(after) == set(before) | {(k, 0) for k in fresh + ["c" * 64]}
+    assert all(np.array_equal(after[row], value) for row, value in before.items())
+    assert verify_store(store) == [] and orphan_files(store) == []
+
+
+def test_core_and_cli_never_import_ray():
+    code = ("import sys, featurestore, featurestore.distributed, featurestore._ray_tasks\n"
+            "from featurestore.cli import build_parser\n"
+            "build_parser()\n"
+            "assert 'ray' not in sys.modules, 'ray was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_ray_only_flags_are_refused_with_the_local_engine(tiny_onnx, tmp_path, capsys):
+    write_good_images(tmp_path / "imgs", n=2)
+    code = main(["extract", str(tiny_onnx), str(tmp_path / "imgs"), "-o", str(tmp_path / "s"), "--address", "auto",
+                 "--no-progress"])
+    assert code == 1 and "only --engine ray takes --address" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
