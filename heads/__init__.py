@@ -1,3 +1,34 @@
-"""Classical heads (scikit-learn and XGBoost estimators) trained on stored features."""
+"""Classical heads over stored features: a registry of scikit-learn estimators, fusion of
+several layers, the ``bench`` grid with its report, and safe saving of fitted heads.
 
-__all__: list[str] = []
+``heads`` never imports torch at import time; only :class:`AttentionFusion` needs it, and
+imports it when it is fitted or used.
+"""
+
+from .attention import AttentionFusion
+from .bench import BenchConfig, run_bench
+from .errors import HeadError, HeadParamError, UnknownHeadError
+from .fit import fit_head
+from .fusion import ConcatFusion
+from .persist import UnsafeHeadError, load_head, save_head
+from .registry import create_head, head_description, list_heads, method_used, param_grid, register_head
+
+__all__ = [
+    "AttentionFusion",
+    "BenchConfig",
+    "ConcatFusion",
+    "HeadError",
+    "HeadParamError",
+    "UnknownHeadError",
+    "UnsafeHeadError",
+    "create_head",
+    "fit_head",
+    "head_description",
+    "list_heads",
+    "load_head",
+    "method_used",
+    "param_grid",
+    "register_head",
+    "run_bench",
+    "save_head",
+]

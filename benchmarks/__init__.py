@@ -1,0 +1,31 @@
+"""Benchmarks: extraction, storage, quantisation (and, later, the heads loop) against what users would use instead.
+
+Every figure is a ratio of variants measured in the same run, interleaved and repeated, with
+median and spread; nothing here is a timed unit test. ``python -m benchmarks`` runs every
+script and rewrites ``BENCHMARKS.md``; ``python -m benchmarks.<name> --quick`` checks one script
+in seconds (its numbers mean nothing).
+
+Adding a benchmark (the heads-loop benchmark goes in ``benchmarks/heads.py``)
+----------------------------------------------------------------------------
+A script ``benchmarks/<name>.py``:
+
+- defines ``main(argv=None) -> int`` and builds its parser with ``_common.make_parser(name, ...)``
+  and ``_common.parse_args`` (so it takes ``--quick``, ``--repeats``, ``--results-dir``,
+  ``--workdir`` and ``--seed``);
+- times its variants with ``_common.measure`` (interleaved repeats) and computes ratios with
+  ``_common.speed_ratio`` / ``_common.time_ratio``;
+- writes ``<results-dir>/<name>.json`` with ``_common.write_result``, the document holding
+  ``parameters``, ``tables`` (``_common.table``), ``notes`` and ``targets``: one
+  ``targets.evaluate(id, measured, ...)`` entry per target of :data:`targets.TARGETS` whose
+  ``benchmark`` is ``name`` (``heads.vs_reextract`` for the heads loop).
+
+``python -m benchmarks`` runs ``benchmarks/heads.py`` as soon as it exists, and the report
+lists every target, measured or not.
+"""
+
+__all__ = ["SCRIPTS", "OPTIONAL_SCRIPTS"]
+
+#: Scripts ``python -m benchmarks`` runs, in order (``ceiling`` first: the others read its peak).
+SCRIPTS = ("ceiling", "extract", "store", "quant")
+#: Scripts run when their module exists.
+OPTIONAL_SCRIPTS = ("heads",)

@@ -1,0 +1,120 @@
+"""The performance targets BENCHMARKS.md states, and how a measured ratio is judged against one.
+
+A script reports a target with :func:`evaluate`; the report lists every target here, measured
+or not, so a target whose benchmark has not run (or does not exist yet) shows as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TARGETS", "Target", "evaluate", "get_target"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for one measured quantity.
+
+    Parameters
+    ----------
+    id : str
+        Stable key (``notes.toml`` sections use it).
+    benchmark : str
+        The script that measures it (``benchmarks/<benchmark>.py``).
+    goal : str
+        What is compared, in words.
+    op : {'>=', '<='}
+    threshold : float
+    unit : {'x', '%', 'points'}
+        ``x``: a ratio; ``%``: extra cost in percent; ``points``: accuracy points.
+    """
+
+    id: str
+    benchmark: str
+    goal: str
+    op: str
+    threshold: float
+    unit: str
+
+    def __post_init__(self) -> None:
+        if self.op not in (">=", "<="):
+            raise ValueError(f"target {self.id}: op must be '>=' or '<=', got {self.op!r}")
+
+    def passes(self, measured: float) -> bool:
+        """Whether ``measured`` meets the target (compared at 9 decimals: 100 * (0.805 - 0.795) is 1 point)."""
+        value = round(measured, 9)
+        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+
+    def describe(self) -> str:
+        unit = {"x": "x", "%": " %", "points": " points"}[self.unit]
+        return f"{self.op} {self.threshold:g}{unit}"
+
+
+_MNV2_BS32 = "MobileNetV2, batch 32, JPEG folder -> store on disk"
+TARGETS: tuple[Target, ...] = (
+    Target("extract.vs_torch", "extract",
+           f"end-to-end `extract` images/s vs torch eager inference only on pre-decoded tensors ({_MNV2_BS32})",
+           ">=", 2.0, "x"),
+    Target("extract.vs_ort", "extract",
+           f"end-to-end `extract` images/s vs onnxruntime inference only on pre-decoded uint8 ({_MNV2_BS32})",
+           ">=", 0.85, "x"),
+    Target("extract.stages_overhead", "extract",
+           "extra time of `stages` (5 pooled layers) over `last`, end to end (MobileNetV2, batch 32)",
+           "<=", 3.0, "%"),
+    Target("extract.stages_overhead_ort", "extract",
+           "extra time of `stages` over `last`, onnxruntime inference only (MobileNetV2, batch 32)",
+           "<=", 3.0, "%"),
+    Target("store.write", "store",
+           "`write_arrays` speed vs `np.save` (50,000 x 1280 float32)", ">=", 0.9, "x"),
+    Target("store.read", "store",
+           "`open_store(path).load()` speed vs `np.load`, full read (50,000 x 1280 float32)", ">=", 0.9, "x"),
+    Target("store.random_rows", "store",
+           "time of `load(rows=...)` for 5,000 sorted random rows / a contiguous 5,000-row slice "
+           "(50,000 x 1280 float32)", "<=", 2.0, "x"),
+    Target("heads.vs_reextract", "heads",
+           "heads loop on stored features vs re-extracting the features for every head", ">=", 100.0, "x"),
+    Target("quant.speedup.mobilenet_v2", "quant",
+           "int8 (static QDQ, per-channel) vs fp32 images/s, onnxruntime only, MobileNetV2, batch 32",
+           ">=", 1.8, "x"),
+    Target("quant.accuracy_loss.mobilenet_v2", "quant",
+           "Fashion-MNIST logistic-regression test accuracy, fp32 features minus int8 features, MobileNetV2",
+           "<=", 1.0, "points"),
+    Target("quant.speedup.resnet50", "quant",
+           "int8 vs fp32 images/s, onnxruntime only, ResNet-50 (random init), batch 32", ">=", 1.8, "x"),
+    Target("quant.accuracy_loss.resnet50", "quant",
+           "Fashion-MNIST logistic-regression accuracy, fp32 minus int8, ResNet-50 (random init)",
+           "<=", 1.0, "points"),
+)
+
+
+def get_target(target_id: str) -> Target:
+    """The target called ``target_id`` (KeyError listing the known ones otherwise)."""
+    for target in TARGETS:
+        if target.id == target_id:
+            return target
+    raise KeyError(f"unknown target {target_id!r}; known: {', '.join(t.id for t in TARGETS)}")
+
+
+def evaluate(target_id: str, measured: float, *, paired_range: tuple[float, float] | None = None,
+             note: str = "", detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A target's entry for a results JSON: the measured value, PASS/MISS, a note.
+
+    Parameters
+    ----------
+    target_id : str
+    measured : float
+        In the target's unit (a ratio, percent, or accuracy points).
+    paired_range : (float, float), optional
+        Lowest and highest per-repeat values, in the same unit.
+    note : str
+        For a miss: the measured cause and what was tried.
+    detail : dict, optional
+        Any figures the note refers to.
+    """
+    target = get_target(target_id)
+    return {
+        "id": target.id, "goal": target.goal, "op": target.op, "threshold": target.threshold, "unit": target.unit,
+        "measured": float(measured), "paired_range": list(paired_range) if paired_range else None,
+        "passed": bool(target.passes(measured)), "note": note, "detail": detail or {},
+    }
