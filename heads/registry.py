@@ -1,0 +1,291 @@
+"""Registry of classifier heads: a decorator fills it, :func:`create_head` reads it.
+
+A *head* is a plain scikit-learn estimator (usually a :class:`~sklearn.pipeline.Pipeline`
+with its own scaling) trained on stored features. Builders are registered by name with
+:func:`register_head`, as timm registers models; the built-in heads live in
+:mod:`heads.builtin` and are registered the first time the registry is read.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sklearn.base import BaseEstimator
+
+from ._method import method_used
+from .errors import DuplicateHeadError, HeadParamError, UnknownHeadError
+
+__all__ = [
+    "register_head",
+    "create_head",
+    "list_heads",
+    "head_description",
+    "head_params",
+    "param_grid",
+    "method_used",
+]
+
+Builder = Callable[..., BaseEstimator]
+"""A function ``builder(**params) -> estimator`` with explicit keyword parameters."""
+
+Grid = Mapping[str, Sequence[Any]]
+"""A :class:`~sklearn.model_selection.GridSearchCV` ``param_grid`` (one dict)."""
+
+GridSpec = Grid | Callable[..., Grid]
+"""A fixed grid, or a function of the builder's parameters returning one."""
+
+_B = TypeVar("_B", bound=Builder)
+
+_BUILTIN_MODULES = ("heads.builtin",)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    builder: Builder
+    description: str
+    grid: GridSpec
+    params: tuple[str, ...]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_builtins_loaded = False
+
+
+def register_head(
+    name: str, *, description: str, param_grid: GridSpec | None = None
+) -> Callable[[_B], _B]:
+    """Register a head builder under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"svm"``. Must not be taken yet.
+    description : str
+        One line saying what the head is; shown by :func:`head_description`.
+    param_grid : dict or callable, optional
+        A small grid for ``--search`` (``GridSearchCV`` over the pipeline's step
+        parameters, e.g. ``{"svc__C": [0.1, 1.0, 10.0]}``), or a function taking the
+        builder's keyword parameters and returning one. Defaults to an empty grid.
+
+    Returns
+    -------
+    callable
+        A decorator that records the builder and returns it unchanged.
+
+    Raises
+    ------
+    DuplicateHeadError
+        If ``name`` is already registered.
+    HeadParamError
+        If the builder takes ``*args``/``**kwargs`` or positional-only parameters:
+        every option must be an explicit keyword so bad names can be reported.
+
+    Examples
+    --------
+    >>> from sklearn.naive_bayes import GaussianNB
+    >>> @register_head("my-nb", description="Gaussian naive Bayes")  # doctest: +SKIP
+    ... def my_nb(var_smoothing: float = 1e-9) -> GaussianNB:
+    ...     return GaussianNB(var_smoothing=var_smoothing)
+    """
+
+    def decorator(builder: _B) -> _B:
+        if name in _REGISTRY:
+            raise DuplicateHeadError(
+                f"head {name!r} is already registered (by {_REGISTRY[name].builder.__module__}); "
+                "choose another name"
+            )
+        _REGISTRY[name] = _Entry(
+            name=name,
+            builder=builder,
+            description=description,
+            grid={} if param_grid is None else param_grid,
+            params=_keyword_params(name, builder),
+        )
+        return builder
+
+    return decorator
+
+
+def _keyword_params(name: str, builder: Builder) -> tuple[str, ...]:
+    params = []
+    for p in inspect.signature(builder).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise HeadParamError(
+                f"builder of head {name!r} has parameter {p.name!r} of kind {p.kind.description}; "
+                "builders take explicit keyword parameters only"
+            )
+        params.append(p.name)
+    return tuple(params)
+
+
+def _entry(name: str) -> _Entry:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        pass
+    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    raise UnknownHeadError(
+        f"unknown head {name!r}; {hint}available: {', '.join(sorted(_REGISTRY))}"
+    )
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True  # set first: the modules call register_head on import
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+
+
+def _check_params(entry: _Entry, params: Mapping[str, Any]) -> None:
+    unknown = sorted(set(params) - set(entry.params))
+    if unknown:
+        valid = ", ".join(entry.params) or "(none)"
+        raise HeadParamError(
+            f"head {entry.name!r} takes no parameter {', '.join(map(repr, unknown))}; "
+            f"valid: {valid}. Nested step parameters (e.g. from param_grid({entry.name!r})) "
+            "go to create_head(...).set_params(...)"
+        )
+
+
+def create_head(name: str, **params: Any) -> BaseEstimator:
+    """Build a fresh, unfitted head by name.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_heads`.
+    **params
+        Keyword parameters of the head's builder (see :func:`head_params`), e.g.
+        ``create_head("svm", C=10.0)``. Step parameters of the returned pipeline are
+        set afterwards with ``set_params`` (``head.set_params(svc__C=10.0)``).
+
+    Returns
+    -------
+    sklearn.base.BaseEstimator
+        An unfitted classifier; ``clone``, ``get_params`` and ``set_params`` work.
+
+    Raises
+    ------
+    UnknownHeadError
+        If ``name`` is not registered; the message lists close names.
+    HeadParamError
+        If a parameter is not one the builder takes, or its value is rejected.
+
+    Examples
+    --------
+    >>> head = create_head("logreg")
+    >>> type(head).__name__
+    'Pipeline'
+    """
+    entry = _entry(name)
+    _check_params(entry, params)
+    try:
+        return entry.builder(**params)
+    except HeadParamError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise HeadParamError(f"head {name!r} rejected parameters {params!r}: {exc}") from exc
+
+
+def list_heads() -> list[str]:
+    """Names of all registered heads, sorted.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> "svm" in list_heads()
+    True
+    """
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def head_description(name: str) -> str:
+    """The one-line description a head was registered with.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_heads`.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    UnknownHeadError
+        If ``name`` is not registered.
+    """
+    return _entry(name).description
+
+
+def head_params(name: str) -> dict[str, Any]:
+    """The builder's keyword parameters and their defaults.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_heads`.
+
+    Returns
+    -------
+    dict
+        ``{parameter: default}`` in signature order.
+
+    Raises
+    ------
+    UnknownHeadError
+        If ``name`` is not registered.
+    """
+    entry = _entry(name)
+    sig = inspect.signature(entry.builder)
+    return {p: sig.parameters[p].default for p in entry.params}
+
+
+def param_grid(name: str, **params: Any) -> dict[str, list[Any]]:
+    """A small search grid over the step parameters of ``create_head(name, **params)``.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_heads`.
+    **params
+        The builder parameters the head is created with; only grids that depend on
+        them (the ensemble's, which names its members) read them.
+
+    Returns
+    -------
+    dict of str to list
+        Ready for ``GridSearchCV(create_head(name, **params), param_grid(name, **params))``.
+        Empty when the head tunes itself (``logreg`` selects ``C`` by internal CV).
+
+    Raises
+    ------
+    UnknownHeadError
+        If ``name`` is not registered.
+    HeadParamError
+        If a parameter is not one the builder takes.
+
+    Examples
+    --------
+    >>> param_grid("knn")
+    {'knn__n_neighbors': [10, 20, 50]}
+    """
+    entry = _entry(name)
+    _check_params(entry, params)
+    grid = entry.grid(**params) if callable(entry.grid) else entry.grid
+    return {key: list(copy.deepcopy(values)) for key, values in grid.items()}

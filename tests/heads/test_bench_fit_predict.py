@@ -1,0 +1,188 @@
+"""bench / fit / predict / run: the heads loop over stored features, end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featurestore import ArraySource, ExtractOptions, FashionMnistSource, extract, open_store, write_arrays
+from featurestore.cli import main
+
+FAST_HEADS = "logreg,nb,tree"
+
+
+def _synthetic_store(path: Path, with_test: bool = True, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    n, classes = 240, 3
+    y = np.arange(n) % classes
+    signal = rng.normal(size=(classes, 8))[y] * 2.0
+    features = {
+        "noise": rng.normal(size=(n, 6)).astype(np.float32),
+        "signal": (signal + rng.normal(size=(n, 8))).astype(np.float32),
+        "mixed": (np.concatenate([signal[:, :3], rng.normal(size=(n, 5))], 1) + rng.normal(size=(n, 8))).astype(np.float32),
+    }
+    splits = np.where(np.arange(n) % 4 == 0, "test", "train") if with_test else None
+    write_arrays(path, features, labels=[f"c{v}" for v in y], splits=splits, shard_rows=64)
+    return path
+
+
+def test_bench_writes_every_report_file(tmp_path, capsys):
+    store = _synthetic_store(tmp_path / "s")
+    assert main(["bench", str(store), "-o", str(tmp_path / "r"), "--heads", FAST_HEADS, "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "logreg" in out and "accuracy" in out
+    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    # 3 single layers + concat + attention fusions, times 3 heads
+    assert len(rows) == 5 * 3
+    assert {r["layer"] for r in rows} >= {"noise", "signal", "mixed", "concat(3 layers)", "attention(3 layers)"}
+    by = {(r["layer"], r["head"]): float(r["accuracy"]) for r in rows}
+    assert by[("signal", "logreg")] > by[("noise", "logreg")] + 0.3
+    assert all(r["evaluation"] == "test split" for r in rows)
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert doc["stores"][0]["fingerprint"] == open_store(store).fingerprint
+    assert set(doc["attention"]) == {"s/logreg", "s/nb", "s/tree"}
+    weights = doc["attention"]["s/logreg"]
+    assert max(weights, key=weights.get) == "signal"
+    report = (tmp_path / "r" / "report.md").read_text()
+    for section in ("## Stores", "## All results", "## Best per head", "## Accuracy by layer: s",
+                    "## Attention fusion"):
+        assert section in report
+    assert (tmp_path / "r" / "accuracy_by_layer_s.png").stat().st_size > 1000
+    assert (tmp_path / "r" / "confusion_best.png").stat().st_size > 1000
+
+
+def test_bench_uses_cv_without_a_test_split(tmp_path):
+    from heads.bench import BenchConfig, run_bench
+
+    store = _synthetic_store(tmp_path / "cv", with_test=False)
+    doc = run_bench([store], tmp_path / "r", BenchConfig(heads=("nb",), fusions=(), cv=3, n_jobs=1), log=lambda m: None)
+    assert {r["evaluation"] for r in doc["results"]} == {"3-fold CV"}
+    assert all(r["n_test"] == 80 for r in doc["results"])
+
+
+def test_bench_reads_features_only(tmp_path):
+    """The store's images and model are gone: a bench still runs (0 images decoded)."""
+    from export import export_backbone
+    from featurestore import Preprocessing
+
+    prep = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,), std=(1.0,), color_mode="L")
+    export_backbone("pixels", tmp_path / "p.onnx", preprocessing=prep)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    labels = [str(i % 2) for i in range(60)]
+    extract(tmp_path / "p.onnx", ArraySource(images, labels=labels), tmp_path / "s",
+            ExtractOptions(device="cpu", progress=False))
+    (tmp_path / "p.onnx").unlink()
+    assert main(["bench", str(tmp_path / "s"), "-o", str(tmp_path / "r"), "--heads", "nb", "--cv", "3",
+                 "--jobs", "1"]) == 0
+
+
+@pytest.fixture(scope="module")
+def fmnist_store(tmp_path_factory):
+    """A pixels store of 300 Fashion-MNIST training and 40 test images."""
+    from export import export_backbone
+
+    root = tmp_path_factory.mktemp("fm")
+    export_backbone("pixels", root / "pixels.onnx", image_size=28, grayscale=True)
+    options = ExtractOptions(device="cpu", progress=False)
+    extract(root / "pixels.onnx", FashionMnistSource("train", limit=300), root / "store", options)
+    extract(root / "pixels.onnx", FashionMnistSource("test", limit=40), root / "store", options)
+    return root
+
+
+def test_fit_then_predict_png_files_matches_the_store_pipeline(fmnist_store, tmp_path, capsys):
+    from heads.persist import load_head
+
+    root = fmnist_store
+    head = tmp_path / "head.skops"
+    assert main(["fit", str(root / "store"), "--head", "logreg", "-o", str(head)]) == 0
+    assert "test split accuracy" in capsys.readouterr().out
+    estimator, meta = load_head(head)
+    assert meta["store_fingerprint"] == open_store(root / "store").fingerprint
+
+    test_items = list(FashionMnistSource("test", limit=20))
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, item in enumerate(test_items):
+        Image.fromarray(item.array).save(folder / f"{i:02d}.png")
+    assert main(["predict", str(root / "pixels.onnx"), str(head), str(folder), "-o", str(tmp_path / "p.csv"),
+                 "--device", "cpu"]) == 0
+    predicted = {Path(r["path"]).name: r["label"] for r in csv.DictReader(open(tmp_path / "p.csv"))}
+
+    store = open_store(root / "store")
+    test = store.load(split="test")
+    by_path = dict(zip(test.paths.tolist(), range(len(test))))
+    rows = [by_path[item.path] for item in test_items]
+    expected = estimator.predict(test.matrix(meta["layers"])[rows])
+    assert [predicted[f"{i:02d}.png"] for i in range(20)] == [store.classes[v] for v in expected]
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_predict_refuses_a_pickle_without_loading_it(fmnist_store, tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    for name in ("head.pkl", "head.skops"):
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(_Payload(str(marker)), fh)
+        code = main(["predict", str(fmnist_store / "pixels.onnx"), str(tmp_path / name),
+                     str(fmnist_store / "store"), "-o", str(tmp_path / "p.csv"), "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert "pickles are never loaded" in err or "not a skops archive" in err
+    assert not marker.exists()
+
+
+def test_predict_refuses_a_head_of_another_model(fmnist_store, tmp_path, capsys):
+    from export import export_backbone
+
+    head = tmp_path / "head.skops"
+    assert main(["fit", str(fmnist_store / "store"), "--head", "nb", "-o", str(head)]) == 0
+    export_backbone("pixels", tmp_path / "other.onnx", image_size=28)
+    code = main(["predict", str(tmp_path / "other.onnx"), str(head), "fashion-mnist:test", "-o",
+                 str(tmp_path / "p.csv")])
+    assert code == 1
+    assert "trained on a store of model" in capsys.readouterr().err
+
+
+def test_pipeline_runs_then_skips_everything(tmp_path, capsys):
+    toml = tmp_path / "p.toml"
+    toml.write_text(f"""
+workdir = "{tmp_path / 'work'}"
+
+[[export]]
+name = "pixels"
+backbone = "pixels"
+image_size = 28
+grayscale = true
+
+[[extract]]
+name = "fm"
+model = "pixels"
+sources = ["fashion-mnist:train", "fashion-mnist:test"]
+limit = 60
+
+[[bench]]
+name = "report"
+stores = ["fm"]
+heads = ["nb", "logreg"]
+""")
+    assert main(["run", str(toml)]) == 0
+    first = capsys.readouterr().out
+    assert "3 steps: 3 ran, 0 skipped" in first and "report:" in first
+    assert len(open_store(tmp_path / "work" / "fm")) == 120
+    assert main(["run", str(toml)]) == 0
+    assert "3 steps: 0 ran, 3 skipped" in capsys.readouterr().out
+    log = (tmp_path / "work" / "pipeline.log").read_text()
+    assert log.count("summary:") == 2
