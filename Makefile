@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-OUT ?= runs/demo
+OUT ?= runs/photos
 
 .PHONY: install demo test test-fast fashion-mnist clean
 
@@ -26,11 +26,12 @@ fashion-mnist:
 	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist)
 
-demo: install
+demo: install fashion-mnist
 	$(VENV)/bin/featurestore export mobilenet_v2 --layers stages,logits -o $(OUT)/mobilenet_v2.onnx
 	$(VENV)/bin/featurestore classify $(OUT)/mobilenet_v2.onnx --device cpu --top 3 \
 		$$($(PY) -c "import sklearn, pathlib; print(pathlib.Path(sklearn.__file__).parent / 'datasets/images/china.jpg')") \
 		$$($(PY) -c "import skimage, pathlib; print(pathlib.Path(skimage.__file__).parent / 'data/coffee.png')")
+	$(VENV)/bin/featurestore run examples/demo.toml
 
 test: install fashion-mnist
 	$(PY) -m pytest
