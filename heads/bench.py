@@ -219,7 +219,9 @@ def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int) ->
     if hasattr(estimator, "predict_proba"):
         proba = estimator.predict_proba(X_test)
         if proba.shape[1] == n_classes:
-            metrics["log_loss"] = float(log_loss(y_test, np.clip(proba, 1e-15, 1.0), labels=np.arange(n_classes)))
+            proba = np.clip(proba, 1e-15, 1.0)
+            proba /= proba.sum(axis=1, keepdims=True)
+            metrics["log_loss"] = float(log_loss(y_test, proba, labels=np.arange(n_classes)))
     return metrics, predicted, predict_seconds
 
 
