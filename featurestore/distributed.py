@@ -33,7 +33,7 @@ from ._ray_commit import DistributedReport, ShardCommitter
 from ._ray_pipeline import check_resources, ray_session, shard_metadata
 from ._ray_tasks import CRASH_ENV, array_to_bytes
 from .errors import FeatureStoreError
-from .extract import ExtractOptions
+from .extract import ExtractOptions, skip_known
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
 from .shard import SHARD_DIR
@@ -123,12 +123,7 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
             committer.failure(item.path, "", type(exc).__name__, str(exc))
             continue
         key = content_key(data)
-        if key in writer.stored_keys or key in writer.failed_keys or key in in_flight:
-            if key in in_flight:
-                report.duplicates += 1
-            else:
-                report.skipped += 1
-            writer.add_alias(key, item.path, item.label, item.split)
+        if skip_known(writer, report, item, key, in_flight):
             bar.update(1)
             continue
         in_flight.add(key)

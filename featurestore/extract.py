@@ -29,7 +29,7 @@ from .sources import ImageSource, SourceItem, content_key, open_source
 from .spec import Preprocessing
 from .writer import StoreWriter
 
-__all__ = ["ExtractOptions", "ExtractReport", "extract"]
+__all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,22 @@ class _Pipeline:
         self.report.decoded += len(batch)
 
 
+def skip_known(writer: StoreWriter, report: ExtractReport, item: SourceItem, key: str, in_flight: set[str]) -> bool:
+    """Skip content already stored, known to be bad, or already queued in this run.
+
+    Counts it (``skipped`` or ``duplicates``) and records the item's path as an alias of the
+    stored content. Returns True when the item needs no decoding.
+    """
+    if key not in writer.stored_keys and key not in writer.failed_keys and key not in in_flight:
+        return False
+    if key in in_flight:
+        report.duplicates += 1
+    else:
+        report.skipped += 1
+    writer.add_alias(key, item.path, item.label, item.split)
+    return True
+
+
 def extract(
     model: str | Path | FeatureModel,
     source: str | os.PathLike[str] | ImageSource,
@@ -250,12 +266,7 @@ def extract(
                     pipeline.take(_Decoded(item, "", None, (type(exc).__name__, str(exc))))
                     continue
                 key = content_key(data)
-                if key in writer.stored_keys or key in writer.failed_keys or key in in_flight:
-                    if key in in_flight:
-                        report.duplicates += 1
-                    else:
-                        report.skipped += 1
-                    writer.add_alias(key, item.path, item.label, item.split)
+                if skip_known(writer, report, item, key, in_flight):
                     continue
                 in_flight.add(key)
                 pending.append(pool.submit(_decode, item, key, data, model.spec.preprocessing,
