@@ -33,7 +33,8 @@ def check_blocks(blocks: Sequence[int] | None, n_features: int, owner: str) -> t
     Raises
     ------
     HeadParamError
-        (a ``ValueError``) If a width is not a positive integer or the widths do not sum to ``n_features``.
+        If a width is not a positive integer or the widths do not sum to
+        ``n_features``. It subclasses ``ValueError``.
     """
     if blocks is None:
         return (int(n_features),)
@@ -100,22 +101,26 @@ def check_block_weights(
     Raises
     ------
     HeadParamError
-        (a ``ValueError``) If the number of weights differs from the number of blocks, or a weight is
-        negative or not finite.
+        If the number of weights differs from the number of blocks, or a weight
+        is negative or not finite. It subclasses ``ValueError``.
     """
     if weights is None:
         return None
     try:
         w = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise HeadParamError(f"{owner}: weights must be a sequence of floats; got {weights!r}.") from exc
+        raise HeadParamError(
+            f"{owner}: weights must be a sequence of floats; got {weights!r}."
+        ) from exc
     if w.ndim != 1 or w.shape[0] != n_blocks:
         raise HeadParamError(
             f"{owner}: got {w.size} weight(s) for {n_blocks} block(s); give one weight per "
             f"block (blocks_={n_blocks} widths)."
         )
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise HeadParamError(f"{owner}: weights must be finite and non-negative; got {w.tolist()}.")
+        raise HeadParamError(
+            f"{owner}: weights must be finite and non-negative; got {w.tolist()}."
+        )
     return w
 
 

@@ -34,14 +34,15 @@ class XGBHead(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_estimators : int, default=100
+    n_estimators : int, default=80
         Boosting rounds (one tree per class per round for more than two classes).
     max_depth : int, default=6
         Maximum tree depth.
     learning_rate : float, default=0.3
         Shrinkage (XGBoost ``eta``).
-    max_bin : int, default=64
-        Histogram bins per feature.
+    max_bin : int, default=32
+        Histogram bins per feature. Histograms are built over every feature whatever
+        ``subsample``/``colsample_bytree`` say, so rounds, depth and bins set the cost.
     subsample : float, default=1.0
         Fraction of rows sampled per tree.
     colsample_bytree : float, default=1.0
@@ -60,7 +61,7 @@ class XGBHead(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
         The original labels; column ``k`` of :meth:`predict_proba` is ``classes_[k]``.
     method_ : str
-        E.g. ``"xgboost hist, 100 rounds, depth 6, eta 0.3"``, for reports.
+        E.g. ``"xgboost hist, 80 rounds, depth 6, eta 0.3"``, for reports.
     n_classes_ : int
     n_features_in_ : int
 
@@ -76,10 +77,10 @@ class XGBHead(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_estimators: int = 100,
+        n_estimators: int = 80,
         max_depth: int = 6,
         learning_rate: float = 0.3,
-        max_bin: int = 64,
+        max_bin: int = 32,
         subsample: float = 1.0,
         colsample_bytree: float = 1.0,
         n_jobs: int | None = None,

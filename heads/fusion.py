@@ -100,7 +100,7 @@ class ConcatFusion(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Raises
         ------
         HeadParamError
-            (a ``ValueError``) If ``norm`` is unknown, the block widths do not sum to
+            (a ``ValueError``) if ``norm`` is unknown, the block widths do not sum to
             ``n_features``, or ``weights`` is malformed.
         """
         if self.norm not in _NORMS:
