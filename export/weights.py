@@ -8,18 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from featurestore._atomic import file_sha256
+
 from .errors import WeightsError
 
 __all__ = ["file_sha256", "state_dict_sha256", "load_weights_file"]
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(module: nn.Module) -> str:

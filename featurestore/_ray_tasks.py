@@ -24,7 +24,7 @@ import numpy as np
 
 from ._atomic import file_sha256
 from .augment import augment_view
-from .decode import decode_image, preprocess_array
+from .decode import decode_any
 from .errors import FeatureStoreError, ImageDecodeError, StoreMismatchError
 from .session import FeatureModel
 from .shard import ShardBuffer, write_shard
@@ -63,7 +63,7 @@ def _decode_one(path: str, key: str, array: bytes, prep: Preprocessing, views: i
     except OSError as exc:
         return None, "", type(exc).__name__, str(exc)
     try:
-        image = preprocess_array(data, prep) if isinstance(data, np.ndarray) else decode_image(data, prep)
+        image = decode_any(data, prep)
     except ImageDecodeError as exc:
         return None, key, exc.cause, exc.message
     except Exception as exc:  # a bad file must never stop the job

@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 from .errors import ImageDecodeError
 from .spec import Preprocessing
 
-__all__ = ["BACKGROUND", "MAX_PIXELS", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode"]
+__all__ = ["BACKGROUND", "MAX_PIXELS", "decode_any", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode"]
 
 BACKGROUND = (255, 255, 255)
 #: Images with more pixels than this are refused before their pixels are decoded
@@ -107,6 +107,14 @@ def decode_image(
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning,
             EOFError, MemoryError) as exc:
         raise ImageDecodeError(name, type(exc).__name__, str(exc)) from None
+
+
+def decode_any(data: bytes | np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Preprocess what a source item reads: file bytes through :func:`decode_image`, arrays through
+    :func:`preprocess_array`."""
+    if isinstance(data, np.ndarray):
+        return preprocess_array(data, preprocessing)
+    return decode_image(data, preprocessing)
 
 
 def preprocess_array(array: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import file_sha256
 from .augment import augment_view, check_augmentations
-from .decode import decode_image, preprocess_array
+from .decode import decode_any
 from .errors import FeatureStoreError, ImageDecodeError
 from .manifest import StoreConfig
 from .session import FeatureModel
@@ -123,7 +123,7 @@ class _Decoded:
 def _decode(item: SourceItem, key: str, data: bytes | np.ndarray, prep: Preprocessing,
             views: int, augment: tuple[str, ...]) -> _Decoded:
     try:
-        image = preprocess_array(data, prep) if isinstance(data, np.ndarray) else decode_image(data, prep)
+        image = decode_any(data, prep)
     except ImageDecodeError as exc:
         return _Decoded(item, key, None, (exc.cause, exc.message))
     except Exception as exc:  # a bad file must never stop the job

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from featurestore._atomic import file_sha256
-from featurestore.decode import decode_image, preprocess_array
+from featurestore.decode import decode_any
 from featurestore.errors import ImageDecodeError
 from featurestore.session import FeatureModel
 from featurestore.sources import content_key, open_source
@@ -40,7 +40,7 @@ def _check_model(model: FeatureModel, model_sha: str, metadata: dict[str, Any], 
 def _decode(item, prep):
     try:
         data = item.read()
-        image = preprocess_array(data, prep) if isinstance(data, np.ndarray) else decode_image(data, prep)
+        image = decode_any(data, prep)
         return content_key(data), image, None
     except ImageDecodeError as exc:
         return None, None, f"{exc.cause}: {exc.message}"
