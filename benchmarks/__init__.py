@@ -27,5 +27,6 @@ __all__ = ["SCRIPTS", "OPTIONAL_SCRIPTS"]
 
 #: Scripts ``python -m benchmarks`` runs, in order (``ceiling`` first: the others read its peak).
 SCRIPTS = ("ceiling", "extract", "store", "quant")
-#: Scripts run when their module exists.
-OPTIONAL_SCRIPTS = ("heads",)
+#: Scripts run when their module exists (``gpu`` measures CUDA only where a GPU and
+#: onnxruntime's CUDA provider are present; elsewhere it records that it was skipped).
+OPTIONAL_SCRIPTS = ("heads", "distributed", "gpu")

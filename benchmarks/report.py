@@ -23,7 +23,7 @@ from .targets import TARGETS, Target
 __all__ = ["load_results", "load_notes", "main", "render"]
 
 NOTES_FILE = PACKAGE_DIR / "notes.toml"
-ORDER = ("ceiling", "extract", "store", "heads", "quant")
+ORDER = ("ceiling", "extract", "store", "heads", "quant", "distributed", "gpu")
 
 
 def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -68,6 +68,8 @@ def _value(target: Target, value: float) -> str:
         return f"{value:.2f}x"
     if target.unit == "%":
         return f"{value:+.1f}%"
+    if target.unit == "cosine":
+        return f"{value:.6f}"
     return f"{value:.2f} points"
 
 

@@ -26,8 +26,9 @@ class Target:
         What is compared, in words.
     op : {'>=', '<='}
     threshold : float
-    unit : {'x', '%', 'points'}
-        ``x``: a ratio; ``%``: extra cost in percent; ``points``: accuracy points.
+    unit : {'x', '%', 'points', 'cosine'}
+        ``x``: a ratio; ``%``: extra cost in percent; ``points``: accuracy points; ``cosine``: the
+        lowest cosine similarity between two sets of feature vectors.
     """
 
     id: str
@@ -47,7 +48,7 @@ class Target:
         return value >= self.threshold if self.op == ">=" else value <= self.threshold
 
     def describe(self) -> str:
-        unit = {"x": "x", "%": " %", "points": " points"}[self.unit]
+        unit = {"x": "x", "%": " %", "points": " points", "cosine": " cosine"}[self.unit]
         return f"{self.op} {self.threshold:g}{unit}"
 
 
@@ -85,6 +86,15 @@ TARGETS: tuple[Target, ...] = (
     Target("quant.accuracy_loss.resnet50", "quant",
            "Fashion-MNIST logistic-regression accuracy, fp32 minus int8, ResNet-50 (random init)",
            "<=", 1.0, "points"),
+    Target("gpu.ort_vs_torch.resnet50", "gpu",
+           "onnxruntime CUDA fp16 with IO binding vs torch CUDA eager fp16 channels_last images/s, ResNet-50, "
+           "batch 256, pre-decoded uint8 on the host", ">=", 0.8, "x"),
+    Target("gpu.agreement.fp32", "gpu",
+           "lowest per-image cosine similarity of CUDA fp32 features to CPU fp32 features (every backbone)",
+           ">=", 0.9999, "cosine"),
+    Target("gpu.agreement.fp16", "gpu",
+           "lowest per-image cosine similarity of CUDA fp16 features to CPU fp32 features (every backbone)",
+           ">=", 0.999, "cosine"),
 )
 
 
