@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .errors import StoreError
 from .manifest import StoreConfig
-from .sources import content_key
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 from .store import FeatureStore
 from .writer import StoreWriter
@@ -63,14 +64,15 @@ def write_arrays(
     for what, values in (("labels", labels), ("splits", splits), ("keys", keys), ("paths", paths)):
         if values is not None and len(values) != rows:
             raise StoreError(f"{what} has {len(values)} entries for {rows} rows")
+    row_digests = _row_digests(arrays, rows)
     if keys is None:
-        keys = [content_key(np.concatenate([v[i].ravel().astype(np.float32) for v in arrays.values()]))
-                for i in range(rows)]
+        keys = [d.hex() for d in row_digests]
     if len(set(keys)) != len(keys):
         raise StoreError("keys must be unique (identical content is stored once)")
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # identifies the arrays: names, shapes, dtypes and every row's hash
     for out in sorted(arrays):
-        digest.update(out.encode() + np.ascontiguousarray(arrays[out]).tobytes())
+        digest.update(f"{out}|{arrays[out].dtype.str}|{arrays[out].shape}|".encode())
+    digest.update(b"".join(row_digests))
     spec = ModelSpec(
         backbone=name,
         weights=WeightsInfo("none", None, False),
@@ -79,18 +81,47 @@ def write_arrays(
         preprocessing=Preprocessing(crop_size=(1, 1), resize_mode="exact", mean=(0.0,) * 3, std=(1.0,) * 3),
     )
     config = StoreConfig.from_spec(spec, digest.hexdigest(), dtype=dtype)
-    writer = StoreWriter(path, config, spec, shard_rows=shard_rows)
+    writer = StoreWriter(path, config, spec, shard_rows=shard_rows, commit_each_shard=False)
     try:
         todo = [i for i, k in enumerate(keys) if k not in writer.stored_keys]
         for start in range(0, len(todo), writer.shard_rows):
             idx = todo[start:start + writer.shard_rows]
+            rows_of = slice(idx[0], idx[-1] + 1) if idx[-1] - idx[0] + 1 == len(idx) else idx  # no copy for a block
             writer.add_rows(
                 [keys[i] for i in idx], [0] * len(idx),
                 [None if labels is None else str(labels[i]) for i in idx],
                 [None if splits is None else splits[i] for i in idx],
                 [f"{name}:{i}" if paths is None else paths[i] for i in idx],
-                {out: v[idx] for out, v in arrays.items()},
+                {out: v[rows_of] for out, v in arrays.items()},
             )
     finally:
         writer.close(run={"source": f"arrays:{name}", "listed": rows, "decoded": 0})
     return FeatureStore(path)
+
+
+def _row_digests(arrays: Mapping[str, np.ndarray], rows: int) -> list[bytes]:
+    """sha256 of each row as :func:`~featurestore.content_key` hashes an array: the row's float32
+    values of every layer, concatenated in order (``f"{dtype.str}|{shape}|"`` then the bytes).
+
+    Rows are hashed from the arrays in place (no concatenated copy) on a few threads: hashlib
+    releases the GIL while hashing.
+    """
+    blocks = [np.ascontiguousarray(v, dtype=np.float32).reshape(rows, -1) for v in arrays.values()]
+    width = sum(b.shape[1] for b in blocks)
+    prefix = hashlib.sha256(f"{np.dtype(np.float32).str}|{(width,)}|".encode())
+
+    def hash_rows(start: int, stop: int) -> list[bytes]:
+        out = []
+        for i in range(start, stop):
+            h = prefix.copy()
+            for block in blocks:
+                h.update(block[i])
+            out.append(h.digest())
+        return out
+
+    step = 4096
+    spans = [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    if len(spans) < 2:
+        return [d for span in spans for d in hash_rows(*span)]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return [d for part in pool.map(lambda span: hash_rows(*span), spans) for d in part]

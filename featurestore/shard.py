@@ -7,12 +7,17 @@ Layout (readable with h5py or h5dump, without featurestore)::
     /split             utf-8 (rows,)        split tag, "" when none
     /view              uint16 (rows,)       0 = the clean image, k = k-th augmented view
     /paths             utf-8 (rows,)        where the content was first seen
+
+(the utf-8 columns are fixed-length strings, as long as the longest entry; shards written
+by earlier versions hold variable-length strings, which read the same)
     /features/<output> float32|float16 (rows, dim)   one dataset per exported layer
     /aliases/{keys,paths,labels,split}      other places the same content was seen
     attrs: featurestore_store_schema, fingerprint, model_sha256
 
-Datasets are contiguous (fast full and random reads); integrity comes from the shard's
-sha256 in the manifest, which ``featurestore verify`` checks.
+Datasets are contiguous and unfiltered, so a reader can take feature rows straight from the
+file at the dataset's byte offset (:func:`read_layout`): one ``readinto`` for a block of
+rows, a memory map for scattered rows. Integrity comes from the shard's sha256 in the
+manifest, which ``featurestore verify`` checks.
 """
 
 from __future__ import annotations
@@ -28,11 +33,41 @@ import numpy as np
 from ._atomic import file_sha256, fsync_dir
 from .errors import StoreError
 
-__all__ = ["SHARD_DIR", "FLOAT16_MAX", "ShardBuffer", "write_shard", "read_index", "read_aliases", "layer_stats"]
+__all__ = ["SHARD_DIR", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
+           "read_index_and_layout", "layer_stats"]
 
 SHARD_DIR = "shards"
 FLOAT16_MAX = 65504.0
-_STR = h5py.string_dtype("utf-8")
+
+
+def _fixed_strings(values: list[str] | tuple[str, ...]) -> tuple[np.ndarray, Any]:
+    """``values`` as a fixed-length utf-8 column (data and HDF5 dtype), as long as the longest entry."""
+    encoded = [v.encode("utf-8") for v in values]
+    width = max((len(b) for b in encoded), default=0) or 1
+    string_dtype = h5py.string_dtype("utf-8", length=width)
+    return np.array(encoded, dtype=string_dtype), string_dtype
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Where one feature dataset's values lie in its shard file.
+
+    Attributes
+    ----------
+    offset : int or None
+        Byte offset of the first row; None when the dataset has no storage allocated (no
+        rows) or is not stored contiguously (then read it through h5py).
+    shape : tuple of int
+    dtype : numpy.dtype
+    """
+
+    offset: int | None
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def row_bytes(self) -> int:
+        return int(self.dtype.itemsize * np.prod(self.shape[1:], dtype=np.int64))
 
 
 @dataclass
@@ -63,17 +98,31 @@ class ShardBuffer:
 
 
 def layer_stats(values: np.ndarray) -> dict[str, float]:
-    """Aggregatable statistics of one layer's rows: count, sum, sum of squares, min, max, norms."""
-    v = values.astype(np.float64, copy=False)
-    finite = np.isfinite(v)
+    """Aggregatable statistics of one layer's rows: count, sum, sum of squares, min, max, norms.
+
+    Totals accumulate in float64 without a float64 copy of the rows; non-finite values are
+    counted and left out of every statistic.
+    """
+    v = values if values.dtype == np.float32 else values.astype(np.float32)
+    nonfinite = 0
+    if v.size and not (np.isfinite(v.min()) and np.isfinite(v.max())):
+        finite = np.isfinite(v)
+        nonfinite = int(v.size - finite.sum())
+        kept = v[finite]
+        v = np.where(finite, v, np.float32(0.0))
+    else:
+        kept = v
+    low, high = (float(kept.min()), float(kept.max())) if kept.size else (float("nan"), float("nan"))
+    flat = v.reshape(v.shape[0], int(np.prod(v.shape[1:]))) if v.ndim else v.reshape(1, 1)
+    squares = np.einsum("ij,ij->i", flat, flat).astype(np.float64)  # per-row sums stay short in float32
     return {
         "count": int(v.size),
-        "sum": float(v[finite].sum()),
-        "sumsq": float(np.square(v[finite]).sum()),
-        "min": float(v[finite].min()) if finite.any() else float("nan"),
-        "max": float(v[finite].max()) if finite.any() else float("nan"),
-        "nonfinite": int(v.size - finite.sum()),
-        "norm_sum": float(np.linalg.norm(np.where(finite, v, 0.0), axis=1).sum()) if v.ndim == 2 else 0.0,
+        "sum": float(v.sum(dtype=np.float64)),
+        "sumsq": float(squares.sum()),
+        "min": low,
+        "max": high,
+        "nonfinite": nonfinite,
+        "norm_sum": float(np.sqrt(squares).sum()) if v.ndim == 2 else 0.0,
     }
 
 
@@ -111,10 +160,12 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     try:
         with h5py.File(tmp, "w", libver="latest") as f:
             f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
-            f.create_dataset("labels", data=np.array(buffer.labels, dtype=object), dtype=_STR)
-            f.create_dataset("split", data=np.array(buffer.splits, dtype=object), dtype=_STR)
+            for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
+                data, string_dtype = _fixed_strings(values)
+                f.create_dataset(column, data=data, dtype=string_dtype)
             f.create_dataset("view", data=np.array(buffer.views, dtype=np.uint16))
-            f.create_dataset("paths", data=np.array(buffer.paths, dtype=object), dtype=_STR)
+            data, string_dtype = _fixed_strings(buffer.paths)
+            f.create_dataset("paths", data=data, dtype=string_dtype)
             group = f.create_group("features")
             for out, values in features.items():
                 group.create_dataset(out, data=values.astype(dtype, copy=False))
@@ -122,7 +173,8 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
             columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
             aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
             for col, values in zip(("paths", "labels", "split"), columns[1:]):
-                aliases.create_dataset(col, data=np.array(values, dtype=object), dtype=_STR)
+                data, string_dtype = _fixed_strings(values)
+                aliases.create_dataset(col, data=data, dtype=string_dtype)
             f.attrs.update(attrs)
             f.flush()
         with open(tmp, "rb+") as fh:
@@ -142,19 +194,38 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
 
 
 def _strings(dataset: h5py.Dataset) -> np.ndarray:
-    return dataset.asstr()[()] if len(dataset) else np.array([], dtype=object)
+    """A string column as an object array of str (fixed-length or, in older shards, variable-length)."""
+    if not len(dataset):
+        return np.array([], dtype=object)
+    if dataset.dtype.kind != "S":
+        return dataset.asstr()[()]
+    raw = dataset[()]
+    if np.frombuffer(raw.tobytes(), dtype=np.uint8).max(initial=0) < 128:
+        return raw.astype(str).astype(object)  # ASCII: numpy decodes it without a Python loop
+    return np.array([b.decode("utf-8") for b in raw.tolist()], dtype=object)
 
 
-def read_index(path: Path) -> dict[str, np.ndarray]:
-    """The per-row columns of a shard (keys as str, labels, split, view, paths)."""
+def _layout(dataset: h5py.Dataset) -> FeatureLayout:
+    offset = dataset.id.get_offset() if dataset.chunks is None and dataset.compression is None else None
+    return FeatureLayout(None if offset is None else int(offset), tuple(dataset.shape), np.dtype(dataset.dtype))
+
+
+def read_index_and_layout(path: Path) -> tuple[dict[str, np.ndarray], dict[str, FeatureLayout]]:
+    """The per-row columns of a shard (see :func:`read_index`) and where each feature dataset lies."""
     with h5py.File(path, "r") as f:
-        return {
+        index = {
             "keys": f["keys"][()].astype(str),
             "labels": _strings(f["labels"]),
             "split": _strings(f["split"]),
             "view": f["view"][()],
             "paths": _strings(f["paths"]),
         }
+        return index, {name: _layout(dataset) for name, dataset in f["features"].items()}
+
+
+def read_index(path: Path) -> dict[str, np.ndarray]:
+    """The per-row columns of a shard (keys as str, labels, split, view, paths)."""
+    return read_index_and_layout(path)[0]
 
 
 def read_aliases(path: Path) -> dict[str, np.ndarray]:

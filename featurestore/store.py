@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreError
 from .manifest import Manifest
-from .shard import read_aliases, read_index
+from .shard import FeatureLayout, read_aliases, read_index_and_layout
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store"]
@@ -64,8 +64,10 @@ class FeatureStore:
         self.spec: ModelSpec = self.manifest.spec
         columns: dict[str, list[np.ndarray]] = defaultdict(list)
         self._shard_rows: list[int] = []
+        self._layouts: list[dict[str, FeatureLayout]] = []
         for shard in self.manifest.shards:
-            index = self._read(shard, read_index)
+            index, layout = self._read(shard, read_index_and_layout)
+            self._layouts.append(layout)
             if len(index["keys"]) != shard["rows"]:
                 raise StoreError(f"shard {shard['file']} of {self.path} has {len(index['keys'])} rows, "
                                  f"the manifest says {shard['rows']}; run `featurestore verify`")
@@ -209,31 +211,39 @@ class FeatureStore:
         return selected
 
     def _row_shape(self, name: str) -> tuple[int, ...]:
-        for shard in self.manifest.shards:
-            if shard["rows"]:
-                with h5py.File(self.path / shard["file"], "r") as f:
-                    return tuple(f["features"][name].shape[1:])
+        for rows, layout in zip(self._shard_rows, self._layouts):
+            if rows and name in layout:
+                return layout[name].shape[1:]
         return (self.dims[name],)
 
     def _fill(self, out: dict[str, np.ndarray], selected: np.ndarray) -> None:
-        """Read each shard once, straight into the preallocated arrays."""
+        """Read each shard once, straight into the preallocated arrays.
+
+        A block of consecutive rows is one ``readinto`` at the dataset's offset in the file
+        (no intermediate copy); scattered rows are gathered from a read-only memory map of
+        the dataset, touching only the pages those rows lie on.
+        """
         if not len(selected):
             return
         starts = np.concatenate([[0], np.cumsum(self._shard_rows)])
         shard_of = np.searchsorted(starts, selected, side="right") - 1
+        order = np.argsort(shard_of, kind="stable")
+        bounds = np.searchsorted(shard_of[order], np.arange(len(self._shard_rows) + 1))
         for s, shard in enumerate(self.manifest.shards):
-            dest = np.flatnonzero(shard_of == s)
+            dest = order[bounds[s]:bounds[s + 1]]
             if not len(dest):
                 continue
             local = selected[dest] - starts[s]
-            with h5py.File(self.path / shard["file"], "r") as f:
+            file = self.path / shard["file"]
+            try:
                 for name, array in out.items():
-                    dataset = f["features"][name]
-                    if _is_range(local) and _is_range(dest):
-                        dataset.read_direct(array, np.s_[local[0]:local[-1] + 1], np.s_[dest[0]:dest[-1] + 1])
+                    layout = self._layouts[s].get(name)
+                    if layout is None or layout.offset is None or layout.dtype != array.dtype:
+                        _fill_h5py(file, name, array, dest, local)
                     else:
-                        low = int(local.min())
-                        array[dest] = dataset[low:int(local.max()) + 1][local - low]
+                        _fill_raw(file, layout, array, dest, local)
+            except (OSError, ValueError, KeyError) as exc:
+                raise StoreError(f"cannot read shard {file}: {exc}; run `featurestore verify {self.path}`") from None
 
     # --- splits, duplicates, leakage ---------------------------------------------------------
     def stratified_split(self, test_size: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -301,6 +311,40 @@ class FeatureStore:
             if len(splits) > 1:
                 out[key] = splits
         return out
+
+
+def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.ndarray, local: np.ndarray) -> None:
+    """Copy rows ``local`` of a contiguous dataset into ``array[dest]`` straight from the file."""
+    if _is_range(local) and _is_range(dest):
+        target = memoryview(array[dest[0]:dest[-1] + 1]).cast("B")
+        with open(file, "rb", buffering=0) as fh:
+            fh.seek(layout.offset + int(local[0]) * layout.row_bytes)
+            done = 0
+            while done < len(target):
+                got = fh.readinto(target[done:])
+                if not got:
+                    raise ValueError(f"the file ends {len(target) - done} bytes early")
+                done += got
+        return
+    mapped = np.memmap(file, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
+    try:
+        if _is_range(dest):
+            np.take(mapped, local, axis=0, out=array[dest[0]:dest[-1] + 1])
+        else:
+            array[dest] = mapped[local]
+    finally:
+        del mapped
+
+
+def _fill_h5py(file: Path, name: str, array: np.ndarray, dest: np.ndarray, local: np.ndarray) -> None:
+    """Copy rows ``local`` of a dataset into ``array[dest]`` through h5py (any storage layout)."""
+    with h5py.File(file, "r") as f:
+        dataset = f["features"][name]
+        if _is_range(local) and _is_range(dest):
+            dataset.read_direct(array, np.s_[local[0]:local[-1] + 1], np.s_[dest[0]:dest[-1] + 1])
+        else:
+            low = int(local.min())
+            array[dest] = dataset[low:int(local.max()) + 1][local - low]
 
 
 def _is_range(index: np.ndarray) -> bool:

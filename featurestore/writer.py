@@ -58,6 +58,11 @@ class StoreWriter:
         The model's spec, recorded in a new store's manifest.
     shard_rows : int, default=2048
         Rows per shard: the most work a kill can lose.
+    commit_each_shard : bool, default=True
+        Replace the manifest after every shard (a kill loses at most one shard's rows). With
+        False the manifest is replaced once, by :meth:`close`: for one-shot writes such as
+        :func:`~featurestore.write_arrays`, where a kill loses the whole call's rows anyway
+        (the next writer removes the shards no manifest names).
 
     Raises
     ------
@@ -67,10 +72,12 @@ class StoreWriter:
         Another process is writing to the store.
     """
 
-    def __init__(self, path: str | Path, config: StoreConfig, spec: ModelSpec, *, shard_rows: int = 2048) -> None:
+    def __init__(self, path: str | Path, config: StoreConfig, spec: ModelSpec, *, shard_rows: int = 2048,
+                 commit_each_shard: bool = True) -> None:
         self.path = Path(path)
         self.config = config
         self.shard_rows = max(1, int(shard_rows))
+        self.commit_each_shard = commit_each_shard
         manifest_path = self.path / MANIFEST_NAME
         if manifest_path.is_file():
             existing = Manifest.load(self.path)
@@ -141,6 +148,7 @@ class StoreWriter:
             aliases = read_aliases(file)
             self.seen_paths.update(zip(aliases["keys"].tolist(), aliases["paths"].tolist()))
         self.stored_keys = {key for key, _ in self.row_ids}
+        self._committed_names = {Path(shard["file"]).name for shard in self.manifest.shards}
         self.failed_keys = {f["key"] for f in self.manifest.failures if f.get("key")}
 
     def add_rows(self, keys: list[str], views: list[int], labels: list[str | None], splits: list[str | None],
@@ -156,7 +164,7 @@ class StoreWriter:
             room = max(self.shard_rows - len(self.buffer), 0)
             stop = _cut(keys, start, start + room)
             if stop == start and len(self.buffer):
-                self.commit()
+                self.commit(save_manifest=self.commit_each_shard)
                 continue
             stop = max(stop, _cut(keys, start, start + 1, forward=True))
             self.buffer.add_rows(keys[start:stop], labels[start:stop], splits[start:stop], views[start:stop],
@@ -165,7 +173,7 @@ class StoreWriter:
             self.stored_keys.update(keys[start:stop])
             self.seen_paths.update(zip(keys[start:stop], paths[start:stop]))
             if len(self.buffer) >= self.shard_rows:
-                self.commit()
+                self.commit(save_manifest=self.commit_each_shard)
             start = stop
 
     def add_alias(self, key: str, path: str, label: str | None, split: str | None) -> bool:
@@ -182,8 +190,12 @@ class StoreWriter:
         if key:
             self.failed_keys.add(key)
 
-    def commit(self) -> None:
-        """Write buffered rows as a shard (if any) and replace the manifest atomically."""
+    def commit(self, save_manifest: bool = True) -> None:
+        """Write buffered rows as a shard (if any) and replace the manifest atomically.
+
+        With ``save_manifest=False`` the shard is written and recorded in memory only; it
+        becomes part of the store at the next commit that saves the manifest.
+        """
         if len(self.buffer) or self.buffer.aliases:
             name = f"{self.run_id}-{self._seq:05d}.h5"
             attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": self.config.fingerprint,
@@ -193,11 +205,13 @@ class StoreWriter:
             self._seq += 1
             self.rows_added += len(self.buffer)
             self.manifest.add_shard(entry, {lab for lab in self.buffer.labels if lab})
+            self._committed_names.add(name)
             self.buffer = ShardBuffer()
         if self._failures:
             self.manifest.add_failures(self._failures)
             self._failures = []
-        self.manifest.save(self.path)
+        if save_manifest:
+            self.manifest.save(self.path)
 
     def commit_external(self, entry: dict[str, Any], keys: list[str], views: list[int], paths: list[str],
                         labels: list[str]) -> None:
@@ -228,7 +242,7 @@ class StoreWriter:
                              f"{len(rows)} keys were given")
         if file.parent.as_posix() != SHARD_DIR or not (self.path / file).is_file():
             raise StoreError(f"shard {entry['file']} is not a file under {self.path / SHARD_DIR}")
-        if any(Path(s["file"]).name == file.name for s in self.manifest.shards):
+        if file.name in self._committed_names:
             raise StoreError(f"shard {file.name} is already committed to {self.path}")
         repeated = [row for row in rows if row in self.row_ids]
         repeated += [row for row, count in Counter(rows).items() if count > 1]
@@ -241,6 +255,7 @@ class StoreWriter:
         self.seen_paths.update(zip(keys, paths))
         self.rows_added += len(rows)
         self.manifest.add_shard(entry, {lab for lab in labels if lab})
+        self._committed_names.add(file.name)
         if self._failures:
             self.manifest.add_failures(self._failures)
             self._failures = []
