@@ -10,7 +10,8 @@ every way, interleaved and repeated, in four groups per case:
   for a like-for-like durability figure) vs ``torch.save`` of a dict of tensors (CLIP_benchmark's
   feature cache). A fresh directory every time.
 - **full read**: ``open_store(path).load()`` (and ``load()`` on an already opened store) vs
-  ``np.load`` of every layer vs ``torch.load(weights_only=True)``.
+  ``np.load`` of every layer, vs ``np.load`` of every layer plus a keys and a labels ``.npy``
+  (what our load returns beside the features), vs ``torch.load(weights_only=True)``.
 - **rows**: ``load(rows=...)`` of K sorted random rows and of a contiguous K-row slice, on an
   opened store, vs ``np.load(mmap_mode="r")`` then indexing, vs ``torch.load`` (plain and
   ``mmap=True``) then indexing.
@@ -80,10 +81,15 @@ class _Case:
         self.nbytes = sum(v.nbytes for v in self.features.values())
         self.row_bytes = self.nbytes / rows
         self.store_path, self.npy_dir, self.pt_path = workdir / "store", workdir / "npy", workdir / "features.pt"
-        write_arrays(self.store_path, self.features)
+        self.labels = [f"class-{i % 10}" for i in range(rows)]
+        written = write_arrays(self.store_path, self.features, labels=self.labels)
         self.npy_dir.mkdir()
         for name, values in self.features.items():
             np.save(self.npy_dir / f"{name}.npy", values)
+        self.index_dir = workdir / "npy-index"
+        self.index_dir.mkdir()
+        np.save(self.index_dir / "keys.npy", written.keys.astype("S64"))
+        np.save(self.index_dir / "labels.npy", np.array(self.labels))
         torch.save({k: torch.from_numpy(v) for k, v in self.features.items()}, self.pt_path)
         rng = np.random.default_rng(seed + 1)
         self.random = np.sort(rng.choice(rows, size=subset, replace=False))
@@ -117,7 +123,8 @@ def _write_variants(case: _Case) -> list[Variant]:
         torch.save({k: torch.from_numpy(v) for k, v in feats.items()}, directory / "features.pt")
 
     return [
-        Variant("ours write_arrays", lambda p: write_arrays(p, feats, dtype=case.dtype), gb, "GB", *case.fresh("w")),
+        Variant("ours write_arrays", lambda p: write_arrays(p, feats, labels=case.labels, dtype=case.dtype), gb, "GB",
+                *case.fresh("w")),
         Variant("np.save", np_save, gb, "GB", *case.fresh("n")),
         Variant("np.save + fsync", lambda p: np_save(p, fsync=True), gb, "GB", *case.fresh("f")),
         Variant("torch.save", torch_save, gb, "GB", *case.fresh("t")),
@@ -138,6 +145,8 @@ def _read_variants(case: _Case, opened) -> list[Variant]:
         Variant("ours open_store().load()", lambda _: open_store(case.store_path).load(), gb, "GB"),
         Variant("ours load() (opened)", lambda _: opened.load(), gb, "GB"),
         Variant("np.load", lambda _: _np_load_all(case.npy_dir, names), gb, "GB"),
+        Variant("np.load + keys, labels", lambda _: (_np_load_all(case.npy_dir, names),
+                                                     _np_load_all(case.index_dir, ["keys", "labels"])), gb, "GB"),
         Variant("torch.load", lambda _: torch.load(case.pt_path, weights_only=True), gb, "GB"),
     ]
 
@@ -188,7 +197,7 @@ def _layer_variants(case: _Case) -> list[Variant]:
 # Top-level parts (they do not nest in one another; the rest of the call is reported as "other")
 # and, indented, parts nested in them.
 _WRITE_PARTS = {
-    "per-row content keys (sha256 only)": ("sources.py", "content_key"),
+    "per-row content keys (row sha256, threads)": ("from_arrays.py", "_row_digests"),
     "shard files (write_shard)": ("shard.py", "write_shard"),
     "manifest saves": ("manifest.py", "save"),
     "opening the written store": ("store.py", "__init__"),
@@ -199,7 +208,7 @@ _WRITE_PARTS = {
 _READ_PARTS = {
     "open: manifest + every shard's key/label/path columns": ("store.py", "__init__"),
     "feature arrays (_fill)": ("store.py", "_fill"),
-    "  read_index (in open)": ("shard.py", "read_index"),
+    "  shard index and layout (in open)": ("shard.py", "read_index_and_layout"),
 }
 
 
@@ -236,6 +245,7 @@ def _ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         "write ours/torch.save (speed)": speed_ratio(stats, "ours write_arrays", "torch.save"),
         "read ours/np.load (speed)": speed_ratio(stats, "ours open_store().load()", "np.load"),
         "read ours opened/np.load (speed)": speed_ratio(stats, "ours load() (opened)", "np.load"),
+        "read ours/np.load+index (speed)": speed_ratio(stats, "ours open_store().load()", "np.load + keys, labels"),
         "read ours/torch.load (speed)": speed_ratio(stats, "ours open_store().load()", "torch.load"),
         "ours random/slice (time)": time_ratio(stats, "ours random rows", "ours slice"),
         "ours random/full read (time)": time_ratio(stats, "ours random rows", "ours full (opened)",
@@ -259,7 +269,9 @@ def _targets(case: dict[str, Any], rows: int, subset: int) -> list[dict[str, Any
     read_note = (f"One profiled open_store().load() took {rd['total']:.3f} s: "
                  + ", ".join(f"{label.strip()} {rd[label]:.3f} s" for label in [*_READ_PARTS, "other"])
                  + f". On an opened store load() alone is "
-                   f"{r['read ours opened/np.load (speed)']['value']:.2f}x np.load.")
+                   f"{r['read ours opened/np.load (speed)']['value']:.2f}x np.load; against np.load of the "
+                   f"features plus a keys and a labels .npy (what load() returns beside them) open+load is "
+                   f"{r['read ours/np.load+index (speed)']['value']:.2f}x.")
     rows_note = (f"{subset} sorted random rows of {rows}: ours takes {r['ours random/full read (time)']['value']:.2f}x "
                  f"the time of loading every row; np.load(mmap) random/slice = "
                  f"{r['np mmap random/slice (time)']['value']:.2f}x; ours random / np mmap random = "
@@ -291,7 +303,9 @@ def _tables(cases: list[dict[str, Any]], rows: int, subset: int, repeats: int) -
     write = [[case_name(c), _gbs(v(c, "ours write_arrays")), _gbs(v(c, "np.save")), _gbs(v(c, "np.save + fsync")),
               _gbs(v(c, "torch.save")), ratio_cell(c["ratios"]["write ours/np.save (speed)"])] for c in cases]
     read = [[case_name(c), _gbs(v(c, "ours open_store().load()")), _gbs(v(c, "ours load() (opened)")),
-             _gbs(v(c, "np.load")), _gbs(v(c, "torch.load")), ratio_cell(c["ratios"]["read ours/np.load (speed)"])]
+             _gbs(v(c, "np.load")), _gbs(v(c, "np.load + keys, labels")), _gbs(v(c, "torch.load")),
+             ratio_cell(c["ratios"]["read ours/np.load (speed)"]),
+             ratio_cell(c["ratios"]["read ours/np.load+index (speed)"])]
             for c in cases]
     subsets = [[case_name(c), _ms(v(c, "ours random rows")), _ms(v(c, "ours slice")), _ms(v(c, "np mmap random rows")),
                 _ms(v(c, "np mmap slice")), _ms(v(c, "torch.load random rows")), _ms(v(c, "torch mmap random rows")),
@@ -300,7 +314,8 @@ def _tables(cases: list[dict[str, Any]], rows: int, subset: int, repeats: int) -
         table(f"Write, GB/s (N = {rows:,}; median of {repeats} ±half-spread)",
               ["case", "ours write_arrays", "np.save", "np.save+fsync", "torch.save", "ours/np.save"], write),
         table("Full read, GB/s (page cache)",
-              ["case", "ours open+load", "ours load (opened)", "np.load", "torch.load", "ours/np.load"], read),
+              ["case", "ours open+load", "ours load (opened)", "np.load", "np.load + keys, labels", "torch.load",
+               "ours/np.load", "ours/(np.load + keys, labels)"], read),
         table(f"{subset:,} rows, ms: sorted random rows vs a contiguous slice",
               ["case", "ours random", "ours slice", "np mmap random", "np mmap slice", "torch.load random",
                "torch mmap random", "ours random/slice (time)"], subsets),
