@@ -1,0 +1,815 @@
+"""GPU throughput and CPU-GPU feature agreement: onnxruntime CUDA vs torch CUDA eager, fp32 and fp16.
+
+``python -m benchmarks.gpu [--quick] [--backbones resnet50,mobilenet_v2,convnext_tiny]
+[--batch-sizes 256,64,512] [--precisions fp16,fp32] [--device auto|cuda|cpu] [--time-budget 300]``
+
+Every backbone is exported with ``layers="last"`` (pooled features), in fp32 and in fp16 (the
+exporter's ``precision="fp16"``: normalisation and outputs stay float32). MobileNetV2 uses its
+offline ImageNet weights where they are installed, the others seeded random weights
+(throughput and agreement do not depend on training; ``parameters.weights`` says which).
+Inputs are uint8 ``(N, 224, 224, 3)`` batches in host memory, made once from the seed; every
+variant turns one into pooled float32 features in host memory:
+
+- **ort session.run**: ``FeatureModel.run`` without IO binding (numpy in, numpy out);
+- **ort io_binding**: ``FeatureModel.run`` through its IO-binding path (one host-to-device copy
+  of the uint8 batch, one copy of the features back), the product's default on CUDA;
+- **torch eager**: the same weights in torch, ``channels_last``, same precision,
+  ``torch.inference_mode()`` and ``cudnn.benchmark``; the uint8 batch is copied to the device,
+  normalised there in float32 and cast, and the pooled features are copied back;
+- **ort io_binding prefer_nhwc** (diagnostic, target group only): the same IO-binding path over a
+  session whose CUDA provider also has ``prefer_nhwc=1``, to measure how much of a gap to torch
+  is the memory layout.
+
+Agreement: features of the same images (scikit-image's photos through our decoder, or seeded
+noise without scikit-image) from the CPU provider in fp32 vs the device in fp32 and in fp16:
+lowest and mean per-image cosine similarity. Host decode: ``decode_image`` of 500x375 JPEGs on
+one thread and on all cores, to tell whether the host could feed the measured GPU rates.
+
+Without CUDA (no usable CUDAExecutionProvider) the script only writes a results file saying it
+was skipped, unless ``--quick`` or ``--device cpu`` asks for a CPU run: every step then runs on
+the CPU at tiny sizes, torch in fp32 only (it checks the script; its numbers mean nothing and no
+target is reported).
+
+For a one-shot run: a failing variant (out of memory, a missing provider) is recorded and the
+run goes on; what has not started after ``--time-budget`` seconds is recorded as skipped; the
+JSON is rewritten after every step; a watchdog saves it and exits with status 3 when the run
+overruns the budget by ``--grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import gc
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables
+from ._common import ratio_cell, repeats_for, speed_ratio, table, write_result
+from ._models import BACKBONES, BackboneCase, exported_model
+from .targets import evaluate, get_target
+
+__all__ = ["cuda_status", "main", "run"]
+
+NAME = "gpu"
+ORT_RUN, ORT_BOUND, TORCH, ORT_NHWC = "ort session.run", "ort io_binding", "torch eager", "ort io_binding prefer_nhwc"
+TARGET_GROUP = ("resnet50", "fp16", 256)
+DEFAULTS = {"backbones": ["resnet50", "mobilenet_v2", "convnext_tiny"], "batch_sizes": [256, 64, 512],
+            "agreement_images": 64, "decode_images": 64}
+QUICK_CUDA = {"backbones": ["mobilenet_v2"], "batch_sizes": [64], "agreement_images": 64, "decode_images": 16}
+QUICK_CPU = {"backbones": ["mobilenet_v2"], "batch_sizes": [2, 4], "agreement_images": 4, "decode_images": 4}
+_EXTRA_CASES = {"convnext_tiny": BackboneCase("convnext_tiny", random_init=True, nominal_gflop=8.9)}
+SKIPPED_TORCH_CPU_FP16 = "skipped: torch's fp16 convolutions on the CPU are far too slow (the CUDA run times them)"
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+# --- device -------------------------------------------------------------------------------------
+def cuda_status() -> tuple[bool, str]:
+    """Whether onnxruntime can run on CUDA here (without importing torch), and why not."""
+    import onnxruntime as ort
+
+    from featurestore.session import resolve_providers
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, f"onnxruntime {ort.__version__} has no CUDAExecutionProvider"
+    if resolve_providers("auto")[0] == "CPUExecutionProvider":
+        return False, "onnxruntime offers CUDAExecutionProvider but no NVIDIA GPU answers"
+    return True, "CUDA available"
+
+
+def _gpu_info() -> dict[str, Any]:
+    """GPU, driver and library versions (torch is imported here, before any CUDA session)."""
+    import onnxruntime as ort
+
+    info: dict[str, Any] = {"onnxruntime": ort.__version__}
+    try:
+        from onnxruntime.capi import build_and_package_info as build
+
+        info["onnxruntime_cuda_build"] = getattr(build, "cuda_version", None)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_cuda=torch.version.cuda,
+                    torch_cuda_available=torch.cuda.is_available())
+        if torch.cuda.is_available():
+            info.update(gpu=torch.cuda.get_device_name(0), cudnn=torch.backends.cudnn.version())
+    except Exception as exc:  # a broken torch install only costs the baseline
+        info["torch_error"] = _describe(exc)
+    try:
+        query = "name,driver_version,memory.total,clocks.max.sm,power.limit"
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=15, check=True)
+        info["nvidia_smi"] = done.stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()[:600]
+
+
+# --- run state ----------------------------------------------------------------------------------
+class _Run:
+    """The results document of one run: saved after every step, with the time budget and a watchdog."""
+
+    def __init__(self, args: argparse.Namespace, machine: dict[str, Any], document: dict[str, Any]) -> None:
+        self.args, self.machine, self.doc = args, machine, document
+        self.started = time.monotonic()
+        self.lock = threading.RLock()
+        self._watchdog: threading.Timer | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def over_budget(self) -> bool:
+        return self.elapsed() > self.args.time_budget
+
+    def log(self, message: str) -> None:
+        print(f"[{self.elapsed():6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    def add(self, key: str, item: Any) -> None:
+        with self.lock:
+            self.doc[key].append(item)
+            self.save()
+
+    def note(self, text: str) -> None:
+        self.log(text)
+        self.add("notes", text)
+
+    def save(self) -> Path:
+        with self.lock:
+            self.doc["elapsed_s"] = round(self.elapsed(), 1)
+            self.doc["tables"] = _tables(self.doc, repeats_for(self.args))
+            self.doc["targets"] = _targets(self.doc)
+            return write_result(self.args, NAME, self.doc, self.machine)
+
+    def start_watchdog(self) -> None:
+        self._watchdog = threading.Timer(self.args.time_budget + self.args.grace, self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _expire(self) -> None:
+        """Save what was measured and end the process: a step has hung past budget + grace."""
+        self.log(f"watchdog: still running after {self.elapsed():.0f} s; saving and exiting")
+        if self.lock.acquire(timeout=30):
+            try:
+                self.doc["status"] = "stopped"
+                self.doc["notes"].append(f"stopped by the watchdog after {self.elapsed():.0f} s (time budget "
+                                         f"{self.args.time_budget:g} s + grace {self.args.grace:g} s)")
+                self.save()
+            except Exception as exc:  # exiting matters more than this last save
+                self.log(f"watchdog: could not save: {_describe(exc)}")
+        os._exit(3)
+
+
+# --- models and inputs --------------------------------------------------------------------------
+def _case(name: str) -> tuple[BackboneCase, str]:
+    """The backbone case for ``name`` and a description of its weights (random if none offline)."""
+    from export import get_backbone
+
+    entry = get_backbone(name)
+    case = BACKBONES.get(name) or _EXTRA_CASES.get(name) or BackboneCase(
+        name, random_init=entry.offline_weights is None, nominal_gflop=0.0)
+    if case.random_init:
+        return case, "random init (seeded)"
+    try:
+        path, source = entry.offline_weights()
+        if not Path(path).is_file():
+            raise FileNotFoundError(path)
+        return case, f"pretrained ({source})"
+    except Exception as exc:
+        weights = f"random init (seeded): no offline weights, {_describe(exc)}"
+        return dataclasses.replace(case, random_init=True), weights
+
+
+def _export(case: BackboneCase, precision: str, cache_dir: Path) -> Path:
+    """The ``last``-layer export of ``case`` in ``precision``, cached by content like :func:`exported_model`."""
+    if precision == "fp32":
+        return exported_model(case, "last", cache_dir)
+    from export import export_backbone
+    from featurestore import read_spec
+
+    from ._models import _export_fingerprint
+
+    key = _export_fingerprint(backbone=case.name, layers="last", random_init=case.random_init, precision=precision)
+    path = cache_dir / f"{case.name}-last-{precision}-{key}.onnx"
+    if path.is_file():
+        read_spec(path)
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    export_backbone(case.name, path, layers="last", random_init=case.random_init, precision=precision)
+    return path
+
+
+def _export_all(cases: list[BackboneCase], state: _Run) -> dict[tuple[str, str], Path | str]:
+    """Every (backbone, precision) export: a path, or why there is none. Parallel processes when asked."""
+    args = state.args
+    jobs = [(case, precision) for case in cases for precision in args.precisions]
+    out: dict[tuple[str, str], Path | str] = {}
+    if args.export_workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA state
+        with ProcessPoolExecutor(min(args.export_workers, len(jobs)), mp_context=context) as pool:
+            futures = {(c.name, p): pool.submit(_export, c, p, args.cache_dir) for c, p in jobs}
+            for key, future in futures.items():
+                try:
+                    out[key] = future.result()
+                except Exception as exc:
+                    out[key] = f"export failed: {_describe(exc)}"
+                state.log(f"export {key[0]} {key[1]}: {out[key]}")
+        return out
+    for case, precision in jobs:
+        if state.over_budget():
+            out[(case.name, precision)] = "skipped: time budget spent before the export"
+            continue
+        try:
+            out[(case.name, precision)] = _export(case, precision, args.cache_dir)
+        except Exception as exc:
+            out[(case.name, precision)] = f"export failed: {_describe(exc)}"
+        state.log(f"export {case.name} {precision}: {out[(case.name, precision)]}")
+    return out
+
+
+def _photo_blobs(args: argparse.Namespace, count: int) -> tuple[list[bytes] | None, str]:
+    """``count`` JPEG files (500x375) of scikit-image's photos, as bytes; None and why without them."""
+    try:
+        from ._images import jpeg_folder
+
+        folder, _ = jpeg_folder(args.cache_dir, count, [(500, 375)], args.seed)
+    except Exception as exc:
+        return None, f"no photos ({_describe(exc)})"
+    return [path.read_bytes() for path in sorted(folder.glob("*.jpg"))[:count]], "scikit-image photos, 500x375 JPEG"
+
+
+def _decode_rates(blobs: list[bytes], prep, cores: int, repeats: int) -> dict[str, Any]:
+    """Images/s of ``decode_image`` on one thread and on ``cores`` threads."""
+    from featurestore import decode_image
+
+    def serial(_) -> None:
+        for blob in blobs:
+            decode_image(blob, prep)
+
+    def threaded(_) -> None:
+        with ThreadPoolExecutor(cores) as pool:
+            list(pool.map(lambda blob: decode_image(blob, prep), blobs))
+
+    stats = measure([Variant("decode 1 thread", serial, len(blobs), "img"),
+                     Variant(f"decode {cores} threads", threaded, len(blobs), "img")], repeats, warmup=True)
+    return {"images": len(blobs), "threads": cores, "variants": stats,
+            "per_thread": stats["decode 1 thread"]["rate"], "all_cores": stats[f"decode {cores} threads"]["rate"]}
+
+
+def _ort_runner(model) -> Runner:
+    return lambda batch: next(iter(model.run(batch).values()))
+
+
+def _torch_runner(module, prep, device: str, dtype) -> Runner:
+    """uint8 host batch -> device, normalised in float32 and cast there, pooled features -> host."""
+    import torch
+
+    mean = torch.tensor(prep.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float()  # NHWC strides: channels_last
+            x = ((x / 255.0 - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+            out = module(x).float().cpu()
+        return out.numpy()
+
+    return run
+
+
+def _with_cuda_options(model, **extra: str):
+    """A copy of ``model`` whose session's CUDA provider has ``extra`` options (diagnostics only)."""
+    import onnxruntime as ort
+
+    from featurestore.session import CUDA_OPTIONS
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = [("CUDAExecutionProvider", {"device_id": str(model.device_id), **CUDA_OPTIONS, **extra}),
+                 "CPUExecutionProvider"]
+    twin = copy.copy(model)
+    twin.session = ort.InferenceSession(str(model.path), sess_options=options, providers=providers)
+    twin.providers = providers
+    return twin
+
+
+def _features(runner: Runner, images: np.ndarray, chunk: int) -> np.ndarray:
+    return np.concatenate([runner(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
+def _agreement(reference: np.ndarray, features: np.ndarray) -> dict[str, float]:
+    """Lowest and mean per-image cosine similarity of ``features`` to ``reference``, and the largest
+    absolute difference relative to the reference's largest value."""
+    if features.shape != reference.shape:
+        raise ValueError(f"features of shape {features.shape} vs reference {reference.shape}: not the same layer")
+    a, b = reference.astype(np.float64), features.astype(np.float64)
+    cosine = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    return {"min_cosine": float(np.min(cosine)), "mean_cosine": float(np.mean(cosine)),
+            "max_abs_diff_rel": float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-30))}
+
+
+# --- one backbone -------------------------------------------------------------------------------
+class _Backbone:
+    """One backbone's CPU reference features, timing inputs and torch module, prepared once."""
+
+    def __init__(self, case: BackboneCase, paths: dict[tuple[str, str], Path | str], blobs: list[bytes] | None,
+                 state: _Run) -> None:
+        self.case, self.paths, self.state = case, paths, state
+        self.device = state.doc["device"]
+        self.entry: dict[str, Any] = {"backbone": case.name, "errors": {}}
+        state.add("agreement", self.entry)
+        fp32 = paths.get((case.name, "fp32"))
+        any_path = next((p for (n, _), p in paths.items() if n == case.name and isinstance(p, Path)), None)
+        if any_path is None:
+            raise RuntimeError(f"no export of {case.name}: {paths}")
+        from featurestore import FeatureModel, decode_image, read_spec
+
+        self.spec = read_spec(any_path)
+        rng = np.random.default_rng(state.args.seed)
+        self.pool = rng.integers(0, 256, (max(state.args.batch_sizes), *self.spec.input_shape), dtype=np.uint8)
+        count = state.args.agreement_images
+        if blobs:
+            self.images = np.stack([decode_image(blob, self.spec.preprocessing) for blob in (blobs * count)[:count]])
+        else:
+            self.images = rng.integers(0, 256, (count, *self.spec.input_shape), dtype=np.uint8)
+        self.entry.update(images=count, input="photos" if blobs else "seeded uniform noise")
+        self.chunk = min(state.args.batch_sizes)  # a batch shape the timing warms up anyway
+        self.reference = None
+        if isinstance(fp32, Path):
+            cpu = FeatureModel(fp32, device="cpu", io_binding=False)
+            self.reference = _features(_ort_runner(cpu), self.images, self.chunk)
+        self.torch_base = self._torch_base()
+
+    def _torch_base(self):
+        try:
+            from ._models import torch_twin
+
+            return torch_twin(self.case)
+        except Exception as exc:
+            self.entry["errors"][TORCH] = _describe(exc)
+            return None
+
+    def _torch(self, precision: str) -> Runner:
+        import torch
+
+        if self.torch_base is None:
+            raise RuntimeError(f"no torch module: {self.entry['errors'].get(TORCH)}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"torch {torch.__version__} has no CUDA here")
+        dtype = torch.float16 if precision == "fp16" else torch.float32
+        module = copy.deepcopy(self.torch_base).to(device=self.device, dtype=dtype, memory_format=torch.channels_last)
+        return _torch_runner(module.eval(), self.spec.preprocessing, self.device, dtype)
+
+    def _agree(self, key: str, runner: Runner) -> float | None:
+        """Record the agreement of ``runner``'s features with the CPU fp32 reference under ``key``."""
+        try:
+            if self.reference is None:
+                raise RuntimeError("no CPU fp32 reference (fp32 export missing)")
+            result = _agreement(self.reference, _features(runner, self.images, self.chunk))
+        except Exception as exc:
+            with self.state.lock:
+                self.entry["errors"][key] = _describe(exc)
+            return None
+        with self.state.lock:
+            self.entry[key] = result
+            self.state.save()
+        return result["min_cosine"]
+
+    def precision(self, precision: str) -> None:
+        """Agreement and every batch size of one precision."""
+        state, name = self.state, self.case.name
+        if state.over_budget():
+            _skip_groups(state, name, [precision], f"time budget of {state.args.time_budget:g} s spent")
+            return
+        path = self.paths.get((name, precision))
+        runners: dict[str, Runner | str] = {}
+        bound = plain = None
+        if not isinstance(path, Path):
+            runners[ORT_RUN] = runners[ORT_BOUND] = str(path)
+        else:
+            try:
+                bound = self._bound(path)
+                plain = copy.copy(bound)
+                plain.io_binding = False
+                runners[ORT_RUN], runners[ORT_BOUND] = _ort_runner(plain), _ort_runner(bound)
+                self._agree(precision, runners[ORT_BOUND])
+            except Exception as exc:
+                runners[ORT_RUN] = runners[ORT_BOUND] = _describe(exc)
+        if self.device == "cpu" and precision == "fp16":
+            runners[TORCH] = SKIPPED_TORCH_CPU_FP16
+        else:
+            try:
+                runners[TORCH] = self._torch(precision)
+                self._agree(f"torch {precision}", runners[TORCH])
+            except Exception as exc:
+                runners[TORCH] = _describe(exc)
+        self._diagnose_tf32(precision, bound)
+        for bs in state.args.batch_sizes:
+            group = {"backbone": name, "precision": precision, "batch_size": bs}
+            if state.over_budget():
+                group.update(status="skipped", reason=f"time budget of {state.args.time_budget:g} s spent")
+            else:
+                extra = self._nhwc(bound) if (name, precision, bs) == TARGET_GROUP else {}
+                group.update(_group({**runners, **extra}, self.pool[:bs], state))
+            state.add("groups", group)
+            state.log(_progress(group))
+        del runners, bound, plain
+        _release(self.device)
+
+    def _bound(self, path: Path):
+        """The product's model on the device; on CUDA, one retry after ``onnxruntime.preload_dlls()``."""
+        from featurestore import FeatureModel
+
+        bound = FeatureModel(path, device=self.device, io_binding=True)
+        if self.device == "cuda" and not bound.on_cuda and _preload_cuda_libraries(self.state):
+            bound = FeatureModel(path, device=self.device, io_binding=True)
+        if self.device == "cuda" and not bound.on_cuda:
+            raise RuntimeError(f"onnxruntime put the session on {bound.session.get_providers()}, not CUDA: "
+                               "are CUDA 13's cuBLAS and cuDNN 9 loadable?")
+        return bound
+
+    def _nhwc(self, bound) -> dict[str, Runner | str]:
+        if bound is None or self.device != "cuda" or not self.state.args.nhwc_check:
+            return {}
+        try:
+            return {ORT_NHWC: _ort_runner(_with_cuda_options(bound, prefer_nhwc="1"))}
+        except Exception as exc:
+            return {ORT_NHWC: _describe(exc)}
+
+    def _diagnose_tf32(self, precision: str, bound) -> None:
+        """When CUDA fp32 misses the agreement target, measure it again with TF32 off."""
+        fp32 = self.entry.get("fp32")
+        if precision != "fp32" or bound is None or self.device != "cuda" or fp32 is None:
+            return
+        if get_target("gpu.agreement.fp32").passes(fp32["min_cosine"]):
+            return
+        try:
+            self._agree("fp32 use_tf32=0", _ort_runner(_with_cuda_options(bound, use_tf32="0")))
+        except Exception as exc:
+            self.entry["errors"]["fp32 use_tf32=0"] = _describe(exc)
+
+
+def _preload_cuda_libraries(state: _Run) -> bool:
+    """Once per run, when a session fell back to the CPU: load CUDA and cuDNN the way onnxruntime offers."""
+    import onnxruntime as ort
+
+    if state.doc["parameters"].get("preload_dlls") is not None or not hasattr(ort, "preload_dlls"):
+        return False
+    try:
+        ort.preload_dlls()
+        state.doc["parameters"]["preload_dlls"] = "called after a session fell back to the CPU"
+    except Exception as exc:
+        state.doc["parameters"]["preload_dlls"] = f"failed: {_describe(exc)}"
+    state.note(f"onnxruntime did not start on CUDA; preload_dlls: {state.doc['parameters']['preload_dlls']}")
+    return True
+
+
+def _release(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+# --- one group ----------------------------------------------------------------------------------
+def _warm(runners: dict[str, Runner | str], batch: np.ndarray, errors: dict[str, str],
+          device: str) -> dict[str, float]:
+    """Two untimed calls per runner (the first picks cuDNN algorithms); seconds of the second call."""
+    seconds = {}
+    for name, runner in runners.items():
+        if isinstance(runner, str):
+            errors[name] = runner
+            continue
+        try:
+            runner(batch)
+            start = time.perf_counter()
+            runner(batch)
+            seconds[name] = time.perf_counter() - start
+        except Exception as exc:
+            errors[name] = _describe(exc)
+            _release(device)
+    return seconds
+
+
+def _group(runners: dict[str, Runner | str], batch: np.ndarray, state: _Run) -> dict[str, Any]:
+    """Time the runners that survive their warm-up on ``batch``, interleaved."""
+    errors: dict[str, str] = {}
+    warm = _warm(runners, batch, errors, state.doc["device"])
+    if not warm:
+        return {"status": "failed", "errors": errors}
+    calls = 1
+    if state.doc["device"] == "cuda":  # enough batches per timed call for ~target_s
+        calls = int(np.clip(round(state.args.call_seconds / max(max(warm.values()), 1e-6)), 1, 64))
+    variants = []
+    for name in warm:
+        def timed(_, runner=runners[name]) -> None:
+            for _ in range(calls):
+                runner(batch)
+        variants.append(Variant(name, timed, calls * len(batch), "img"))
+    try:
+        stats = measure(variants, repeats_for(state.args))
+    except Exception as exc:
+        return {"status": "failed", "errors": {**errors, "measure": _describe(exc)}, "warm_call_s": warm}
+    return {"status": "measured", "batches_per_call": calls, "variants": stats, "ratios": _ratios(stats),
+            "errors": errors, "warm_call_s": warm}
+
+
+def _ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Speed ratios ``"fast / slow"`` of the variants that were measured."""
+    pairs = [(ORT_BOUND, TORCH), (ORT_RUN, TORCH), (ORT_BOUND, ORT_RUN), (ORT_NHWC, TORCH), (ORT_NHWC, ORT_BOUND)]
+    return {f"{fast} / {slow}": speed_ratio(stats, fast, slow) for fast, slow in pairs
+            if fast in stats and slow in stats}
+
+
+def _skip_groups(state: _Run, backbone: str, precisions: list[str], reason: str) -> None:
+    for precision in precisions:
+        for bs in state.args.batch_sizes:
+            group = {"backbone": backbone, "precision": precision, "batch_size": bs, "status": "skipped",
+                     "reason": reason}
+            state.add("groups", group)
+            state.log(_progress(group))
+
+
+def _progress(group: dict[str, Any]) -> str:
+    head = f"{group['backbone']} {group['precision']} batch {group['batch_size']}: {group['status']}"
+    rates = ", ".join(f"{n} {s['rate']:.0f} img/s" for n, s in group.get("variants", {}).items())
+    errors = "; ".join(f"{n}: {e[:120]}" for n, e in group.get("errors", {}).items())
+    return " ".join(filter(None, [head, rates and f"({rates})", errors and f"[errors: {errors}]",
+                                  group.get("reason")]))
+
+
+# --- targets and tables -------------------------------------------------------------------------
+def _targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GPU targets, only from a CUDA run and only for what was measured."""
+    if doc.get("device") != "cuda":
+        return []
+    out = []
+    for precision in ("fp32", "fp16"):
+        measured = [(a["backbone"], a[precision]) for a in doc["agreement"] if precision in a]
+        if not measured:
+            continue
+        worst = min(measured, key=lambda item: item[1]["min_cosine"])
+        per = ", ".join(f"{b} {r['min_cosine']:.6f}" for b, r in measured)
+        missing = [a["backbone"] for a in doc["agreement"] if precision not in a]
+        tf32 = [f"{a['backbone']} with TF32 off: {a['fp32 use_tf32=0']['min_cosine']:.6f}"
+                for a in doc["agreement"] if precision == "fp32" and "fp32 use_tf32=0" in a]
+        note = (f"lowest per-image cosine, CUDA {precision} vs CPU fp32, "
+                f"{doc['parameters'].get('agreement_images')} images per "
+                f"backbone: {per}." + (f" Not measured: {', '.join(missing)}." if missing else "")
+                + (f" {'; '.join(tf32)}." if tf32 else ""))
+        out.append(evaluate(f"gpu.agreement.{precision}", worst[1]["min_cosine"], note=note,
+                            detail={"per_backbone": dict(measured)}))
+    target = _find_group(doc, *TARGET_GROUP)
+    key = f"{ORT_BOUND} / {TORCH}"
+    if target is not None and key in target.get("ratios", {}):
+        ratio, v = target["ratios"][key], target["variants"]
+        extra = [f"session.run {v[ORT_RUN]['rate']:.0f} img/s" if ORT_RUN in v else ""]
+        if f"{ORT_NHWC} / {TORCH}" in target["ratios"]:
+            extra.append(f"with prefer_nhwc=1: {v[ORT_NHWC]['rate']:.0f} img/s = "
+                         f"{target['ratios'][f'{ORT_NHWC} / {TORCH}']['value']:.2f}x torch")
+        out.append(evaluate(
+            "gpu.ort_vs_torch.resnet50", ratio["value"], paired_range=(ratio["paired_min"], ratio["paired_max"]),
+            note=f"{doc['parameters'].get('gpu', {}).get('gpu', 'GPU')}: ORT IO binding {v[ORT_BOUND]['rate']:.0f} "
+                 f"img/s, torch {v[TORCH]['rate']:.0f} img/s; " + "; ".join(filter(None, extra)) + ".",
+            detail={"variants": {n: s["rate"] for n, s in v.items()}}))
+    return out
+
+
+def _find_group(doc: dict[str, Any], backbone: str, precision: str, bs: int) -> dict[str, Any] | None:
+    key = (backbone, precision, bs)
+    return next((g for g in doc["groups"]
+                 if (g["backbone"], g["precision"], g["batch_size"]) == key and g["status"] == "measured"), None)
+
+
+def _rate_cell(group: dict[str, Any], name: str) -> str:
+    stats = group.get("variants", {}).get(name)
+    if stats is not None:
+        return f"{stats['rate']:,.0f} ±{50 * stats['spread']:.0f}%"
+    if name in group.get("errors", {}):
+        return "skipped" if group["errors"][name].startswith("skipped") else "error"
+    return group["status"] if group["status"] != "measured" else "-"
+
+
+def _tables(doc: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+    out = []
+    groups = sorted(doc["groups"], key=lambda g: (g["backbone"], g["precision"], g["batch_size"]))
+    if groups:
+        rows = []
+        for g in groups:
+            r = g.get("ratios", {})
+            cell = lambda key: ratio_cell(r[key]) if key in r else "-"  # noqa: E731
+            rows.append([g["backbone"], g["precision"], g["batch_size"], _rate_cell(g, ORT_RUN),
+                         _rate_cell(g, ORT_BOUND), _rate_cell(g, TORCH), cell(f"{ORT_BOUND} / {TORCH}"),
+                         cell(f"{ORT_RUN} / {TORCH}"), cell(f"{ORT_NHWC} / {TORCH}")])
+        where = doc["parameters"].get("gpu", {}).get("gpu") or doc["device"]
+        out.append(table(f"Images/s on {where}: uint8 batches in host memory to pooled features in host memory, "
+                         f"median of {repeats} repeats ±half-spread; ratios with the per-repeat range",
+                         ["backbone", "precision", "batch", "ORT session.run", "ORT IO binding", "torch eager",
+                          "IO binding / torch", "session.run / torch", "prefer_nhwc / torch"], rows))
+    if doc["agreement"]:
+        keys = ("fp32", "fp16", "torch fp32", "torch fp16")
+        cell = lambda a, k: (f"{a[k]['min_cosine']:.6f} ({a[k]['mean_cosine']:.6f})" if k in a  # noqa: E731
+                             else ("error" if k in a.get("errors", {}) else "-"))
+        rows = [[a["backbone"], a.get("images", "-"), a.get("input", "-"), *(cell(a, k) for k in keys)]
+                for a in doc["agreement"]]
+        out.append(table(f"Agreement with CPU fp32 features (onnxruntime CPUExecutionProvider): lowest (mean) "
+                         f"per-image cosine on {doc['device']}",
+                         ["backbone", "images", "input", "ORT fp32", "ORT fp16", "torch fp32", "torch fp16"], rows))
+    decode = doc.get("host_decode") or {}
+    if "per_thread" in decode:
+        fastest: dict[str, dict[str, Any]] = {}
+        for g in groups:
+            if ORT_BOUND in g.get("variants", {}) and (
+                    g["backbone"] not in fastest
+                    or g["variants"][ORT_BOUND]["rate"] > fastest[g["backbone"]]["variants"][ORT_BOUND]["rate"]):
+                fastest[g["backbone"]] = g
+        rows = [[g["backbone"], g["precision"], g["batch_size"], f"{g['variants'][ORT_BOUND]['rate']:,.0f}",
+                 f"{decode['all_cores']:,.0f}", f"{g['variants'][ORT_BOUND]['rate'] / decode['per_thread']:.1f}"]
+                for g in fastest.values()]
+        if rows:
+            out.append(table(f"Host decode vs the fastest ORT IO-binding rate per backbone: decode_image of 500x375 "
+                             f"JPEGs, {decode['per_thread']:,.0f} img/s per thread, {decode['all_cores']:,.0f} img/s "
+                             f"on {decode['threads']} threads",
+                             ["backbone", "precision", "batch", "ORT IO binding img/s",
+                              f"decode img/s ({decode['threads']} threads)", "threads needed to feed the GPU"],
+                             rows))
+    return out
+
+
+# --- entry point --------------------------------------------------------------------------------
+def _resolve_sizes(args: argparse.Namespace, device: str) -> None:
+    defaults = DEFAULTS if not (args.quick or device == "cpu") else (QUICK_CPU if device == "cpu" else QUICK_CUDA)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+    if device == "cpu" and args.repeats is None:
+        args.repeats = 1
+    if args.export_workers is None:
+        cores = len(os.sched_getaffinity(0))
+        args.export_workers = min(6, cores // 2) if device == "cuda" and cores >= 8 else 1
+
+
+def _document(device: str | None, status: str, parameters: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    return {"status": status, "device": device, "parameters": parameters, "groups": [], "agreement": [],
+            "host_decode": None, "notes": notes, "targets": [], "tables": []}
+
+
+def _host_decode(paths: dict[tuple[str, str], Path | str], state: _Run) -> list[bytes] | None:
+    """Measure the host's decode rate on the photos (recorded in ``state``); return the photos."""
+    args = state.args
+    blobs, source = _photo_blobs(args, max(args.agreement_images, args.decode_images))
+    first = next((p for p in paths.values() if isinstance(p, Path)), None)
+    if not blobs or first is None:
+        state.note(f"host decode not measured: {source if not blobs else 'no export'}")
+        return blobs
+    from featurestore import read_spec
+
+    cores = len(os.sched_getaffinity(0))
+    decode = _decode_rates(blobs[:args.decode_images], read_spec(first).preprocessing, cores, repeats_for(args))
+    with state.lock:
+        state.doc["host_decode"] = dict(decode, source=source)
+        state.save()
+    return blobs
+
+
+def run(args: argparse.Namespace, state: _Run) -> None:
+    """Export, measure and save into ``state`` step by step (the device is ``state.doc['device']``)."""
+    cases, weights = zip(*(_case(name) for name in args.backbones))
+    with state.lock:
+        state.doc["parameters"]["weights"] = dict(zip(args.backbones, weights))
+        state.save()
+    state.log(f"exporting {len(cases)} backbone(s) x {len(args.precisions)} precision(s), "
+              f"{args.export_workers} worker(s)")
+    paths = _export_all(list(cases), state)
+    with state.lock:
+        state.doc["parameters"]["exports"] = {f"{n} {p}": str(v) for (n, p), v in paths.items()}
+    if state.doc["device"] == "cuda":
+        with state.lock:
+            state.doc["parameters"]["gpu"] = _gpu_info()  # imports torch before the first CUDA session
+            state.save()
+        import torch
+
+        torch.backends.cudnn.benchmark = True
+    blobs = _host_decode(paths, state)
+    for case in cases:
+        if state.over_budget():
+            _skip_groups(state, case.name, args.precisions, f"time budget of {args.time_budget:g} s spent")
+            continue
+        try:
+            backbone = _Backbone(case, paths, blobs, state)
+        except Exception as exc:
+            state.note(f"{case.name}: not measured: {_describe(exc)}")
+            _skip_groups(state, case.name, args.precisions, f"no model: {_describe(exc)}")
+            continue
+        for precision in args.precisions:
+            backbone.precision(precision)
+        del backbone
+        _release(state.doc["device"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = make_parser(NAME, __doc__.splitlines()[0])
+    names = lambda s: [b for b in s.split(",") if b]  # noqa: E731
+    parser.add_argument("--backbones", type=names,
+                        help="comma-separated, run in this order (default: resnet50,mobilenet_v2,convnext_tiny; "
+                             "mobilenet_v2 with --quick or on the CPU)")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in names(s)],
+                        help="comma-separated, run in this order (default: 256,64,512; 64 with --quick; "
+                             "2,4 on the CPU)")
+    parser.add_argument("--precisions", type=names, default=["fp16", "fp32"], help="default: fp16,fp32")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                        help="auto: CUDA when available; without it only --quick runs (on the CPU), "
+                             "otherwise the run is recorded as skipped")
+    parser.add_argument("--agreement-images", type=int, help="images compared CPU vs device (default: 64; 4 on CPU)")
+    parser.add_argument("--decode-images", type=int, help="JPEGs for the host-decode rate (default: 64; 4 on CPU)")
+    parser.add_argument("--time-budget", type=float, default=300.0,
+                        help="seconds after which what has not started is skipped (default: 300)")
+    parser.add_argument("--grace", type=float, default=90.0,
+                        help="seconds past the budget after which the watchdog saves and exits (default: 90)")
+    parser.add_argument("--call-seconds", type=float, default=0.2,
+                        help="on CUDA, batches per timed call are chosen to take about this long (default: 0.2)")
+    parser.add_argument("--export-workers", type=int,
+                        help="parallel export processes (default: up to 6 on a CUDA machine with >= 8 cores, else 1)")
+    parser.add_argument("--nhwc-check", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time a prefer_nhwc=1 session in the target group (resnet50 fp16 batch 256)")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
+                        help="exported models and JPEGs, keyed by content (default: benchmarks/.cache)")
+    return parser
+
+
+def _parameters(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    return {"device": device, "backbones": args.backbones, "batch_sizes": args.batch_sizes,
+            "precisions": args.precisions, "agreement_images": args.agreement_images,
+            "decode_images": args.decode_images, "time_budget_s": args.time_budget,
+            "call_seconds": args.call_seconds, "layers": "last",
+            "input": "uint8 NHWC in host memory, seeded uniform noise (speed does not depend on content)",
+            "torch": "eager, channels_last, inference_mode, cudnn.benchmark; normalised on the device"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parse_args(parser, argv)
+    unknown = [p for p in args.precisions if p not in ("fp32", "fp16")]
+    if unknown:
+        parser.error(f"unknown precision(s) {', '.join(unknown)}; choose from fp32, fp16")
+    machine = machine_info()
+    cuda, why = cuda_status() if args.device != "cpu" else (False, "--device cpu")
+    if not cuda and args.device != "cpu" and not (args.device == "auto" and args.quick):
+        doc = _document(None, "skipped", {"reason": why, "device_requested": args.device},
+                        [f"skipped: no CUDA ({why}); run on a machine with an NVIDIA GPU and onnxruntime-gpu"])
+        print(f"benchmarks.gpu skipped: {why}", file=sys.stderr)
+        print(f"wrote {write_result(args, NAME, doc, machine)}")
+        return 1 if args.device == "cuda" else 0
+    device = "cuda" if cuda else "cpu"
+    _resolve_sizes(args, device)
+    try:
+        from export import get_backbone
+
+        for name in args.backbones:
+            get_backbone(name)
+    except KeyError as exc:
+        parser.error(str(exc.args[0] if exc.args else exc))
+    notes = [] if cuda else [f"CUDA not available ({why}): every step ran on the CPU at tiny sizes to check "
+                             "the script; the numbers mean nothing and no GPU target is reported"]
+    state = _Run(args, machine, _document(device, "running", _parameters(args, device), notes))
+    state.start_watchdog()
+    try:
+        run(args, state)
+        counts = {s: sum(g["status"] == s for g in state.doc["groups"]) for s in ("measured", "failed", "skipped")}
+        state.doc["status"] = next((s for s in counts if counts[s]), "skipped")
+        state.note("groups: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    except BaseException as exc:
+        state.doc["status"] = "failed"
+        state.doc["notes"].append(f"run failed: {_describe(exc)}")
+        raise
+    finally:
+        state.stop_watchdog()
+        path = state.save()
+        print_tables(state.doc["tables"])
+        print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
