@@ -112,7 +112,9 @@ class AttentionFusion(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         Best monitored loss (validation loss, or training loss without a
         validation split); its parameters are the ones kept.
     module_ : torch.nn.ModuleDict
-        The trained network (projections, attention or mix, classifier).
+        The trained network (projections, attention or mix, classifier). It is not saved:
+        a saved fusion (skops) holds its parameters as numpy arrays instead, and rebuilds
+        the module on the first :meth:`transform` after loading.
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -282,13 +284,39 @@ class AttentionFusion(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         Zt = torch.from_numpy(self._standardize(X))
         slices = block_slices(self.blocks_)
         out = np.empty((Zt.shape[0], self.dim), dtype=np.float32)
-        self.module_.eval()
+        net = self._net()
+        net.eval()
         with torch.no_grad(), threadpool_limits(limits=_TORCH_THREADS, user_api="openmp"):
             for start in range(0, Zt.shape[0], _CHUNK):
                 chunk = Zt[start : start + _CHUNK]
-                fused, _ = _fuse_forward(self.module_, chunk, slices, self.mode)
+                fused, _ = _fuse_forward(net, chunk, slices, self.mode)
                 out[start : start + _CHUNK] = fused.numpy()
         return out
+
+    # ---------------------------------------------------------- persistence
+    def __getstate__(self) -> dict:
+        """The state without the torch module: its parameters travel as numpy arrays.
+
+        A saved head (skops or pickle) then holds numpy arrays only, so loading it needs no
+        torch type on the allowlist; the module is rebuilt on the first :meth:`transform`.
+        """
+        state = super().__getstate__()
+        module = state.pop("module_", None)
+        if module is not None:
+            state["module_state_"] = {name: value.detach().cpu().numpy().copy()
+                                      for name, value in module.state_dict().items()}
+        return state
+
+    def _net(self):
+        """The fitted module, rebuilt from ``module_state_`` after loading."""
+        if getattr(self, "module_", None) is None:
+            import torch
+
+            net = _build_net(self.blocks_, self.dim, self.n_heads, self.mode, len(self.classes_))
+            net.load_state_dict({name: torch.from_numpy(np.array(value))
+                                 for name, value in self.module_state_.items()})
+            self.module_ = net
+        return self.module_
 
     # -------------------------------------------------------------- helpers
     @property

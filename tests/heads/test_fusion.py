@@ -263,3 +263,23 @@ def test_attention_needs_two_classes():
     X, _ = make_blocks(SEED, n=40)
     with pytest.raises(ValueError, match="at least 2 classes"):
         AttentionFusion(blocks=list(WIDTHS)).fit(X, np.zeros(40, dtype=int))
+
+
+def test_attention_head_saves_as_numpy_and_predicts_the_same(tmp_path):
+    """A head with attention fusion saves with skops (no torch type in the file) and loads back exact."""
+    from heads.persist import load_head, save_head
+
+    X, y = make_blocks(5, n=600)
+    head = Pipeline([("fuse", AttentionFusion(blocks=list(WIDTHS), max_epochs=5, random_state=0)),
+                     ("clf", LogisticRegression(max_iter=200))]).fit(X, y)
+    path = save_head(head, tmp_path / "attention.skops", {"fusion": "attention"})
+    import skops.io as sio
+
+    assert not [t for t in sio.get_untrusted_types(file=path) if t.startswith("torch")]
+    loaded, meta = load_head(path)
+    assert meta == {"fusion": "attention"}
+    assert "module_" not in vars(loaded.named_steps["fuse"])
+    np.testing.assert_array_equal(loaded.predict_proba(X[:50]), head.predict_proba(X[:50]))
+    np.testing.assert_array_equal(loaded.named_steps["fuse"].attention_weights_,
+                                  head.named_steps["fuse"].attention_weights_)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(head)).predict(X[:50]), head.predict(X[:50]))
