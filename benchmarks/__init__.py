@@ -1,12 +1,12 @@
-"""Benchmarks: extraction, storage, quantisation (and, later, the heads loop) against what users would use instead.
+"""Benchmarks: extraction, storage, the heads loop, quantisation, Ray and CUDA against what users would use instead.
 
 Every figure is a ratio of variants measured in the same run, interleaved and repeated, with
 median and spread; nothing here is a timed unit test. ``python -m benchmarks`` runs every
 script and rewrites ``BENCHMARKS.md``; ``python -m benchmarks.<name> --quick`` checks one script
 in seconds (its numbers mean nothing).
 
-Adding a benchmark (the heads-loop benchmark goes in ``benchmarks/heads.py``)
-----------------------------------------------------------------------------
+Adding a benchmark
+------------------
 A script ``benchmarks/<name>.py``:
 
 - defines ``main(argv=None) -> int`` and builds its parser with ``_common.make_parser(name, ...)``
@@ -17,10 +17,9 @@ A script ``benchmarks/<name>.py``:
 - writes ``<results-dir>/<name>.json`` with ``_common.write_result``, the document holding
   ``parameters``, ``tables`` (``_common.table``), ``notes`` and ``targets``: one
   ``targets.evaluate(id, measured, ...)`` entry per target of :data:`targets.TARGETS` whose
-  ``benchmark`` is ``name`` (``heads.vs_reextract`` for the heads loop).
+  ``benchmark`` is ``name``.
 
-``python -m benchmarks`` runs ``benchmarks/heads.py`` as soon as it exists, and the report
-lists every target, measured or not.
+The report lists every target, measured or not.
 """
 
 __all__ = ["SCRIPTS", "OPTIONAL_SCRIPTS"]

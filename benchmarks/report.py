@@ -80,8 +80,6 @@ def _target_row(target: Target, results: dict[str, dict[str, Any]], notes: dict[
     if entry is None:
         why = ("not measured: benchmarks/%s.py has not written results" % target.benchmark if doc is None
                else "not measured in this run (backbone or case not selected)")
-        if target.benchmark == "heads" and doc is None:
-            why = "not measured yet: benchmarks/heads.py (the heads-loop benchmark) is still to be added"
         return [target.id, target.goal, target.describe(), "-", "-", "n/a", " ".join(filter(None, [why, hand]))]
     low_high = entry.get("paired_range")
     spread = f"{_value(target, low_high[0])} .. {_value(target, low_high[1])}" if low_high else "-"
