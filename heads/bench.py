@@ -296,8 +296,15 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     log(f"bench: {len(cells)} cells ({len(data)} stores, heads {', '.join(config.heads)}); "
         f"features loaded in {load_seconds:.2f} s")
     n_jobs = config.n_jobs or os.cpu_count() or 1
-    results = Parallel(n_jobs=n_jobs, verbose=0)(
+    results = []
+    finished = Parallel(n_jobs=n_jobs, verbose=0, return_as="generator")(
         delayed(run_cell)(cell, by_label[cell.store], config) for cell in cells)
+    for done, result in enumerate(finished, start=1):  # in cell order, as soon as each is ready
+        results.append(result)
+        cell = result.cell
+        log(f"  [{done}/{len(cells)}] {cell.store} / {cell.layer_label} / {cell.head}: "
+            f"accuracy {result.metrics['accuracy']:.4f}, fit {result.fit_seconds:.1f} s "
+            f"({result.method}); {time.perf_counter() - started:.0f} s elapsed")
     total = time.perf_counter() - started
     document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total)
     log(f"bench: {len(results)} cells in {total:.1f} s ({100 * load_seconds / total:.1f}% loading features); "

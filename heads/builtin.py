@@ -11,6 +11,9 @@ float32 rows, 10 classes (``make_classification``, 64 informative features), mea
 shared, overloaded 2-core machine (wall clock was 1.5-4x these): nb 6, knn 1 (predict
 10,000 rows: 43), linear-svm 66, logreg 122 (sweep on 20,000 rows), svm 108
 (Nystroem path), tree 171, forest 216 (2 threads), xgb 273 (2 threads), ensemble 122.
+Wall-clock fit seconds on the real thing (Fashion-MNIST train, 60,000 x 1,280 MobileNetV2
+``pre_logits``, ``featurestore bench --jobs 1`` on a quiet machine): knn 1, nb 4, forest 87,
+svm 98, xgb 154, logreg 181, ensemble 186, tree 246, linear-svm 255 (with ``C=0.01``).
 """
 
 from __future__ import annotations
@@ -74,8 +77,14 @@ def svm(
     description="StandardScaler + linear SVM (liblinear, squared hinge)",
     param_grid={"svc__C": [0.01, 0.1, 1.0]},
 )
-def linear_svm(C: float = 1.0, max_iter: int = 5000, random_state: int | None = 0) -> Pipeline:
-    """StandardScaler + :class:`~sklearn.svm.LinearSVC` (``dual="auto"``)."""
+def linear_svm(C: float = 0.01, max_iter: int = 5000, random_state: int | None = 0) -> Pipeline:
+    """StandardScaler + :class:`~sklearn.svm.LinearSVC` (``dual="auto"``).
+
+    ``C=0.01``: on standardised backbone features (hundreds to thousands of dimensions) the
+    stronger regularisation converges several times faster and scored higher on held-out
+    data: Fashion-MNIST, MobileNetV2 ``pre_logits``, 60,000 training rows: C=0.01 fits in
+    255 s with test accuracy 0.9021; C=1 took 630 s for 0.8928.
+    """
     return Pipeline([
         ("scale", StandardScaler()),
         ("svc", LinearSVC(C=C, dual="auto", max_iter=max_iter, random_state=random_state)),
