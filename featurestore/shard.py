@@ -126,6 +126,23 @@ def layer_stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def _joined(parts: list[np.ndarray] | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The buffered blocks of one layer as one array (no copy when there is a single block)."""
+    if not parts:
+        return np.empty((0, *shape), np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _finite_peak(values: np.ndarray) -> float:
+    """The largest absolute finite value (0 for none)."""
+    if not values.size:
+        return 0.0
+    low, high = float(values.min()), float(values.max())
+    if np.isfinite(low) and np.isfinite(high):
+        return max(abs(low), abs(high))
+    return float(np.abs(values[np.isfinite(values)]).max(initial=0.0))
+
+
 def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, layers: dict[str, tuple[int, ...]],
                 attrs: dict[str, Any]) -> dict[str, Any]:
     """Write ``buffer`` as ``STORE/shards/NAME`` crash-safely; return its manifest entry.
@@ -141,13 +158,10 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     StoreError
         ``dtype='float16'`` and a value would overflow it (|x| > 65504).
     """
-    features = {
-        out: np.concatenate(buffer.features[out]) if out in buffer.features else np.empty((0, *shape), np.float32)
-        for out, shape in layers.items()
-    }
+    features = {out: _joined(buffer.features.get(out), shape) for out, shape in layers.items()}
     if dtype == "float16":
         for out, values in features.items():
-            peak = float(np.abs(values[np.isfinite(values)]).max(initial=0.0))
+            peak = _finite_peak(values)
             if peak > FLOAT16_MAX:
                 raise StoreError(
                     f"layer {out!r} has values up to {peak:.4g}, beyond float16's range ({FLOAT16_MAX}); "
