@@ -19,10 +19,10 @@ from benchmarks import distributed  # noqa: E402
 pytestmark = [pytest.mark.distributed, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
 
-def test_quick_run_writes_tables_correctness_and_driver_limits(tmp_path):
+def test_quick_run_writes_tables_correctness_and_driver_limits(tmp_path, benchmark_cache):
     results = tmp_path / "results"
     assert distributed.main(["--quick", "--repeats", "1", "--results-dir", str(results), "--workdir",
-                             str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache")]) == 0
+                             str(tmp_path / "work"), "--cache-dir", str(benchmark_cache)]) == 0
     doc = json.loads((results / "distributed.json").read_text())
 
     assert doc["benchmark"] == "distributed" and doc["quick"] is True and doc["repeats"] == 1

@@ -31,13 +31,13 @@ pytestmark = pytest.mark.skipif(_fashion_mnist_missing(), reason="needs Debian's
 
 
 @pytest.fixture(scope="module")
-def document(tmp_path_factory) -> dict:
+def document(tmp_path_factory, benchmark_cache) -> dict:
     pytest.importorskip("torchvision", reason="the re-extract baseline runs torchvision's MobileNetV2")
     from benchmarks import heads
 
     base = tmp_path_factory.mktemp("heads-benchmark")
     argv = ["--quick", "--repeats", "1", "--results-dir", str(base / "results"), "--workdir", str(base / "work"),
-            "--cache-dir", str(base / "cache"), "--images", str(TRAIN), "--test", str(TEST),
+            "--cache-dir", str(benchmark_cache), "--images", str(TRAIN), "--test", str(TEST),
             "--heads", ",".join(HEADS)]
     assert heads.main(argv) == 0
     assert not list((base / "work").iterdir())  # the scratch store is removed

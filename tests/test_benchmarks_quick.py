@@ -24,12 +24,12 @@ TARGET_KEYS = {"id", "goal", "op", "threshold", "unit", "measured", "paired_rang
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
+def results(tmp_path_factory, benchmark_cache) -> Path:
     if not Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("the quant benchmark needs Debian's dataset-fashion-mnist")
     base = tmp_path_factory.mktemp("benchmarks")
     common = ["--quick", "--repeats", "1", "--results-dir", str(base / "results"), "--workdir", str(base / "work")]
-    cache = ["--cache-dir", str(base / "cache")]
+    cache = ["--cache-dir", str(benchmark_cache)]
     assert ceiling.main([*common, "--n", "256", "--copy-mib", "8", "--disk-mib", "8"]) == 0
     assert store.main([*common, "--rows", "600", "--subset", "100"]) == 0
     assert extract.main([*common, *cache, "--backbones", "mobilenet_v2", "--batch-sizes", "1,32",
