@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import StoreError
 from .manifest import StoreConfig
+from .sources import array_key_hasher
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 from .store import FeatureStore
 from .writer import StoreWriter
@@ -108,7 +109,7 @@ def _row_digests(arrays: Mapping[str, np.ndarray], rows: int) -> list[bytes]:
     """
     blocks = [np.ascontiguousarray(v, dtype=np.float32).reshape(rows, -1) for v in arrays.values()]
     width = sum(b.shape[1] for b in blocks)
-    prefix = hashlib.sha256(f"{np.dtype(np.float32).str}|{(width,)}|".encode())
+    prefix = array_key_hasher(np.float32, (width,))
 
     def hash_rows(start: int, stop: int) -> list[bytes]:
         out = []

@@ -137,9 +137,17 @@ def content_key(data: bytes | bytearray | memoryview | np.ndarray) -> str:
         raise TypeError(f"content_key takes bytes or a numpy array, not {type(data).__name__}")
     if data.dtype.hasobject:
         raise TypeError(f"content_key cannot hash an array of dtype {data.dtype} (Python objects)")
-    digest = hashlib.sha256(f"{data.dtype.str}|{data.shape}|".encode())
+    digest = array_key_hasher(data.dtype, data.shape)
     digest.update(data.tobytes(order="C"))
     return digest.hexdigest()
+
+
+def array_key_hasher(dtype: np.dtype, shape: tuple[int, ...]) -> "hashlib._Hash":
+    """A sha256 primed as :func:`content_key` primes it for an array of ``dtype`` and ``shape``.
+
+    Feed it the array's C-order bytes (in pieces if need be) to get the array's content key.
+    """
+    return hashlib.sha256(f"{np.dtype(dtype).str}|{tuple(shape)}|".encode())
 
 
 @runtime_checkable
