@@ -1,7 +1,8 @@
 """featurestore: extract features once with onnxruntime, store them safely, iterate on heads.
 
 This package never imports torch: reading a store or running an exported ONNX file
-needs none.
+needs none. The one exception is opt-in: decoding JPEGs on the inference device
+(:mod:`featurestore.device_decode`, ``extract --decode device``) imports torch when used.
 """
 
 __version__ = "0.1.0"

@@ -4,6 +4,8 @@ Items are read and keyed (sha256 of content) on the calling thread; content alre
 the store (or known to fail) is skipped before any decoding. Decoding runs in a thread
 pool that overlaps inference and writing (Pillow and onnxruntime release the GIL).
 Results are consumed in source order, so a store's row order does not depend on timing.
+With ``decode="device"`` whole batches of JPEG bytes are decoded on the session's device
+instead (:mod:`featurestore.device_decode`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from ._atomic import file_sha256
 from .augment import augment_view, check_augmentations
 from .decode import decode_any
+from .device_decode import DECODERS, DeviceDecoder
 from .errors import FeatureStoreError, ImageDecodeError
 from .manifest import StoreConfig
 from .session import FeatureModel
@@ -61,6 +64,11 @@ class ExtractOptions:
     inflight : int, default=2
         Batches handed to the inference thread before the host waits for the oldest: the
         next batch is assembled (and, with IO binding, uploaded) while the current one runs.
+    decode : {'host', 'device'}, default='host'
+        ``host``: Pillow on ``decode_workers`` threads. ``device``: JPEG batches decoded by
+        torchvision on the session's device (nvJPEG on CUDA) and bound to onnxruntime
+        there; needs torch and torchvision, takes no augmented views, and its pixels are
+        close to but not equal to the host's (see :mod:`featurestore.device_decode`).
     """
 
     batch_size: int = 32
@@ -75,10 +83,16 @@ class ExtractOptions:
     progress: bool = True
     io_binding: bool | None = None
     inflight: int = 2
+    decode: str = "host"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise FeatureStoreError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.decode not in DECODERS:
+            raise FeatureStoreError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
+        if self.decode == "device" and self.views:
+            raise FeatureStoreError("decode='device' takes no augmented views (they are made on the host); "
+                                    "use decode='host' with views")
         object.__setattr__(self, "augment", check_augmentations(self.augment))
 
 
@@ -116,19 +130,27 @@ class ExtractReport:
 class _Decoded:
     item: SourceItem
     key: str
-    images: list[np.ndarray] | None
+    images: list[Any] | None  # numpy (H, W, C) arrays; device tensors with decode="device"
     error: tuple[str, str] | None = None
 
 
-def _decode(item: SourceItem, key: str, data: bytes | np.ndarray, prep: Preprocessing,
-            views: int, augment: tuple[str, ...]) -> _Decoded:
+def _decode_host(item: SourceItem, key: str, data: bytes | np.ndarray, prep: Preprocessing,
+                 views: int, augment: tuple[str, ...]) -> list[_Decoded]:
     try:
         image = decode_any(data, prep)
     except ImageDecodeError as exc:
-        return _Decoded(item, key, None, (exc.cause, exc.message))
+        return [_Decoded(item, key, None, (exc.cause, exc.message))]
     except Exception as exc:  # a bad file must never stop the job
-        return _Decoded(item, key, None, (type(exc).__name__, str(exc)))
-    return _Decoded(item, key, [image] + [augment_view(image, key, v, augment) for v in range(1, views + 1)])
+        return [_Decoded(item, key, None, (type(exc).__name__, str(exc)))]
+    return [_Decoded(item, key, [image] + [augment_view(image, key, v, augment) for v in range(1, views + 1)])]
+
+
+def _decode_on_device(decoder: DeviceDecoder, chunk: list[tuple[SourceItem, str, bytes | np.ndarray]]
+                      ) -> list[_Decoded]:
+    images, errors = decoder.decode([data for _, _, data in chunk])
+    return [_Decoded(item, key, None, (error.cause, error.message)) if error is not None
+            else _Decoded(item, key, [image])
+            for (item, key, _), image, error in zip(chunk, images, errors)]
 
 
 class _Pipeline:
@@ -139,8 +161,10 @@ class _Pipeline:
     source order.
     """
 
-    def __init__(self, model: FeatureModel, writer: StoreWriter, report: ExtractReport, options: ExtractOptions):
+    def __init__(self, model: FeatureModel, writer: StoreWriter, report: ExtractReport, options: ExtractOptions,
+                 decoder: DeviceDecoder | None = None):
         self.model, self.writer, self.report, self.options = model, writer, report, options
+        self.stack, self.run = (np.stack, model.run) if decoder is None else (decoder.stack, model.run_tensor)
         self.batch: list[_Decoded] = []
         self.rows = 0
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="infer")
@@ -163,8 +187,8 @@ class _Pipeline:
     def submit(self) -> None:
         """Hand the assembled batch to the inference thread; write the oldest finished batch if too many wait."""
         if self.batch:
-            images = np.stack([image for d in self.batch for image in d.images])  # type: ignore[union-attr]
-            self.running.append((self.batch, self.inference.submit(self.model.run, images)))
+            images = self.stack([image for d in self.batch for image in d.images])  # type: ignore[union-attr]
+            self.running.append((self.batch, self.inference.submit(self.run, images)))
             self.batch, self.rows = [], 0
         while len(self.running) > max(0, self.options.inflight - 1):
             self._write_oldest()
@@ -249,13 +273,20 @@ def extract(
     src = open_source(source)
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
     report = ExtractReport(store=str(store), listed=len(src))
-    pipeline = _Pipeline(model, writer, report, options)
+    decoder = None
+    if options.decode == "device":
+        decoder = DeviceDecoder(model.spec.preprocessing, f"cuda:{model.device_id}" if model.on_cuda else "cpu")
+    pipeline = _Pipeline(model, writer, report, options, decoder)
     workers = options.decode_workers or os.cpu_count() or 1
-    window = max(2 * options.batch_size, 4 * workers)
+    if decoder is not None:  # pending entries are whole batches, decoded on the device
+        workers, window = min(2, workers), 3
+    else:
+        window = max(2 * options.batch_size, 4 * workers)
+    chunk: list[tuple[SourceItem, str, bytes | np.ndarray]] = []
     started = time.perf_counter()
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-            pending: deque[Future[_Decoded]] = deque()
+            pending: deque[Future[list[_Decoded]]] = deque()
             in_flight: set[str] = set()
             bar = tqdm(total=len(src), unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
             for item in src:
@@ -269,14 +300,24 @@ def extract(
                 if skip_known(writer, report, item, key, in_flight):
                     continue
                 in_flight.add(key)
-                pending.append(pool.submit(_decode, item, key, data, model.spec.preprocessing,
-                                           options.views, options.augment))
+                if decoder is None:
+                    pending.append(pool.submit(_decode_host, item, key, data, model.spec.preprocessing,
+                                               options.views, options.augment))
+                else:
+                    chunk.append((item, key, data))
+                    if len(chunk) >= options.batch_size:
+                        pending.append(pool.submit(_decode_on_device, decoder, chunk))
+                        chunk = []
                 while pending and (len(pending) >= window or pending[0].done()):
-                    pipeline.take(pending.popleft().result())
+                    for decoded in pending.popleft().result():
+                        pipeline.take(decoded)
                 bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
                                 refresh=False)
+            if chunk:
+                pending.append(pool.submit(_decode_on_device, decoder, chunk))
             while pending:
-                pipeline.take(pending.popleft().result())
+                for decoded in pending.popleft().result():
+                    pipeline.take(decoded)
             pipeline.flush()
             bar.close()
     finally:
@@ -285,6 +326,7 @@ def extract(
         writer.close(run={
             "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,
             "decoded": report.decoded, "failed": len(report.failures), "seconds": round(report.seconds, 3),
+            "decode": options.decode,
         })
         report.rows_added = writer.rows_added
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,6 +116,45 @@ class FeatureModel:
             return self._run_bound(images, names)
         values = self.session.run(names, {self.spec.input_name: images})
         return dict(zip(names, values))
+
+    def run_tensor(self, images: Any, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Features of a batch that already lies on this session's device (IO binding, no copy in).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Contiguous ``uint8`` ``(N, H, W, C)`` tensor on the session's device (the CPU, or
+            the CUDA device ``device_id``), e.g. from :class:`~featurestore.device_decode.DeviceDecoder`.
+            Only its pointer, shape and device are read; this module does not import torch.
+        outputs : sequence of str, optional
+            Output names (default: every layer).
+
+        Returns
+        -------
+        dict
+            Output name to ``float32`` array ``(N, dim)`` in host memory.
+        """
+        expected = self.spec.input_shape
+        device = "cuda" if self.on_cuda else "cpu"
+        where = getattr(images, "device", None)
+        if str(getattr(images, "dtype", "")) != "torch.uint8" or tuple(images.shape[1:]) != expected \
+                or len(images.shape) != 4:
+            raise ModelInputError(f"model {self.path.name} takes a uint8 tensor of shape (batch, {expected[0]}, "
+                                  f"{expected[1]}, {expected[2]}); got {getattr(images, 'dtype', type(images).__name__)} "
+                                  f"{tuple(getattr(images, 'shape', ()))}")
+        if getattr(where, "type", None) != device or (self.on_cuda and (where.index or 0) != self.device_id):
+            raise ModelInputError(f"model {self.path.name} runs on {device}:{self.device_id if self.on_cuda else 0}; "
+                                  f"the batch lies on {where}")
+        if not images.is_contiguous():
+            raise ModelInputError("the batch must be contiguous (tensor.contiguous())")
+        names = list(outputs) if outputs is not None else self.outputs
+        binding = self.session.io_binding()
+        binding.bind_input(self.spec.input_name, device, self.device_id if self.on_cuda else 0, np.uint8,
+                           list(images.shape), images.data_ptr())
+        for name in names:
+            binding.bind_output(name, device, self.device_id)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu()))
 
     def _run_bound(self, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """IO binding: one host-to-device copy of the uint8 batch, one device-to-host copy per output."""

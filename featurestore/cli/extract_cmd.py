@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..augment import AUGMENTATIONS
 from ..errors import FeatureStoreError
+from ..device_decode import DECODERS
 from ..session import DEVICES
 
 if TYPE_CHECKING:
@@ -41,6 +42,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
     p.add_argument("--io-binding", choices=("auto", "on", "off"), default="auto",
                    help="onnxruntime IO binding (auto: on with CUDA)")
+    p.add_argument("--decode", choices=DECODERS, default="host",
+                   help="host: Pillow on --workers threads (default); device: JPEG batches decoded by torchvision "
+                        "on the inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
+                        "(needs torch and torchvision; no --views)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group("distributed extraction (--engine ray; pip install 'featurestore[distributed]')")
@@ -60,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         decode_workers=args.workers, shard_rows=args.shard_rows, views=args.views,
         augment=tuple(a for a in args.augment.split(",") if a), dtype=args.dtype, strict=args.strict,
         progress=not args.no_progress and sys.stderr.isatty(),
-        io_binding={"auto": None, "on": True, "off": False}[args.io_binding],
+        io_binding={"auto": None, "on": True, "off": False}[args.io_binding], decode=args.decode,
     )
     if args.engine == "ray":
+        if args.decode != "host":
+            raise FeatureStoreError("--engine ray decodes on the host; --decode device runs with --engine local")
         report = _extract_on_ray(args, options)
     else:
         given = [f"--{name.replace('_', '-')}" for name in _RAY_ONLY if getattr(args, name) is not None]

@@ -1,0 +1,202 @@
+"""Decode JPEGs on the inference device (nvJPEG on CUDA) and hand the batch to onnxruntime there.
+
+At GPU inference rates the host's JPEG decoding becomes the bottleneck: one host core
+decodes a few hundred photos a second, a GPU runs ResNet-50 at thousands. With
+``ExtractOptions(decode="device")`` (``featurestore extract --decode device``) each batch of
+JPEG bytes is decoded by TorchCodec's ``decode_jpeg`` on the session's device (nvJPEG on
+CUDA, one batched call; it applies the EXIF orientation as Pillow does), resized and centre-cropped there by
+``torchvision.transforms.v2.functional``, and bound to the onnxruntime session where it
+lies (:meth:`FeatureModel.run_tensor`): the only host-to-device traffic is the compressed
+file. TorchCodec is PyTorch's image decoder (torchvision's own decoders are deprecated
+since torchvision 0.29); its Linux wheels on PyPI carry nvJPEG for CUDA 13
+(``pip install 'featurestore[gpu-decode]'``).
+
+This module is optional and the only one that imports torch (on first use, never at
+import time): the rest of featurestore reads stores and runs ONNX files without it.
+
+Differences from the host path (:func:`~featurestore.decode.decode_image`), by design:
+
+- Pixels are close to, not always equal to, Pillow's: on CUDA another JPEG decoder
+  (nvJPEG), and never the DCT-domain downscaling the host applies to large photos;
+  torchvision's antialiased resize stands in for Pillow's. On the CPU (libjpeg-turbo on
+  both sides) pixels differ by at most one grey level from the host's full-size decode;
+  ``benchmarks/gpu.py`` measures the CUDA path's feature agreement. Keep one decode path
+  per store where bit-reproducibility across runs matters.
+- What is not a baseline/progressive JPEG in RGB or greyscale (PNG, CMYK JPEGs, in-memory
+  arrays, files nvJPEG refuses) goes through the host path, one image at a time, and
+  is uploaded; failures are recorded exactly as on the host.
+- On the CPU the path works (it is how CI tests it) but is slower than the host path,
+  which decodes on all cores with DCT downscaling: use it with CUDA.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_resize, _target_size, decode_any
+from .errors import FeatureStoreError, ImageDecodeError
+from .spec import Preprocessing
+
+__all__ = ["DECODERS", "DeviceDecoder", "torch_available"]
+
+#: Where extraction decodes images: ``host`` (Pillow on a thread pool) or ``device``.
+DECODERS = ("host", "device")
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def torch_available() -> bool:
+    """Whether torch, torchvision and torchcodec import here (the device decoder needs all three)."""
+    try:
+        import torch  # noqa: F401
+        import torchcodec.decoders  # noqa: F401
+        import torchvision.transforms.v2.functional  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DeviceDecoder:
+    """Turns image bytes into a uint8 ``(N, H, W, C)`` tensor on ``device``, as the graph takes it.
+
+    Parameters
+    ----------
+    preprocessing : Preprocessing
+        The model's preprocessing (resize rule, crop, interpolation, colour mode).
+    device : str, default='cuda'
+        A torch device: ``'cuda'``, ``'cuda:1'`` or ``'cpu'``.
+    max_pixels : int, default=MAX_PIXELS
+        Refuse images whose header declares more pixels, before decoding (as the host does).
+
+    Raises
+    ------
+    FeatureStoreError
+        torch, torchvision or torchcodec is missing.
+    """
+
+    def __init__(self, preprocessing: Preprocessing, device: str = "cuda", *, max_pixels: int = MAX_PIXELS) -> None:
+        if not torch_available():
+            raise FeatureStoreError("decode='device' needs torch, torchvision and torchcodec: "
+                                    "pip install 'featurestore[gpu-decode]', or decode on the host (the default)")
+        import torch
+        from torchvision.transforms.v2 import InterpolationMode
+
+        self.preprocessing, self.max_pixels = preprocessing, max_pixels
+        self.device = torch.device(device)
+        self._mode = "GRAY" if preprocessing.color_mode == "L" else "RGB"
+        self._interpolation = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
+                               "bicubic": InterpolationMode.BICUBIC}[preprocessing.interpolation]
+
+    # --- public -------------------------------------------------------------------------------
+    def decode(self, blobs: Sequence[bytes | np.ndarray]) -> tuple[list[Any], list[ImageDecodeError | None]]:
+        """Decode a batch: one ``(H, W, C)`` uint8 tensor on the device per input, or its error.
+
+        JPEGs are decoded together on the device; anything else (and any JPEG the device
+        decoder refuses) goes through the host decoder. Returns ``(images, errors)``, both as
+        long as ``blobs``: ``images[i]`` is None exactly where ``errors[i]`` is set.
+        """
+        images: list[Any] = [None] * len(blobs)
+        errors: list[ImageDecodeError | None] = [None] * len(blobs)
+        on_device: list[int] = []
+        for i, blob in enumerate(blobs):
+            if isinstance(blob, bytes) and self._device_can_decode(blob, i, errors):
+                on_device.append(i)
+            elif errors[i] is None:
+                images[i], errors[i] = self._host(blob)
+        for i, image in zip(on_device, self._decode_jpegs([blobs[i] for i in on_device])):  # type: ignore[misc]
+            images[i], errors[i] = (self._crop(image), None) if image is not None else self._host(blobs[i])
+        return images, errors
+
+    def stack(self, images: Sequence[Any]) -> Any:
+        """One contiguous ``(N, H, W, C)`` batch of decoded images, ready on the device."""
+        import torch
+
+        batch = torch.stack(list(images)).contiguous()
+        if batch.device.type == "cuda":
+            torch.cuda.current_stream(batch.device).synchronize()  # onnxruntime runs on its own stream
+        return batch
+
+    # --- steps --------------------------------------------------------------------------------
+    def _device_can_decode(self, blob: bytes, index: int, errors: list[ImageDecodeError | None]) -> bool:
+        """Whether the device decoder takes this file: a JPEG in RGB or greyscale (not CMYK).
+
+        Over-sized images are refused here from the header (the size as displayed, after
+        the EXIF orientation), as the host does, and recorded in ``errors``.
+        """
+        if not blob.startswith(_JPEG_MAGIC):
+            return False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(blob)) as img:
+                    if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+                        return False
+                    width, height = img.size
+                    if img.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+                        width, height = height, width
+        except Exception:
+            return False  # let the host decoder name what is wrong
+        if width * height > self.max_pixels:
+            errors[index] = ImageDecodeError("<bytes>", "DecompressionBombError",
+                                             f"{width}x{height} = {width * height} pixels exceeds the limit of "
+                                             f"{self.max_pixels}")
+            return False
+        try:
+            _check_resize(width, height, self.preprocessing, "<bytes>", self.max_pixels)
+        except ImageDecodeError as exc:
+            errors[index] = exc
+            return False
+        return True
+
+    def _decode_jpegs(self, blobs: list[bytes]) -> list[Any]:
+        """Decoded ``(C, H, W)`` tensors on the device, None for each JPEG the decoder refused."""
+        if not blobs:
+            return []
+        from torchcodec.decoders import decode_jpeg
+
+        try:
+            return list(decode_jpeg(list(blobs), mode=self._mode, device=self.device))
+        except RuntimeError:
+            if len(blobs) == 1:
+                return [None]
+        out = []  # one bad file failed the batch: decode one by one to find it
+        for blob in blobs:
+            try:
+                out.append(decode_jpeg(blob, mode=self._mode, device=self.device))
+            except RuntimeError:
+                out.append(None)
+        return out
+
+    def _crop(self, image: Any) -> Any:
+        """Resize (torchvision's rounding, antialiased) and centre-crop a ``(C, H, W)`` tensor to ``(H, W, C)``."""
+        import torchvision.transforms.v2.functional as F
+
+        prep = self.preprocessing
+        height, width = image.shape[-2:]
+        target_w, target_h = _target_size(width, height, prep)
+        if (target_w, target_h) != (width, height):
+            image = F.resize(image, [target_h, target_w], interpolation=self._interpolation, antialias=True)
+        if prep.resize_mode != "exact":
+            crop_h, crop_w = prep.crop_size
+            top, left = int(round((target_h - crop_h) / 2.0)), int(round((target_w - crop_w) / 2.0))
+            image = image[:, top:top + crop_h, left:left + crop_w]
+        return image.permute(1, 2, 0)
+
+    def _host(self, blob: bytes | np.ndarray) -> tuple[Any, ImageDecodeError | None]:
+        """The host decoder's result uploaded to the device, or its error."""
+        import torch
+
+        try:
+            pixels = decode_any(blob, self.preprocessing)
+        except ImageDecodeError as exc:
+            return None, exc
+        except Exception as exc:  # a bad file must never stop the job
+            return None, ImageDecodeError("<bytes>", type(exc).__name__, str(exc))
+        return torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device), None
+
