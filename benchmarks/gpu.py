@@ -23,7 +23,11 @@ variant turns one into pooled float32 features in host memory:
 Agreement: features of the same images (scikit-image's photos through our decoder, or seeded
 noise without scikit-image) from the CPU provider in fp32 vs the device in fp32 and in fp16:
 lowest and mean per-image cosine similarity. Host decode: ``decode_image`` of 500x375 JPEGs on
-one thread and on all cores, to tell whether the host could feed the measured GPU rates.
+one thread and on all cores, to tell whether the host could feed the measured GPU rates. After
+the first backbone (the target one), decoding on the device (``featurestore.device_decode``,
+nvJPEG through TorchCodec): its rate and pixel difference from the host decode, then
+``extract`` of a JPEG folder end to end with ``decode="host"`` vs ``decode="device"`` and the
+cosine of their features (``_gpu_decode.py``).
 
 Without CUDA (no usable CUDAExecutionProvider) the script only writes a results file saying it
 was skipped, unless ``--quick`` or ``--device cpu`` asks for a CPU run: every step then runs on
@@ -49,14 +53,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables
+from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables, scratch_dir
 from ._common import ratio_cell, repeats_for, speed_ratio, table, write_result
+from ._gpu_decode import decode_rates, device_decode, extract_decode_rates, photo_blobs
 from ._models import BACKBONES, BackboneCase, exported_model
 from .targets import evaluate, get_target
 
@@ -66,9 +71,11 @@ NAME = "gpu"
 ORT_RUN, ORT_BOUND, TORCH, ORT_NHWC = "ort session.run", "ort io_binding", "torch eager", "ort io_binding prefer_nhwc"
 TARGET_GROUP = ("resnet50", "fp16", 256)
 DEFAULTS = {"backbones": ["resnet50", "mobilenet_v2", "convnext_tiny"], "batch_sizes": [256, 64, 512],
-            "agreement_images": 64, "decode_images": 64}
-QUICK_CUDA = {"backbones": ["mobilenet_v2"], "batch_sizes": [64], "agreement_images": 64, "decode_images": 16}
-QUICK_CPU = {"backbones": ["mobilenet_v2"], "batch_sizes": [2, 4], "agreement_images": 4, "decode_images": 4}
+            "agreement_images": 64, "decode_images": 64, "extract_images": 1024}
+QUICK_CUDA = {"backbones": ["mobilenet_v2"], "batch_sizes": [64], "agreement_images": 64, "decode_images": 16,
+              "extract_images": 128}
+QUICK_CPU = {"backbones": ["mobilenet_v2"], "batch_sizes": [2, 4], "agreement_images": 4, "decode_images": 4,
+             "extract_images": 6}
 _EXTRA_CASES = {"convnext_tiny": BackboneCase("convnext_tiny", random_init=True, nominal_gflop=8.9)}
 SKIPPED_TORCH_CPU_FP16 = "skipped: torch's fp16 convolutions on the CPU are far too slow (the CUDA run times them)"
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -245,35 +252,6 @@ def _export_all(cases: list[BackboneCase], state: _Run) -> dict[tuple[str, str],
             out[(case.name, precision)] = f"export failed: {_describe(exc)}"
         state.log(f"export {case.name} {precision}: {out[(case.name, precision)]}")
     return out
-
-
-def _photo_blobs(args: argparse.Namespace, count: int) -> tuple[list[bytes] | None, str]:
-    """``count`` JPEG files (500x375) of scikit-image's photos, as bytes; None and why without them."""
-    try:
-        from ._images import jpeg_folder
-
-        folder, _ = jpeg_folder(args.cache_dir, count, [(500, 375)], args.seed)
-    except Exception as exc:
-        return None, f"no photos ({_describe(exc)})"
-    return [path.read_bytes() for path in sorted(folder.glob("*.jpg"))[:count]], "scikit-image photos, 500x375 JPEG"
-
-
-def _decode_rates(blobs: list[bytes], prep, cores: int, repeats: int) -> dict[str, Any]:
-    """Images/s of ``decode_image`` on one thread and on ``cores`` threads."""
-    from featurestore import decode_image
-
-    def serial(_) -> None:
-        for blob in blobs:
-            decode_image(blob, prep)
-
-    def threaded(_) -> None:
-        with ThreadPoolExecutor(cores) as pool:
-            list(pool.map(lambda blob: decode_image(blob, prep), blobs))
-
-    stats = measure([Variant("decode 1 thread", serial, len(blobs), "img"),
-                     Variant(f"decode {cores} threads", threaded, len(blobs), "img")], repeats, warmup=True)
-    return {"images": len(blobs), "threads": cores, "variants": stats,
-            "per_thread": stats["decode 1 thread"]["rate"], "all_cores": stats[f"decode {cores} threads"]["rate"]}
 
 
 def _ort_runner(model) -> Runner:
@@ -654,6 +632,32 @@ def _tables(doc: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
                              ["backbone", "precision", "batch", "ORT IO binding img/s",
                               f"decode img/s ({decode['threads']} threads)", "threads needed to feed the GPU"],
                              rows))
+    out.extend(_decode_tables(doc, repeats))
+    return out
+
+
+def _decode_tables(doc: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+    out = []
+    host, dev = doc.get("host_decode") or {}, doc.get("device_decode") or {}
+    if "rate" in dev:
+        diffs = dev["pixel_difference"]
+        rows = [[f"host decode_image, {host['threads']} threads", f"{host['all_cores']:,.0f}", *("-" for _ in diffs)]
+                ] if "all_cores" in host else []
+        rows.append([f"device decode ({dev['device']}, {dev['batch']} per call)", f"{dev['rate']:,.0f}",
+                     *(f"{d['mean_abs']:.2f} / {d['p99_abs']:.0f} / {d['max_abs']}" for d in diffs.values())])
+        out.append(table(f"Decoding {dev['images']} 500x375 JPEGs to the model's input, img/s (median of {repeats}); "
+                         "pixel difference from the host decode: mean / 99th percentile / max grey levels",
+                         ["decoder", "img/s", *(f"vs {name}" for name in diffs)], rows))
+    e2e = doc.get("extract_decode") or {}
+    if "ratio" in e2e:
+        rate = lambda name: (f"{e2e['variants'][name]['rate']:,.0f} "  # noqa: E731
+                             f"±{50 * e2e['variants'][name]['spread']:.0f}%")
+        sizes = " and ".join("x".join(map(str, size)) for size in e2e["sizes"])
+        out.append(table(f"extract end to end ({e2e['model']}, {e2e['images']} JPEGs of {sizes}, batch "
+                         f"{e2e['batch']}, {e2e['device']}), img/s, median of {repeats} ±half-spread",
+                         ["decode=host", "decode=device", "device/host", "feature cosine min (mean)"],
+                         [[rate("extract decode=host"), rate("extract decode=device"), ratio_cell(e2e["ratio"]),
+                           f"{e2e['feature_cosine']['min']:.6f} ({e2e['feature_cosine']['mean']:.6f})"]]))
     return out
 
 
@@ -672,13 +676,14 @@ def _resolve_sizes(args: argparse.Namespace, device: str) -> None:
 
 def _document(device: str | None, status: str, parameters: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     return {"status": status, "device": device, "parameters": parameters, "groups": [], "agreement": [],
-            "host_decode": None, "notes": notes, "targets": [], "tables": []}
+            "host_decode": None, "device_decode": None, "extract_decode": None, "notes": notes, "targets": [],
+            "tables": []}
 
 
 def _host_decode(paths: dict[tuple[str, str], Path | str], state: _Run) -> list[bytes] | None:
     """Measure the host's decode rate on the photos (recorded in ``state``); return the photos."""
     args = state.args
-    blobs, source = _photo_blobs(args, max(args.agreement_images, args.decode_images))
+    blobs, source = photo_blobs(args.cache_dir, max(args.agreement_images, args.decode_images), args.seed)
     first = next((p for p in paths.values() if isinstance(p, Path)), None)
     if not blobs or first is None:
         state.note(f"host decode not measured: {source if not blobs else 'no export'}")
@@ -686,7 +691,7 @@ def _host_decode(paths: dict[tuple[str, str], Path | str], state: _Run) -> list[
     from featurestore import read_spec
 
     cores = len(os.sched_getaffinity(0))
-    decode = _decode_rates(blobs[:args.decode_images], read_spec(first).preprocessing, cores, repeats_for(args))
+    decode = decode_rates(blobs[:args.decode_images], read_spec(first).preprocessing, cores, repeats_for(args))
     with state.lock:
         state.doc["host_decode"] = dict(decode, source=source)
         state.save()
@@ -712,20 +717,66 @@ def run(args: argparse.Namespace, state: _Run) -> None:
 
         torch.backends.cudnn.benchmark = True
     blobs = _host_decode(paths, state)
-    for case in cases:
+    for index, case in enumerate(cases):
         if state.over_budget():
             _skip_groups(state, case.name, args.precisions, f"time budget of {args.time_budget:g} s spent")
-            continue
-        try:
-            backbone = _Backbone(case, paths, blobs, state)
-        except Exception as exc:
-            state.note(f"{case.name}: not measured: {_describe(exc)}")
-            _skip_groups(state, case.name, args.precisions, f"no model: {_describe(exc)}")
-            continue
-        for precision in args.precisions:
-            backbone.precision(precision)
-        del backbone
-        _release(state.doc["device"])
+        else:
+            _measure_backbone(case, paths, blobs, state)
+        if index == 0:  # the target backbone: can decoding keep up with it, on the host or on the device?
+            _decode_on_device(case, paths, blobs, state)
+
+
+def _measure_backbone(case: BackboneCase, paths: dict[tuple[str, str], Path | str], blobs: list[bytes] | None,
+                      state: _Run) -> None:
+    try:
+        backbone = _Backbone(case, paths, blobs, state)
+    except Exception as exc:
+        state.note(f"{case.name}: not measured: {_describe(exc)}")
+        _skip_groups(state, case.name, state.args.precisions, f"no model: {_describe(exc)}")
+        return
+    for precision in state.args.precisions:
+        backbone.precision(precision)
+    del backbone
+    _release(state.doc["device"])
+
+
+def _decode_on_device(case: BackboneCase, paths: dict[tuple[str, str], Path | str], blobs: list[bytes] | None,
+                      state: _Run) -> None:
+    """Device decode rate and pixels, then ``extract`` host vs device decode with ``case`` (fp16 if exported)."""
+    from featurestore import read_spec
+    from featurestore.device_decode import torch_available
+
+    args, device = state.args, state.doc["device"]
+    model = next((p for p in (paths.get((case.name, x)) for x in ("fp16", "fp32")) if isinstance(p, Path)), None)
+    reason = ("time budget spent" if state.over_budget() else "no export" if model is None
+              else "no photos" if not blobs else None if torch_available() else
+              "TorchCodec is not installed (pip install 'featurestore[gpu-decode]')")
+    if reason is not None:
+        state.note(f"device decode not measured: {reason}")
+        return
+    batch = TARGET_GROUP[2] if device == "cuda" else min(args.batch_sizes)
+    steps = {"device_decode": lambda: device_decode(blobs[:args.decode_images], read_spec(model).preprocessing,
+                                                    device, min(batch, 64), repeats_for(args)),
+             "extract_decode": lambda: _extract_decode(model, batch)}
+
+    def _extract_decode(model: Path, batch: int) -> dict[str, Any]:
+        with scratch_dir(args, "gpu-extract") as workdir:
+            return extract_decode_rates(model, args.cache_dir, workdir, images=args.extract_images, batch=batch,
+                                        device=device, repeats=repeats_for(args), seed=args.seed)
+
+    for key, step in steps.items():
+        if state.over_budget():
+            result: dict[str, Any] = {"error": f"skipped: time budget of {args.time_budget:g} s spent"}
+        else:
+            try:
+                result = step()
+            except Exception as exc:
+                result = {"error": _describe(exc)}
+        with state.lock:
+            state.doc[key] = result
+            state.save()
+        state.log(f"{key}: {result.get('error') or 'measured'}")
+        _release(device)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -742,7 +793,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="auto: CUDA when available; without it only --quick runs (on the CPU), "
                              "otherwise the run is recorded as skipped")
     parser.add_argument("--agreement-images", type=int, help="images compared CPU vs device (default: 64; 4 on CPU)")
-    parser.add_argument("--decode-images", type=int, help="JPEGs for the host-decode rate (default: 64; 4 on CPU)")
+    parser.add_argument("--decode-images", type=int,
+                        help="JPEGs for the host and device decode rates (default: 64; 4 on CPU)")
+    parser.add_argument("--extract-images", type=int,
+                        help="JPEGs (500x375 and 1600x1200) extracted end to end with host vs device decode "
+                             "(default: 1024; 6 on CPU)")
     parser.add_argument("--time-budget", type=float, default=300.0,
                         help="seconds after which what has not started is skipped (default: 300)")
     parser.add_argument("--grace", type=float, default=90.0,
@@ -761,7 +816,8 @@ def _parser() -> argparse.ArgumentParser:
 def _parameters(args: argparse.Namespace, device: str) -> dict[str, Any]:
     return {"device": device, "backbones": args.backbones, "batch_sizes": args.batch_sizes,
             "precisions": args.precisions, "agreement_images": args.agreement_images,
-            "decode_images": args.decode_images, "time_budget_s": args.time_budget,
+            "decode_images": args.decode_images, "extract_images": args.extract_images,
+            "time_budget_s": args.time_budget,
             "call_seconds": args.call_seconds, "layers": "last",
             "input": "uint8 NHWC in host memory, seeded uniform noise (speed does not depend on content)",
             "torch": "eager, channels_last, inference_mode, cudnn.benchmark; normalised on the device"}

@@ -60,7 +60,8 @@ def base(tmp_path_factory) -> Path:
 
 def _argv(base: Path, results: str, *extra: str) -> list[str]:
     return ["--quick", "--device", "cpu", "--backbones", TINY, "--batch-sizes", "2,3", "--repeats", "1",
-            "--agreement-images", "5", "--decode-images", "3", "--results-dir", str(base / results),
+            "--agreement-images", "5", "--decode-images", "3", "--extract-images", "4",
+            "--results-dir", str(base / results),
             "--workdir", str(base / "work"), "--cache-dir", str(base / "cache"), *extra]
 
 
@@ -96,6 +97,20 @@ def test_cpu_run_measures_every_variant(measured):
     decode = doc["host_decode"]
     if decode is not None:  # needs scikit-image's photos
         assert decode["images"] == 3 and decode["per_thread"] > 0
+
+
+def test_cpu_run_decodes_on_the_device_and_extracts_both_ways(measured):
+    pytest.importorskip("skimage", reason="the decode step needs scikit-image's photos")
+    pytest.importorskip("torchcodec.decoders", reason="the device decoder needs TorchCodec")
+    device = measured["device_decode"]
+    assert device["device"] == "cpu" and device["images"] == 3 and device["rate"] > 0
+    assert device["pixel_difference"]["host full-size decode"]["max_abs"] <= 1  # libjpeg-turbo on both sides
+    e2e = measured["extract_decode"]
+    assert e2e["images"] == 4 and set(e2e["variants"]) == {"extract decode=host", "extract decode=device"}
+    assert e2e["ratio"]["value"] > 0 and e2e["feature_cosine"]["min"] > 0.99
+    titles = [t["title"] for t in measured["tables"]]
+    assert any(t.startswith("Decoding 3 500x375 JPEGs") for t in titles)
+    assert any(t.startswith("extract end to end") for t in titles)
 
 
 def test_cpu_agreement_of_the_io_binding_path(measured):
@@ -168,7 +183,8 @@ def _cuda_document(batch: int = 256) -> dict:
                  {"backbone": "mobilenet_v2", "images": 64, "fp32": {"min_cosine": 0.99999, "mean_cosine": 1.0},
                   "errors": {"fp16": "RuntimeError: boom"}}]
     return {"device": "cuda", "parameters": {"agreement_images": 64, "gpu": {"gpu": "NVIDIA H200"}},
-            "groups": groups, "agreement": agreement, "host_decode": None}
+            "groups": groups, "agreement": agreement, "host_decode": None,
+            "device_decode": {"error": "RuntimeError: nvJPEG failed"}, "extract_decode": None}
 
 
 def test_cuda_targets_from_what_was_measured():
