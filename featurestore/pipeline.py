@@ -49,7 +49,7 @@ __all__ = ["PipelineError", "StepOutcome", "load_pipeline", "run_pipeline"]
 STEP_KINDS = ("export", "extract", "bench")
 _EXPORT_KEYS = {"name", "backbone", "layers", "pool", "weights", "random_init", "precision", "image_size", "grayscale"}
 _EXTRACT_KEYS = {"name", "model", "sources", "limit", "batch_size", "device", "views", "augment", "dtype",
-                 "shard_rows", "strict"}
+                 "shard_rows", "strict", "decode"}
 _BENCH_KEYS = {"name", "stores", "heads", "fusions", "layers", "per_layer", "cv", "search", "jobs",
                "max_train_rows", "seed"}
 
@@ -162,7 +162,7 @@ class _Runner:
             batch_size=step.get("batch_size", 32), device=step.get("device", "auto"),
             shard_rows=step.get("shard_rows", 2048), views=step.get("views", 0),
             augment=tuple(step.get("augment", ())), dtype=step.get("dtype", "float32"),
-            strict=bool(step.get("strict", False)), progress=False)
+            strict=bool(step.get("strict", False)), decode=step.get("decode", "host"), progress=False)
         fingerprint = _hash({"model_sha256": file_sha256(model), "sources": step["sources"], "limit": limit,
                              "views": options.views, "augment": options.augment, "dtype": options.dtype})
         if (store / MANIFEST_NAME).is_file() and self._done("extract", step["name"], fingerprint) and \

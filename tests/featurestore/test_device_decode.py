@@ -159,3 +159,17 @@ def test_cli_decode_flag(tiny_onnx, tmp_path, capsys):
     assert main(["extract", str(tiny_onnx), str(folder), "-o", str(tmp_path / "r"), "--engine", "ray",
                  "--decode", "device"]) != 0
     assert "--decode device" in capsys.readouterr().err
+
+
+def test_pipeline_extract_step_takes_decode(tiny_onnx, tmp_path):
+    from featurestore.pipeline import run_pipeline
+
+    folder = tmp_path / "imgs"
+    write_good_images(folder, n=4)
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'[[extract]]\nname = "s"\nmodel = "{tiny_onnx}"\nsources = ["{folder}"]\n'
+                    f'device = "cpu"\ndecode = "device"\n')
+    (outcome,) = run_pipeline(toml, workdir=tmp_path / "work")
+    assert outcome.status == "ran" and "4 decoded" in outcome.detail
+    runs = json.loads((tmp_path / "work" / "s" / MANIFEST_NAME).read_text())["runs"]
+    assert runs[-1]["decode"] == "device"
