@@ -744,12 +744,12 @@ def _decode_on_device(case: BackboneCase, paths: dict[tuple[str, str], Path | st
                       state: _Run) -> None:
     """Device decode rate and pixels, then ``extract`` host vs device decode with ``case`` (fp16 if exported)."""
     from featurestore import read_spec
-    from featurestore.device_decode import torch_available
+    from featurestore.device_decode import device_decode_available
 
     args, device = state.args, state.doc["device"]
     model = next((p for p in (paths.get((case.name, x)) for x in ("fp16", "fp32")) if isinstance(p, Path)), None)
     reason = ("time budget spent" if state.over_budget() else "no export" if model is None
-              else "no photos" if not blobs else None if torch_available() else
+              else "no photos" if not blobs else None if device_decode_available() else
               "TorchCodec is not installed (pip install 'featurestore[gpu-decode]')")
     if reason is not None:
         state.note(f"device decode not measured: {reason}")

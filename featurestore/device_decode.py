@@ -43,7 +43,7 @@ from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_resize, _targe
 from .errors import FeatureStoreError, ImageDecodeError
 from .spec import Preprocessing
 
-__all__ = ["DECODERS", "DeviceDecoder", "torch_available"]
+__all__ = ["DECODERS", "DeviceDecoder", "device_decode_available"]
 
 #: Where extraction decodes images: ``host`` (Pillow on a thread pool) or ``device``.
 DECODERS = ("host", "device")
@@ -51,7 +51,7 @@ DECODERS = ("host", "device")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def torch_available() -> bool:
+def device_decode_available() -> bool:
     """Whether torch, torchvision and torchcodec import here (the device decoder needs all three)."""
     try:
         import torch  # noqa: F401
@@ -63,7 +63,7 @@ def torch_available() -> bool:
 
 
 class DeviceDecoder:
-    """Turns image bytes into a uint8 ``(N, H, W, C)`` tensor on ``device``, as the graph takes it.
+    """Turns image bytes into uint8 ``(H, W, C)`` tensors on ``device``, as the graph takes them.
 
     Parameters
     ----------
@@ -78,10 +78,16 @@ class DeviceDecoder:
     ------
     FeatureStoreError
         torch, torchvision or torchcodec is missing.
+
+    Examples
+    --------
+    >>> decoder = DeviceDecoder(model.spec.preprocessing, "cuda")  # doctest: +SKIP
+    >>> images, errors = decoder.decode([path.read_bytes() for path in paths])  # doctest: +SKIP
+    >>> features = model.run_tensor(decoder.stack([im for im in images if im is not None]))  # doctest: +SKIP
     """
 
     def __init__(self, preprocessing: Preprocessing, device: str = "cuda", *, max_pixels: int = MAX_PIXELS) -> None:
-        if not torch_available():
+        if not device_decode_available():
             raise FeatureStoreError("decode='device' needs torch, torchvision and torchcodec: "
                                     "pip install 'featurestore[gpu-decode]', or decode on the host (the default)")
         import torch

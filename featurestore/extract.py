@@ -268,14 +268,14 @@ def extract(
     if not isinstance(model, FeatureModel):
         model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads,
                              io_binding=options.io_binding)
+    decoder = None
+    if options.decode == "device":
+        decoder = DeviceDecoder(model.spec.preprocessing, f"cuda:{model.device_id}" if model.on_cuda else "cpu")
     config = StoreConfig.from_spec(model.spec, file_sha256(model.path), views=options.views,
                                    augment=options.augment, dtype=options.dtype)
     src = open_source(source)
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
     report = ExtractReport(store=str(store), listed=len(src))
-    decoder = None
-    if options.decode == "device":
-        decoder = DeviceDecoder(model.spec.preprocessing, f"cuda:{model.device_id}" if model.on_cuda else "cpu")
     pipeline = _Pipeline(model, writer, report, options, decoder)
     workers = options.decode_workers or os.cpu_count() or 1
     if decoder is not None:  # pending entries are whole batches, decoded on the device

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,11 @@ def test_pipeline_extract_step_takes_decode(tiny_onnx, tmp_path):
     assert outcome.status == "ran" and "4 decoded" in outcome.detail
     runs = json.loads((tmp_path / "work" / "s" / MANIFEST_NAME).read_text())["runs"]
     assert runs[-1]["decode"] == "device"
+
+
+def test_missing_torchcodec_is_a_clear_error(tiny_onnx, tmp_path, monkeypatch):
+    write_good_images(tmp_path / "imgs", n=2)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # as if not installed
+    with pytest.raises(FeatureStoreError, match=r"featurestore\[gpu-decode\]"):
+        extract(tiny_onnx, tmp_path / "imgs", tmp_path / "store", ExtractOptions(device="cpu", decode="device"))
+    assert not (tmp_path / "store").exists()
