@@ -92,28 +92,28 @@ def extract_decode_rates(model: Path, cache_dir: Path, workdir: Path, *, images:
 
     folder, info = jpeg_folder(cache_dir, images, E2E_SIZES, seed)
     counter = iter(range(10**9))
+    kept: dict[str, Path] = {}  # the first store of each variant, for the feature comparison
 
     def fresh() -> Path:
         return workdir / f"store-{next(counter)}"
 
     def variant(decode: str) -> Variant:
-        options = ExtractOptions(batch_size=batch, device=device, progress=False, decode=decode)
+        name, options = f"extract decode={decode}", ExtractOptions(batch_size=batch, device=device, progress=False,
+                                                                   decode=decode)
 
         def run(store: Path) -> None:
             report = extract(model, folder, store, options)
             if report.failures or report.decoded != images:
                 raise RuntimeError(f"extract decode={decode}: {report.summary()}")
 
-        return Variant(f"extract decode={decode}", run, images, "img", fresh,
-                       lambda store: shutil.rmtree(store, ignore_errors=True))
+        def keep_first(store: Path) -> None:
+            if kept.setdefault(name, store) != store:
+                shutil.rmtree(store, ignore_errors=True)
 
-    variants = [variant("host"), variant("device")]
-    stats = measure(variants, repeats, warmup=True)
-    stores = {}
-    for v in variants:
-        stores[v.name] = path = fresh()
-        v.run(path)
-    a, b = (open_store(stores[v.name]).load().matrix() for v in variants)
+        return Variant(name, run, images, "img", fresh, keep_first)
+
+    stats = measure([variant("host"), variant("device")], repeats, warmup=True)
+    a, b = (open_store(kept[f"extract decode={decode}"]).load().matrix() for decode in ("host", "device"))
     shutil.rmtree(workdir, ignore_errors=True)
     cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     return {"model": model.name, "images": images, "sizes": info["sizes"], "mean_kib": info.get("mean_kib"),

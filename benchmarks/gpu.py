@@ -71,7 +71,7 @@ NAME = "gpu"
 ORT_RUN, ORT_BOUND, TORCH, ORT_NHWC = "ort session.run", "ort io_binding", "torch eager", "ort io_binding prefer_nhwc"
 TARGET_GROUP = ("resnet50", "fp16", 256)
 DEFAULTS = {"backbones": ["resnet50", "mobilenet_v2", "convnext_tiny"], "batch_sizes": [256, 64, 512],
-            "agreement_images": 64, "decode_images": 64, "extract_images": 1024}
+            "agreement_images": 64, "decode_images": 64, "extract_images": 512}
 QUICK_CUDA = {"backbones": ["mobilenet_v2"], "batch_sizes": [64], "agreement_images": 64, "decode_images": 16,
               "extract_images": 128}
 QUICK_CPU = {"backbones": ["mobilenet_v2"], "batch_sizes": [2, 4], "agreement_images": 4, "decode_images": 4,
@@ -722,7 +722,7 @@ def run(args: argparse.Namespace, state: _Run) -> None:
             _skip_groups(state, case.name, args.precisions, f"time budget of {args.time_budget:g} s spent")
         else:
             _measure_backbone(case, paths, blobs, state)
-        if index == 0:  # the target backbone: can decoding keep up with it, on the host or on the device?
+        if index == 0 and args.device_decode:  # the target backbone: can decoding keep up with it?
             _decode_on_device(case, paths, blobs, state)
 
 
@@ -797,7 +797,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="JPEGs for the host and device decode rates (default: 64; 4 on CPU)")
     parser.add_argument("--extract-images", type=int,
                         help="JPEGs (500x375 and 1600x1200) extracted end to end with host vs device decode "
-                             "(default: 1024; 6 on CPU)")
+                             "(default: 512; 6 on CPU)")
     parser.add_argument("--time-budget", type=float, default=300.0,
                         help="seconds after which what has not started is skipped (default: 300)")
     parser.add_argument("--grace", type=float, default=90.0,
@@ -806,6 +806,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="on CUDA, batches per timed call are chosen to take about this long (default: 0.2)")
     parser.add_argument("--export-workers", type=int,
                         help="parallel export processes (default: up to 6 on a CUDA machine with >= 8 cores, else 1)")
+    parser.add_argument("--device-decode", action=argparse.BooleanOptionalAction, default=True,
+                        help="after the first backbone, time decoding on the device and extract host vs device "
+                             "decode (needs featurestore[gpu-decode])")
     parser.add_argument("--nhwc-check", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a prefer_nhwc=1 session in the target group (resnet50 fp16 batch 256)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
