@@ -66,9 +66,10 @@ class ExtractOptions:
         next batch is assembled (and, with IO binding, uploaded) while the current one runs.
     decode : {'host', 'device'}, default='host'
         ``host``: Pillow on ``decode_workers`` threads. ``device``: JPEG batches decoded by
-        torchvision on the session's device (nvJPEG on CUDA) and bound to onnxruntime
-        there; needs torch and torchvision, takes no augmented views, and its pixels are
-        close to but not equal to the host's (see :mod:`featurestore.device_decode`).
+        TorchCodec on the session's device (nvJPEG on CUDA), resized there and bound to
+        onnxruntime where they lie; needs the ``gpu-decode`` extra, takes no augmented
+        views, and its pixels are close to but not always equal to the host's (see
+        :mod:`featurestore.device_decode`).
     """
 
     batch_size: int = 32
