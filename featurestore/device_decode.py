@@ -25,8 +25,9 @@ Differences from the host path (:func:`~featurestore.decode.decode_image`), by d
 - What is not a baseline/progressive JPEG in RGB or greyscale (PNG, CMYK JPEGs, in-memory
   arrays, files nvJPEG refuses) goes through the host path, one image at a time, and
   is uploaded; failures are recorded exactly as on the host.
-- On the CPU the path works (it is how CI tests it) but is slower than the host path,
-  which decodes on all cores with DCT downscaling: use it with CUDA.
+- On the CPU the path works (it is how CI tests it); measured on 2 cores it beat the host
+  path on 500x375 photos (544 vs 413 img/s) and lost on 1600x1200 ones (82 vs 215 img/s:
+  the host decodes large JPEGs at reduced size in the DCT domain). It is meant for CUDA.
 """
 
 from __future__ import annotations
