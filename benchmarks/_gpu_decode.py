@@ -85,12 +85,16 @@ def device_decode(blobs: list[bytes], prep, device: str, batch: int, repeats: in
 
 def extract_decode_rates(model: Path, cache_dir: Path, workdir: Path, *, images: int, batch: int, device: str,
                          repeats: int, seed: int) -> dict[str, Any]:
-    """``extract`` of a JPEG folder, host decode vs device decode, and how their features agree."""
-    from featurestore import ExtractOptions, extract, open_store
+    """``extract`` of a JPEG folder, host decode vs device decode, and how their features agree.
+
+    Both variants share one session, made once: only the decoding differs between them.
+    """
+    from featurestore import ExtractOptions, FeatureModel, extract, open_store
 
     from ._images import jpeg_folder
 
     folder, info = jpeg_folder(cache_dir, images, E2E_SIZES, seed)
+    session = FeatureModel(model, device=device)
     counter = iter(range(10**9))
     kept: dict[str, Path] = {}  # the first store of each variant, for the feature comparison
 
@@ -102,7 +106,7 @@ def extract_decode_rates(model: Path, cache_dir: Path, workdir: Path, *, images:
                                                                    decode=decode)
 
         def run(store: Path) -> None:
-            report = extract(model, folder, store, options)
+            report = extract(session, folder, store, options)
             if report.failures or report.decoded != images:
                 raise RuntimeError(f"extract decode={decode}: {report.summary()}")
 

@@ -189,6 +189,8 @@ class _Pipeline:
         """Hand the assembled batch to the inference thread; write the oldest finished batch if too many wait."""
         if self.batch:
             images = self.stack([image for d in self.batch for image in d.images])  # type: ignore[union-attr]
+            for d in self.batch:  # free the pixels (device memory with decode="device"): the batch holds them
+                d.images = [None] * len(d.images)  # type: ignore[arg-type]
             self.running.append((self.batch, self.inference.submit(self.run, images)))
             self.batch, self.rows = [], 0
         while len(self.running) > max(0, self.options.inflight - 1):
@@ -328,6 +330,7 @@ def extract(
             "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,
             "decoded": report.decoded, "failed": len(report.failures), "seconds": round(report.seconds, 3),
             "decode": options.decode,
+            **({"device_decode_host_fallbacks": decoder.host_fallbacks} if decoder is not None else {}),
         })
         report.rows_added = writer.rows_added
     return report

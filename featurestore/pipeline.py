@@ -164,7 +164,8 @@ class _Runner:
             augment=tuple(step.get("augment", ())), dtype=step.get("dtype", "float32"),
             strict=bool(step.get("strict", False)), decode=step.get("decode", "host"), progress=False)
         fingerprint = _hash({"model_sha256": file_sha256(model), "sources": step["sources"], "limit": limit,
-                             "views": options.views, "augment": options.augment, "dtype": options.dtype})
+                             "views": options.views, "augment": options.augment, "dtype": options.dtype,
+                             "decode": options.decode})
         if (store / MANIFEST_NAME).is_file() and self._done("extract", step["name"], fingerprint) and \
                 json.loads(self._record("extract", step["name"]).read_text()).get("manifest") == \
                 file_sha256(store / MANIFEST_NAME):

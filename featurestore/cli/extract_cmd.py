@@ -43,9 +43,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--io-binding", choices=("auto", "on", "off"), default="auto",
                    help="onnxruntime IO binding (auto: on with CUDA)")
     p.add_argument("--decode", choices=DECODERS, default="host",
-                   help="host: Pillow on --workers threads (default); device: JPEG batches decoded by torchvision "
+                   help="host: Pillow on --workers threads (default); device: JPEG batches decoded by TorchCodec "
                         "on the inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
-                        "(needs torch and torchvision; no --views)")
+                        "(pip install 'featurestore[gpu-decode]'; no --views)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group("distributed extraction (--engine ray; pip install 'featurestore[distributed]')")

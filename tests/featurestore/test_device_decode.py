@@ -135,6 +135,7 @@ def test_extract_on_device_matches_the_host_row_for_row(tiny_onnx, tmp_path):
     assert cosine.min() > 0.999
     runs = json.loads((tmp_path / "device" / MANIFEST_NAME).read_text())["runs"]
     assert runs[-1]["decode"] == "device"
+    assert runs[-1]["device_decode_host_fallbacks"] == 1  # the truncated JPEG: refused on the device and the host
 
     # Incremental: new content only, decoded on the device, appended after the old rows.
     shutil.copy(folder / "good_000.jpg", folder / "copy_of_good.jpg")
@@ -182,3 +183,32 @@ def test_missing_torchcodec_is_a_clear_error(tiny_onnx, tmp_path, monkeypatch):
     with pytest.raises(FeatureStoreError, match=r"featurestore\[gpu-decode\]"):
         extract(tiny_onnx, tmp_path / "imgs", tmp_path / "store", ExtractOptions(device="cpu", decode="device"))
     assert not (tmp_path / "store").exists()
+
+
+def test_run_tensor_refuses_a_batch_on_another_device(tiny_onnx):
+    elsewhere = torch.empty((2, 32, 32, 3), dtype=torch.uint8, device="meta")
+    with pytest.raises(ModelInputError, match="lies on meta"):
+        FeatureModel(tiny_onnx, device="cpu").run_tensor(elsewhere)
+
+
+def test_a_device_that_cannot_decode_fails_at_once():
+    with pytest.raises(FeatureStoreError, match="cannot decode JPEGs on meta"):
+        DeviceDecoder(PREP, "meta")
+
+
+def test_large_batches_are_decoded_in_groups_with_the_same_pixels(monkeypatch):
+    from featurestore import device_decode
+
+    blobs = [_jpeg((120 + 8 * i, 90), seed=i) for i in range(7)]
+    whole, _ = DeviceDecoder(PREP, "cpu").decode(blobs)
+    monkeypatch.setattr(device_decode, "GROUP_IMAGES", 2)
+    monkeypatch.setattr(device_decode, "GROUP_PIXELS", 3 * 130 * 90)
+    calls = []
+    decoder = DeviceDecoder(PREP, "cpu")
+    original = decoder._decode_jpegs
+    monkeypatch.setattr(decoder, "_decode_jpegs", lambda group: calls.append(len(group)) or original(group))
+    grouped, errors = decoder.decode(blobs)
+    assert sum(calls) == 7 and max(calls) <= 2 and errors == [None] * 7
+    for a, b in zip(whole, grouped):
+        assert torch.equal(a, b)
+    assert decoder.host_fallbacks == 0
