@@ -50,7 +50,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -60,16 +59,15 @@ from typing import Any
 import numpy as np
 
 from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables, scratch_dir
-from ._common import ratio_cell, repeats_for, speed_ratio, table, write_result
+from ._common import repeats_for, write_result
 from ._gpu_decode import decode_rates, device_decode, extract_decode_rates, photo_blobs
+from ._gpu_report import ORT_BOUND, ORT_NHWC, ORT_RUN, TARGET_GROUP, TORCH, ratios
+from ._gpu_run import NAME, Run, describe
 from ._models import BACKBONES, BackboneCase, exported_model
-from .targets import evaluate, get_target
+from .targets import get_target
 
 __all__ = ["cuda_status", "main", "run"]
 
-NAME = "gpu"
-ORT_RUN, ORT_BOUND, TORCH, ORT_NHWC = "ort session.run", "ort io_binding", "torch eager", "ort io_binding prefer_nhwc"
-TARGET_GROUP = ("resnet50", "fp16", 256)
 DEFAULTS = {"backbones": ["resnet50", "mobilenet_v2", "convnext_tiny"], "batch_sizes": [256, 64, 512],
             "agreement_images": 64, "decode_images": 64, "extract_images": 512}
 QUICK_CUDA = {"backbones": ["mobilenet_v2"], "batch_sizes": [64], "agreement_images": 64, "decode_images": 16,
@@ -114,7 +112,7 @@ def _gpu_info() -> dict[str, Any]:
         if torch.cuda.is_available():
             info.update(gpu=torch.cuda.get_device_name(0), cudnn=torch.backends.cudnn.version())
     except Exception as exc:  # a broken torch install only costs the baseline
-        info["torch_error"] = _describe(exc)
+        info["torch_error"] = describe(exc)
     try:
         query = "name,driver_version,memory.total,clocks.max.sm,power.limit"
         done = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
@@ -123,68 +121,6 @@ def _gpu_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip()[:600]
-
-
-# --- run state ----------------------------------------------------------------------------------
-class _Run:
-    """The results document of one run: saved after every step, with the time budget and a watchdog."""
-
-    def __init__(self, args: argparse.Namespace, machine: dict[str, Any], document: dict[str, Any]) -> None:
-        self.args, self.machine, self.doc = args, machine, document
-        self.started = time.monotonic()
-        self.lock = threading.RLock()
-        self._watchdog: threading.Timer | None = None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def over_budget(self) -> bool:
-        return self.elapsed() > self.args.time_budget
-
-    def log(self, message: str) -> None:
-        print(f"[{self.elapsed():6.1f} s] {message}", file=sys.stderr, flush=True)
-
-    def add(self, key: str, item: Any) -> None:
-        with self.lock:
-            self.doc[key].append(item)
-            self.save()
-
-    def note(self, text: str) -> None:
-        self.log(text)
-        self.add("notes", text)
-
-    def save(self) -> Path:
-        with self.lock:
-            self.doc["elapsed_s"] = round(self.elapsed(), 1)
-            self.doc["tables"] = _tables(self.doc, repeats_for(self.args))
-            self.doc["targets"] = _targets(self.doc)
-            return write_result(self.args, NAME, self.doc, self.machine)
-
-    def start_watchdog(self) -> None:
-        self._watchdog = threading.Timer(self.args.time_budget + self.args.grace, self._expire)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-
-    def stop_watchdog(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-
-    def _expire(self) -> None:
-        """Save what was measured and end the process: a step has hung past budget + grace."""
-        self.log(f"watchdog: still running after {self.elapsed():.0f} s; saving and exiting")
-        if self.lock.acquire(timeout=30):
-            try:
-                self.doc["status"] = "stopped"
-                self.doc["notes"].append(f"stopped by the watchdog after {self.elapsed():.0f} s (time budget "
-                                         f"{self.args.time_budget:g} s + grace {self.args.grace:g} s)")
-                self.save()
-            except Exception as exc:  # exiting matters more than this last save
-                self.log(f"watchdog: could not save: {_describe(exc)}")
-        os._exit(3)
 
 
 # --- models and inputs --------------------------------------------------------------------------
@@ -203,7 +139,7 @@ def _case(name: str) -> tuple[BackboneCase, str]:
             raise FileNotFoundError(path)
         return case, f"pretrained ({source})"
     except Exception as exc:
-        weights = f"random init (seeded): no offline weights, {_describe(exc)}"
+        weights = f"random init (seeded): no offline weights, {describe(exc)}"
         return dataclasses.replace(case, random_init=True), weights
 
 
@@ -226,7 +162,7 @@ def _export(case: BackboneCase, precision: str, cache_dir: Path) -> Path:
     return path
 
 
-def _export_all(cases: list[BackboneCase], state: _Run) -> dict[tuple[str, str], Path | str]:
+def _export_all(cases: list[BackboneCase], state: Run) -> dict[tuple[str, str], Path | str]:
     """Every (backbone, precision) export: a path, or why there is none. Parallel processes when asked."""
     args = state.args
     jobs = [(case, precision) for case in cases for precision in args.precisions]
@@ -239,7 +175,7 @@ def _export_all(cases: list[BackboneCase], state: _Run) -> dict[tuple[str, str],
                 try:
                     out[key] = future.result()
                 except Exception as exc:
-                    out[key] = f"export failed: {_describe(exc)}"
+                    out[key] = f"export failed: {describe(exc)}"
                 state.log(f"export {key[0]} {key[1]}: {out[key]}")
         return out
     for case, precision in jobs:
@@ -249,7 +185,7 @@ def _export_all(cases: list[BackboneCase], state: _Run) -> dict[tuple[str, str],
         try:
             out[(case.name, precision)] = _export(case, precision, args.cache_dir)
         except Exception as exc:
-            out[(case.name, precision)] = f"export failed: {_describe(exc)}"
+            out[(case.name, precision)] = f"export failed: {describe(exc)}"
         state.log(f"export {case.name} {precision}: {out[(case.name, precision)]}")
     return out
 
@@ -311,7 +247,7 @@ class _Backbone:
     """One backbone's CPU reference features, timing inputs and torch module, prepared once."""
 
     def __init__(self, case: BackboneCase, paths: dict[tuple[str, str], Path | str], blobs: list[bytes] | None,
-                 state: _Run) -> None:
+                 state: Run) -> None:
         self.case, self.paths, self.state = case, paths, state
         self.device = state.doc["device"]
         self.entry: dict[str, Any] = {"backbone": case.name, "errors": {}}
@@ -344,7 +280,7 @@ class _Backbone:
 
             return torch_twin(self.case)
         except Exception as exc:
-            self.entry["errors"][TORCH] = _describe(exc)
+            self.entry["errors"][TORCH] = describe(exc)
             return None
 
     def _torch(self, precision: str) -> Runner:
@@ -366,7 +302,7 @@ class _Backbone:
             result = _agreement(self.reference, _features(runner, self.images, self.chunk))
         except Exception as exc:
             with self.state.lock:
-                self.entry["errors"][key] = _describe(exc)
+                self.entry["errors"][key] = describe(exc)
             return None
         with self.state.lock:
             self.entry[key] = result
@@ -392,7 +328,7 @@ class _Backbone:
                 runners[ORT_RUN], runners[ORT_BOUND] = _ort_runner(plain), _ort_runner(bound)
                 self._agree(precision, runners[ORT_BOUND])
             except Exception as exc:
-                runners[ORT_RUN] = runners[ORT_BOUND] = _describe(exc)
+                runners[ORT_RUN] = runners[ORT_BOUND] = describe(exc)
         if self.device == "cpu" and precision == "fp16":
             runners[TORCH] = SKIPPED_TORCH_CPU_FP16
         else:
@@ -400,7 +336,7 @@ class _Backbone:
                 runners[TORCH] = self._torch(precision)
                 self._agree(f"torch {precision}", runners[TORCH])
             except Exception as exc:
-                runners[TORCH] = _describe(exc)
+                runners[TORCH] = describe(exc)
         self._diagnose_tf32(precision, bound)
         for bs in state.args.batch_sizes:
             group = {"backbone": name, "precision": precision, "batch_size": bs}
@@ -432,7 +368,7 @@ class _Backbone:
         try:
             return {ORT_NHWC: _ort_runner(_with_cuda_options(bound, prefer_nhwc="1"))}
         except Exception as exc:
-            return {ORT_NHWC: _describe(exc)}
+            return {ORT_NHWC: describe(exc)}
 
     def _diagnose_tf32(self, precision: str, bound) -> None:
         """When CUDA fp32 misses the agreement target, measure it again with TF32 off."""
@@ -444,10 +380,10 @@ class _Backbone:
         try:
             self._agree("fp32 use_tf32=0", _ort_runner(_with_cuda_options(bound, use_tf32="0")))
         except Exception as exc:
-            self.entry["errors"]["fp32 use_tf32=0"] = _describe(exc)
+            self.entry["errors"]["fp32 use_tf32=0"] = describe(exc)
 
 
-def _preload_cuda_libraries(state: _Run) -> bool:
+def _preload_cuda_libraries(state: Run) -> bool:
     """Once per run, when a session fell back to the CPU: load CUDA and cuDNN the way onnxruntime offers."""
     import onnxruntime as ort
 
@@ -457,7 +393,7 @@ def _preload_cuda_libraries(state: _Run) -> bool:
         ort.preload_dlls()
         state.doc["parameters"]["preload_dlls"] = "called after a session fell back to the CPU"
     except Exception as exc:
-        state.doc["parameters"]["preload_dlls"] = f"failed: {_describe(exc)}"
+        state.doc["parameters"]["preload_dlls"] = f"failed: {describe(exc)}"
     state.note(f"onnxruntime did not start on CUDA; preload_dlls: {state.doc['parameters']['preload_dlls']}")
     return True
 
@@ -485,12 +421,12 @@ def _warm(runners: dict[str, Runner | str], batch: np.ndarray, errors: dict[str,
             runner(batch)
             seconds[name] = time.perf_counter() - start
         except Exception as exc:
-            errors[name] = _describe(exc)
+            errors[name] = describe(exc)
             _release(device)
     return seconds
 
 
-def _group(runners: dict[str, Runner | str], batch: np.ndarray, state: _Run) -> dict[str, Any]:
+def _group(runners: dict[str, Runner | str], batch: np.ndarray, state: Run) -> dict[str, Any]:
     """Time the runners that survive their warm-up on ``batch``, interleaved."""
     errors: dict[str, str] = {}
     warm = _warm(runners, batch, errors, state.doc["device"])
@@ -508,19 +444,12 @@ def _group(runners: dict[str, Runner | str], batch: np.ndarray, state: _Run) -> 
     try:
         stats = measure(variants, repeats_for(state.args))
     except Exception as exc:
-        return {"status": "failed", "errors": {**errors, "measure": _describe(exc)}, "warm_call_s": warm}
-    return {"status": "measured", "batches_per_call": calls, "variants": stats, "ratios": _ratios(stats),
+        return {"status": "failed", "errors": {**errors, "measure": describe(exc)}, "warm_call_s": warm}
+    return {"status": "measured", "batches_per_call": calls, "variants": stats, "ratios": ratios(stats),
             "errors": errors, "warm_call_s": warm}
 
 
-def _ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Speed ratios ``"fast / slow"`` of the variants that were measured."""
-    pairs = [(ORT_BOUND, TORCH), (ORT_RUN, TORCH), (ORT_BOUND, ORT_RUN), (ORT_NHWC, TORCH), (ORT_NHWC, ORT_BOUND)]
-    return {f"{fast} / {slow}": speed_ratio(stats, fast, slow) for fast, slow in pairs
-            if fast in stats and slow in stats}
-
-
-def _skip_groups(state: _Run, backbone: str, precisions: list[str], reason: str) -> None:
+def _skip_groups(state: Run, backbone: str, precisions: list[str], reason: str) -> None:
     for precision in precisions:
         for bs in state.args.batch_sizes:
             group = {"backbone": backbone, "precision": precision, "batch_size": bs, "status": "skipped",
@@ -535,130 +464,6 @@ def _progress(group: dict[str, Any]) -> str:
     errors = "; ".join(f"{n}: {e[:120]}" for n, e in group.get("errors", {}).items())
     return " ".join(filter(None, [head, rates and f"({rates})", errors and f"[errors: {errors}]",
                                   group.get("reason")]))
-
-
-# --- targets and tables -------------------------------------------------------------------------
-def _targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The GPU targets, only from a CUDA run and only for what was measured."""
-    if doc.get("device") != "cuda":
-        return []
-    out = []
-    for precision in ("fp32", "fp16"):
-        measured = [(a["backbone"], a[precision]) for a in doc["agreement"] if precision in a]
-        if not measured:
-            continue
-        worst = min(measured, key=lambda item: item[1]["min_cosine"])
-        per = ", ".join(f"{b} {r['min_cosine']:.6f}" for b, r in measured)
-        missing = [a["backbone"] for a in doc["agreement"] if precision not in a]
-        tf32 = [f"{a['backbone']} with TF32 off: {a['fp32 use_tf32=0']['min_cosine']:.6f}"
-                for a in doc["agreement"] if precision == "fp32" and "fp32 use_tf32=0" in a]
-        note = (f"lowest per-image cosine, CUDA {precision} vs CPU fp32, "
-                f"{doc['parameters'].get('agreement_images')} images per "
-                f"backbone: {per}." + (f" Not measured: {', '.join(missing)}." if missing else "")
-                + (f" {'; '.join(tf32)}." if tf32 else ""))
-        out.append(evaluate(f"gpu.agreement.{precision}", worst[1]["min_cosine"], note=note,
-                            detail={"per_backbone": dict(measured)}))
-    target = _find_group(doc, *TARGET_GROUP)
-    key = f"{ORT_BOUND} / {TORCH}"
-    if target is not None and key in target.get("ratios", {}):
-        ratio, v = target["ratios"][key], target["variants"]
-        extra = [f"session.run {v[ORT_RUN]['rate']:.0f} img/s" if ORT_RUN in v else ""]
-        if f"{ORT_NHWC} / {TORCH}" in target["ratios"]:
-            extra.append(f"with prefer_nhwc=1: {v[ORT_NHWC]['rate']:.0f} img/s = "
-                         f"{target['ratios'][f'{ORT_NHWC} / {TORCH}']['value']:.2f}x torch")
-        out.append(evaluate(
-            "gpu.ort_vs_torch.resnet50", ratio["value"], paired_range=(ratio["paired_min"], ratio["paired_max"]),
-            note=f"{doc['parameters'].get('gpu', {}).get('gpu', 'GPU')}: ORT IO binding {v[ORT_BOUND]['rate']:.0f} "
-                 f"img/s, torch {v[TORCH]['rate']:.0f} img/s; " + "; ".join(filter(None, extra)) + ".",
-            detail={"variants": {n: s["rate"] for n, s in v.items()}}))
-    return out
-
-
-def _find_group(doc: dict[str, Any], backbone: str, precision: str, bs: int) -> dict[str, Any] | None:
-    key = (backbone, precision, bs)
-    return next((g for g in doc["groups"]
-                 if (g["backbone"], g["precision"], g["batch_size"]) == key and g["status"] == "measured"), None)
-
-
-def _rate_cell(group: dict[str, Any], name: str) -> str:
-    stats = group.get("variants", {}).get(name)
-    if stats is not None:
-        return f"{stats['rate']:,.0f} ±{50 * stats['spread']:.0f}%"
-    if name in group.get("errors", {}):
-        return "skipped" if group["errors"][name].startswith("skipped") else "error"
-    return group["status"] if group["status"] != "measured" else "-"
-
-
-def _tables(doc: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
-    out = []
-    groups = sorted(doc["groups"], key=lambda g: (g["backbone"], g["precision"], g["batch_size"]))
-    if groups:
-        rows = []
-        for g in groups:
-            r = g.get("ratios", {})
-            cell = lambda key: ratio_cell(r[key]) if key in r else "-"  # noqa: E731
-            rows.append([g["backbone"], g["precision"], g["batch_size"], _rate_cell(g, ORT_RUN),
-                         _rate_cell(g, ORT_BOUND), _rate_cell(g, TORCH), cell(f"{ORT_BOUND} / {TORCH}"),
-                         cell(f"{ORT_RUN} / {TORCH}"), cell(f"{ORT_NHWC} / {TORCH}")])
-        where = doc["parameters"].get("gpu", {}).get("gpu") or doc["device"]
-        out.append(table(f"Images/s on {where}: uint8 batches in host memory to pooled features in host memory, "
-                         f"median of {repeats} repeats ±half-spread; ratios with the per-repeat range",
-                         ["backbone", "precision", "batch", "ORT session.run", "ORT IO binding", "torch eager",
-                          "IO binding / torch", "session.run / torch", "prefer_nhwc / torch"], rows))
-    if doc["agreement"]:
-        keys = ("fp32", "fp16", "torch fp32", "torch fp16")
-        cell = lambda a, k: (f"{a[k]['min_cosine']:.6f} ({a[k]['mean_cosine']:.6f})" if k in a  # noqa: E731
-                             else ("error" if k in a.get("errors", {}) else "-"))
-        rows = [[a["backbone"], a.get("images", "-"), a.get("input", "-"), *(cell(a, k) for k in keys)]
-                for a in doc["agreement"]]
-        out.append(table(f"Agreement with CPU fp32 features (onnxruntime CPUExecutionProvider): lowest (mean) "
-                         f"per-image cosine on {doc['device']}",
-                         ["backbone", "images", "input", "ORT fp32", "ORT fp16", "torch fp32", "torch fp16"], rows))
-    decode = doc.get("host_decode") or {}
-    if "per_thread" in decode:
-        fastest: dict[str, dict[str, Any]] = {}
-        for g in groups:
-            if ORT_BOUND in g.get("variants", {}) and (
-                    g["backbone"] not in fastest
-                    or g["variants"][ORT_BOUND]["rate"] > fastest[g["backbone"]]["variants"][ORT_BOUND]["rate"]):
-                fastest[g["backbone"]] = g
-        rows = [[g["backbone"], g["precision"], g["batch_size"], f"{g['variants'][ORT_BOUND]['rate']:,.0f}",
-                 f"{decode['all_cores']:,.0f}", f"{g['variants'][ORT_BOUND]['rate'] / decode['per_thread']:.1f}"]
-                for g in fastest.values()]
-        if rows:
-            out.append(table(f"Host decode vs the fastest ORT IO-binding rate per backbone: decode_image of 500x375 "
-                             f"JPEGs, {decode['per_thread']:,.0f} img/s per thread, {decode['all_cores']:,.0f} img/s "
-                             f"on {decode['threads']} threads",
-                             ["backbone", "precision", "batch", "ORT IO binding img/s",
-                              f"decode img/s ({decode['threads']} threads)", "threads needed to feed the GPU"],
-                             rows))
-    out.extend(_decode_tables(doc, repeats))
-    return out
-
-
-def _decode_tables(doc: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
-    out = []
-    host, dev = doc.get("host_decode") or {}, doc.get("device_decode") or {}
-    if "rate" in dev:
-        diffs = dev["pixel_difference"]
-        rows = [[f"host decode_image, {host['threads']} threads", f"{host['all_cores']:,.0f}", *("-" for _ in diffs)]
-                ] if "all_cores" in host else []
-        rows.append([f"device decode ({dev['device']}, {dev['batch']} per call)", f"{dev['rate']:,.0f}",
-                     *(f"{d['mean_abs']:.2f} / {d['p99_abs']:.0f} / {d['max_abs']}" for d in diffs.values())])
-        out.append(table(f"Decoding {dev['images']} 500x375 JPEGs to the model's input, img/s (median of {repeats}); "
-                         "pixel difference from the host decode: mean / 99th percentile / max grey levels",
-                         ["decoder", "img/s", *(f"vs {name}" for name in diffs)], rows))
-    e2e = doc.get("extract_decode") or {}
-    if "ratio" in e2e:
-        rate = lambda name: (f"{e2e['variants'][name]['rate']:,.0f} "  # noqa: E731
-                             f"±{50 * e2e['variants'][name]['spread']:.0f}%")
-        sizes = " and ".join("x".join(map(str, size)) for size in e2e["sizes"])
-        out.append(table(f"extract end to end ({e2e['model']}, {e2e['images']} JPEGs of {sizes}, batch "
-                         f"{e2e['batch']}, {e2e['device']}), img/s, median of {repeats} ±half-spread",
-                         ["decode=host", "decode=device", "device/host", "feature cosine min (mean)"],
-                         [[rate("extract decode=host"), rate("extract decode=device"), ratio_cell(e2e["ratio"]),
-                           f"{e2e['feature_cosine']['min']:.6f} ({e2e['feature_cosine']['mean']:.6f})"]]))
-    return out
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -680,7 +485,7 @@ def _document(device: str | None, status: str, parameters: dict[str, Any], notes
             "tables": []}
 
 
-def _host_decode(paths: dict[tuple[str, str], Path | str], state: _Run) -> list[bytes] | None:
+def _host_decode(paths: dict[tuple[str, str], Path | str], state: Run) -> list[bytes] | None:
     """Measure the host's decode rate on the photos (recorded in ``state``); return the photos."""
     args = state.args
     blobs, source = photo_blobs(args.cache_dir, max(args.agreement_images, args.decode_images), args.seed)
@@ -698,7 +503,7 @@ def _host_decode(paths: dict[tuple[str, str], Path | str], state: _Run) -> list[
     return blobs
 
 
-def run(args: argparse.Namespace, state: _Run) -> None:
+def run(args: argparse.Namespace, state: Run) -> None:
     """Export, measure and save into ``state`` step by step (the device is ``state.doc['device']``)."""
     cases, weights = zip(*(_case(name) for name in args.backbones))
     with state.lock:
@@ -727,12 +532,12 @@ def run(args: argparse.Namespace, state: _Run) -> None:
 
 
 def _measure_backbone(case: BackboneCase, paths: dict[tuple[str, str], Path | str], blobs: list[bytes] | None,
-                      state: _Run) -> None:
+                      state: Run) -> None:
     try:
         backbone = _Backbone(case, paths, blobs, state)
     except Exception as exc:
-        state.note(f"{case.name}: not measured: {_describe(exc)}")
-        _skip_groups(state, case.name, state.args.precisions, f"no model: {_describe(exc)}")
+        state.note(f"{case.name}: not measured: {describe(exc)}")
+        _skip_groups(state, case.name, state.args.precisions, f"no model: {describe(exc)}")
         return
     for precision in state.args.precisions:
         backbone.precision(precision)
@@ -741,7 +546,7 @@ def _measure_backbone(case: BackboneCase, paths: dict[tuple[str, str], Path | st
 
 
 def _decode_on_device(case: BackboneCase, paths: dict[tuple[str, str], Path | str], blobs: list[bytes] | None,
-                      state: _Run) -> None:
+                      state: Run) -> None:
     """Device decode rate and pixels, then ``extract`` host vs device decode with ``case`` (fp16 if exported)."""
     from featurestore import read_spec
     from featurestore.device_decode import device_decode_available
@@ -771,7 +576,7 @@ def _decode_on_device(case: BackboneCase, paths: dict[tuple[str, str], Path | st
             try:
                 result = step()
             except Exception as exc:
-                result = {"error": _describe(exc)}
+                result = {"error": describe(exc)}
         with state.lock:
             state.doc[key] = result
             state.save()
@@ -851,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc.args[0] if exc.args else exc))
     notes = [] if cuda else [f"CUDA not available ({why}): every step ran on the CPU at tiny sizes to check "
                              "the script; the numbers mean nothing and no GPU target is reported"]
-    state = _Run(args, machine, _document(device, "running", _parameters(args, device), notes))
+    state = Run(args, machine, _document(device, "running", _parameters(args, device), notes))
     state.start_watchdog()
     try:
         run(args, state)
@@ -860,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         state.note("groups: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     except BaseException as exc:
         state.doc["status"] = "failed"
-        state.doc["notes"].append(f"run failed: {_describe(exc)}")
+        state.doc["notes"].append(f"run failed: {describe(exc)}")
         raise
     finally:
         state.stop_watchdog()

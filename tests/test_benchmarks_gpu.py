@@ -18,6 +18,7 @@ pytest.importorskip("onnxruntime")
 
 from torch import nn  # noqa: E402
 
+from benchmarks import _gpu_report as gpu_report  # noqa: E402
 from benchmarks import gpu, report  # noqa: E402
 from benchmarks.targets import TARGETS  # noqa: E402
 from export import BackboneEntry  # noqa: E402
@@ -175,7 +176,7 @@ def _cuda_document(batch: int = 256) -> dict:
         seconds = {gpu.ORT_RUN: [0.30, 0.32], gpu.ORT_BOUND: [0.25, 0.26], gpu.TORCH: [0.20, 0.21]}
         stats = {name: summarize(s, 4 * batch, "img") for name, s in seconds.items()}
         groups.append({"backbone": backbone, "precision": "fp16", "batch_size": batch, "status": "measured",
-                       "variants": stats, "ratios": gpu._ratios(stats), "errors": {}})
+                       "variants": stats, "ratios": gpu_report.ratios(stats), "errors": {}})
     groups.append({"backbone": "resnet50", "precision": "fp32", "batch_size": 512, "status": "failed",
                    "errors": {gpu.TORCH: "OutOfMemoryError: CUDA out of memory"}})
     agreement = [{"backbone": "resnet50", "images": 64, "fp32": {"min_cosine": 0.99995, "mean_cosine": 0.99999},
@@ -189,7 +190,7 @@ def _cuda_document(batch: int = 256) -> dict:
 
 def test_cuda_targets_from_what_was_measured():
     doc = _cuda_document()
-    targets = {t["id"]: t for t in gpu._targets(doc)}
+    targets = {t["id"]: t for t in gpu_report.targets(doc)}
     assert set(targets) == GPU_TARGETS
     assert targets["gpu.agreement.fp32"]["measured"] == pytest.approx(0.99995)  # the lowest over backbones
     assert targets["gpu.agreement.fp16"]["measured"] == pytest.approx(0.9995)
@@ -197,11 +198,11 @@ def test_cuda_targets_from_what_was_measured():
     ratio = targets["gpu.ort_vs_torch.resnet50"]
     assert ratio["measured"] == pytest.approx(0.205 / 0.255) and ratio["passed"] is True
     assert ratio["paired_range"] == [pytest.approx(0.20 / 0.25), pytest.approx(0.21 / 0.26)]
-    tables = gpu._tables(doc, repeats=2)
+    tables = gpu_report.tables(doc, repeats=2)
     assert [len(row) for tab in tables for row in tab["rows"]] == [len(tab["headers"]) for tab in tables
                                                                    for _ in tab["rows"]]
     assert ["resnet50", "fp32", "512", "failed", "failed", "error"] == tables[0]["rows"][-1][:6]
 
 
 def test_no_speed_target_without_the_target_batch():
-    assert {t["id"] for t in gpu._targets(_cuda_document(batch=64))} == {"gpu.agreement.fp32", "gpu.agreement.fp16"}
+    assert {t["id"] for t in gpu_report.targets(_cuda_document(batch=64))} == {"gpu.agreement.fp32", "gpu.agreement.fp16"}
