@@ -139,9 +139,9 @@ class FeatureModel:
         where = getattr(images, "device", None)
         if str(getattr(images, "dtype", "")) != "torch.uint8" or tuple(images.shape[1:]) != expected \
                 or len(images.shape) != 4:
+            got = f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}"
             raise ModelInputError(f"model {self.path.name} takes a uint8 tensor of shape (batch, {expected[0]}, "
-                                  f"{expected[1]}, {expected[2]}); got {getattr(images, 'dtype', type(images).__name__)} "
-                                  f"{tuple(getattr(images, 'shape', ()))}")
+                                  f"{expected[1]}, {expected[2]}); got {got}")
         if getattr(where, "type", None) != device or (self.on_cuda and (where.index or 0) != self.device_id):
             raise ModelInputError(f"model {self.path.name} runs on {device}:{self.device_id if self.on_cuda else 0}; "
                                   f"the batch lies on {where}")

@@ -205,4 +205,5 @@ def test_cuda_targets_from_what_was_measured():
 
 
 def test_no_speed_target_without_the_target_batch():
-    assert {t["id"] for t in gpu_report.targets(_cuda_document(batch=64))} == {"gpu.agreement.fp32", "gpu.agreement.fp16"}
+    targets = gpu_report.targets(_cuda_document(batch=64))
+    assert {t["id"] for t in targets} == {"gpu.agreement.fp32", "gpu.agreement.fp16"}
