@@ -68,6 +68,24 @@ def make_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_cache_dir(parser: argparse.ArgumentParser, holds: str = "exported models") -> None:
+    """The ``--cache-dir`` option of the scripts that export models or write JPEGs once."""
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
+                        help=f"{holds}, keyed by content (default: benchmarks/.cache)")
+
+
+def run_and_report(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], dict[str, Any]],
+                   *, show_notes: bool = False) -> int:
+    """Run one benchmark, print its tables (and notes), write ``<name>.json``; the exit status."""
+    machine = machine_info()
+    document = run(args)
+    print_tables(document["tables"])
+    for note in document["notes"] if show_notes else ():
+        print(f"- {note}")
+    print(f"\nwrote {write_result(args, name, document, machine)}")
+    return 0
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and remember it for the results JSON."""
     argv = list(sys.argv[1:] if argv is None else argv)

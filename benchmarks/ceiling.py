@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Variant, fmt, machine_info, make_parser, measure, parse_args, print_tables, repeats_for
-from ._common import scratch_dir, speed_ratio, spread_cell, table, write_result
+from ._common import Variant, fmt, make_parser, measure, parse_args, repeats_for, run_and_report, scratch_dir
+from ._common import speed_ratio, spread_cell, table
 
 __all__ = ["main", "ort_sgemm_session", "peak_gflops"]
 
@@ -177,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copy-mib", type=int, help="memory copy size in MiB (default: 1024; 64 with --quick)")
     parser.add_argument("--disk-mib", type=int, help="disk file size in MiB (default: 1024; 32 with --quick)")
     args = parse_args(parser, argv)
-    machine = machine_info()
-    document = run(args)
-    print_tables(document["tables"])
-    print(f"\nwrote {write_result(args, 'ceiling', document, machine)}")
-    return 0
+    return run_and_report("ceiling", args, run)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables
-from ._common import fmt, scratch_dir, summarize, table, time_ratio, write_result
+from ._common import Variant, add_cache_dir, fmt, make_parser, measure, parse_args, run_and_report, scratch_dir
+from ._common import summarize, table, time_ratio
 from ._images import jpeg_folder, parse_sizes
 from ._models import BACKBONES, exported_model
 
@@ -394,19 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-rows", type=int, help="rows per shard for both engines (default: 128, so that "
                                                        "every actor gets batches; 8 with --quick)")
     parser.add_argument("--sizes", default="500x375", help="JPEG sizes, taken in turn (WxH,WxH)")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
-                        help="exported models and JPEG folders, keyed by content (default: benchmarks/.cache)")
+    add_cache_dir(parser, "exported models and JPEG folders")
     args = parse_args(parser, argv)
     args.repeats = args.repeats or (1 if args.quick else 3)  # Ray runs are expensive: fewer repeats
     if importlib.util.find_spec("ray") is None:
         raise SystemExit("benchmarks.distributed needs Ray Data: pip install 'featurestore[distributed]'")
-    machine = machine_info()
-    document = run(args)
-    print_tables(document["tables"])
-    for note in document["notes"]:
-        print(f"- {note}")
-    print(f"\nwrote {write_result(args, 'distributed', document, machine)}")
-    return 0
+    return run_and_report("distributed", args, run, show_notes=True)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables
-from ._common import ratio_cell, repeats_for, scratch_dir, speed_ratio, table, time_ratio, write_result
+from ._common import Variant, add_cache_dir, make_parser, measure, parse_args, ratio_cell, repeats_for
+from ._common import run_and_report, scratch_dir, speed_ratio, table, time_ratio
 from ._images import jpeg_folder, parse_sizes
 from .ceiling import peak_gflops
 from ._models import BACKBONES, BackboneCase, count_flops, exported_model, torch_twin
@@ -317,14 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="JPEG files for MobileNetV2; ResNet-50 gets a quarter "
                                                    "(default: 256; 16 with --quick)")
     parser.add_argument("--sizes", default="500x375,1600x1200", help="JPEG sizes, taken in turn (WxH,WxH)")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
-                        help="exported models and JPEG folders, keyed by content (default: benchmarks/.cache)")
+    add_cache_dir(parser, "exported models and JPEG folders")
     args = parse_args(parser, argv)
-    machine = machine_info()
-    document = run(args)
-    print_tables(document["tables"])
-    print(f"\nwrote {write_result(args, 'extract', document, machine)}")
-    return 0
+    return run_and_report("extract", args, run)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables, scratch_dir
-from ._common import repeats_for, write_result
+from ._common import Variant, add_cache_dir, machine_info, make_parser, measure, parse_args, print_tables
+from ._common import repeats_for, scratch_dir, write_result
 from ._gpu_decode import decode_rates, device_decode, extract_decode_rates, photo_blobs
 from ._gpu_report import ORT_BOUND, ORT_NHWC, ORT_RUN, TARGET_GROUP, TORCH, ratios
 from ._gpu_run import NAME, Run, describe
@@ -616,8 +616,7 @@ def _parser() -> argparse.ArgumentParser:
                              "decode (needs featurestore[gpu-decode])")
     parser.add_argument("--nhwc-check", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a prefer_nhwc=1 session in the target group (resnet50 fp16 batch 256)")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
-                        help="exported models and JPEGs, keyed by content (default: benchmarks/.cache)")
+    add_cache_dir(parser, "exported models and JPEGs")
     return parser
 
 

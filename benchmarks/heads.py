@@ -47,9 +47,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._common import CACHE_DIR, Variant, machine_info, make_parser, measure, parse_args, print_tables
-from ._common import ratio_cell, repeats_for, scratch_dir, speed_ratio, spread_cell, summarize, table
-from ._common import _positive_int, write_result
+from ._common import Variant, _positive_int, add_cache_dir, make_parser, measure, parse_args, ratio_cell
+from ._common import repeats_for, run_and_report, scratch_dir, speed_ratio, spread_cell, summarize, table
 from ._models import BACKBONES, exported_model
 from .targets import evaluate
 
@@ -413,14 +412,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed repeats of the (slow) re-extract loop, at most --repeats (default: 1)")
     parser.add_argument("--reextract-engine", choices=("torch", "onnxruntime"), default="torch",
                         help="what the re-extract pipeline runs: torch eager (default) or the exported graph")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
-                        help="exported models, keyed by content (default: benchmarks/.cache)")
+    add_cache_dir(parser)
     args = parse_args(parser, argv)
-    machine = machine_info()
-    document = run(args)
-    print_tables(document["tables"])
-    print(f"\nwrote {write_result(args, 'heads', document, machine)}")
-    return 0
+    return run_and_report("heads", args, run)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import CACHE_DIR, Variant, cpu_info, machine_info, make_parser, measure, parse_args, print_tables
-from ._common import ratio_cell, repeats_for, scratch_dir, speed_ratio, table, write_result
+from ._common import Variant, add_cache_dir, cpu_info, make_parser, measure, parse_args, ratio_cell, repeats_for
+from ._common import run_and_report, scratch_dir, speed_ratio, table
 from ._models import BACKBONES, BackboneCase, exported_model
 from .ceiling import peak_gflops
 from .targets import evaluate
@@ -232,14 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                         help="7-bit weights (default auto: on when the CPU lacks VNNI)")
     parser.add_argument("--first-conv-float", action="store_true", help="leave the first Conv unquantised")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR,
-                        help="exported models, keyed by content (default: benchmarks/.cache)")
+    add_cache_dir(parser)
     args = parse_args(parser, argv)
-    machine = machine_info()
-    document = run(args)
-    print_tables(document["tables"])
-    print(f"\nwrote {write_result(args, 'quant', document, machine)}")
-    return 0
+    return run_and_report("quant", args, run)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Variant, machine_info, make_parser, measure, parse_args, print_tables, ratio_cell
-from ._common import repeats_for, scratch_dir, speed_ratio, table, time_ratio, write_result
+from ._common import Variant, make_parser, measure, parse_args, ratio_cell, repeats_for, run_and_report
+from ._common import scratch_dir, speed_ratio, table, time_ratio
 from .targets import evaluate
 
 __all__ = ["LAYOUTS", "main", "run"]
@@ -391,11 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [x for x in args.layouts if x not in LAYOUTS] + [x for x in args.dtypes if x not in ("float32", "float16")]
     if bad:
         parser.error(f"unknown layout or dtype: {', '.join(bad)}")
-    machine = machine_info()
-    document = run(args)
-    print_tables(document["tables"])
-    print(f"\nwrote {write_result(args, 'store', document, machine)}")
-    return 0
+    return run_and_report("store", args, run)
 
 
 if __name__ == "__main__":
