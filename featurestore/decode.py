@@ -88,14 +88,7 @@ def decode_image(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             fp = io.BytesIO(source) if isinstance(source, bytes) else source
             with Image.open(fp) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        name,
-                        "DecompressionBombError",
-                        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
-                    )
-                _check_resize(width, height, preprocessing, name, max_pixels)
+                _check_size(img.width, img.height, preprocessing, name, max_pixels)
                 if draft and img.format == "JPEG":
                     _apply_draft(img, preprocessing)
                 img.load()
@@ -207,6 +200,20 @@ def _target_size(width: int, height: int, preprocessing: Preprocessing) -> tuple
     if width <= height:
         return size, int(size * height / width)
     return int(size * width / height), size
+
+
+def _check_size(width: int, height: int, preprocessing: Preprocessing, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, from the header's size alone, an image over ``max_pixels`` or whose resize would be.
+
+    Raises
+    ------
+    ImageDecodeError
+        With cause ``DecompressionBombError`` (``ValueError`` for an empty image).
+    """
+    if width * height > max_pixels:
+        raise ImageDecodeError(name, "DecompressionBombError",
+                               f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    _check_resize(width, height, preprocessing, name, max_pixels)
 
 
 def _check_resize(width: int, height: int, preprocessing: Preprocessing, name: str, max_pixels: int) -> None:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_resize, _target_size, decode_any
+from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_size, _target_size, decode_any
 from .errors import FeatureStoreError, ImageDecodeError
 from .spec import Preprocessing
 
@@ -189,13 +189,8 @@ class DeviceDecoder:
                         width, height = height, width
         except Exception:
             return None  # let the host decoder name what is wrong
-        if width * height > self.max_pixels:
-            errors[index] = ImageDecodeError("<bytes>", "DecompressionBombError",
-                                             f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                                             f"{self.max_pixels}")
-            return None
         try:
-            _check_resize(width, height, self.preprocessing, "<bytes>", self.max_pixels)
+            _check_size(width, height, self.preprocessing, "<bytes>", self.max_pixels)
         except ImageDecodeError as exc:
             errors[index] = exc
             return None
