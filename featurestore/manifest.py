@@ -184,13 +184,16 @@ class Manifest:
         self.shards.append(entry)
         self.data["classes"] = sorted(set(self.data["classes"]) | classes)
 
-    def add_failures(self, failures: list[dict[str, Any]]) -> None:
-        """Record failures not seen before (same path and key)."""
+    def add_failures(self, failures: list[dict[str, Any]]) -> int:
+        """Record failures not seen before (same path and key); returns how many were new."""
         seen = {(f["path"], f["key"]) for f in self.failures}
+        added = 0
         for failure in failures:
             if (failure["path"], failure["key"]) not in seen:
                 self.failures.append(failure)
                 seen.add((failure["path"], failure["key"]))
+                added += 1
+        return added
 
 
 def _now() -> str:

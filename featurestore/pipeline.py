@@ -1,10 +1,12 @@
 """``featurestore run PIPELINE.toml``: exports, extractions and benches declared in one file.
 
-Steps run in file order (exports, then extractions, then benches). Each finished step
-records a fingerprint of its resolved configuration and of its inputs under
-``WORKDIR/.pipeline/``; a step whose output exists with the same fingerprint is skipped,
-so re-running a finished pipeline does no work. One log (``WORKDIR/pipeline.log``) and one
-summary at the end.
+Steps run in file order (exports, then extractions, then benches). Each finished export
+and bench records a fingerprint of its resolved configuration and of its inputs under
+``WORKDIR/.pipeline/``; one whose output exists with the same fingerprint is skipped.
+Extractions always list and hash their sources and add only content the store lacks
+(images added to a folder are picked up); one that adds nothing leaves the store as it
+was and counts as skipped, so re-running a finished pipeline does no work. One log
+(``WORKDIR/pipeline.log``) and one summary at the end.
 
 Example::
 
@@ -163,20 +165,21 @@ class _Runner:
             shard_rows=step.get("shard_rows", 2048), views=step.get("views", 0),
             augment=tuple(step.get("augment", ())), dtype=step.get("dtype", "float32"),
             strict=bool(step.get("strict", False)), decode=step.get("decode", "host"), progress=False)
-        fingerprint = _hash({"model_sha256": file_sha256(model), "sources": step["sources"], "limit": limit,
-                             "views": options.views, "augment": options.augment, "dtype": options.dtype,
-                             "decode": options.decode})
-        if (store / MANIFEST_NAME).is_file() and self._done("extract", step["name"], fingerprint) and \
-                json.loads(self._record("extract", step["name"]).read_text()).get("manifest") == \
-                file_sha256(store / MANIFEST_NAME):
-            return "skipped", f"{store} is up to date"
-        details = []
+        # No skip on the step's own record: the store's incremental skip (known content keys) is
+        # the authority, so images added to a source are found on every run; an unchanged source
+        # costs a listing and a hash per image and leaves the store byte-identical.
+        manifest = store / MANIFEST_NAME
+        before = file_sha256(manifest) if manifest.is_file() else None
+        reports = []
         for spec in step["sources"]:
             report = extract(model, self._source(spec, limit), store, options)
             self.log.info(report.summary())
-            details.append(f"{spec}: {report.rows_added} rows added, {report.decoded} decoded, "
-                           f"{len(report.failures)} failed, {report.images_per_s:.0f} img/s")
-        self._finish("extract", step["name"], fingerprint, manifest=file_sha256(store / MANIFEST_NAME))
+            reports.append((spec, report))
+        if file_sha256(manifest) == before:
+            listed = sum(report.listed for _, report in reports)
+            return "skipped", f"{store} is up to date ({listed} images listed, none new)"
+        details = [f"{spec}: {report.rows_added} rows added, {report.decoded} decoded, "
+                   f"{len(report.failures)} failed, {report.images_per_s:.0f} img/s" for spec, report in reports]
         return "ran", "; ".join(details)
 
     def bench(self, step: dict[str, Any]) -> tuple[str, str]:

@@ -76,7 +76,9 @@ class StoreWriter:
                  commit_each_shard: bool = True) -> None:
         self.path = Path(path)
         self.config = config
-        self.shard_rows = max(1, int(shard_rows))
+        if isinstance(shard_rows, bool) or not isinstance(shard_rows, int) or shard_rows < 1:
+            raise StoreError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
+        self.shard_rows = shard_rows
         self.commit_each_shard = commit_each_shard
         manifest_path = self.path / MANIFEST_NAME
         if manifest_path.is_file():
@@ -110,6 +112,7 @@ class StoreWriter:
         self.buffer = ShardBuffer()
         self._failures: list[dict[str, Any]] = []
         self.rows_added = 0
+        self._changed = False  # whether this writer added a shard or a failure to the manifest
 
     def _acquire_lock(self) -> int:
         fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -207,9 +210,8 @@ class StoreWriter:
             self.manifest.add_shard(entry, {lab for lab in self.buffer.labels if lab})
             self._committed_names.add(name)
             self.buffer = ShardBuffer()
-        if self._failures:
-            self.manifest.add_failures(self._failures)
-            self._failures = []
+            self._changed = True
+        self._commit_failures()
         if save_manifest:
             self.manifest.save(self.path)
 
@@ -256,16 +258,26 @@ class StoreWriter:
         self.rows_added += len(rows)
         self.manifest.add_shard(entry, {lab for lab in labels if lab})
         self._committed_names.add(file.name)
-        if self._failures:
-            self.manifest.add_failures(self._failures)
-            self._failures = []
+        self._changed = True
+        self._commit_failures()
         self.manifest.save(self.path)
 
+    def _commit_failures(self) -> None:
+        if self._failures and self.manifest.add_failures(self._failures):
+            self._changed = True
+        self._failures = []
+
     def close(self, run: dict[str, Any] | None = None) -> None:
-        """Commit what is buffered, record the run's provenance and release the lock."""
+        """Commit what is buffered, record the run's provenance and release the lock.
+
+        A writer that added nothing (no row, alias or failure) leaves the manifest as it
+        was, so an up-to-date store stays byte-identical however often it is re-run.
+        """
         try:
-            if run is not None:
-                self.manifest.data["runs"].append({"featurestore": __version__, **run})
-            self.commit()
+            self.commit(save_manifest=False)
+            if self._changed:
+                if run is not None:
+                    self.manifest.data["runs"].append({"featurestore": __version__, **run})
+                self.manifest.save(self.path)
         finally:
             self._release_lock()
