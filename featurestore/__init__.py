@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from .decode import decode_image, preprocess_array
 from .errors import (
     FeatureStoreError, ImageDecodeError, LayerNotInStoreError, ModelInputError, SourceError, SpecError, StoreError,
-    StoreLockedError, StoreMismatchError,
+    StoreLockedError, StoreMismatchError, StoreWriteError,
 )
 from .extract import ExtractOptions, ExtractReport, extract
 from .from_arrays import write_arrays
@@ -44,6 +44,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
+    "StoreWriteError",
     "WeightsInfo",
     "__version__",
     "decode_image",

@@ -34,7 +34,9 @@ def scan_images(root: Path) -> list[tuple[str, ...]]:
         for filename in filenames:
             if filename.startswith(".") or os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
-            if os.path.isfile(os.path.join(dirpath, filename)):
+            path = os.path.join(dirpath, filename)
+            # A broken link (dangling or a loop) is listed: reading it fails and the failure is recorded.
+            if os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path)):
                 found.append(rel + (filename,))
     found.sort()
     return found

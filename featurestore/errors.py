@@ -16,6 +16,7 @@ __all__ = [
     "StoreError",
     "StoreMismatchError",
     "StoreLockedError",
+    "StoreWriteError",
     "LayerNotInStoreError",
     "KeyNotInStoreError",
     "RowIndexError",
@@ -69,6 +70,26 @@ class StoreMismatchError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another process is writing to the store."""
+
+
+class StoreWriteError(StoreError, OSError):
+    """The store's file system refused a write (disk full, read-only, no permission).
+
+    What was committed before stays valid; the message says how many rows that is and what
+    to do, and rerunning the same command resumes.
+
+    Attributes
+    ----------
+    errno : int or None
+        The operating system's error number (``errno.ENOSPC`` ...), when known.
+    committed_rows : int
+        Rows the store holds on disk.
+    """
+
+    def __init__(self, message: str, errno: int | None, committed_rows: int) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.committed_rows = committed_rows
 
 
 class LayerNotInStoreError(StoreError, KeyError):

@@ -200,8 +200,9 @@ class FolderSource(_ItemListSource):
 
     Files are found recursively; only the extensions in :data:`IMAGE_EXTENSIONS` count
     (any case), hidden files and folders (name starting with ``.``) are skipped, symbolic
-    links are followed (each real directory is scanned once, so link cycles end) and
-    broken links are skipped. Items come sorted by their path below ``root``.
+    links are followed (each real directory is scanned once, so link cycles end). Broken
+    links and unreadable files are listed like any other file: reading them fails, and
+    ``extract`` records the failure. Items come sorted by their path below ``root``.
 
     The layout is decided from where the images lie:
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
+import re
 import secrets
+from contextlib import contextmanager
 from collections import Counter
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .errors import StoreError, StoreLockedError, StoreMismatchError
+from .errors import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, write_shard
 from .spec import ModelSpec
@@ -25,6 +30,55 @@ LOCK_NAME = ".lock"
 def _leftover(name: str) -> bool:
     """Files a killed first run may leave in a store directory that has no manifest yet."""
     return name in (LOCK_NAME, SHARD_DIR) or name.startswith(f".{MANIFEST_NAME}.tmp-")
+
+
+#: What to do about a refused write, by error number; anything else: "fix the cause".
+_REMEDIES = {
+    errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EFBIG: "free space",
+    errno.EACCES: "make {store} writable", errno.EPERM: "make {store} writable",
+    errno.EROFS: "make {store} writable",
+}
+
+
+def _os_errno(exc: BaseException | None) -> int | None:
+    """The error number behind ``exc`` or the errors it was raised during: an OSError's own, or
+    the one HDF5 writes into its message (a failed flush surfaces as a later "Can't destroy cache")."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc.errno
+        found = re.search(r"errno = (\d+)", str(exc))
+        if found:
+            return int(found.group(1))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _committed_rows(store: Path) -> int:
+    """Rows of the manifest on disk (0 if there is none or it cannot be read)."""
+    try:
+        return sum(int(shard["rows"]) for shard in json.loads((store / MANIFEST_NAME).read_bytes())["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+@contextmanager
+def _refused_writes(store: Path) -> Iterator[None]:
+    """Turn a write the file system refuses (full, read-only, no permission) into one StoreWriteError.
+
+    h5py reports a failed write as a RuntimeError carrying the errno in its message; both it
+    and plain OSErrors become a StoreWriteError saying how many rows the store keeps.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        code = _os_errno(exc)
+        if code is None and not isinstance(exc, OSError):
+            raise
+        reason = os.strerror(code) if code is not None else str(exc)
+        rows = _committed_rows(store)
+        remedy = _REMEDIES.get(code, "fix the cause").format(store=store)
+        raise StoreWriteError(f"cannot write to store {store}: {reason}; {rows} rows are committed and "
+                              f"safe; {remedy} and rerun the same command to resume", code, rows) from None
 
 
 def _cut(keys: list[str], start: int, limit: int, forward: bool = False) -> int:
@@ -94,15 +148,18 @@ class StoreWriter:
                 f"{self.path} exists, is not empty and is not a feature store (no {MANIFEST_NAME}); "
                 "choose a new store path"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock()
+        self._lock = None
+        with _refused_writes(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = self._acquire_lock()
         try:
-            if manifest_path.is_file():
-                self.manifest = Manifest.load(self.path)
-            else:
-                self.manifest = Manifest.new(config, spec)
-                self.manifest.save(self.path)
-            self._remove_orphans()
+            with _refused_writes(self.path):
+                if manifest_path.is_file():
+                    self.manifest = Manifest.load(self.path)
+                else:
+                    self.manifest = Manifest.new(config, spec)
+                    self.manifest.save(self.path)
+                self._remove_orphans()
             self._load_index()
         except BaseException:
             self._release_lock()
@@ -113,6 +170,7 @@ class StoreWriter:
         self._failures: list[dict[str, Any]] = []
         self.rows_added = 0
         self._changed = False  # whether this writer added a shard or a failure to the manifest
+        self._refused: StoreWriteError | None = None  # set once the file system refused a write
 
     def _acquire_lock(self) -> int:
         fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -198,7 +256,23 @@ class StoreWriter:
 
         With ``save_manifest=False`` the shard is written and recorded in memory only; it
         becomes part of the store at the next commit that saves the manifest.
+
+        Raises
+        ------
+        StoreWriteError
+            The file system refused the write (full, read-only, no permission). The store
+            keeps what was committed before; this writer commits nothing more.
         """
+        if self._refused is not None:
+            raise self._refused
+        try:
+            with _refused_writes(self.path):
+                self._commit(save_manifest)
+        except StoreWriteError as exc:
+            self._refused = exc
+            raise
+
+    def _commit(self, save_manifest: bool) -> None:
         if len(self.buffer) or self.buffer.aliases:
             name = f"{self.run_id}-{self._seq:05d}.h5"
             attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": self.config.fingerprint,
@@ -260,7 +334,8 @@ class StoreWriter:
         self._committed_names.add(file.name)
         self._changed = True
         self._commit_failures()
-        self.manifest.save(self.path)
+        with _refused_writes(self.path):
+            self.manifest.save(self.path)
 
     def _commit_failures(self) -> None:
         if self._failures and self.manifest.add_failures(self._failures):
@@ -271,13 +346,16 @@ class StoreWriter:
         """Commit what is buffered, record the run's provenance and release the lock.
 
         A writer that added nothing (no row, alias or failure) leaves the manifest as it
-        was, so an up-to-date store stays byte-identical however often it is re-run.
+        was, so an up-to-date store stays byte-identical however often it is re-run. After a
+        refused write (:class:`StoreWriteError`) it only releases the lock.
         """
         try:
+            if self._refused is not None:
+                return
             self.commit(save_manifest=False)
             if self._changed:
                 if run is not None:
                     self.manifest.data["runs"].append({"featurestore": __version__, **run})
-                self.manifest.save(self.path)
+                self.commit()
         finally:
             self._release_lock()

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (FeatureStoreError, FileNotFoundError, FileExistsError) as exc:
+    except (FeatureStoreError, OSError) as exc:  # bad input, or a file the system refuses: one line
         print(f"featurestore {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

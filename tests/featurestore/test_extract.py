@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -208,3 +209,26 @@ def test_io_binding_path_is_bit_equal_to_the_plain_path(tiny_onnx, tmp_path):
     for key in plain_rows:
         np.testing.assert_array_equal(plain_rows[key], bound_rows[key])
     assert open_store(tmp_path / "plain").keys.tolist() == open_store(tmp_path / "bound").keys.tolist()
+
+
+def test_unreadable_files_are_recorded_once_as_failures(tiny_onnx, tmp_path):
+    folder = tmp_path / "imgs"
+    good = write_good_images(folder, n=4)
+    (folder / "dangling.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (folder / "loop_a.png").symlink_to(folder / "loop_b.png")
+    (folder / "loop_b.png").symlink_to(folder / "loop_a.png")
+    expected = {"dangling.jpg": "FileNotFoundError", "loop_a.png": "OSError", "loop_b.png": "OSError"}
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        locked = write_good_images(tmp_path / "locked", n=1, seed=50)[0].rename(folder / "locked.jpg")
+        locked.chmod(0)
+        expected["locked.jpg"] = "PermissionError"
+
+    report = extract(tiny_onnx, folder, tmp_path / "store", OPTS)
+    assert {Path(f["path"]).name: f["error"] for f in report.failures} == expected
+    assert report.listed == len(good) + len(expected) and report.rows_added == len(good)
+    again = extract(tiny_onnx, folder, tmp_path / "store", OPTS)
+    assert again.decoded == 0 and again.rows_added == 0
+    store = open_store(tmp_path / "store")
+    assert sorted(Path(f["path"]).name for f in store.failures) == sorted(expected), "each failure once"
+    assert sorted(Path(p).name for p in store.paths.tolist()) == sorted(p.name for p in good)
+    assert verify_store(tmp_path / "store") == []

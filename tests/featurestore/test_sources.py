@@ -201,8 +201,12 @@ def test_folder_follows_symlinks(tmp_path: Path) -> None:
     (root / "cat" / "loop").symlink_to(root / "cat", target_is_directory=True)
     (root / "dog").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     source = FolderSource(root)
-    assert rel_items(source, root) == [("cat/link.png", "cat", None), ("dog/real.png", "dog", None)]
-    assert next(iter(source)).read() == elsewhere.read_bytes()
+    assert rel_items(source, root) == [("cat/broken.png", "cat", None), ("cat/link.png", "cat", None),
+                                       ("dog/real.png", "dog", None)]
+    broken, link, _ = source
+    assert link.read() == elsewhere.read_bytes()
+    with pytest.raises(FileNotFoundError):  # listed, so that extract records it as a failure
+        broken.read()
 
 
 # --------------------------------------------------------------------------- CsvSource
