@@ -7,7 +7,7 @@ imports it when it is fitted or used.
 
 from .attention import AttentionFusion
 from .bench import BenchConfig, run_bench
-from .errors import HeadError, HeadParamError, UnknownHeadError
+from .errors import HeadDataError, HeadError, HeadModelFileError, HeadParamError, UnknownHeadError
 from .fit import fit_head
 from .fusion import ConcatFusion
 from .persist import UnsafeHeadError, load_head, save_head
@@ -17,7 +17,9 @@ __all__ = [
     "AttentionFusion",
     "BenchConfig",
     "ConcatFusion",
+    "HeadDataError",
     "HeadError",
+    "HeadModelFileError",
     "HeadParamError",
     "UnknownHeadError",
     "UnsafeHeadError",

@@ -2,7 +2,9 @@
 
 Pickles are never loaded: a ``.pkl``/``.joblib`` file, or any file that is not a skops
 archive, is refused before it is opened for unpickling. XGBoost boosters travel inside the
-skops file in XGBoost's own UBJ format.
+skops file in XGBoost's own UBJ format. The sidecar records the head file's sha256, and a
+file whose bytes changed since it was saved is refused before its content is parsed (a
+damaged booster can crash XGBoost itself).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import HeadError
+from featurestore._atomic import file_sha256, write_bytes_atomic
+
+from .errors import HeadError, HeadModelFileError
 
 __all__ = ["HEAD_SUFFIX", "TRUSTED_PREFIXES", "UnsafeHeadError", "save_head", "load_head", "read_sidecar",
            "sidecar_path"]
@@ -42,7 +46,8 @@ def save_head(estimator: Any, path: str | Path, metadata: dict[str, Any]) -> Pat
         raise HeadError(f"head files are skops archives; name it with {HEAD_SUFFIX} (got {path.name})")
     path.parent.mkdir(parents=True, exist_ok=True)
     sio.dump(estimator, path)
-    sidecar_path(path).write_text(json.dumps(metadata, indent=1, sort_keys=True, default=str))
+    metadata = {**metadata, "head_sha256": file_sha256(path)}
+    write_bytes_atomic(sidecar_path(path), json.dumps(metadata, indent=1, sort_keys=True, default=str).encode())
     return path
 
 
@@ -60,17 +65,36 @@ def _check_archive(path: Path) -> None:
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The JSON metadata saved beside a head (after checking the head is a skops archive)."""
+    """The JSON metadata saved beside a head, after checking the head file against it.
+
+    Raises
+    ------
+    UnsafeHeadError
+        A pickle, or not a skops archive.
+    HeadModelFileError
+        The sidecar is missing or unreadable, or the head file's sha256 differs from the
+        one the sidecar recorded when it was saved (sidecars written before the hash was
+        recorded are not checked).
+    """
     path = Path(path)
     _check_archive(path)
     side = sidecar_path(path)
     if not side.is_file():
-        raise HeadError(f"{side} is missing: a head needs its sidecar (store fingerprint, layers, classes)")
-    return json.loads(side.read_text())
+        raise HeadModelFileError(f"{side} is missing: a head needs its sidecar (store fingerprint, layers, classes)")
+    try:
+        metadata = json.loads(side.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HeadModelFileError(f"head sidecar {side} is not valid JSON ({exc}); refit the head") from None
+    recorded = metadata.get("head_sha256")
+    if recorded is not None and recorded != file_sha256(path):
+        raise HeadModelFileError(
+            f"head file {path} has changed since it was saved (its sha256 is not the one in {side.name}); "
+            "it is damaged or was replaced: restore the original or refit the head")
+    return metadata
 
 
 def load_head(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Load a head saved by :func:`save_head`, refusing pickles and untrusted types.
+    """Load a head saved by :func:`save_head`, refusing pickles, untrusted types and changed files.
 
     Returns
     -------
@@ -80,13 +104,22 @@ def load_head(path: str | Path) -> tuple[Any, dict[str, Any]]:
     ------
     UnsafeHeadError
         Not a skops archive, a pickle, or a type outside :data:`TRUSTED_PREFIXES`.
+    HeadModelFileError
+        The file changed since it was saved, its sidecar is missing, or loading it failed
+        (whatever the loader raised).
     """
     import skops.io as sio
 
     path = Path(path)
     metadata = read_sidecar(path)
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise HeadModelFileError(f"cannot read head file {path}: {type(exc).__name__}: {exc}; refit the head") from None
     refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if refused:
         raise UnsafeHeadError(f"{path} holds types outside the allowlist: {', '.join(refused)}; not loading it")
-    return sio.load(path, trusted=untrusted), metadata
+    try:
+        return sio.load(path, trusted=untrusted), metadata
+    except Exception as exc:
+        raise HeadModelFileError(f"cannot load head file {path}: {type(exc).__name__}: {exc}; refit the head") from None

@@ -186,3 +186,52 @@ heads = ["nb", "logreg"]
     assert "3 steps: 0 ran, 3 skipped" in capsys.readouterr().out
     log = (tmp_path / "work" / "pipeline.log").read_text()
     assert log.count("summary:") == 2
+
+
+def test_predict_refuses_a_damaged_head_file_in_one_line(fmnist_store, tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    head = tmp_path / "xgb.skops"
+    assert main(["fit", str(fmnist_store / "store"), "--head", "xgb", "-o", str(head)]) == 0
+    with zipfile.ZipFile(head) as archive:  # the booster's bytes: the largest member
+        member = max(archive.infolist(), key=lambda info: info.compress_size)
+    data = bytearray(head.read_bytes())
+    middle = member.header_offset + 30 + len(member.filename) + member.compress_size // 2
+    data[middle:middle + 8] = bytes(255 - b for b in data[middle:middle + 8])
+    head.write_bytes(bytes(data))
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("earlier predictions\n")
+
+    done = subprocess.run([sys.executable, "-m", "featurestore", "predict", str(fmnist_store / "pixels.onnx"),
+                           str(head), "fashion-mnist:test", "-o", str(predictions), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"featurestore predict: error: head file {head} has changed since it was saved (its sha256 is not the one "
+        f"in {head.name}.json); it is damaged or was replaced: restore the original or refit the head"]
+    assert predictions.read_text() == "earlier predictions\n", "a refused head must not touch the output"
+
+
+def test_any_loader_failure_is_a_head_model_file_error(fmnist_store, tmp_path):
+    import hashlib
+    import zipfile
+
+    from heads import HeadModelFileError, load_head
+    from heads.persist import sidecar_path
+
+    head = tmp_path / "nb.skops"
+    assert main(["fit", str(fmnist_store / "store"), "--head", "nb", "-o", str(head)]) == 0
+    broken = tmp_path / "broken.skops"
+    with zipfile.ZipFile(head) as source, zipfile.ZipFile(broken, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, b"{not json" if info.filename == "schema.json" else source.read(info))
+    metadata = json.loads(sidecar_path(head).read_text())
+    metadata["head_sha256"] = hashlib.sha256(broken.read_bytes()).hexdigest()  # a sidecar that vouches for it
+    sidecar_path(broken).write_text(json.dumps(metadata))
+    with pytest.raises(HeadModelFileError, match=rf"cannot read head file {broken}: JSONDecodeError"):
+        load_head(broken)
+    sidecar_path(broken).write_text("{")
+    with pytest.raises(HeadModelFileError, match="is not valid JSON"):
+        load_head(broken)
