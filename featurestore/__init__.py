@@ -17,7 +17,7 @@ from .from_arrays import write_arrays
 from .session import FeatureModel
 from .sources import ArraySource, CsvSource, FashionMnistSource, FolderSource, ImageSource, SourceItem, open_source
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo, read_spec
-from .store import FeatureSet, FeatureStore, join_stores, open_store
+from .store import FeatureSet, FeatureStore, join_stores, open_store, select_layers
 from .verify import verify_store
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "open_store",
     "preprocess_array",
     "read_spec",
+    "select_layers",
     "verify_store",
     "write_arrays",
 ]

@@ -17,7 +17,7 @@ from .manifest import Manifest
 from .shard import FeatureLayout, read_aliases, read_index_and_layout
 from .spec import ModelSpec
 
-__all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store"]
+__all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
 
 
 @dataclass(frozen=True)
@@ -351,6 +351,56 @@ def _is_range(index: np.ndarray) -> bool:
     return bool(len(index)) and int(index[-1]) - int(index[0]) + 1 == len(index) and bool(np.all(np.diff(index) == 1))
 
 
+def select_layers(stores: Sequence[FeatureStore], layers: Sequence[str] | None) -> list[list[str]]:
+    """For each store, the output names of the requested layers it holds (in store order).
+
+    Each requested name is an output name (``features.18.avg``) or a layer name
+    (``features.18``), resolved by :meth:`FeatureStore.layer`; with several stores (e.g.
+    several backbones) each store takes the names it has.
+
+    Parameters
+    ----------
+    stores : sequence of FeatureStore
+    layers : sequence of str or None
+        None: every layer of every store.
+
+    Returns
+    -------
+    list of list of str
+        One list of output names per store.
+
+    Raises
+    ------
+    LayerNotInStoreError
+        A requested name is in none of the stores, or a store holds none of them.
+    """
+    if layers is None:
+        return [list(store.layers) for store in stores]
+    wanted = list(layers)
+    chosen: list[list[str]] = []
+    found: set[str] = set()
+    for store in stores:
+        names = []
+        for name in wanted:
+            try:
+                output = store.layer(name)
+            except LayerNotInStoreError:
+                continue
+            found.add(name)
+            if output not in names:
+                names.append(output)
+        chosen.append([n for n in store.layers if n in names])
+    unknown = [name for name in wanted if name not in found]
+    if unknown:
+        where = "; ".join(f"{store.path}: {', '.join(store.layers)}" for store in stores)
+        raise LayerNotInStoreError(f"layer(s) {', '.join(map(repr, unknown))} in none of the stores; available: {where}")
+    for store, names in zip(stores, chosen):
+        if not names:
+            raise LayerNotInStoreError(f"none of the layers {', '.join(wanted)} is in store {store.path}; "
+                                       f"it has {', '.join(store.layers)}")
+    return chosen
+
+
 def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = None, split: str | None = None,
                 view: int = 0) -> FeatureSet:
     """Join several stores (e.g. several backbones over the same images) by key.
@@ -363,10 +413,16 @@ def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = N
     ----------
     stores : sequence of FeatureStore
     layers : sequence of str, optional
-        Output names to take from each store (default: all of each store's layers).
+        Output or layer names; each store contributes those it has (default: all of each
+        store's layers). See :func:`select_layers`.
     split : str, optional
         Filter on the first store's split tags.
     view : int, default=0
+
+    Raises
+    ------
+    LayerNotInStoreError
+        A requested layer is in none of the stores, or a store holds none of them.
     """
     if not stores:
         raise StoreError("join_stores needs at least one store")
@@ -379,8 +435,7 @@ def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = N
     keys = first.keys[base].tolist()
     X: dict[str, np.ndarray] = {}
     backbones = [s.spec.backbone for s in stores]
-    for i, store in enumerate(stores):
-        wanted = [n for n in store.layers if layers is None or n in layers]
+    for i, (store, wanted) in enumerate(zip(stores, select_layers(stores, layers))):
         part = store.load(wanted, rows=store.rows_for_keys(keys, view))
         prefix = store.spec.backbone if backbones.count(store.spec.backbone) == 1 else f"{store.spec.backbone}#{i}"
         X.update({f"{prefix}/{name}": values for name, values in part.X.items()})

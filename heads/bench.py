@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from featurestore import open_store
+from featurestore import open_store, select_layers
 
 from .errors import HeadError
 from .registry import create_head, list_heads, method_used
@@ -140,15 +140,14 @@ def _store_label(path: Path, used: set[str]) -> str:
 
 
 def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None) -> list[StoreData]:
-    """Load the clean-view, labelled rows of each store (every layer, or only ``layers``)."""
+    """Load the clean-view, labelled rows of each store (every layer, or only ``layers``).
+
+    ``layers`` are output or layer names, resolved as :func:`featurestore.select_layers`
+    does (a name in none of the stores, or a store holding none of them, is an error).
+    """
     out, used = [], set()
-    for path in paths:
-        store = open_store(path)
-        names = [n for n in store.layers if layers is None or n in layers or store.layer(n) in layers] \
-            if layers else list(store.layers)
-        if not names:
-            raise HeadError(f"none of the layers {', '.join(layers or [])} is in store {path}; "
-                            f"it has {', '.join(store.layers)}")
+    stores = [open_store(path) for path in paths]
+    for path, store, names in zip(paths, stores, select_layers(stores, layers or None)):
         data = store.load(names, view=0)
         labelled = data.y >= 0
         if labelled.sum() < 2:

@@ -17,7 +17,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path, help="report directory")
     p.add_argument("--heads", default="logreg,svm,tree,nb,xgb", help="comma-separated heads, or `all`")
     p.add_argument("--fusions", default="concat,attention", help="fusions of all layers ('' for none)")
-    p.add_argument("--layers", help="comma-separated layers to use (default: all)")
+    p.add_argument("--layers", help="comma-separated layers to use, by output or layer name (default: all)")
     p.add_argument("--no-per-layer", action="store_true", help="skip the single-layer cells")
     p.add_argument("--cv", type=int, default=5, help="folds when a store has no test split")
     p.add_argument("--search", action="store_true", help="small grid search per head")

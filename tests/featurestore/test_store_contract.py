@@ -316,6 +316,20 @@ class TestStoreContract:
         assert joined.keys.tolist() == full.keys.tolist()
         np.testing.assert_array_equal(joined.X["other/f"], full.matrix().astype(np.float32))
 
+    def test_join_selects_layers_by_output_or_layer_name_and_refuses_unknown_ones(self, store_case, tmp_path):
+        path, _ = store_case
+        store = open_store(path)
+        full = store.load()
+        other = write_arrays(tmp_path / "other", {"f": full.matrix().astype(np.float32)},
+                             keys=full.keys.tolist(), labels=full.labels.tolist(), name="other")
+        first_layer = store.spec.layers[0]
+        joined = join_stores([store, other], layers=[first_layer.name, "f"])  # a layer name and an output name
+        assert set(joined.X) == {f"{store.spec.backbone}/{first_layer.output}", "other/f"}
+        with pytest.raises(LayerNotInStoreError, match=r"layer\(s\) 'nope' in none of the stores"):
+            join_stores([store, other], layers=["f", "nope"])
+        with pytest.raises(KeyError, match=f"none of the layers f is in store {path}"):
+            join_stores([store, other], layers=["f"])  # the first store would contribute nothing
+
     def test_stratified_split(self, store_case):
         path, exp = store_case
         store = open_store(path)

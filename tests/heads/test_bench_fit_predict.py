@@ -235,3 +235,47 @@ def test_any_loader_failure_is_a_head_model_file_error(fmnist_store, tmp_path):
     sidecar_path(broken).write_text("{")
     with pytest.raises(HeadModelFileError, match="is not valid JSON"):
         load_head(broken)
+
+
+def test_bench_and_fit_resolve_layers_alike_and_refuse_unknown_names(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
+    from export import export_backbone
+    from images import write_good_images
+    from tiny_models import tiny_net
+
+    model = tmp_path / "tiny.onnx"
+    export_backbone(tiny_net(), model, layers="stages,last", image_size=32)
+    for label, seed in (("a", 0), ("b", 100)):
+        write_good_images(tmp_path / "imgs" / label, n=10, seed=seed)
+    store = tmp_path / "store"
+    extract(model, tmp_path / "imgs", store, ExtractOptions(device="cpu", progress=False))
+
+    # a layer name (features.4) and an output name (pre_logits), in bench as in fit
+    args = ["bench", str(store), "-o", str(tmp_path / "r"), "--heads", "nb", "--fusions", "", "--cv", "2",
+            "--jobs", "1", "--layers", "features.4,pre_logits"]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    assert sorted(r["layer"] for r in rows) == ["features.4.avg", "pre_logits"]
+    assert main(["fit", str(store), "--head", "nb", "--layers", "features.4,pre_logits",
+                 "-o", str(tmp_path / "h.skops")]) == 0
+    assert json.loads((tmp_path / "h.skops.json").read_text())["layers"] == ["features.4.avg", "pre_logits"]
+    capsys.readouterr()
+
+    assert main(args[:-1] + ["features.4,stage9"]) == 1
+    err = capsys.readouterr().err
+    assert "layer(s) 'stage9' in none of the stores" in err and "features.4.avg" in err
+    assert len(list(csv.DictReader(open(tmp_path / "r" / "results.csv")))) == 2, "a refused bench writes nothing"
+
+
+def test_shard_rows_below_one_is_an_error(tmp_path, capsys):
+    from featurestore import StoreError
+
+    with pytest.raises(StoreError, match="shard_rows must be an integer >= 1, got 0"):
+        ExtractOptions(shard_rows=0)
+    with pytest.raises(ValueError, match="shard_rows must be an integer >= 1, got -3"):
+        write_arrays(tmp_path / "s", {"f": np.arange(8, dtype=np.float32).reshape(4, 2)}, shard_rows=-3)
+    assert not (tmp_path / "s").exists()
+    assert main(["extract", "nothing.onnx", "fashion-mnist:test", "-o", str(tmp_path / "s"), "--shard-rows", "0"]) == 1
+    assert "shard_rows must be an integer >= 1, got 0" in capsys.readouterr().err
