@@ -93,6 +93,7 @@ class StoreData:
     keys: np.ndarray
     test: np.ndarray | None
     classes: tuple[str, ...]
+    weights_source: str = ""  # WeightsInfo.source: offline:..., file:..., module, random-init, none
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
             fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
             X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
             y=data.y[labelled], keys=data.keys[labelled], test=test, classes=data.classes,
+            weights_source=store.spec.weights.source,
         ))
     return out
 

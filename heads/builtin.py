@@ -114,15 +114,22 @@ def logreg(
 
 @register_head(
     "tree",
-    description="a single decision tree (no scaling: trees are invariant to it)",
+    description="StandardScaler + a single decision tree",
     param_grid={"tree__min_samples_leaf": [1, 5, 20]},
 )
 def tree(
     max_depth: int | None = None, min_samples_leaf: int = 1, random_state: int | None = 0
 ) -> Pipeline:
-    """:class:`~sklearn.tree.DecisionTreeClassifier`."""
+    """StandardScaler + :class:`~sklearn.tree.DecisionTreeClassifier`.
+
+    Trees are invariant to scaling in exact arithmetic, not in scikit-learn's: its splitter
+    treats values closer than ``FEATURE_THRESHOLD = 1e-7`` (absolute) as ties, so a column
+    whose whole range is below 1e-7 (untrained backbones: |x| ~ 1e-9) is "constant" and the
+    tree never splits. Dividing by each column's std first puts every column on a unit scale.
+    """
     return Pipeline([
         ("finite", _finite()),
+        ("scale", StandardScaler(with_mean=False)),  # keeps sparse input and zeros
         ("tree", DecisionTreeClassifier(max_depth=max_depth, min_samples_leaf=min_samples_leaf,
                                         random_state=random_state)),
     ])
@@ -144,6 +151,7 @@ def forest(
     """:class:`~sklearn.ensemble.RandomForestClassifier`."""
     return Pipeline([
         ("finite", _finite()),
+        ("scale", StandardScaler(with_mean=False)),  # keeps sparse input and zeros
         ("forest", RandomForestClassifier(
             n_estimators=n_estimators, max_features=max_features, max_samples=max_samples,
             min_samples_leaf=min_samples_leaf, n_jobs=n_jobs, random_state=random_state)),

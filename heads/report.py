@@ -38,7 +38,8 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
         writer.writeheader()
         writer.writerows(rows)
     provenance = [{"label": s.label, "path": s.path, "backbone": s.backbone, "fingerprint": s.fingerprint,
-                   "random_init": s.random_init, "layers": s.layers, "rows": int(len(s.y)),
+                   "random_init": s.random_init, "weights_source": s.weights_source, "layers": s.layers,
+                   "rows": int(len(s.y)),
                    "evaluation": "test split" if s.test is not None else f"{config.cv}-fold CV",
                    "classes": list(s.classes)} for s in stores]
     attention = {f"{r.cell.store}/{r.cell.head}": dict(zip(r.cell.layers, r.attention))
@@ -60,6 +61,18 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
     return document
 
 
+def _weights_label(store: dict[str, Any]) -> str:
+    """The Stores table's weights column, from the spec's weights source."""
+    source = store.get("weights_source", "")
+    if store["random_init"]:
+        return "RANDOM INIT"
+    if source == "none":  # the pixels baseline, features written with write_arrays
+        return "none"
+    if source == "module":  # a user's nn.Module, exported with whatever weights it held
+        return "the module's own"
+    return "pretrained"
+
+
 def _markdown(document, stores, results, best, plots: list[str]) -> str:
     timing = document["timing"]
     parts = ["# Bench report", "",
@@ -67,7 +80,7 @@ def _markdown(document, stores, results, best, plots: list[str]) -> str:
              f"{timing['total_seconds']:.1f} s ({100 * timing['load_fraction']:.1f}%). No image was decoded.", "",
              "## Stores", ""]
     parts.append(_table(["store", "backbone", "weights", "layers", "rows", "evaluation", "fingerprint"], [
-        [s["label"], s["backbone"], "RANDOM INIT" if s["random_init"] else "pretrained", ", ".join(s["layers"]),
+        [s["label"], s["backbone"], _weights_label(s), ", ".join(s["layers"]),
          s["rows"], s["evaluation"], s["fingerprint"][:16]] for s in document["stores"]]))
     ranked = sorted(results, key=lambda r: -r.metrics["accuracy"])
     parts += ["", "## All results (sorted by accuracy)", ""]

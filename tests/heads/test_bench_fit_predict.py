@@ -279,3 +279,11 @@ def test_shard_rows_below_one_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
     assert main(["extract", "nothing.onnx", "fashion-mnist:test", "-o", str(tmp_path / "s"), "--shard-rows", "0"]) == 1
     assert "shard_rows must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_report_weights_column_says_none_for_the_pixels_baseline(fmnist_store, tmp_path):
+    assert main(["bench", str(fmnist_store / "store"), "-o", str(tmp_path / "r"), "--heads", "nb", "--jobs", "1"]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    stores = report[report.index("## Stores"):report.index("## All results")]
+    assert "| store | pixels | none |" in stores and "pretrained" not in stores
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["stores"][0]["weights_source"] == "none"

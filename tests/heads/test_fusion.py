@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import subprocess
 import sys
@@ -277,7 +278,7 @@ def test_attention_head_saves_as_numpy_and_predicts_the_same(tmp_path):
 
     assert not [t for t in sio.get_untrusted_types(file=path) if t.startswith("torch")]
     loaded, meta = load_head(path)
-    assert meta == {"fusion": "attention"}
+    assert meta == {"fusion": "attention", "head_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert "module_" not in vars(loaded.named_steps["fuse"])
     np.testing.assert_array_equal(loaded.predict_proba(X[:50]), head.predict_proba(X[:50]))
     np.testing.assert_array_equal(loaded.named_steps["fuse"].attention_weights_,

@@ -304,3 +304,18 @@ def test_xgb_binary_and_single_class(digits) -> None:
     assert head.predict_proba(X[keep]).shape == (keep.sum(), 2)
     with pytest.raises(HeadDataError, match="1 class"):
         XGBHead(n_estimators=5).fit(X[:5], ["a"] * 5)
+
+
+@pytest.mark.parametrize("name", ["tree", "forest"])
+def test_tree_heads_split_features_of_tiny_magnitude(name):
+    # An untrained backbone's features can all lie within 1e-7 (|x| ~ 1e-9): scikit-learn's splitter
+    # takes values closer than its absolute FEATURE_THRESHOLD (1e-7) as equal, so without scaling the
+    # tree sees constant columns, never splits, and predicts one class.
+    rng = np.random.default_rng(0)
+    y = np.arange(600) % 3
+    X = (rng.normal(size=(3, 16))[y] + 0.5 * rng.normal(size=(600, 16))).astype(np.float32)
+    train, test = slice(0, 400), slice(400, None)
+    unit = create_head(name).fit(X[train], y[train]).score(X[test], y[test])
+    tiny = create_head(name).fit(X[train] * 1e-9, y[train]).score(X[test] * 1e-9, y[test])
+    assert unit > 0.9
+    assert tiny == pytest.approx(unit, abs=0.02), f"{name}: {tiny:.3f} at 1e-9 scale vs {unit:.3f}"
