@@ -1,11 +1,16 @@
-"""Registry of the backbones `featurestore export` knows by name.
+"""The backbones `featurestore export` knows by name.
 
-Each entry builds an untrained ``nn.Module`` and carries the preprocessing its
-pretrained weights expect, so the config travels with the weights (as in timm).
+Registered entries (with offline ImageNet weights: MobileNetV2, EfficientNet-Lite0/1/2)
+come first; then every torchvision classification model by its name and every timm model
+as ``timm:NAME``. Each entry builds an untrained ``nn.Module`` and carries the
+preprocessing its pretrained weights expect, so the config travels with the weights (as in
+timm).
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +18,8 @@ from torch import nn
 
 from featurestore.spec import Preprocessing
 
+from ._timm import TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing
+from ._torchvision import torchvision_build, torchvision_classes, torchvision_names, torchvision_preprocessing
 from .errors import UnknownBackboneError, close_matches_hint
 
 __all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones"]
@@ -56,24 +63,45 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
 
 
 def get_backbone(name: str) -> BackboneEntry:
-    """Return the registry entry called ``name``.
+    """Return the entry called ``name``: a registered backbone, any torchvision classification
+    model, or ``timm:NAME`` for any of timm's models.
 
     Raises
     ------
     UnknownBackboneError
-        With the closest valid names.
+        With the closest valid names of both families.
     """
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownBackboneError(
-            f"unknown backbone {name!r}; {close_matches_hint(name, sorted(_REGISTRY))}"
-        ) from None
+    if name.startswith(TIMM_PREFIX) and name[len(TIMM_PREFIX):] in timm_names():
+        model = name[len(TIMM_PREFIX):]
+        return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model), None,
+                             lambda: timm_classes(model))
+    if name in torchvision_names():
+        return BackboneEntry(name, lambda: torchvision_build(name), torchvision_preprocessing(name), None,
+                             lambda: torchvision_classes(name))
+    bare = name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
+    candidates = list_backbones()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    close += [n for n in difflib.get_close_matches(TIMM_PREFIX + bare, candidates, n=5, cutoff=0.6) if n not in close]
+    hint = f"did you mean: {', '.join(close[:8])}" if close else close_matches_hint(name, candidates)
+    raise UnknownBackboneError(f"unknown backbone {name!r}; {hint} (`featurestore layers --list FILTER` lists "
+                               f"all {len(candidates)})")
 
 
-def list_backbones() -> list[str]:
-    """Names of every registered backbone, sorted."""
-    return sorted(_REGISTRY)
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """Every name :func:`get_backbone` takes, sorted: registered, torchvision and ``timm:`` names.
+
+    Parameters
+    ----------
+    pattern : str, optional
+        Keep names containing this substring (case-insensitive) or matching it as a glob.
+    """
+    names = sorted(set(_REGISTRY) | set(torchvision_names()) | {TIMM_PREFIX + n for n in timm_names()})
+    if pattern:
+        lowered = pattern.lower()
+        names = [n for n in names if lowered in n.lower() or fnmatch.fnmatch(n.lower(), lowered)]
+    return names
 
 
 def _torchvision_entry(name: str, interpolation: str, resize: int, offline=None) -> BackboneEntry:

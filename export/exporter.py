@@ -18,7 +18,7 @@ from featurestore.spec import SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, Wei
 from .backbones import get_backbone
 from .errors import ExportError, WeightsRequiredError
 from .graph import FeatureGraph
-from .layers import LOGITS, LayerChoice, LayerInfo, select_layers, trace_layers
+from .layers import LOGITS, LayerChoice, LayerInfo, no_attention_fast_path, select_layers, trace_layers
 from .pixels import Pixels
 from .weights import file_sha256, load_weights_file, state_dict_sha256
 
@@ -106,7 +106,7 @@ def _layer_choices(module: nn.Module, backbone: str | nn.Module, prep: Preproces
                    layers: str | list[str], pooling: str) -> list[LayerChoice]:
     if backbone == PIXELS:
         h, w = prep.crop_size
-        return [LayerChoice(LayerInfo(PIXELS, "", "output", (prep.channels * h * w,), None, False), "none")]
+        return [LayerChoice(LayerInfo(PIXELS, "", "output", (prep.channels * h * w,), None, False, "NC"), "none")]
     infos = trace_layers(module, prep.crop_size, prep.channels)
     return select_layers(infos, layers, pooling)
 
@@ -114,10 +114,10 @@ def _layer_choices(module: nn.Module, backbone: str | nn.Module, prep: Preproces
 def _layer_spec(choice: LayerChoice) -> LayerSpec:
     layer = choice.layer
     name = layer.name
-    output = name if not layer.is_map else f"{name}.{choice.pooling}"
-    dim = layer.channels * (2 if choice.pooling == "avgmax" else 1)
-    return LayerSpec(name=name, output=output, channels=layer.channels, dim=dim,
-                     stride=layer.stride, pooling=choice.pooling)
+    output = f"{name}.{choice.pooling}" if layer.is_map or layer.is_tokens else name
+    dim = layer.channels * (2 if choice.pooling in ("avgmax", "cls+mean") else 1)
+    return LayerSpec(name=name, output=output, channels=layer.channels, dim=dim, stride=layer.stride,
+                     pooling=choice.pooling, layout=layer.layout, prefix_tokens=layer.prefix_tokens)
 
 
 def export_backbone(
@@ -226,7 +226,7 @@ def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
     buffer = io.BytesIO()
     # The TorchScript exporter (dynamo=False) is deliberate: it is self-contained (no onnxscript),
     # fast, deterministic and writes one file; torch flags it as legacy.
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), no_attention_fast_path():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             graph, (dummy,), buffer,

@@ -7,7 +7,7 @@ from torch import nn
 
 from featurestore.spec import Preprocessing
 
-from .layers import LayerChoice
+from .layers import LayerChoice, no_attention_fast_path
 
 __all__ = ["FeatureGraph", "pool"]
 
@@ -15,8 +15,25 @@ GEM_P = 3.0
 GEM_EPS = 1e-6
 
 
-def pool(x: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool a ``(N, C, H, W)`` map over its spatial axes (``none`` returns it unchanged)."""
+def pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix_tokens: int = 0) -> torch.Tensor:
+    """Pool a layer's output over space (maps) or tokens (``NLC``), keeping its channels.
+
+    Channels-last maps are made channels-first first, so ``none`` gives ``(N, C, H, W)`` for
+    every map; for tokens ``none`` gives ``(N, L, C)``.
+    """
+    if layout == "NHWC":
+        x = x.permute(0, 3, 1, 2)
+    if layout == "NLC":
+        patches = x[:, prefix_tokens:]
+        if pooling == "cls":
+            return x[:, 0]
+        if pooling == "mean":
+            return patches.mean(dim=1)
+        if pooling == "cls+mean":
+            return torch.cat([x[:, 0], patches.mean(dim=1)], dim=1)
+        if pooling == "none":
+            return x
+        raise ValueError(f"unknown token pooling {pooling!r}")
     if pooling == "none" or x.dim() != 4:
         return x
     if pooling == "avg":
@@ -67,10 +84,13 @@ class FeatureGraph(nn.Module):
                 captured[key] = args[0] if key[1] == "input" else output
             handles.append(modules[module_name].register_forward_hook(hook))
         try:
-            self.backbone(x.to(self.compute_dtype))
+            with no_attention_fast_path():
+                self.backbone(x.to(self.compute_dtype))
         finally:
             for handle in handles:
                 handle.remove()
         return tuple(
-            pool(captured[(c.layer.module, c.layer.capture)], c.pooling).to(torch.float32) for c in self.choices
+            pool(captured[(c.layer.module, c.layer.capture)], c.pooling, c.layer.layout,
+                 c.layer.prefix_tokens).to(torch.float32)
+            for c in self.choices
         )

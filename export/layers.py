@@ -1,19 +1,29 @@
 """Discover a backbone's selectable layers and resolve a user's layer selection.
 
-A dry forward pass with hooks records every module's output shape, from which the
-channels and stride of each layer follow. Names:
+A dry forward pass with hooks records every module's output, from which each layer's
+layout, channels and stride follow (:mod:`export._layout`). Names:
 
-- any module name (``features.18``, ``layer3.1``) whose output is ``(N, C, H, W)`` or ``(N, C)``;
-- ``pre_logits``: the input of the final ``nn.Linear`` classifier (the penultimate features);
+- any module name (``features.18``, ``layer3.1``, ``blocks.11``) whose output is a map
+  (``NCHW``, or channels-last ``NHWC`` as in Swin), a token sequence (``NLC``, as in ViTs) or
+  a vector (``NC``);
+- ``pre_logits``: the input of the final ``nn.Linear`` classifier, i.e. exactly what the
+  model's own classifier reads;
 - ``logits``: the model's own output.
 
-Shorthands: ``last`` (``pre_logits``, or the last block pooled when the model has no
-linear classifier), ``stages`` (the last block before each change of stride, like timm's
-``feature_info``), ``all`` (every block) and ``logits``.
+Shorthands:
 
-A *block* is an element of an ``nn.Sequential`` or ``nn.ModuleList`` (its name ends in an
-index) with a 4-D output; plain ``nn.Sequential`` elements whose children are all indexed
-are opened up into their own elements instead.
+- ``last``: ``pre_logits`` (or the last stage, pooled, for a model without a linear
+  classifier);
+- ``stages``: one layer per resolution stage (:mod:`export._stages`): for CNNs and
+  hierarchical transformers the module that ends each stride, never a sub-layer of a block;
+  for plain ViTs the last block of each quarter of depth;
+- ``all``: every block (an element of an ``nn.Sequential`` or ``nn.ModuleList`` with a map
+  output, or a transformer block);
+- ``logits``.
+
+Maps pool over their spatial axes (``avg``, ``max``, ``gem``, ``avgmax``, ``none``); tokens
+over the sequence (``cls``, ``mean`` of the patch tokens, ``cls+mean``, ``none``). Channels
+are always kept.
 """
 
 from __future__ import annotations
@@ -23,11 +33,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from featurestore.spec import POOLINGS
+from featurestore.spec import MAP_POOLINGS, POOLINGS, TOKEN_POOLINGS
 
+from ._layout import describe_output, has_class_token, is_global_pool
+from ._stages import block_names, stage_names, token_blocks
 from .errors import ExportError, LayerNotFoundError, close_matches_hint
 
-__all__ = ["LayerInfo", "SHORTHANDS", "trace_layers", "select_layers", "LayerChoice"]
+__all__ = ["LayerInfo", "SHORTHANDS", "trace_layers", "select_layers", "LayerChoice", "default_pooling"]
 
 SHORTHANDS = ("last", "stages", "all", "logits")
 PRE_LOGITS = "pre_logits"
@@ -47,11 +59,18 @@ class LayerInfo:
     capture : {'output', 'input'}
         Whether the hook takes the module's output or its first input.
     shape : tuple of int
-        Per-sample shape: ``(C, H, W)`` or ``(C,)``.
+        Per-sample shape as the model produces it: ``(C, H, W)``, ``(H, W, C)``, ``(L, C)`` or ``(C,)``.
     stride : int or None
-        Input pixels per output pixel along the height; None for vectors.
+        Input pixels per output pixel (per patch token) along the height; None for vectors.
     is_block : bool
         Whether the layer is a block (listed by ``all``).
+    layout : {'NCHW', 'NHWC', 'NLC', 'NC'}
+    prefix_tokens : int
+        Tokens before the patch tokens (``NLC`` only).
+    is_stage : bool
+        Whether ``stages`` selects it.
+    class_token : bool
+        Whether the first prefix token is a class token (``cls`` pooling needs one).
     """
 
     name: str
@@ -60,14 +79,22 @@ class LayerInfo:
     shape: tuple[int, ...]
     stride: int | None
     is_block: bool
+    layout: str = "NCHW"
+    prefix_tokens: int = 0
+    is_stage: bool = False
+    class_token: bool = False
 
     @property
     def channels(self) -> int:
-        return self.shape[0]
+        return self.shape[-1] if self.layout in ("NHWC", "NLC") else self.shape[0]
 
     @property
     def is_map(self) -> bool:
-        return len(self.shape) == 3
+        return self.layout in ("NCHW", "NHWC")
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.layout == "NLC"
 
 
 @dataclass(frozen=True)
@@ -92,8 +119,8 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
     """
     model.eval()
     outputs: dict[str, torch.Tensor] = {}
+    inputs: dict[str, torch.Tensor] = {}
     order: list[str] = []
-    classifier_inputs: dict[str, torch.Tensor] = {}
 
     def make_hook(name: str):
         def hook(module, args, output):
@@ -101,52 +128,85 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
                 if name not in outputs:
                     order.append(name)
                 outputs[name] = output
-                if isinstance(module, nn.Linear) and args and isinstance(args[0], torch.Tensor):
-                    classifier_inputs[name] = args[0]
+                if args and isinstance(args[0], torch.Tensor):
+                    inputs[name] = args[0]
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _no_attention_fast_path():
             result = model(torch.zeros(1, in_channels, *input_hw))
     finally:
         for handle in handles:
             handle.remove()
 
-    height = input_hw[0]
-
-    def info(name: str, module: str, capture: str, tensor: torch.Tensor, is_block: bool) -> LayerInfo:
-        shape = tuple(int(v) for v in tensor.shape[1:])
-        stride = max(1, round(height / shape[1])) if len(shape) == 3 else None
-        return LayerInfo(name, module, capture, shape, stride, is_block)
-
-    blocks = set(_block_names(model, "", outputs))
-    layers = [
-        info(name, name, "output", outputs[name], name in blocks)
-        for name in order
-        if outputs[name].dim() in (2, 4)
-    ]
+    modules = dict(model.named_modules())
+    described = {name: describe_output(model, modules[name], inputs.get(name), outputs[name], input_hw)
+                 for name in order}
+    pools = {name for name in order if is_global_pool(modules[name], inputs.get(name), outputs[name],
+                                                      described[name][0])}
+    tokens = token_blocks(model, outputs, described)
+    blocks = set(block_names(model, outputs, described)) | set(tokens)
+    stages = set(stage_names(model, order, described, pools, tokens))
+    layers = []
+    for name in order:
+        layout, prefix, stride = described[name]
+        if layout is None:
+            continue
+        layers.append(LayerInfo(name, name, "output", _shape(outputs[name]), stride, name in blocks, layout, prefix,
+                                name in stages, layout == "NLC" and has_class_token(model, prefix)))
     if isinstance(result, torch.Tensor) and result.dim() == 2:
-        final = [n for n in order if outputs[n] is result and n in classifier_inputs]
-        if final and classifier_inputs[final[-1]].dim() == 2:
-            layers.append(info(PRE_LOGITS, final[-1], "input", classifier_inputs[final[-1]], False))
-        layers.append(info(LOGITS, "", "output", result, False))
+        if getattr(model, "num_classes", None) == 0:  # a timm model built without classifier returns its pre-logits
+            layers.append(LayerInfo(PRE_LOGITS, "", "output", _shape(result), None, False, "NC"))
+            return layers
+        final = [n for n in order if outputs[n] is result and isinstance(modules[n], nn.Linear)]
+        if final and inputs[final[-1]].dim() == 2:
+            layers.append(LayerInfo(PRE_LOGITS, final[-1], "input", _shape(inputs[final[-1]]), None, False, "NC"))
+        layers.append(LayerInfo(LOGITS, "", "output", _shape(result), None, False, "NC"))
     return layers
 
 
-def _block_names(module: nn.Module, prefix: str, outputs: dict[str, torch.Tensor]) -> list[str]:
-    names: list[str] = []
-    for child_name, child in module.named_children():
-        full = prefix + child_name
-        is_indexed = child_name.isdigit()
-        expandable = type(child) in (nn.Sequential, nn.ModuleList) and all(
-            n.isdigit() for n, _ in child.named_children()
-        )
-        if is_indexed and full in outputs and outputs[full].dim() == 4 and not expandable:
-            names.append(full)
-        else:
-            names.extend(_block_names(child, full + ".", outputs))
-    return names
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(v) for v in tensor.shape[1:])
+
+
+class _no_attention_fast_path:
+    """Turn off torch's fused multi-head attention inference path (``aten::_native_multi_head_attention``,
+    which has no ONNX export) while tracing or exporting; restored afterwards."""
+
+    def __enter__(self) -> None:
+        self.before = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.mha.set_fastpath_enabled(self.before)
+
+
+no_attention_fast_path = _no_attention_fast_path
+
+
+def default_pooling(layer: LayerInfo, pooling: str) -> str:
+    """The pooling a layer gets from a selection-wide ``pooling``.
+
+    A map pooling applies to maps, a token pooling to tokens; the other kind of layer keeps
+    its own default (``avg`` for maps; ``cls`` for tokens with a class token, else ``mean``).
+    """
+    if layer.is_map:
+        return pooling if pooling in MAP_POOLINGS else "avg"
+    if layer.is_tokens:
+        if pooling in TOKEN_POOLINGS:
+            return pooling
+        return "cls" if layer.class_token else "mean"
+    return "none"
+
+
+def _check_pooling(layer: LayerInfo, pool: str, item: str) -> None:
+    if layer.is_tokens and pool not in TOKEN_POOLINGS:
+        raise ExportError(f"{item!r}: {layer.name} is a token layer; it pools as {', '.join(TOKEN_POOLINGS)}")
+    if layer.is_map and pool not in MAP_POOLINGS:
+        raise ExportError(f"{item!r}: {layer.name} is a feature map; it pools as {', '.join(MAP_POOLINGS)}")
+    if layer.is_tokens and pool in ("cls", "cls+mean") and not layer.class_token:
+        raise ExportError(f"{item!r}: {layer.name} has no class token; pool it as mean or none")
 
 
 def select_layers(layers: list[LayerInfo], selection: str | list[str], pooling: str = "avg") -> list[LayerChoice]:
@@ -160,44 +220,55 @@ def select_layers(layers: list[LayerInfo], selection: str | list[str], pooling: 
         Comma-separated string or list; each item a layer name or a shorthand of
         :data:`SHORTHANDS`, optionally suffixed with ``:POOL`` to override ``pooling``.
     pooling : str, default='avg'
-        Pooling for 4-D layers: one of ``avg``, ``max``, ``gem``, ``avgmax``, ``none``.
+        Pooling for the selection (see :func:`default_pooling`): a map pooling (``avg``,
+        ``max``, ``gem``, ``avgmax``, ``none``) or a token pooling (``cls``, ``mean``,
+        ``cls+mean``, ``none``).
 
     Raises
     ------
     LayerNotFoundError
         An unknown name; the message lists the closest valid names.
     ExportError
-        An unknown pooling, or ``logits`` on a model whose output is not ``(N, classes)``.
+        An unknown pooling, one that does not fit the layer's layout, or ``logits`` on a
+        model whose output is not ``(N, classes)``.
     """
     items = [s.strip() for s in (selection.split(",") if isinstance(selection, str) else selection) if s.strip()]
     if not items:
         raise ExportError("no layers selected; use a layer name or one of " + ", ".join(SHORTHANDS))
+    if pooling not in POOLINGS:
+        raise ExportError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     by_name = {layer.name: layer for layer in layers}
-    blocks = [layer for layer in layers if layer.is_block]
     choices: list[LayerChoice] = []
     for item in items:
-        name, _, pool = item.partition(":")
-        pool = pool or pooling
-        if pool not in POOLINGS:
+        name, _, pool = item.rpartition(":") if ":" in item else (item, "", "")
+        if pool and pool not in POOLINGS:
             raise ExportError(f"unknown pooling {pool!r} in {item!r}; choose one of {', '.join(POOLINGS)}")
-        for layer in _expand(name, by_name, blocks):
-            choice = LayerChoice(layer, pool if layer.is_map else "none")
+        for layer in _expand(name, by_name, layers):
+            chosen = pool or default_pooling(layer, pooling)
+            if not (layer.is_map or layer.is_tokens):
+                chosen = "none"
+            _check_pooling(layer, chosen, item)
+            choice = LayerChoice(layer, chosen)
             if choice not in choices:
                 choices.append(choice)
     return choices
 
 
-def _expand(name: str, by_name: dict[str, LayerInfo], blocks: list[LayerInfo]) -> list[LayerInfo]:
+def _expand(name: str, by_name: dict[str, LayerInfo], layers: list[LayerInfo]) -> list[LayerInfo]:
+    stages = [layer for layer in layers if layer.is_stage]
     if name == "last":
         if PRE_LOGITS in by_name:
             return [by_name[PRE_LOGITS]]
-        if not blocks:
-            raise ExportError("this model has neither a linear classifier nor blocks; name a layer instead")
-        return [blocks[-1]]
+        if not stages:
+            raise ExportError("this model has neither a linear classifier nor stages; name a layer instead")
+        return [stages[-1]]
     if name == "all":
-        return list(blocks)
+        return [layer for layer in layers if layer.is_block]
     if name == "stages":
-        return [b for i, b in enumerate(blocks) if i == len(blocks) - 1 or blocks[i + 1].stride != b.stride]
+        if not stages:
+            raise ExportError("no resolution stages found in this model; name its layers instead "
+                              "(`featurestore layers` lists them)")
+        return stages
     if name in by_name:
         return [by_name[name]]
     if name == LOGITS:

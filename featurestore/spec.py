@@ -19,6 +19,9 @@ __all__ = [
     "SPEC_KEY",
     "SPEC_VERSION",
     "POOLINGS",
+    "MAP_POOLINGS",
+    "TOKEN_POOLINGS",
+    "LAYOUTS",
     "INTERPOLATIONS",
     "LayerSpec",
     "Preprocessing",
@@ -29,7 +32,15 @@ __all__ = [
 
 SPEC_KEY = "featurestore.spec"
 SPEC_VERSION = 1
-POOLINGS = ("avg", "max", "gem", "avgmax", "none")
+#: Poolings of a feature map (``NCHW`` or ``NHWC``): over its spatial axes, channels kept.
+MAP_POOLINGS = ("avg", "max", "gem", "avgmax", "none")
+#: Poolings of a token sequence (``NLC``): the class token, the mean of the patch tokens (prefix
+#: tokens left out), both concatenated (DINOv2's linear-evaluation features), or every token.
+TOKEN_POOLINGS = ("cls", "mean", "cls+mean", "none")
+POOLINGS = MAP_POOLINGS + TOKEN_POOLINGS[:-1]
+#: Layouts of a layer's per-image output: a vector, a channels-first or channels-last map,
+#: or a sequence of tokens.
+LAYOUTS = ("NC", "NCHW", "NHWC", "NLC")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RESIZE_MODES = ("shorter_side", "exact")
 COLOR_MODES = ("RGB", "L")
@@ -53,12 +64,20 @@ class LayerSpec:
     channels : int
         Channels of the layer before pooling.
     dim : int
-        Width of the pooled output (``2 * channels`` for ``avgmax``). For ``pooling='none'``
-        on a 4-D layer this is ``channels`` and the output keeps its spatial axes.
+        Width of the pooled output (``2 * channels`` for ``avgmax`` and ``cls+mean``). For
+        ``pooling='none'`` this is ``channels`` and the output keeps its spatial axes (maps,
+        as ``(C, H, W)``) or its tokens (``(L, C)``).
     stride : int or None
-        Input pixels per output pixel; None for layers without spatial axes.
+        Input pixels per output pixel (per token for a token layer); None for vectors.
     pooling : str
-        One of :data:`POOLINGS`; ``none`` for layers that are already vectors.
+        One of :data:`MAP_POOLINGS` for maps, :data:`TOKEN_POOLINGS` for tokens; ``none``
+        for layers that are already vectors.
+    layout : str, optional
+        One of :data:`LAYOUTS`: the layer's own layout inside the model (``NHWC`` for
+        channels-last hierarchies such as Swin, ``NLC`` for transformer tokens). Default:
+        ``NCHW`` when the layer has a stride, else ``NC`` (what specs without the field meant).
+    prefix_tokens : int, default=0
+        For ``NLC`` layers: tokens before the patch tokens (class, distillation, registers).
     """
 
     name: str
@@ -67,10 +86,17 @@ class LayerSpec:
     dim: int
     stride: int | None
     pooling: str
+    layout: str | None = None
+    prefix_tokens: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.pooling in POOLINGS, f"layer {self.name!r}: pooling {self.pooling!r} not in {POOLINGS}")
+        if self.layout is None:
+            object.__setattr__(self, "layout", "NC" if self.stride is None else "NCHW")
+        _require(self.layout in LAYOUTS, f"layer {self.name!r}: layout {self.layout!r} not in {LAYOUTS}")
+        allowed = TOKEN_POOLINGS if self.layout == "NLC" else MAP_POOLINGS
+        _require(self.pooling in allowed, f"layer {self.name!r}: pooling {self.pooling!r} not in {allowed}")
         _require(self.channels > 0 and self.dim > 0, f"layer {self.name!r}: channels and dim must be positive")
+        _require(self.prefix_tokens >= 0, f"layer {self.name!r}: prefix_tokens must be >= 0")
 
 
 @dataclass(frozen=True)

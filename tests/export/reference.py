@@ -9,7 +9,12 @@ from torch import nn
 from featurestore.spec import ModelSpec
 
 
-def _pool(x: torch.Tensor, pooling: str) -> torch.Tensor:
+def _pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix: int = 0) -> torch.Tensor:
+    if layout == "NLC":  # tokens (N, L, C): class token, mean of the patch tokens, both, or all
+        return {"cls": lambda: x[:, 0], "mean": lambda: x[:, prefix:].mean(1),
+                "cls+mean": lambda: torch.cat([x[:, 0], x[:, prefix:].mean(1)], 1), "none": lambda: x}[pooling]()
+    if layout == "NHWC":
+        x = x.permute(0, 3, 1, 2)
     if pooling == "none" or x.dim() == 2:
         return x
     if pooling == "avg":
@@ -23,6 +28,15 @@ def _pool(x: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(pooling)
 
 
+def classifier_name(model: nn.Module) -> str | None:
+    """The model's own final classifier: timm's ``get_classifier()``, else its last ``nn.Linear``."""
+    modules = dict(model.named_modules())
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        return next((name for name, m in modules.items() if m is head and isinstance(m, nn.Linear)), None)
+    return ([name for name, m in modules.items() if isinstance(m, nn.Linear)] or [None])[-1]
+
+
 def reference_outputs(model: nn.Module, spec: ModelSpec, images: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``model`` (eval mode) on uint8 NHWC ``images`` the textbook way; return each spec layer pooled."""
     model.eval()
@@ -32,26 +46,33 @@ def reference_outputs(model: nn.Module, spec: ModelSpec, images: np.ndarray) -> 
     std = torch.tensor(prep.std).view(1, -1, 1, 1)
     x = (x - mean) / std
     modules = dict(model.named_modules())
-    last_linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)][-1:] or [None]
+    classifier = classifier_name(model)
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for layer in spec.layers:
         if layer.name == "logits":
             continue
+        if layer.name == "pre_logits" and classifier is None:  # no classifier: the model returns pre-logits
+            continue
         if layer.name == "pre_logits":
-            handles.append(modules[last_linear[0]].register_forward_hook(
+            handles.append(modules[classifier].register_forward_hook(
                 lambda m, a, o, key=layer.output: captured.__setitem__(key, a[0])))
         else:
             handles.append(modules[layer.name].register_forward_hook(
                 lambda m, a, o, key=layer.output: captured.__setitem__(key, o)))
-    with torch.no_grad():
-        logits = model(x)
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # torch's fused attention differs from the exported math
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
     for h in handles:
         h.remove()
     out = {}
     for layer in spec.layers:
-        value = logits if layer.name == "logits" else captured[layer.output]
-        out[layer.output] = _pool(value, layer.pooling).numpy()
+        value = logits if layer.output not in captured else captured[layer.output]
+        out[layer.output] = _pool(value, layer.pooling, layer.layout, layer.prefix_tokens).numpy()
     return out
 
 
