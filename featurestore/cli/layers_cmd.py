@@ -9,32 +9,39 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         name, help="list a backbone's selectable layers",
         description="List the layers of a backbone that `featurestore export --layers` accepts: blocks "
-                    "(`all`), the `stages` among them, `pre_logits` (`last`) and `logits`.",
+                    "(`all`), the `stages`, `pre_logits` (`last`) and `logits`, with each layer's layout "
+                    "(NCHW, NHWC channels-last, NLC tokens with their prefix tokens). `--list [FILTER]` lists "
+                    "the backbone names: registered, torchvision and timm:NAME.",
     )
-    p.add_argument("backbone", nargs="?", help="backbone name")
-    p.add_argument("--list", action="store_true", help="list the known backbones instead")
-    p.add_argument("--all-modules", action="store_true", help="every module with a 2-D or 4-D output")
+    p.add_argument("backbone", nargs="?", help="backbone name, or with --list a filter (substring or glob)")
+    p.add_argument("--list", action="store_true", help="list the known backbones (those matching BACKBONE)")
+    p.add_argument("--all-modules", action="store_true", help="every module with a map, token or vector output")
     p.add_argument("--image-size", type=int, help="input size to trace at (default: the backbone's)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import list_backbones, list_layers, select_layers
+    from export import list_backbones, list_layers
 
     if args.list or not args.backbone:
-        print("\n".join(list_backbones() + ["pixels"]))
+        pattern = args.backbone if args.list else None
+        names = list_backbones(pattern)
+        if not pattern or pattern.lower() in "pixels":
+            names.append("pixels")
+        print("\n".join(names))
         return 0
     layers = list_layers(args.backbone, args.image_size)
-    stages = {c.layer.name for c in select_layers(layers, "stages")}
-    last = {c.layer.name for c in select_layers(layers, "last")}
+    stages = [layer.name for layer in layers if layer.is_stage]
+    last = {"pre_logits"} if any(layer.name == "pre_logits" for layer in layers) else set(stages[-1:])
     shown = layers if args.all_modules else [
-        layer for layer in layers if layer.is_block or layer.name in ("pre_logits", "logits")]
+        layer for layer in layers if layer.is_block or layer.is_stage or layer.name in ("pre_logits", "logits")]
     width = max(len(layer.name) for layer in shown)
-    print(f"{'layer':<{width}}  {'channels':>8}  {'stride':>6}  {'shape':<16}  tags")
+    print(f"{'layer':<{width}}  {'channels':>8}  {'stride':>6}  {'layout':<8}  {'shape':<16}  tags")
     for layer in shown:
-        tags = [t for t, on in (("block", layer.is_block), ("stage", layer.name in stages),
+        tags = [t for t, on in (("block", layer.is_block), ("stage", layer.is_stage),
                                 ("last", layer.name in last)) if on]
         stride = str(layer.stride) if layer.stride is not None else "-"
+        layout = f"{layer.layout}+{layer.prefix_tokens}" if layer.prefix_tokens else layer.layout
         shape = "x".join(map(str, layer.shape))
-        print(f"{layer.name:<{width}}  {layer.channels:>8}  {stride:>6}  {shape:<16}  {','.join(tags)}")
+        print(f"{layer.name:<{width}}  {layer.channels:>8}  {stride:>6}  {layout:<8}  {shape:<16}  {','.join(tags)}")
     return 0
