@@ -41,6 +41,9 @@ class BackboneCase:
 BACKBONES: dict[str, BackboneCase] = {
     "mobilenet_v2": BackboneCase("mobilenet_v2", random_init=False, nominal_gflop=0.60),
     "resnet50": BackboneCase("resnet50", random_init=True, nominal_gflop=8.17, image_share=0.25),
+    # A plain vision transformer (random weights: no package ships ViT weights), 4.6 GMACs.
+    "timm:vit_small_patch16_224": BackboneCase("timm:vit_small_patch16_224", random_init=True, nominal_gflop=9.2,
+                                               image_share=0.25),
 }
 
 
@@ -67,7 +70,7 @@ def exported_model(case: BackboneCase, layers: str, cache_dir: Path) -> Path:
     from featurestore import read_spec
 
     key = _export_fingerprint(backbone=case.name, layers=layers, random_init=case.random_init)
-    path = cache_dir / f"{case.name}-{layers}-{key}.onnx"
+    path = cache_dir / f"{case.name.replace(':', '-')}-{layers}-{key}.onnx"
     if path.is_file():
         read_spec(path)  # a damaged file fails here rather than mid-benchmark
         return path

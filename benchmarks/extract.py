@@ -39,6 +39,7 @@ from .targets import evaluate
 __all__ = ["main", "run"]
 
 TARGET_BACKBONE, TARGET_BATCH = "mobilenet_v2", 32
+VIT_BACKBONE = "timm:vit_small_patch16_224"
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -201,7 +202,23 @@ def _pct(ratio: dict[str, Any]) -> tuple[float, tuple[float, float]]:
     return 100 * (ratio["value"] - 1), (100 * (ratio["paired_min"] - 1), 100 * (ratio["paired_max"] - 1))
 
 
+def _vit_target(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = [g for g in groups if g["backbone"] == VIT_BACKBONE and g["batch_size"] == TARGET_BATCH]
+    if not found:
+        return []
+    g = found[0]
+    ratio = g["ratios"]["ours/A"]
+    v = g["variants"]
+    return [evaluate("extract.vs_torch.vit", ratio["value"], paired_range=(ratio["paired_min"], ratio["paired_max"]),
+                     note=f"A = {g['best_torch'][2:]} at {v[g['best_torch']]['rate']:.1f} img/s; "
+                          f"B (onnxruntime only) {v['B onnxruntime']['rate']:.1f} img/s; ours {v['ours']['rate']:.1f} img/s.")]
+
+
 def _targets(groups: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
+    return _mobilenet_targets(groups, cores) + _vit_target(groups)
+
+
+def _mobilenet_targets(groups: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
     found = [g for g in groups if g["backbone"] == TARGET_BACKBONE and g["batch_size"] == TARGET_BATCH]
     if not found:
         return []

@@ -57,6 +57,9 @@ TARGETS: tuple[Target, ...] = (
     Target("extract.vs_torch", "extract",
            f"end-to-end `extract` images/s vs torch eager inference only on pre-decoded tensors ({_MNV2_BS32})",
            ">=", 2.0, "x"),
+    Target("extract.vs_torch.vit", "extract",
+           "end-to-end `extract` images/s vs torch eager inference only on pre-decoded tensors "
+           "(timm ViT-S/16, batch 32, JPEG folder -> store on disk)", ">=", 1.5, "x"),
     Target("extract.vs_ort", "extract",
            f"end-to-end `extract` images/s vs onnxruntime inference only on pre-decoded uint8 ({_MNV2_BS32})",
            ">=", 0.85, "x"),

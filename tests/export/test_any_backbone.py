@@ -159,3 +159,21 @@ def test_efficientnet_lite_1_and_2_load_offline_imagenet_weights(variant, size, 
     np.testing.assert_allclose(got["logits"], want["logits"], rtol=0, atol=1e-4 * np.abs(want["logits"]).max())
     random, _ = export_backbone(f"efficientnet_lite{variant}", None, layers="last", random_init=True)
     assert random.weights.sha256 != spec.weights.sha256
+
+
+def test_transformer_reexport_is_byte_identical_and_fp16_holds(tmp_path):
+    first, data = export_backbone("timm:deit_tiny_patch16_224", tmp_path / "a.onnx", layers="last,stages",
+                                  random_init=True)
+    _, again = export_backbone("timm:deit_tiny_patch16_224", tmp_path / "b.onnx", layers="last,stages",
+                               random_init=True)
+    assert data == again
+    export_backbone("timm:deit_tiny_patch16_224", tmp_path / "h.onnx", layers="last,stages", random_init=True,
+                    precision="fp16")
+    images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    full = FeatureModel(tmp_path / "a.onnx", device="cpu").run(images)
+    half = FeatureModel(tmp_path / "h.onnx", device="cpu").run(images)
+    from reference import assert_close_to_scale
+
+    for layer in first.layers:
+        assert half[layer.output].dtype == np.float32
+        assert_close_to_scale(half[layer.output], full[layer.output], 2e-2, layer.output)
