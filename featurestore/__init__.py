@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from .decode import decode_image, preprocess_array
 from .errors import (
     FeatureStoreError, ImageDecodeError, LayerNotInStoreError, ModelInputError, SourceError, SpecError, StoreError,
-    StoreLockedError, StoreMismatchError, StoreWriteError,
+    StoreLockedError, StoreMismatchError, StoreWriteError, UnsafeModelError, UnsafeStoreError,
 )
 from .extract import ExtractOptions, ExtractReport, extract
 from .from_arrays import write_arrays
@@ -45,6 +45,8 @@ __all__ = [
     "StoreLockedError",
     "StoreMismatchError",
     "StoreWriteError",
+    "UnsafeModelError",
+    "UnsafeStoreError",
     "WeightsInfo",
     "__version__",
     "decode_image",

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from . import errors
 from .errors import FeatureStoreError, ImageDecodeError
 from .extract import ExtractReport
-from .shard import read_index
+from .shard import open_shard, read_index, shard_file
 from .writer import StoreWriter
 
 __all__ = ["DistributedReport", "ShardCommitter"]
@@ -127,14 +125,14 @@ class ShardCommitter:
 
     def _rewrite(self, entry: dict[str, Any]) -> None:
         """Keep only the rows the store lacks, through the writer's own buffer; delete the file."""
-        file = self.writer.path / entry["file"]
+        file = shard_file(self.writer.path, entry["file"])
         index = read_index(file)
         keep = [i for i, row in enumerate(zip(index["keys"].tolist(), index["view"].tolist()))
                 if row not in self.writer.row_ids]
         self.report.rewritten += 1
         self.report.dropped_rows += entry["rows"] - len(keep)
         if keep:
-            with h5py.File(file, "r") as f:
+            with open_shard(file) as f:
                 features = {name: f["features"][name][()][keep] for name in f["features"]}
             keys = index["keys"][keep].tolist()
             self.writer.add_rows(keys, index["view"][keep].tolist(), index["labels"][keep].tolist(),

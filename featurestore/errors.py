@@ -17,6 +17,8 @@ __all__ = [
     "StoreMismatchError",
     "StoreLockedError",
     "StoreWriteError",
+    "UnsafeStoreError",
+    "UnsafeModelError",
     "LayerNotInStoreError",
     "KeyNotInStoreError",
     "RowIndexError",
@@ -90,6 +92,16 @@ class StoreWriteError(StoreError, OSError):
         super().__init__(message)
         self.errno = errno
         self.committed_rows = committed_rows
+
+
+class UnsafeStoreError(StoreError):
+    """A store refers to files outside itself, or its shards use HDF5 features the writer never
+    produces (links, external storage, virtual datasets, chunked or filtered layouts); it is
+    refused before any of them is followed."""
+
+
+class UnsafeModelError(SpecError):
+    """An ONNX file whose external data lies outside its own folder; refused before it is loaded."""
 
 
 class LayerNotInStoreError(StoreError, KeyError):

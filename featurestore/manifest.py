@@ -142,6 +142,10 @@ class Manifest:
                 f"{path} has store schema version {data.get('schema_version')!r}; this featurestore reads "
                 f"version {STORE_SCHEMA_VERSION}"
             )
+        from .shard import check_shard_name  # the shard layer sits below the manifest
+
+        for shard in data.get("shards", []):
+            check_shard_name(shard.get("file") if isinstance(shard, dict) else None)
         return cls(data)
 
     def save(self, store: str | Path) -> None:

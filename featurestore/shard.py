@@ -31,9 +31,9 @@ import h5py
 import numpy as np
 
 from ._atomic import file_sha256, fsync_dir
-from .errors import StoreError
+from .errors import StoreError, UnsafeStoreError
 
-__all__ = ["SHARD_DIR", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
+__all__ = ["SHARD_DIR", "check_shard_name", "shard_file", "open_shard", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
            "read_index_and_layout", "layer_stats"]
 
 SHARD_DIR = "shards"
@@ -207,6 +207,82 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     }
 
 
+def check_shard_name(file: Any) -> str:
+    """Refuse a manifest entry that names anything but a file directly in ``shards/``.
+
+    Returns the file name. Raises :class:`UnsafeStoreError` for absolute paths, ``..``, other
+    folders or hidden names: a store must never make its reader open files outside it.
+    """
+    parts = Path(file).parts if isinstance(file, str) else ()
+    if len(parts) != 2 or parts[0] != SHARD_DIR or parts[1] in ("", ".", "..") or parts[1].startswith(".") \
+            or "\\" in file or Path(file).is_absolute():
+        raise UnsafeStoreError(f"the manifest names shard {file!r}, which is not a file in {SHARD_DIR}/; "
+                               "refusing the store (it must never make us read outside it)")
+    return parts[1]
+
+
+def shard_file(store: Path, file: str) -> Path:
+    """The path of a committed shard, checked to be a regular file inside ``STORE/shards/`` (no link)."""
+    name = check_shard_name(file)
+    path = Path(store) / SHARD_DIR / name
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UnsafeStoreError(f"shard {path} is a link or not a regular file; refusing to read it")
+    return path
+
+
+def _check_objects(group: h5py.Group, file: Path, prefix: str = "") -> None:
+    for name in group:
+        where = f"{prefix}/{name}"
+        link = group.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise UnsafeStoreError(f"shard {file}: {where} is a {type(link).__name__} (it could point outside the "
+                                   "store); this writer never makes links, refusing the shard")
+        item = group[name]
+        if isinstance(item, h5py.Group):
+            _check_objects(item, file, where)
+            continue
+        if not isinstance(item, h5py.Dataset):
+            raise UnsafeStoreError(f"shard {file}: {where} is a {type(item).__name__}, not a dataset; refusing it")
+        refused = ("a virtual dataset (it reads other files)" if item.is_virtual
+                   else "external storage (it reads other files)" if item.external
+                   else "a chunked or filtered layout" if item.chunks is not None
+                   or item.id.get_create_plist().get_nfilters() else None)
+        if refused:
+            raise UnsafeStoreError(f"shard {file}: dataset {where} uses {refused}, which this writer never "
+                                   "produces; refusing the shard")
+
+
+class open_shard:
+    """Open a shard for reading after refusing what the writer never produces.
+
+    Only plain contiguous, unfiltered datasets and groups joined by hard links are accepted:
+    external links, soft links, external storage, virtual datasets, chunks and filters (whose
+    plugins HDF5 would load) raise :class:`UnsafeStoreError` before anything is followed.
+
+    Examples
+    --------
+    >>> with open_shard(path) as f:  # doctest: +SKIP
+    ...     keys = f["keys"][()]
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> h5py.File:
+        if self.path.is_symlink():
+            raise UnsafeStoreError(f"shard {self.path} is a symbolic link; refusing to read it")
+        self.file = h5py.File(self.path, "r")
+        try:
+            _check_objects(self.file, self.path)
+        except BaseException:
+            self.file.close()
+            raise
+        return self.file
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
 def _strings(dataset: h5py.Dataset) -> np.ndarray:
     """A string column as an object array of str (fixed-length or, in older shards, variable-length)."""
     if not len(dataset):
@@ -226,7 +302,7 @@ def _layout(dataset: h5py.Dataset) -> FeatureLayout:
 
 def read_index_and_layout(path: Path) -> tuple[dict[str, np.ndarray], dict[str, FeatureLayout]]:
     """The per-row columns of a shard (see :func:`read_index`) and where each feature dataset lies."""
-    with h5py.File(path, "r") as f:
+    with open_shard(path) as f:
         index = {
             "keys": f["keys"][()].astype(str),
             "labels": _strings(f["labels"]),
@@ -244,7 +320,7 @@ def read_index(path: Path) -> dict[str, np.ndarray]:
 
 def read_aliases(path: Path) -> dict[str, np.ndarray]:
     """The aliases of a shard: other (key, path, label, split) observations of stored content."""
-    with h5py.File(path, "r") as f:
+    with open_shard(path) as f:
         group = f["aliases"]
         return {
             "keys": group["keys"][()].astype(str),

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import SpecError
+from .errors import SpecError, UnsafeModelError
 
 __all__ = [
     "SPEC_KEY",
@@ -28,6 +28,7 @@ __all__ = [
     "WeightsInfo",
     "ModelSpec",
     "read_spec",
+    "check_external_data",
 ]
 
 SPEC_KEY = "featurestore.spec"
@@ -276,6 +277,8 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
         The file does not exist.
     SpecError
         The model carries no featurestore spec, or an unsupported version of it.
+    UnsafeModelError
+        The file's external data lies outside its folder (see :func:`check_external_data`).
 
     Examples
     --------
@@ -290,7 +293,9 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
         where = str(model)
         if not Path(model).is_file():
             raise FileNotFoundError(f"ONNX model {where!r} does not exist")
+        model_path = Path(model)
         model = onnx.load(str(model), load_external_data=False)
+        check_external_data(model, model_path)
     for prop in model.metadata_props:
         if prop.key == SPEC_KEY:
             return ModelSpec.from_json(prop.value)
@@ -298,3 +303,41 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
         f"{where} carries no featurestore spec (metadata key {SPEC_KEY!r}); "
         "export it with `featurestore export`"
     )
+
+
+def _tensors(graph: Any) -> Any:
+    """Every tensor of a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for sub in attribute.graphs:
+                yield from _tensors(sub)
+
+
+def check_external_data(model: Any, path: str | Path) -> None:
+    """Refuse an ONNX file whose tensors keep their data outside the file's own folder.
+
+    Each external-data ``location`` must be a relative path without ``..`` naming a regular
+    file (not a link) inside the model's folder; checked on the parsed graph before
+    onnxruntime (or anything else) opens any of those files.
+
+    Raises
+    ------
+    UnsafeModelError
+    """
+    folder = Path(path).resolve().parent
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+        target = folder / location
+        inside = target.resolve().is_relative_to(folder)
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts or not inside \
+                or target.is_symlink():
+            raise UnsafeModelError(f"ONNX file {path} keeps tensor {tensor.name!r} in {location!r}, outside its "
+                                   "folder (or through a link); refusing to load it")

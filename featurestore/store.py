@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreError
 from .manifest import Manifest
-from .shard import FeatureLayout, read_aliases, read_index_and_layout
+from .shard import FeatureLayout, open_shard, read_aliases, read_index_and_layout, shard_file
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
@@ -81,7 +80,7 @@ class FeatureStore:
         self._row_of: dict[tuple[str, int], int] | None = None
 
     def _read(self, shard: dict[str, Any], reader):
-        file = self.path / shard["file"]
+        file = shard_file(self.path, shard["file"])
         try:
             return reader(file)
         except (OSError, KeyError) as exc:
@@ -234,7 +233,7 @@ class FeatureStore:
             if not len(dest):
                 continue
             local = selected[dest] - starts[s]
-            file = self.path / shard["file"]
+            file = shard_file(self.path, shard["file"])
             try:
                 for name, array in out.items():
                     layout = self._layouts[s].get(name)
@@ -338,7 +337,7 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
 
 def _fill_h5py(file: Path, name: str, array: np.ndarray, dest: np.ndarray, local: np.ndarray) -> None:
     """Copy rows ``local`` of a dataset into ``array[dest]`` through h5py (any storage layout)."""
-    with h5py.File(file, "r") as f:
+    with open_shard(file) as f:
         dataset = f["features"][name]
         if _is_range(local) and _is_range(dest):
             dataset.read_direct(array, np.s_[local[0]:local[-1] + 1], np.s_[dest[0]:dest[-1] + 1])

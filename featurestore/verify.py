@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ._atomic import file_sha256
-from .errors import StoreError
+from .errors import StoreError, UnsafeStoreError
 from .manifest import Manifest
-from .shard import SHARD_DIR
+from .shard import SHARD_DIR, open_shard, shard_file
 
 __all__ = ["verify_store", "orphan_files", "require_valid"]
 
@@ -20,14 +19,16 @@ _ROW_COLUMNS = ("keys", "labels", "split", "view", "paths")
 def verify_store(path: str | Path) -> list[str]:
     """Return the problems found in the store at ``path`` (an empty list means it verifies).
 
-    Checks that the manifest reads; that each shard it names exists, matches its sha256,
-    opens as HDF5, holds the manifest's row count in every row column and layer (with the
+    Checks that the manifest reads and names only files in ``shards/``; that each shard
+    exists, matches its sha256, opens as HDF5 with only what the writer produces (no links,
+    external storage, virtual datasets, chunks or filters), holds the manifest's row count in every row column and layer (with the
     layer's width), and has no NaN or Inf; and that no (key, view) row appears twice.
 
     Raises
     ------
     StoreError
-        The manifest itself cannot be read.
+        The manifest itself cannot be read (:class:`UnsafeStoreError` when it names a shard
+        outside ``shards/``).
     """
     path = Path(path)
     manifest = Manifest.load(path)
@@ -35,7 +36,11 @@ def verify_store(path: str | Path) -> list[str]:
     problems: list[str] = []
     seen: set[tuple[str, int]] = set()
     for shard in manifest.shards:
-        file = path / shard["file"]
+        try:
+            file = shard_file(path, shard["file"])
+        except UnsafeStoreError as exc:
+            problems.append(f"{shard['file']}: {exc}")
+            continue
         if not file.is_file():
             problems.append(f"{shard['file']}: missing")
             continue
@@ -44,6 +49,8 @@ def verify_store(path: str | Path) -> list[str]:
             continue
         try:
             problems += _check_shard(shard, file, spec.layers, seen)
+        except UnsafeStoreError as exc:
+            problems.append(f"{shard['file']}: {exc}")
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"{shard['file']}: unreadable ({type(exc).__name__}: {exc})")
     return problems
@@ -62,7 +69,7 @@ def orphan_files(path: str | Path) -> list[str]:
 def _check_shard(shard: dict, file: Path, layers, seen: set[tuple[str, int]]) -> list[str]:
     rows = shard["rows"]
     problems = []
-    with h5py.File(file, "r") as f:
+    with open_shard(file) as f:
         for column in _ROW_COLUMNS:
             if len(f[column]) != rows:
                 problems.append(f"{shard['file']}: /{column} has {len(f[column])} rows, manifest says {rows}")

@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .errors import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
-from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, write_shard
+from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, shard_file, write_shard
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]
@@ -202,7 +202,7 @@ class StoreWriter:
         self.row_ids: set[tuple[str, int]] = set()
         self.seen_paths: set[tuple[str, str]] = set()
         for shard in self.manifest.shards:
-            file = self.path / shard["file"]
+            file = shard_file(self.path, shard["file"])
             index = read_index(file)
             self.row_ids.update(zip(index["keys"].tolist(), index["view"].tolist()))
             self.seen_paths.update(zip(index["keys"].tolist(), index["paths"].tolist()))

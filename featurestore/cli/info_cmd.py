@@ -21,6 +21,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def store_info(path: Path) -> dict[str, Any]:
     """Everything `info` reports, as plain JSON data."""
+    from ..shard import shard_file
     from ..store import open_store
 
     store = open_store(path)
@@ -56,7 +57,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "splits": {s or "(none)": n for s, n in sorted(Counter(store.splits[clean].tolist()).items())},
         "layers": layer_stats,
         "shards": len(manifest.shards),
-        "bytes": sum((path / s["file"]).stat().st_size for s in manifest.shards),
+        "bytes": sum(shard_file(path, s["file"]).stat().st_size for s in manifest.shards),
         "failures": store.failures,
         "duplicates": {k: v for k, v in duplicates.items()},
         "leakage": store.leakage(),

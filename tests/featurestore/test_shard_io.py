@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from featurestore import open_store, write_arrays
-from featurestore.errors import StoreError
+from featurestore.errors import StoreError, UnsafeStoreError
 from featurestore.shard import layer_stats
 
 
@@ -86,8 +86,8 @@ def test_shards_with_variable_length_strings_read_the_same(store_path, tmp_path)
     np.testing.assert_array_equal(again.load(rows=np.array([3, 1, 44])).X["a"], features["a"][[3, 1, 44]])
 
 
-def test_chunked_datasets_are_read_through_h5py(store_path):
-    """A dataset without a contiguous layout (e.g. rewritten by another tool) falls back to h5py."""
+def test_chunked_datasets_are_refused(store_path):
+    """A layout the writer never produces (chunks, filters whose plugins HDF5 would load) is refused."""
     path, features, *_ = store_path
     store = open_store(path)
     for shard in store.manifest.shards:
@@ -95,10 +95,8 @@ def test_chunked_datasets_are_read_through_h5py(store_path):
             values = f["features/a"][()]
             del f["features/a"]
             f.create_dataset("features/a", data=values, chunks=(1, values.shape[1]), compression="gzip")
-    again = open_store(path)
-    assert all(layout["a"].offset is None for layout in again._layouts)
-    np.testing.assert_array_equal(again.load().X["a"], features["a"])
-    np.testing.assert_array_equal(again.load(rows=np.array([49, 0, 17])).X["a"], features["a"][[49, 0, 17]])
+    with pytest.raises(UnsafeStoreError, match="chunked or filtered layout"):
+        open_store(path)
 
 
 def test_truncated_shard_is_a_store_error(store_path):
