@@ -13,6 +13,9 @@ __all__ = [
     "LayerNotFoundError",
     "WeightsError",
     "WeightsRequiredError",
+    "WeightsFileNotFoundError",
+    "LayerSelectionError",
+    "ExportOptionsError",
     "close_matches_hint",
 ]
 
@@ -46,3 +49,16 @@ class WeightsError(ExportError, ValueError):
 
 class WeightsRequiredError(ExportError, ValueError):
     """No weights were given for a backbone without offline weights, and random init was not asked for."""
+
+
+class WeightsFileNotFoundError(ExportError, FileNotFoundError):
+    """A weights file that was named does not exist."""
+
+
+class LayerSelectionError(ExportError, ValueError):
+    """A layer selection that cannot be exported: no layers, an unknown pooling or one that does not
+    fit the layer's layout, a shorthand the model has nothing for."""
+
+
+class ExportOptionsError(ExportError, ValueError):
+    """Export options that do not go together or are not supported (opset, precision, grayscale)."""

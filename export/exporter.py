@@ -12,11 +12,11 @@ import onnx
 import torch
 from torch import nn
 
-from featurestore import __version__
+from featurestore._version import __version__
 from featurestore.spec import SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
 from .backbones import get_backbone
-from .errors import ExportError, WeightsRequiredError
+from .errors import ExportOptionsError, WeightsRequiredError
 from .graph import FeatureGraph
 from .layers import LOGITS, LayerChoice, LayerInfo, no_attention_fast_path, select_layers, trace_layers
 from .pixels import Pixels
@@ -52,7 +52,7 @@ def build_backbone(
     (nn.Module, WeightsInfo)
     """
     if weights is not None and random_init:
-        raise ExportError("pass either weights or random_init, not both")
+        raise ExportOptionsError("pass either weights or random_init, not both")
     if isinstance(backbone, nn.Module):
         module = backbone
         if weights is not None:
@@ -91,7 +91,7 @@ def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale:
                              mean=(0.0,) * channels, std=(1.0,) * channels,
                              color_mode="L" if grayscale else "RGB")
     if grayscale:
-        raise ExportError("--grayscale applies to the `pixels` backbone only (backbones take RGB)")
+        raise ExportOptionsError("--grayscale applies to the `pixels` backbone only (backbones take RGB)")
     base = get_backbone(backbone).preprocessing if isinstance(backbone, str) else Preprocessing(
         crop_size=(224, 224), resize_size=256)
     if image_size is None:
@@ -185,9 +185,9 @@ def export_backbone(
     >>> spec, _ = export_backbone("mobilenet_v2", "mnv2.onnx", layers="stages")  # doctest: +SKIP
     """
     if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or later")
+        raise ExportOptionsError(f"opset {opset} is too old; use {MIN_OPSET} or later")
     if precision not in ("fp32", "fp16"):
-        raise ExportError(f"precision {precision!r} is not supported; choose fp32 or fp16")
+        raise ExportOptionsError(f"precision {precision!r} is not supported; choose fp32 or fp16")
     prep = _preprocessing(backbone, image_size, grayscale, preprocessing)
     module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init)
     module.eval()

@@ -7,6 +7,7 @@ from torch import nn
 
 from featurestore.spec import Preprocessing
 
+from .errors import LayerSelectionError
 from .layers import LayerChoice, no_attention_fast_path
 
 __all__ = ["FeatureGraph", "pool"]
@@ -33,7 +34,7 @@ def pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix_tokens: int
             return torch.cat([x[:, 0], patches.mean(dim=1)], dim=1)
         if pooling == "none":
             return x
-        raise ValueError(f"unknown token pooling {pooling!r}")
+        raise LayerSelectionError(f"unknown token pooling {pooling!r}")
     if pooling == "none" or x.dim() != 4:
         return x
     if pooling == "avg":
@@ -44,7 +45,7 @@ def pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix_tokens: int
         return x.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
     if pooling == "avgmax":
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-    raise ValueError(f"unknown pooling {pooling!r}")
+    raise LayerSelectionError(f"unknown pooling {pooling!r}")
 
 
 class FeatureGraph(nn.Module):

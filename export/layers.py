@@ -37,7 +37,7 @@ from featurestore.spec import MAP_POOLINGS, POOLINGS, TOKEN_POOLINGS
 
 from ._layout import describe_output, has_class_token, is_global_pool
 from ._stages import block_names, stage_names, token_blocks
-from .errors import ExportError, LayerNotFoundError, close_matches_hint
+from .errors import LayerNotFoundError, LayerSelectionError, close_matches_hint
 
 __all__ = ["LayerInfo", "SHORTHANDS", "trace_layers", "select_layers", "LayerChoice", "default_pooling"]
 
@@ -202,11 +202,11 @@ def default_pooling(layer: LayerInfo, pooling: str) -> str:
 
 def _check_pooling(layer: LayerInfo, pool: str, item: str) -> None:
     if layer.is_tokens and pool not in TOKEN_POOLINGS:
-        raise ExportError(f"{item!r}: {layer.name} is a token layer; it pools as {', '.join(TOKEN_POOLINGS)}")
+        raise LayerSelectionError(f"{item!r}: {layer.name} is a token layer; it pools as {', '.join(TOKEN_POOLINGS)}")
     if layer.is_map and pool not in MAP_POOLINGS:
-        raise ExportError(f"{item!r}: {layer.name} is a feature map; it pools as {', '.join(MAP_POOLINGS)}")
+        raise LayerSelectionError(f"{item!r}: {layer.name} is a feature map; it pools as {', '.join(MAP_POOLINGS)}")
     if layer.is_tokens and pool in ("cls", "cls+mean") and not layer.class_token:
-        raise ExportError(f"{item!r}: {layer.name} has no class token; pool it as mean or none")
+        raise LayerSelectionError(f"{item!r}: {layer.name} has no class token; pool it as mean or none")
 
 
 def select_layers(layers: list[LayerInfo], selection: str | list[str], pooling: str = "avg") -> list[LayerChoice]:
@@ -234,15 +234,15 @@ def select_layers(layers: list[LayerInfo], selection: str | list[str], pooling: 
     """
     items = [s.strip() for s in (selection.split(",") if isinstance(selection, str) else selection) if s.strip()]
     if not items:
-        raise ExportError("no layers selected; use a layer name or one of " + ", ".join(SHORTHANDS))
+        raise LayerSelectionError("no layers selected; use a layer name or one of " + ", ".join(SHORTHANDS))
     if pooling not in POOLINGS:
-        raise ExportError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        raise LayerSelectionError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     by_name = {layer.name: layer for layer in layers}
     choices: list[LayerChoice] = []
     for item in items:
         name, _, pool = item.rpartition(":") if ":" in item else (item, "", "")
         if pool and pool not in POOLINGS:
-            raise ExportError(f"unknown pooling {pool!r} in {item!r}; choose one of {', '.join(POOLINGS)}")
+            raise LayerSelectionError(f"unknown pooling {pool!r} in {item!r}; choose one of {', '.join(POOLINGS)}")
         for layer in _expand(name, by_name, layers):
             chosen = pool or default_pooling(layer, pooling)
             if not (layer.is_map or layer.is_tokens):
@@ -260,18 +260,18 @@ def _expand(name: str, by_name: dict[str, LayerInfo], layers: list[LayerInfo]) -
         if PRE_LOGITS in by_name:
             return [by_name[PRE_LOGITS]]
         if not stages:
-            raise ExportError("this model has neither a linear classifier nor stages; name a layer instead")
+            raise LayerSelectionError("this model has neither a linear classifier nor stages; name a layer instead")
         return [stages[-1]]
     if name == "all":
         return [layer for layer in layers if layer.is_block]
     if name == "stages":
         if not stages:
-            raise ExportError("no resolution stages found in this model; name its layers instead "
+            raise LayerSelectionError("no resolution stages found in this model; name its layers instead "
                               "(`featurestore layers` lists them)")
         return stages
     if name in by_name:
         return [by_name[name]]
     if name == LOGITS:
-        raise ExportError("this model's output is not (batch, classes); `logits` is not available")
+        raise LayerSelectionError("this model's output is not (batch, classes); `logits` is not available")
     valid = list(SHORTHANDS) + list(by_name)
     raise LayerNotFoundError(f"layer {name!r} is not in this backbone; {close_matches_hint(name, valid)}")

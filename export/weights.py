@@ -10,7 +10,7 @@ from torch import nn
 
 from featurestore._atomic import file_sha256
 
-from .errors import WeightsError
+from .errors import WeightsError, WeightsFileNotFoundError
 
 __all__ = ["file_sha256", "state_dict_sha256", "load_weights_file"]
 
@@ -41,7 +41,7 @@ def load_weights_file(module: nn.Module, path: str | Path) -> str:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        raise WeightsFileNotFoundError(f"weights file {str(path)!r} does not exist")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

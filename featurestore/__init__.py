@@ -5,7 +5,7 @@ needs none. The one exception is opt-in: decoding JPEGs on the inference device
 (:mod:`featurestore.device_decode`, ``extract --decode device``) imports torch when used.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .decode import decode_image, preprocess_array
 from .errors import (

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .errors import FeatureStoreError, ImageDecodeError
+from .errors import FeatureStoreError, ImageDecodeError, WorkerError
 from .extract import ExtractReport
 from .shard import open_shard, read_index, shard_file
 from .writer import StoreWriter
@@ -99,9 +99,9 @@ class ShardCommitter:
             The worker reported one (re-raised with its class, e.g. :class:`StoreError`).
         """
         if meta["error"] is not None:
-            cls = getattr(errors, meta["error"]["type"], FeatureStoreError)
+            cls = getattr(errors, meta["error"]["type"], WorkerError)
             if not (isinstance(cls, type) and issubclass(cls, FeatureStoreError)) or cls is ImageDecodeError:
-                cls = FeatureStoreError
+                cls = WorkerError
             raise cls(meta["error"]["message"])
         shard = meta["shard"]
         if shard is not None:

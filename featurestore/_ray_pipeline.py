@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._ray_tasks import InferenceWorker, decode_block
-from .errors import FeatureStoreError
+from .errors import BackendUnavailableError
 from .extract import ExtractOptions
 from .spec import ModelSpec
 
@@ -33,7 +33,7 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise FeatureStoreError(
+        raise BackendUnavailableError(
             "--engine ray needs Ray Data, which is not installed: pip install 'featurestore[distributed]'"
         ) from None
     return ray
@@ -70,7 +70,7 @@ def check_resources(ray: Any, opts: RayOptions, fixed: bool) -> None:
                f"({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) plus one CPU for decoding need "
                f"{need_cpus:g} CPUs and {need_gpus:g} GPUs; lower --workers or --cpus-per-worker, or add nodes")
     if fixed:
-        raise FeatureStoreError(message)
+        raise BackendUnavailableError(message)
     warnings.warn(message + " (waiting for an autoscaler, if the cluster has one)", RuntimeWarning, stacklevel=3)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ._atomic import file_sha256
 from .augment import augment_view
 from .decode import decode_any
-from .errors import FeatureStoreError, ImageDecodeError, StoreMismatchError
+from .errors import FeatureStoreError, ImageDecodeError, SourceChangedError, StoreMismatchError
 from .session import FeatureModel
 from .shard import ShardBuffer, write_shard
 from .sources import content_key
@@ -51,7 +51,7 @@ def _read(path: str, key: str, array: bytes) -> bytes | np.ndarray:
         return np.load(io.BytesIO(array), allow_pickle=False)
     data = Path(path).read_bytes()
     if content_key(data) != key:
-        raise OSError("the file changed after it was listed; rerun to extract its new content")
+        raise SourceChangedError("the file changed after it was listed; rerun to extract its new content")
     return data
 
 

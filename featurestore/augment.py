@@ -18,9 +18,9 @@ def check_augmentations(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Validate augmentation names; return them as a tuple in canonical order."""
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
-        from .errors import FeatureStoreError
+        from .errors import OptionsError
 
-        raise FeatureStoreError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+        raise OptionsError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
     return tuple(n for n in AUGMENTATIONS if n in names)
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_size, _target_size, decode_any
-from .errors import FeatureStoreError, ImageDecodeError
+from .errors import BackendUnavailableError, ImageDecodeError
 from .spec import Preprocessing
 
 __all__ = ["DECODERS", "DeviceDecoder", "device_decode_available"]
@@ -98,7 +98,7 @@ class DeviceDecoder:
 
     def __init__(self, preprocessing: Preprocessing, device: str = "cuda", *, max_pixels: int = MAX_PIXELS) -> None:
         if not device_decode_available():
-            raise FeatureStoreError("decode='device' needs torch, torchvision and torchcodec: "
+            raise BackendUnavailableError("decode='device' needs torch, torchvision and torchcodec: "
                                     "pip install 'featurestore[gpu-decode]', or decode on the host (the default)")
         import torch
         from torchvision.transforms.v2 import InterpolationMode
@@ -167,7 +167,7 @@ class DeviceDecoder:
         try:
             decode_jpeg(buf.getvalue(), mode=self._mode, device=self.device)
         except Exception as exc:
-            raise FeatureStoreError(f"TorchCodec cannot decode JPEGs on {self.device} ({type(exc).__name__}: "
+            raise BackendUnavailableError(f"TorchCodec cannot decode JPEGs on {self.device} ({type(exc).__name__}: "
                                     f"{exc}); decode on the host instead (decode='host', the default)") from None
 
     def _device_pixels(self, blob: bytes, index: int, errors: list[ImageDecodeError | None]) -> int | None:

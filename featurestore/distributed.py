@@ -32,7 +32,7 @@ from ._atomic import file_sha256
 from ._ray_commit import DistributedReport, ShardCommitter
 from ._ray_pipeline import check_resources, ray_session, shard_metadata
 from ._ray_tasks import CRASH_ENV, array_to_bytes
-from .errors import FeatureStoreError
+from .errors import OptionsError
 from .extract import ExtractOptions, skip_known
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
@@ -76,14 +76,14 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         if self.workers < 1:
-            raise FeatureStoreError(f"workers must be >= 1, got {self.workers}")
+            raise OptionsError(f"workers must be >= 1, got {self.workers}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise FeatureStoreError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got "
+            raise OptionsError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got "
                                     f"{self.gpus_per_worker} and {self.cpus_per_worker}")
         if self.num_cpus is not None and self.num_cpus < 1:
-            raise FeatureStoreError(f"num_cpus must be >= 1, got {self.num_cpus}")
+            raise OptionsError(f"num_cpus must be >= 1, got {self.num_cpus}")
         if self.max_restarts < 0:
-            raise FeatureStoreError(f"max_restarts must be >= 0, got {self.max_restarts}")
+            raise OptionsError(f"max_restarts must be >= 0, got {self.max_restarts}")
 
     def local_cpus(self) -> int:
         """Logical CPUs to give a local instance (see ``num_cpus``)."""
@@ -92,7 +92,7 @@ class RayOptions:
 
 def _worker_device(device: str, gpus: float) -> str:
     if device == "cuda" and not gpus:
-        raise FeatureStoreError("device 'cuda' needs GPUs on the workers: pass --gpus-per-worker 1 (or a fraction)")
+        raise OptionsError("device 'cuda' needs GPUs on the workers: pass --gpus-per-worker 1 (or a fraction)")
     return "cuda" if gpus and device != "cpu" else "cpu"
 
 

@@ -22,6 +22,14 @@ __all__ = [
     "LayerNotInStoreError",
     "KeyNotInStoreError",
     "RowIndexError",
+    "OptionsError",
+    "BackendUnavailableError",
+    "ModelNotFoundError",
+    "MissingOutputError",
+    "ContentTypeError",
+    "SourceChangedError",
+    "PipelineError",
+    "WorkerError",
 ]
 
 
@@ -100,7 +108,7 @@ class UnsafeStoreError(StoreError):
     refused before any of them is followed."""
 
 
-class UnsafeModelError(SpecError):
+class UnsafeModelError(FeatureStoreError, ValueError):
     """An ONNX file whose external data lies outside its own folder; refused before it is loaded."""
 
 
@@ -114,3 +122,35 @@ class KeyNotInStoreError(StoreError, KeyError):
 
 class RowIndexError(StoreError, IndexError):
     """Row indices outside the store."""
+
+
+class OptionsError(FeatureStoreError, ValueError):
+    """A parameter of an extraction or a run is unknown, out of range, or combined with one it excludes."""
+
+
+class BackendUnavailableError(FeatureStoreError, RuntimeError):
+    """A device or optional engine that was asked for is not there (CUDA, TorchCodec's decoder, Ray Data)."""
+
+
+class ModelNotFoundError(FeatureStoreError, FileNotFoundError):
+    """An ONNX model file does not exist."""
+
+
+class MissingOutputError(FeatureStoreError, KeyError):
+    """A model lacks an output the command needs (e.g. ``logits`` for ``classify``)."""
+
+
+class ContentTypeError(FeatureStoreError, TypeError):
+    """Content that cannot be keyed: neither bytes nor a numeric numpy array."""
+
+
+class SourceChangedError(FeatureStoreError, OSError):
+    """A file changed between being listed (and keyed) and being read."""
+
+
+class PipelineError(FeatureStoreError, ValueError):
+    """A pipeline file is malformed or refers to something it does not define."""
+
+
+class WorkerError(FeatureStoreError, RuntimeError):
+    """A distributed worker reported an error of a kind this process does not know."""

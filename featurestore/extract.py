@@ -25,7 +25,7 @@ from ._atomic import file_sha256
 from .augment import augment_view, check_augmentations
 from .decode import decode_any
 from .device_decode import DECODERS, DeviceDecoder
-from .errors import FeatureStoreError, ImageDecodeError, StoreError
+from .errors import ImageDecodeError, OptionsError
 from .manifest import StoreConfig
 from .session import FeatureModel
 from .sources import ImageSource, SourceItem, content_key, open_source
@@ -88,13 +88,13 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise FeatureStoreError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
         if isinstance(self.shard_rows, bool) or not isinstance(self.shard_rows, int) or self.shard_rows < 1:
-            raise StoreError(f"shard_rows must be an integer >= 1, got {self.shard_rows!r}")
+            raise OptionsError(f"shard_rows must be an integer >= 1, got {self.shard_rows!r}")
         if self.decode not in DECODERS:
-            raise FeatureStoreError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
+            raise OptionsError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.decode == "device" and self.views:
-            raise FeatureStoreError("decode='device' takes no augmented views (they are made on the host); "
+            raise OptionsError("decode='device' takes no augmented views (they are made on the host); "
                                     "use decode='host' with views")
         object.__setattr__(self, "augment", check_augmentations(self.augment))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FeatureStoreError, ModelInputError
+from .errors import BackendUnavailableError, ModelInputError, OptionsError
 from .spec import ModelSpec, read_spec
 
 __all__ = ["DEVICES", "resolve_providers", "FeatureModel"]
@@ -32,12 +32,12 @@ def resolve_providers(device: str = "auto", device_id: int = 0) -> list:
     import onnxruntime as ort
 
     if device not in DEVICES:
-        raise FeatureStoreError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        raise OptionsError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     available = ort.get_available_providers()
     cuda = "CUDAExecutionProvider" in available and _cuda_device_present()
     if device == "cuda":
         if not cuda:
-            raise FeatureStoreError(
+            raise BackendUnavailableError(
                 "device 'cuda' was asked for but onnxruntime has no usable CUDAExecutionProvider "
                 f"(available: {', '.join(available)}); use --device cpu or install onnxruntime-gpu with CUDA"
             )

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._folder import IMAGE_EXTENSIONS, SPLIT_NAMES, folder_tags, scan_images
 from ._idx import read_idx, read_idx_shape
-from .errors import SourceError
+from .errors import ContentTypeError, SourceError
 
 __all__ = [
     "ACCEPTED_FORMS",
@@ -134,9 +134,9 @@ def content_key(data: bytes | bytearray | memoryview | np.ndarray) -> str:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return hashlib.sha256(data).hexdigest()
     if not isinstance(data, np.ndarray):
-        raise TypeError(f"content_key takes bytes or a numpy array, not {type(data).__name__}")
+        raise ContentTypeError(f"content_key takes bytes or a numpy array, not {type(data).__name__}")
     if data.dtype.hasobject:
-        raise TypeError(f"content_key cannot hash an array of dtype {data.dtype} (Python objects)")
+        raise ContentTypeError(f"content_key cannot hash an array of dtype {data.dtype} (Python objects)")
     digest = array_key_hasher(data.dtype, data.shape)
     digest.update(data.tobytes(order="C"))
     return digest.hexdigest()

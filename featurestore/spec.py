@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import SpecError, UnsafeModelError
+from .errors import ModelNotFoundError, SpecError, UnsafeModelError
 
 __all__ = [
     "SPEC_KEY",
@@ -292,7 +292,7 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
     if isinstance(model, (str, Path)):
         where = str(model)
         if not Path(model).is_file():
-            raise FileNotFoundError(f"ONNX model {where!r} does not exist")
+            raise ModelNotFoundError(f"ONNX model {where!r} does not exist")
         model_path = Path(model)
         model = onnx.load(str(model), load_external_data=False)
         check_external_data(model, model_path)

@@ -322,7 +322,7 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
             while done < len(target):
                 got = fh.readinto(target[done:])
                 if not got:
-                    raise ValueError(f"the file ends {len(target) - done} bytes early")
+                    raise StoreError(f"the file ends {len(target) - done} bytes early")
                 done += got
         return
     mapped = np.memmap(file, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)

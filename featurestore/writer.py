@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+from ._version import __version__
+from .errors import OptionsError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, shard_file, write_shard
 from .spec import ModelSpec
@@ -131,7 +131,7 @@ class StoreWriter:
         self.path = Path(path)
         self.config = config
         if isinstance(shard_rows, bool) or not isinstance(shard_rows, int) or shard_rows < 1:
-            raise StoreError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
+            raise OptionsError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
         self.shard_rows = shard_rows
         self.commit_each_shard = commit_each_shard
         manifest_path = self.path / MANIFEST_NAME

@@ -21,6 +21,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
+
+from .errors import HeadDataError
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
@@ -203,7 +205,7 @@ class AttentionFusion(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
-            raise ValueError(
+            raise HeadDataError(
                 f"AttentionFusion needs at least 2 classes in y to learn a fusion; got "
                 f"1 class ({encoder.classes_[0]!r})."
             )

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 
 from featurestore import open_store, select_layers
 
-from .errors import HeadError
+from .errors import HeadDataError, HeadParamError
 from .registry import create_head, list_heads, method_used
 
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
@@ -73,9 +73,9 @@ class BenchConfig:
         object.__setattr__(self, "fusions", tuple(self.fusions))
         unknown = [f for f in self.fusions if f not in FUSIONS]
         if unknown:
-            raise HeadError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
+            raise HeadParamError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
         if self.cv < 2:
-            raise HeadError(f"cv must be >= 2, got {self.cv}")
+            raise HeadParamError(f"cv must be >= 2, got {self.cv}")
 
 
 @dataclass
@@ -152,7 +152,7 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
         data = store.load(names, view=0)
         labelled = data.y >= 0
         if labelled.sum() < 2:
-            raise HeadError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
+            raise HeadDataError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
         splits = data.splits[labelled]
         test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
         out.append(StoreData(

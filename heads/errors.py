@@ -17,6 +17,9 @@ __all__ = [
     "DuplicateHeadError",
     "HeadModelFileError",
     "HeadDataError",
+    "HeadFileNotFoundError",
+    "UnsafeHeadError",
+    "HeadModelMismatchError",
 ]
 
 
@@ -42,3 +45,15 @@ class HeadModelFileError(HeadError, ValueError):
 
 class HeadDataError(HeadError, ValueError):
     """Training data a head cannot learn from (e.g. labels of a single class)."""
+
+
+class HeadFileNotFoundError(HeadError, FileNotFoundError):
+    """A head file that was named does not exist."""
+
+
+class UnsafeHeadError(HeadError, ValueError):
+    """A head file that is not a skops archive, or that holds types outside the allowlist."""
+
+
+class HeadModelMismatchError(HeadError, ValueError):
+    """The head was trained on features of another model or layers than the one given."""

@@ -10,10 +10,11 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import cross_val_score
 
-from featurestore import __version__, open_store
+from featurestore import open_store
+from featurestore._version import __version__
 
 from .bench import build_estimator
-from .errors import HeadError
+from .errors import HeadDataError
 from .persist import save_head
 from .registry import method_used
 
@@ -51,7 +52,7 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
     data = store.load(names, view=0)
     labelled = data.y >= 0
     if labelled.sum() < 2:
-        raise HeadError(f"store {store_path} has no labelled rows to fit on")
+        raise HeadDataError(f"store {store_path} has no labelled rows to fit on")
     test = labelled & (data.splits == "test")
     train = labelled & ~test
     X = data.matrix(names).astype(np.float32, copy=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 from featurestore._atomic import file_sha256, write_bytes_atomic
 
-from .errors import HeadError, HeadModelFileError
+from .errors import HeadFileNotFoundError, HeadModelFileError, UnsafeHeadError
 
 __all__ = ["HEAD_SUFFIX", "TRUSTED_PREFIXES", "UnsafeHeadError", "save_head", "load_head", "read_sidecar",
            "sidecar_path"]
@@ -25,10 +25,6 @@ HEAD_SUFFIX = ".skops"
 #: Module prefixes whose types a head file may contain.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "heads.")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav")
-
-
-class UnsafeHeadError(HeadError):
-    """A head file that is not a skops archive, or that holds types outside the allowlist."""
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -43,7 +39,7 @@ def save_head(estimator: Any, path: str | Path, metadata: dict[str, Any]) -> Pat
 
     path = Path(path)
     if path.suffix != HEAD_SUFFIX:
-        raise HeadError(f"head files are skops archives; name it with {HEAD_SUFFIX} (got {path.name})")
+        raise HeadModelFileError(f"head files are skops archives; name it with {HEAD_SUFFIX} (got {path.name})")
     path.parent.mkdir(parents=True, exist_ok=True)
     sio.dump(estimator, path)
     metadata = {**metadata, "head_sha256": file_sha256(path)}
@@ -56,7 +52,7 @@ def _check_archive(path: Path) -> None:
         raise UnsafeHeadError(f"{path} looks like a pickle ({path.suffix}); pickles are never loaded. "
                               f"Re-save the head with `featurestore fit ... -o NAME{HEAD_SUFFIX}`")
     if not path.is_file():
-        raise FileNotFoundError(f"head file {str(path)!r} does not exist")
+        raise HeadFileNotFoundError(f"head file {str(path)!r} does not exist")
     if not zipfile.is_zipfile(path):
         raise UnsafeHeadError(f"{path} is not a skops archive; refusing to load it")
     with zipfile.ZipFile(path) as archive:

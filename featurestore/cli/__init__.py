@@ -1,5 +1,8 @@
-"""The ``featurestore`` command: one module per subcommand, each with ``add_parser`` and ``run``.
+"""The orchestration layer: the ``featurestore`` command, the TOML pipeline runner and predict.
 
+It alone imports the core (``featurestore``), ``export`` and ``heads`` (``tests/test_layering.py``
+enforces it). One module per subcommand, each with ``add_parser`` and ``run``;
+:mod:`.pipeline` runs ``featurestore run`` files and :mod:`.predict` classifies new images.
 ``main(argv)`` is callable from tests and returns the exit status.
 """
 
@@ -31,7 +34,7 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (subcommand modules import their heavy dependencies lazily)."""
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="featurestore",

@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 
 from ..decode import decode_image
-from ..errors import FeatureStoreError
+from ..errors import MissingOutputError
 from ..session import DEVICES, FeatureModel
 
 
@@ -32,7 +32,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     model = FeatureModel(args.model, device=args.device)
     if not any(layer.name == "logits" for layer in model.spec.layers):
-        raise FeatureStoreError(f"{args.model} has no `logits` output; re-export it with `--layers logits`")
+        raise MissingOutputError(f"{args.model} has no `logits` output; re-export it with `--layers logits`")
     names = model.spec.class_names
     batch = np.stack([decode_image(path, model.spec.preprocessing) for path in args.images])
     probs = softmax(model.run(batch, ["logits"])["logits"])

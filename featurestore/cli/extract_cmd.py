@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..augment import AUGMENTATIONS
-from ..errors import FeatureStoreError
+from ..errors import OptionsError
 from ..device_decode import DECODERS
 from ..session import DEVICES
 
@@ -69,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.engine == "ray":
         if args.decode != "host":
-            raise FeatureStoreError("--engine ray decodes on the host; --decode device runs with --engine local")
+            raise OptionsError("--engine ray decodes on the host; --decode device runs with --engine local")
         report = _extract_on_ray(args, options)
     else:
         given = [f"--{name.replace('_', '-')}" for name in _RAY_ONLY if getattr(args, name) is not None]
         if given:
-            raise FeatureStoreError(f"only --engine ray takes {', '.join(given)}")
+            raise OptionsError(f"only --engine ray takes {', '.join(given)}")
         report = extract(args.model, args.source, args.output, options)
     print(report.summary())
     if report.decoded == 0:

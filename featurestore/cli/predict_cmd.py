@@ -20,7 +20,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heads.predict import predict_source
+    from .predict import predict_source
 
     counts = predict_source(args.model, args.head, args.source, args.output, device=args.device,
                             batch_size=args.batch_size)

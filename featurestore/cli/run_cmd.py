@@ -15,7 +15,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import run_pipeline
+    from .pipeline import run_pipeline
 
     outcomes = run_pipeline(args.pipeline, workdir=args.workdir, limit=args.limit)
     ran = sum(o.status == "ran" for o in outcomes)

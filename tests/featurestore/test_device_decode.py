@@ -164,7 +164,7 @@ def test_cli_decode_flag(tiny_onnx, tmp_path, capsys):
 
 
 def test_pipeline_extract_step_takes_decode(tiny_onnx, tmp_path):
-    from featurestore.pipeline import run_pipeline
+    from featurestore.cli.pipeline import run_pipeline
 
     folder = tmp_path / "imgs"
     write_good_images(folder, n=4)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from featurestore import open_store
 from featurestore.manifest import MANIFEST_NAME
-from featurestore.pipeline import run_pipeline
+from featurestore.cli.pipeline import run_pipeline
 from images import write_good_images
 
 

@@ -270,11 +270,11 @@ def test_bench_and_fit_resolve_layers_alike_and_refuse_unknown_names(tmp_path, c
 
 
 def test_shard_rows_below_one_is_an_error(tmp_path, capsys):
-    from featurestore import StoreError
+    from featurestore.errors import OptionsError
 
-    with pytest.raises(StoreError, match="shard_rows must be an integer >= 1, got 0"):
+    with pytest.raises(OptionsError, match="shard_rows must be an integer >= 1, got 0"):
         ExtractOptions(shard_rows=0)
-    with pytest.raises(ValueError, match="shard_rows must be an integer >= 1, got -3"):
+    with pytest.raises(OptionsError, match="shard_rows must be an integer >= 1, got -3"):
         write_arrays(tmp_path / "s", {"f": np.arange(8, dtype=np.float32).reshape(4, 2)}, shard_rows=-3)
     assert not (tmp_path / "s").exists()
     assert main(["extract", "nothing.onnx", "fashion-mnist:test", "-o", str(tmp_path / "s"), "--shard-rows", "0"]) == 1

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._atomic import file_sha256, write_bytes_atomic
-from .errors import FeatureStoreError
-from .manifest import MANIFEST_NAME
+from .._atomic import file_sha256, write_bytes_atomic
+from .._version import __version__
+from ..errors import PipelineError
+from ..manifest import MANIFEST_NAME
 
 __all__ = ["PipelineError", "StepOutcome", "load_pipeline", "run_pipeline"]
 
@@ -54,10 +54,6 @@ _EXTRACT_KEYS = {"name", "model", "sources", "limit", "batch_size", "device", "v
                  "shard_rows", "strict", "decode"}
 _BENCH_KEYS = {"name", "stores", "heads", "fusions", "layers", "per_layer", "cv", "search", "jobs",
                "max_train_rows", "seed"}
-
-
-class PipelineError(FeatureStoreError, ValueError):
-    """A pipeline file is malformed or refers to something it does not define."""
 
 
 @dataclass
@@ -146,7 +142,7 @@ class _Runner:
         return path
 
     def _source(self, spec: str, limit: int | None):
-        from .sources import FashionMnistSource, open_source
+        from ..sources import FashionMnistSource, open_source
 
         if limit and spec.startswith("fashion-mnist:"):
             return FashionMnistSource(spec.split(":", 1)[1], limit=limit)
@@ -154,7 +150,7 @@ class _Runner:
         return _Limited(source, limit) if limit else source
 
     def extract(self, step: dict[str, Any]) -> tuple[str, str]:
-        from .extract import ExtractOptions, extract
+        from ..extract import ExtractOptions, extract
 
         store = self.workdir / step["name"]
         model = self._model_path(step["model"])
@@ -185,7 +181,7 @@ class _Runner:
     def bench(self, step: dict[str, Any]) -> tuple[str, str]:
         from heads.bench import BenchConfig, run_bench
 
-        from .cli.bench_cmd import print_table
+        from .bench_cmd import print_table
 
         output = self.workdir / step["name"]
         stores = [self.workdir / s if (self.workdir / s).exists() else Path(s) for s in step["stores"]]

@@ -10,20 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from featurestore._atomic import file_sha256
-from featurestore.decode import decode_any
-from featurestore.errors import ImageDecodeError
-from featurestore.session import FeatureModel
-from featurestore.sources import content_key, open_source
+from heads.errors import HeadModelMismatchError
+from heads.persist import load_head, read_sidecar
 
-from .errors import HeadError
-from .persist import load_head, read_sidecar
+from .._atomic import file_sha256
+from ..decode import decode_any
+from ..errors import ImageDecodeError
+from ..session import FeatureModel
+from ..sources import content_key, open_source
 
-__all__ = ["HeadModelMismatchError", "predict_source"]
-
-
-class HeadModelMismatchError(HeadError):
-    """The head was trained on features of another model or layers than the one given."""
+__all__ = ["predict_source"]
 
 
 def _check_model(model: FeatureModel, model_sha: str, metadata: dict[str, Any], head: Path) -> None:
