@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
+from featurestore._hints import close_matches_hint
 from featurestore.errors import FeatureStoreError
 
 __all__ = [
@@ -18,17 +16,6 @@ __all__ = [
     "ExportOptionsError",
     "close_matches_hint",
 ]
-
-
-def close_matches_hint(name: str, valid: Iterable[str], limit: int = 5) -> str:
-    """A "did you mean" phrase naming the closest valid names (or a few valid names)."""
-    valid = list(valid)
-    close = difflib.get_close_matches(name, valid, n=limit, cutoff=0.5)
-    if close:
-        return "did you mean: " + ", ".join(close)
-    shown = valid[: limit * 2]
-    more = f" (and {len(valid) - len(shown)} more)" if len(valid) > len(shown) else ""
-    return "valid names: " + ", ".join(shown) + more
 
 
 class ExportError(FeatureStoreError):

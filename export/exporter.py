@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import onnx
 import torch
 from torch import nn
 
+from featurestore._atomic import write_bytes_atomic
 from featurestore._version import __version__
 from featurestore.spec import SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
@@ -215,7 +214,8 @@ def export_backbone(
     if isinstance(backbone, nn.Module) and dtype != torch.float32:
         module.to(torch.float32)
     if output is not None:
-        _write_atomic(Path(output), data)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(Path(output), data)
     return spec, data
 
 
@@ -241,17 +241,3 @@ def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
     entry.key, entry.value = SPEC_KEY, spec.to_json()
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -24,8 +24,8 @@ import numpy as np
 
 from ._atomic import file_sha256
 from .augment import augment_view
-from .decode import decode_any
-from .errors import FeatureStoreError, ImageDecodeError, SourceChangedError, StoreMismatchError
+from .decode import decode_or_error
+from .errors import FeatureStoreError, SourceChangedError, StoreMismatchError
 from .session import FeatureModel
 from .shard import ShardBuffer, write_shard
 from .sources import content_key
@@ -62,12 +62,9 @@ def _decode_one(path: str, key: str, array: bytes, prep: Preprocessing, views: i
         data = _read(path, key, array)
     except OSError as exc:
         return None, "", type(exc).__name__, str(exc)
-    try:
-        image = decode_any(data, prep)
-    except ImageDecodeError as exc:
-        return None, key, exc.cause, exc.message
-    except Exception as exc:  # a bad file must never stop the job
-        return None, key, type(exc).__name__, str(exc)
+    image, error = decode_or_error(data, prep)
+    if error is not None:
+        return None, key, error.cause, error.message
     return [image] + [augment_view(image, key, v, augment) for v in range(1, views + 1)], key, "", ""
 
 

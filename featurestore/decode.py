@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 from .errors import ImageDecodeError
 from .spec import Preprocessing
 
-__all__ = ["BACKGROUND", "MAX_PIXELS", "decode_any", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode"]
+__all__ = ["BACKGROUND", "MAX_PIXELS", "decode_any", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode", "decode_or_error"]
 
 BACKGROUND = (255, 255, 255)
 #: Images with more pixels than this are refused before their pixels are decoded
@@ -108,6 +108,21 @@ def decode_any(data: bytes | np.ndarray, preprocessing: Preprocessing) -> np.nda
     if isinstance(data, np.ndarray):
         return preprocess_array(data, preprocessing)
     return decode_image(data, preprocessing)
+
+
+def decode_or_error(data: bytes | np.ndarray, preprocessing: Preprocessing
+                    ) -> tuple[np.ndarray, None] | tuple[None, ImageDecodeError]:
+    """:func:`decode_any`, never raising for a bad input: ``(pixels, None)`` or ``(None, error)``.
+
+    Whatever a damaged file makes the decoders raise becomes an :class:`ImageDecodeError`
+    naming the underlying exception, so a long job records it and carries on.
+    """
+    try:
+        return decode_any(data, preprocessing), None
+    except ImageDecodeError as exc:
+        return None, exc
+    except Exception as exc:  # a bad file must never stop the job
+        return None, ImageDecodeError("<bytes>", type(exc).__name__, str(exc))
 
 
 def preprocess_array(array: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:

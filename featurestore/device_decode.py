@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_size, _target_size, decode_any
+from .decode import _TRANSPOSING_ORIENTATIONS, MAX_PIXELS, _check_size, _target_size, decode_or_error
 from .errors import BackendUnavailableError, ImageDecodeError
 from .spec import Preprocessing
 
@@ -244,11 +244,11 @@ class DeviceDecoder:
         """The host decoder's result uploaded to the device, or its error."""
         import torch
 
+        pixels, error = decode_or_error(blob, self.preprocessing)
+        if error is not None:
+            return None, error
         try:
-            pixels = decode_any(blob, self.preprocessing)
             return torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device), None
-        except ImageDecodeError as exc:
-            return None, exc
-        except Exception as exc:  # a bad file (or a failed upload) must never stop the job
+        except Exception as exc:  # a failed upload (e.g. out of device memory) must never stop the job
             return None, ImageDecodeError("<bytes>", type(exc).__name__, str(exc))
 

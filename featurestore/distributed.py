@@ -36,7 +36,7 @@ from .errors import OptionsError
 from .extract import ExtractOptions, skip_known
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
-from .shard import SHARD_DIR
+from .shard import uncommitted_shards
 from .sources import ImageSource, content_key, open_source
 from .spec import ModelSpec, read_spec
 from .writer import StoreWriter
@@ -138,13 +138,8 @@ def _remove_orphans(writer: StoreWriter) -> None:
     Safe while the writer holds the store's lock: only its process commits, so an
     uncommitted file can never become part of the store.
     """
-    directory = writer.path / SHARD_DIR
-    if not directory.is_dir():  # every item failed: no shard at all
-        return
-    committed = {Path(s["file"]).name for s in writer.manifest.shards}
-    for file in directory.iterdir():
-        if file.name not in committed:
-            file.unlink(missing_ok=True)
+    for file in uncommitted_shards(writer.path, writer.manifest.shards):
+        file.unlink(missing_ok=True)
 
 
 def extract_distributed(

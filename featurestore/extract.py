@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import file_sha256
 from .augment import augment_view, check_augmentations
-from .decode import decode_any
+from .decode import decode_or_error
 from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
 from .manifest import StoreConfig
@@ -139,12 +139,9 @@ class _Decoded:
 
 def _decode_host(item: SourceItem, key: str, data: bytes | np.ndarray, prep: Preprocessing,
                  views: int, augment: tuple[str, ...]) -> list[_Decoded]:
-    try:
-        image = decode_any(data, prep)
-    except ImageDecodeError as exc:
-        return [_Decoded(item, key, None, (exc.cause, exc.message))]
-    except Exception as exc:  # a bad file must never stop the job
-        return [_Decoded(item, key, None, (type(exc).__name__, str(exc)))]
+    image, error = decode_or_error(data, prep)
+    if error is not None:
+        return [_Decoded(item, key, None, (error.cause, error.message))]
     return [_Decoded(item, key, [image] + [augment_view(image, key, v, augment) for v in range(1, views + 1)])]
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ._atomic import write_bytes_atomic
+from ._time import utc_timestamp
 from .errors import StoreError
 from .spec import ModelSpec
 
@@ -120,7 +120,7 @@ class Manifest:
             "fingerprint": config.fingerprint,
             "config": asdict(config),
             "model_spec": spec.to_dict(),
-            "created": _now(),
+            "created": utc_timestamp(),
             "classes": [],
             "shards": [],
             "failures": [],
@@ -155,7 +155,7 @@ class Manifest:
         pretty-print it): indentation would switch Python to its pure-Python encoder, several
         times slower on a manifest of thousands of shards, and this runs after every shard.
         """
-        self.data["updated"] = _now()
+        self.data["updated"] = utc_timestamp()
         text = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
         write_bytes_atomic(Path(store) / MANIFEST_NAME, text.encode())
 
@@ -198,7 +198,3 @@ class Manifest:
                 seen.add((failure["path"], failure["key"]))
                 added += 1
         return added
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -33,7 +33,7 @@ import numpy as np
 from ._atomic import file_sha256, fsync_dir
 from .errors import StoreError, UnsafeStoreError
 
-__all__ = ["SHARD_DIR", "check_shard_name", "shard_file", "open_shard", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
+__all__ = ["SHARD_DIR", "uncommitted_shards", "check_shard_name", "shard_file", "open_shard", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
            "read_index_and_layout", "layer_stats"]
 
 SHARD_DIR = "shards"
@@ -205,6 +205,15 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
         "sha256": file_sha256(final),
         "stats": {out: layer_stats(values) for out, values in features.items()},
     }
+
+
+def uncommitted_shards(store: Path, shards: list[dict[str, Any]]) -> list[Path]:
+    """Files in ``STORE/shards/`` that no committed entry names (left by a killed writer or actor), sorted."""
+    directory = Path(store) / SHARD_DIR
+    if not directory.is_dir():
+        return []
+    committed = {Path(shard["file"]).name for shard in shards}
+    return sorted(item for item in directory.iterdir() if item.name not in committed)
 
 
 def check_shard_name(file: Any) -> str:

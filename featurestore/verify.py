@@ -9,7 +9,7 @@ import numpy as np
 from ._atomic import file_sha256
 from .errors import StoreError, UnsafeStoreError
 from .manifest import Manifest
-from .shard import SHARD_DIR, open_shard, shard_file
+from .shard import SHARD_DIR, open_shard, shard_file, uncommitted_shards
 
 __all__ = ["verify_store", "orphan_files", "require_valid"]
 
@@ -59,11 +59,7 @@ def verify_store(path: str | Path) -> list[str]:
 def orphan_files(path: str | Path) -> list[str]:
     """Shard files no manifest names (left by an interrupted run; the next extract removes them)."""
     path = Path(path)
-    committed = {Path(s["file"]).name for s in Manifest.load(path).shards}
-    directory = path / SHARD_DIR
-    if not directory.is_dir():
-        return []
-    return sorted(f"{SHARD_DIR}/{item.name}" for item in directory.iterdir() if item.name not in committed)
+    return [f"{SHARD_DIR}/{item.name}" for item in uncommitted_shards(path, Manifest.load(path).shards)]
 
 
 def _check_shard(shard: dict, file: Path, layers, seen: set[tuple[str, int]]) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 from ._version import __version__
 from .errors import OptionsError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
-from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, shard_file, write_shard
+from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, shard_file, uncommitted_shards, write_shard
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]
@@ -190,13 +190,8 @@ class StoreWriter:
     def _remove_orphans(self) -> None:
         for item in self.path.glob(f".{MANIFEST_NAME}.tmp-*"):
             item.unlink()
-        directory = self.path / SHARD_DIR
-        if not directory.is_dir():
-            return
-        committed = {Path(s["file"]).name for s in self.manifest.shards}
-        for item in directory.iterdir():
-            if item.name not in committed:
-                item.unlink()
+        for item in uncommitted_shards(self.path, self.manifest.shards):
+            item.unlink(missing_ok=True)
 
     def _load_index(self) -> None:
         self.row_ids: set[tuple[str, int]] = set()

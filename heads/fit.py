@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import cross_val_score
 
 from featurestore import open_store
+from featurestore._time import utc_timestamp
 from featurestore._version import __version__
 
 from .bench import build_estimator
@@ -83,7 +84,7 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
         "trained_rows": int(train.sum()),
         "fit_seconds": fit_seconds,
         "scores": scores,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": utc_timestamp(),
     }
     save_head(estimator, output, metadata)
     return metadata

@@ -9,7 +9,6 @@ with its own scaling) trained on stored features. Builders are registered by nam
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sklearn.base import BaseEstimator
+
+from featurestore._hints import close_matches_hint
 
 from ._method import method_used
 from .errors import DuplicateHeadError, HeadParamError, UnknownHeadError
@@ -131,11 +132,8 @@ def _entry(name: str) -> _Entry:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         pass
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-    raise UnknownHeadError(
-        f"unknown head {name!r}; {hint}available: {', '.join(sorted(_REGISTRY))}"
-    )
+    raise UnknownHeadError(f"unknown head {name!r}; {close_matches_hint(str(name), sorted(_REGISTRY), limit=3, quote=True)}; "
+                           f"available: {', '.join(sorted(_REGISTRY))}")
 
 
 def _load_builtins() -> None:

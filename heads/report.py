@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from featurestore._time import utc_timestamp
 
 __all__ = ["write_report"]
 
@@ -46,7 +46,7 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
                  for r in results if r.attention is not None}
     best = max(results, key=lambda r: r.metrics["accuracy"])
     document = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": utc_timestamp(),
         "config": asdict(config),
         "stores": provenance,
         "results": rows,

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import file_sha256, write_bytes_atomic
+from .._time import utc_timestamp
 from .._version import __version__
 from ..errors import PipelineError
 from ..manifest import MANIFEST_NAME
@@ -110,7 +111,7 @@ class _Runner:
         return record.is_file() and json.loads(record.read_text()).get("fingerprint") == fingerprint
 
     def _finish(self, kind: str, name: str, fingerprint: str, **extra: Any) -> None:
-        body = {"fingerprint": fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        body = {"fingerprint": fingerprint, "finished": utc_timestamp(), **extra}
         write_bytes_atomic(self._record(kind, name), json.dumps(body, indent=1).encode())
 
     def export(self, step: dict[str, Any]) -> tuple[str, str]:

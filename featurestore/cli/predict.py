@@ -14,8 +14,7 @@ from heads.errors import HeadModelMismatchError
 from heads.persist import load_head, read_sidecar
 
 from .._atomic import file_sha256
-from ..decode import decode_any
-from ..errors import ImageDecodeError
+from ..decode import decode_or_error
 from ..session import FeatureModel
 from ..sources import content_key, open_source
 
@@ -36,12 +35,12 @@ def _check_model(model: FeatureModel, model_sha: str, metadata: dict[str, Any], 
 def _decode(item, prep):
     try:
         data = item.read()
-        image = decode_any(data, prep)
-        return content_key(data), image, None
-    except ImageDecodeError as exc:
-        return None, None, f"{exc.cause}: {exc.message}"
-    except Exception as exc:  # one bad file never stops a batch job
+    except OSError as exc:  # one unreadable file never stops a batch job
         return None, None, f"{type(exc).__name__}: {exc}"
+    image, error = decode_or_error(data, prep)
+    if error is not None:
+        return None, None, f"{error.cause}: {error.message}"
+    return content_key(data), image, None
 
 
 def predict_source(model_path: str | Path, head_path: str | Path, source: Any, output: str | Path, *,

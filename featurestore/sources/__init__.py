@@ -1,0 +1,96 @@
+"""Image sources: where the images of a run come from, as one iterable of :class:`SourceItem`.
+
+:func:`open_source` turns what a user types (a directory, a CSV/TSV file, ``fashion-mnist``
+...) into an :class:`ImageSource`; every source yields items in a deterministic order and
+knows its length and class names. Items carry either a file path (read lazily) or an
+in-memory array. :func:`content_key` hashes what an item reads, so a store can key its
+rows by content rather than by name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._folder import IMAGE_EXTENSIONS, SPLIT_NAMES
+from ..errors import SourceError
+from .arrays import ArraySource
+from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_ENV, FashionMnistSource
+from .folder import FolderSource
+from .item import ImageSource, SourceItem, array_key_hasher, content_key
+from .table import CsvSource
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_ENV",
+    "IMAGE_EXTENSIONS",
+    "SPLIT_NAMES",
+    "ArraySource",
+    "CsvSource",
+    "FashionMnistSource",
+    "FolderSource",
+    "ImageSource",
+    "SourceItem",
+    "array_key_hasher",
+    "content_key",
+    "open_source",
+]
+
+ACCEPTED_FORMS = (
+    "an ImageSource object; 'fashion-mnist', 'fashion-mnist:train' or 'fashion-mnist:test'; "
+    "a directory of images (root/<class>/<image>, root/<image>, root/<split>/<class>/<image> "
+    "or root/<split>/<image>); a .csv or .tsv file whose header names the columns path[,label][,split]"
+)
+
+
+def open_source(spec: str | os.PathLike[str] | ImageSource) -> ImageSource:
+    """Open an image source from what a user gives.
+
+    Parameters
+    ----------
+    spec : str, os.PathLike or ImageSource
+        - an :class:`ImageSource` -> returned as is;
+        - ``'fashion-mnist:train'``, ``'fashion-mnist:test'`` or ``'fashion-mnist'`` (both,
+          train first) -> :class:`FashionMnistSource`;
+        - a directory -> :class:`FolderSource`;
+        - a ``.csv`` or ``.tsv`` file -> :class:`CsvSource`.
+
+    Returns
+    -------
+    ImageSource
+
+    Raises
+    ------
+    SourceError
+        Anything else (a missing path, another kind of file, an unknown scheme), or a
+        source that cannot be opened.
+
+    Examples
+    --------
+    >>> source = open_source("fashion-mnist:test")  # doctest: +SKIP
+    >>> len(source), source.classes[:2]  # doctest: +SKIP
+    (10000, ('Ankle boot', 'Bag'))
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        if isinstance(spec, ImageSource):
+            return spec
+        raise SourceError(
+            f"cannot open an image source from {type(spec).__name__} {spec!r}; accepted: {ACCEPTED_FORMS}"
+        )
+    if isinstance(spec, str) and spec.split(":", 1)[0] == "fashion-mnist":
+        split = spec.split(":", 1)[1] if ":" in spec else "all"
+        if split not in ("train", "test", "all"):
+            raise SourceError(f"unknown Fashion-MNIST split in {spec!r}; accepted: {ACCEPTED_FORMS}")
+        return FashionMnistSource(split)
+    path = Path(spec)
+    if path.is_dir():
+        return FolderSource(path)
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+        return CsvSource(path)
+    if path.is_file():
+        raise SourceError(
+            f"cannot open {str(spec)!r} as an image source: it is a file but not .csv/.tsv; accepted: {ACCEPTED_FORMS}"
+        )
+    raise SourceError(f"{str(spec)!r} is neither an existing path nor a known source name; accepted: {ACCEPTED_FORMS}")

@@ -1,0 +1,152 @@
+"""One image of a source (:class:`SourceItem`), the content key that names it in a store, and
+the :class:`ImageSource` protocol every source follows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ContentTypeError, SourceError
+
+__all__ = ["SourceItem", "content_key", "array_key_hasher", "ImageSource", "ItemListSource"]
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One image of a source.
+
+    Parameters
+    ----------
+    path : str
+        File path, or a pseudo path such as ``fashion-mnist:train/00012`` for in-memory images.
+    label : str or None
+        Class name; None when unlabelled.
+    split : str or None
+        Split tag such as ``train`` or ``test``; None when the source has none.
+    array : numpy.ndarray or None
+        The image itself for in-memory sources; None means "read the file at ``path``".
+        Not part of equality, hashing or ``repr``.
+    """
+
+    path: str
+    label: str | None = None
+    split: str | None = None
+    array: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise SourceError(f"SourceItem path must be a non-empty str, got {self.path!r}")
+        for name in ("label", "split"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise SourceError(f"SourceItem {name} must be a str or None, got {value!r} for {self.path!r}")
+        if self.array is not None and not isinstance(self.array, np.ndarray):
+            raise SourceError(f"SourceItem array must be a numpy array or None, got {type(self.array).__name__}")
+
+    def read(self) -> bytes | np.ndarray:
+        """Return :attr:`array` if set, else the bytes of the file at :attr:`path`.
+
+        Raises
+        ------
+        OSError
+            The file cannot be read (``FileNotFoundError`` when it is missing).
+        """
+        if self.array is not None:
+            return self.array
+        return Path(self.path).read_bytes()
+
+
+def content_key(data: bytes | bytearray | memoryview | np.ndarray) -> str:
+    """Hash an image's content: the sha256 hex digest that keys it in a store.
+
+    Parameters
+    ----------
+    data : bytes or numpy.ndarray
+        File bytes (hashed as they are), or an array: its dtype, shape and C-order bytes
+        are hashed (``f"{dtype.str}|{shape}|"`` then the bytes), so equal pixels with a
+        different shape or dtype get a different key.
+
+    Returns
+    -------
+    str
+        64 hexadecimal characters.
+
+    Raises
+    ------
+    TypeError
+        ``data`` is neither bytes nor a numpy array, or an array of Python objects.
+
+    Examples
+    --------
+    >>> content_key(b"abc")[:12]
+    'ba7816bf8f01'
+    >>> content_key(np.zeros((2, 3), np.uint8)) == content_key(np.zeros((3, 2), np.uint8))
+    False
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(data).hexdigest()
+    if not isinstance(data, np.ndarray):
+        raise ContentTypeError(f"content_key takes bytes or a numpy array, not {type(data).__name__}")
+    if data.dtype.hasobject:
+        raise ContentTypeError(f"content_key cannot hash an array of dtype {data.dtype} (Python objects)")
+    digest = array_key_hasher(data.dtype, data.shape)
+    digest.update(data.tobytes(order="C"))
+    return digest.hexdigest()
+
+
+def array_key_hasher(dtype: np.dtype, shape: tuple[int, ...]) -> "hashlib._Hash":
+    """A sha256 primed as :func:`content_key` primes it for an array of ``dtype`` and ``shape``.
+
+    Feed it the array's C-order bytes (in pieces if need be) to get the array's content key.
+    """
+    return hashlib.sha256(f"{np.dtype(dtype).str}|{tuple(shape)}|".encode())
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """What every image source provides.
+
+    Attributes
+    ----------
+    name : str
+        Description used in messages and provenance, e.g. ``folder:/data/imgs``.
+    classes : tuple of str
+        Sorted distinct labels of the items; empty when unlabelled.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        """Yield the items in a deterministic order."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of items."""
+        ...
+
+
+class ItemListSource:
+    """Shared code of the sources that hold a list of items."""
+
+    name: str
+    classes: tuple[str, ...]
+    _items: list[SourceItem]
+
+    def _set_items(self, items: list[SourceItem]) -> None:
+        self._items = items
+        self.classes = tuple(sorted({item.label for item in items if item.label is not None}))
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {len(self)} images, {len(self.classes)} classes)"
