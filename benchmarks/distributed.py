@@ -95,7 +95,7 @@ def _ray(model: Path, folder: Path, options, workers: int):
 
 
 def _start_ray(num_cpus: int) -> float:
-    """Start a local Ray as the engine does (see ``featurestore._ray_pipeline.ray_session``); seconds taken."""
+    """Start a local Ray as the engine does (see ``featurestore._ray_job.ray_session``); seconds taken."""
     import ray
 
     started = time.perf_counter()

@@ -12,7 +12,7 @@ what it wrote before dying was never committed: the driver deletes it at the end
 run (or the next open of the store does, if the driver died too).
 
 Ray is an optional dependency (``pip install 'featurestore[distributed]'``), imported only
-by :mod:`featurestore._ray_pipeline` when :func:`extract_distributed` has work for it.
+by :mod:`featurestore._ray_job` when :func:`extract_distributed` has work for it.
 Worker code lives in :mod:`featurestore._ray_tasks`.
 """
 
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import file_sha256
 from ._ray_commit import DistributedReport, ShardCommitter
-from ._ray_pipeline import check_resources, ray_session, shard_metadata
+from ._ray_job import check_resources, ray_session, run_ray_job
 from ._ray_tasks import CRASH_ENV, array_to_bytes
 from .errors import OptionsError
 from .extract import ExtractOptions, skip_known
@@ -207,7 +207,7 @@ def extract_distributed(
             with ray_session(opts) as (ray, local):
                 check_resources(ray, opts, fixed=local)
                 args = _worker_args(model_path, spec, config, writer, options, opts)
-                for meta in shard_metadata(ray, todo, spec, options, opts, args):
+                for meta in run_ray_job(ray, todo, spec, options, opts, args):
                     committer.take(meta)
                     bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
                                     workers=len(report.workers), refresh=False)

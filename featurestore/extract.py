@@ -153,7 +153,7 @@ def _decode_on_device(decoder: DeviceDecoder, chunk: list[tuple[SourceItem, str,
             for (item, key, _), image, error in zip(chunk, images, errors)]
 
 
-class _Pipeline:
+class _BatchRunner:
     """Consumes decoded items in order, batches them through the model, hands rows to the writer.
 
     Inference runs on its own thread with up to ``inflight`` batches queued, so the host
@@ -278,7 +278,7 @@ def extract(
     src = open_source(source)
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
     report = ExtractReport(store=str(store), listed=len(src))
-    pipeline = _Pipeline(model, writer, report, options, decoder)
+    runner = _BatchRunner(model, writer, report, options, decoder)
     workers = options.decode_workers or os.cpu_count() or 1
     if decoder is not None:  # pending entries are whole batches, decoded on the device
         workers, window = min(2, workers), 3
@@ -296,7 +296,7 @@ def extract(
                 try:
                     data = item.read()
                 except OSError as exc:
-                    pipeline.take(_Decoded(item, "", None, (type(exc).__name__, str(exc))))
+                    runner.take(_Decoded(item, "", None, (type(exc).__name__, str(exc))))
                     continue
                 key = content_key(data)
                 if skip_known(writer, report, item, key, in_flight):
@@ -312,18 +312,18 @@ def extract(
                         chunk = []
                 while pending and (len(pending) >= window or pending[0].done()):
                     for decoded in pending.popleft().result():
-                        pipeline.take(decoded)
+                        runner.take(decoded)
                 bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
                                 refresh=False)
             if chunk:
                 pending.append(pool.submit(_decode_on_device, decoder, chunk))
             while pending:
                 for decoded in pending.popleft().result():
-                    pipeline.take(decoded)
-            pipeline.flush()
+                    runner.take(decoded)
+            runner.flush()
             bar.close()
     finally:
-        pipeline.close()
+        runner.close()
         report.seconds = time.perf_counter() - started
         writer.close(run={
             "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,

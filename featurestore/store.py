@@ -138,8 +138,8 @@ class FeatureStore:
     def failures(self) -> list[dict[str, Any]]:
         return list(self.manifest.failures)
 
-    def layer(self, name: str) -> str:
-        """Resolve a layer by output name or layer name to its output name."""
+    def output_name(self, name: str) -> str:
+        """The output name of a layer given by its output name or its layer name."""
         for layer in self.spec.layers:
             if name in (layer.output, layer.name):
                 return layer.output
@@ -188,7 +188,7 @@ class FeatureStore:
         FeatureSet
         """
         wanted = self.layers if layers is None else ([layers] if isinstance(layers, str) else list(layers))
-        names = [self.layer(n) for n in wanted]
+        names = [self.output_name(n) for n in wanted]
         selected = self._check_rows(rows) if rows is not None else self.rows(split, view)
         out = {name: np.empty((len(selected),) + self._row_shape(name), dtype=self.dtype) for name in names}
         self._fill(out, selected)
@@ -354,7 +354,7 @@ def select_layers(stores: Sequence[FeatureStore], layers: Sequence[str] | None) 
     """For each store, the output names of the requested layers it holds (in store order).
 
     Each requested name is an output name (``features.18.avg``) or a layer name
-    (``features.18``), resolved by :meth:`FeatureStore.layer`; with several stores (e.g.
+    (``features.18``), resolved by :meth:`FeatureStore.output_name`; with several stores (e.g.
     several backbones) each store takes the names it has.
 
     Parameters
@@ -382,7 +382,7 @@ def select_layers(stores: Sequence[FeatureStore], layers: Sequence[str] | None) 
         names = []
         for name in wanted:
             try:
-                output = store.layer(name)
+                output = store.output_name(name)
             except LayerNotInStoreError:
                 continue
             found.add(name)

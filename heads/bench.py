@@ -80,9 +80,9 @@ class BenchConfig:
 
 @dataclass
 class StoreData:
-    """One store's labelled features, loaded once for every cell."""
+    """One store's labelled features, loaded once for every cell (``name``: how the report calls it)."""
 
-    label: str
+    name: str
     path: str
     backbone: str
     fingerprint: str
@@ -132,12 +132,12 @@ class CellResult:
                 "n_train": self.n_train, "n_test": self.n_test, "evaluation": self.evaluation}
 
 
-def _store_label(path: Path, used: set[str]) -> str:
-    label = path.name or str(path)
-    while label in used:
-        label = f"{label}_"
-    used.add(label)
-    return label
+def _store_name(path: Path, used: set[str]) -> str:
+    name = path.name or str(path)
+    while name in used:
+        name = f"{name}_"
+    used.add(name)
+    return name
 
 
 def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None) -> list[StoreData]:
@@ -156,7 +156,7 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
         splits = data.splits[labelled]
         test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
         out.append(StoreData(
-            label=_store_label(Path(path), used), path=str(path), backbone=store.spec.backbone,
+            name=_store_name(Path(path), used), path=str(path), backbone=store.spec.backbone,
             fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
             X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
             y=data.y[labelled], keys=data.keys[labelled], test=test, classes=data.classes,
@@ -174,7 +174,7 @@ def plan_cells(stores: Sequence[StoreData], config: BenchConfig) -> list[Cell]:
             groups += [((name,), "none") for name in store.layers]
         if len(store.layers) > 1:
             groups += [(tuple(store.layers), fusion) for fusion in config.fusions]
-        cells += [Cell(store.label, layers, fusion, head) for layers, fusion in groups for head in config.heads]
+        cells += [Cell(store.name, layers, fusion, head) for layers, fusion in groups for head in config.heads]
     return cells
 
 
@@ -292,14 +292,14 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     started = time.perf_counter()
     data = load_store_data(stores, config.layers)
     load_seconds = time.perf_counter() - started
-    by_label = {d.label: d for d in data}
+    by_name = {d.name: d for d in data}
     cells = plan_cells(data, config)
     log(f"bench: {len(cells)} cells ({len(data)} stores, heads {', '.join(config.heads)}); "
         f"features loaded in {load_seconds:.2f} s")
     n_jobs = config.n_jobs or os.cpu_count() or 1
     results = []
     finished = Parallel(n_jobs=n_jobs, verbose=0, return_as="generator")(
-        delayed(run_cell)(cell, by_label[cell.store], config) for cell in cells)
+        delayed(run_cell)(cell, by_name[cell.store], config) for cell in cells)
     for done, result in enumerate(finished, start=1):  # in cell order, as soon as each is ready
         results.append(result)
         cell = result.cell

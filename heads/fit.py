@@ -49,7 +49,7 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
         The sidecar metadata (includes ``scores``).
     """
     store = open_store(store_path)
-    names = [store.layer(n) for n in (layers or [store.layers[-1]])]
+    names = [store.output_name(n) for n in (layers or [store.layers[-1]])]
     data = store.load(names, view=0)
     labelled = data.y >= 0
     if labelled.sum() < 2:

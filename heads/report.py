@@ -37,7 +37,7 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
         writer = csv.DictWriter(fh, fieldnames=_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    provenance = [{"label": s.label, "path": s.path, "backbone": s.backbone, "fingerprint": s.fingerprint,
+    provenance = [{"name": s.name, "path": s.path, "backbone": s.backbone, "fingerprint": s.fingerprint,
                    "random_init": s.random_init, "weights_source": s.weights_source, "layers": s.layers,
                    "rows": int(len(s.y)),
                    "evaluation": "test split" if s.test is not None else f"{config.cv}-fold CV",
@@ -80,7 +80,7 @@ def _markdown(document, stores, results, best, plots: list[str]) -> str:
              f"{timing['total_seconds']:.1f} s ({100 * timing['load_fraction']:.1f}%). No image was decoded.", "",
              "## Stores", ""]
     parts.append(_table(["store", "backbone", "weights", "layers", "rows", "evaluation", "fingerprint"], [
-        [s["label"], s["backbone"], _weights_label(s), ", ".join(s["layers"]),
+        [s["name"], s["backbone"], _weights_label(s), ", ".join(s["layers"]),
          s["rows"], s["evaluation"], s["fingerprint"][:16]] for s in document["stores"]]))
     ranked = sorted(results, key=lambda r: -r.metrics["accuracy"])
     parts += ["", "## All results (sorted by accuracy)", ""]
@@ -144,7 +144,7 @@ def _plots(output: Path, stores, results, best) -> list[str]:
         fig.savefig(output / name, dpi=100)
         plt.close(fig)
         written.append(name)
-    classes = next(s.classes for s in stores if s.label == best.cell.store)
+    classes = next(s.classes for s in stores if s.name == best.cell.store)
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.imshow(best.confusion, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize="small")

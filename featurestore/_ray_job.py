@@ -21,7 +21,7 @@ from .spec import ModelSpec
 if TYPE_CHECKING:
     from .distributed import RayOptions
 
-__all__ = ["DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "shard_metadata"]
+__all__ = ["DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "run_ray_job"]
 
 #: Images per decoding task, roughly (aligned with the shard size when it can be).
 DECODE_IMAGES = 32
@@ -85,9 +85,9 @@ def decode_rows(images_per_shard: int) -> int:
     return divisor if divisor >= DECODE_IMAGES // 4 else DECODE_IMAGES
 
 
-def shard_metadata(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions,
-                   opts: RayOptions, worker_args: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Run the pipeline over ``todo``; yield each batch's metadata as it completes (in no fixed order)."""
+def run_ray_job(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions,
+                opts: RayOptions, worker_args: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Run the Ray Data job over ``todo``; yield each shard's metadata as it completes (in no fixed order)."""
     context = ray.data.DataContext.get_current()
     bars, context.enable_progress_bars = context.enable_progress_bars, False  # the driver's tqdm is the bar
     try:
