@@ -4,6 +4,8 @@ The graph takes uint8 NHWC images and embeds its preprocessing and layer spec in
 model's metadata (see :mod:`featurestore.spec`).
 """
 
+from featurestore.export_config import ExportConfig
+
 from .backbones import BackboneEntry, get_backbone, list_backbones, register_backbone
 from .errors import ExportError, LayerNotFoundError, UnknownBackboneError, WeightsError, WeightsRequiredError
 from .exporter import PIXELS, build_backbone, export_backbone
@@ -11,6 +13,7 @@ from .layers import SHORTHANDS, LayerInfo, select_layers, trace_layers
 
 __all__ = [
     "BackboneEntry",
+    "ExportConfig",
     "ExportError",
     "LayerInfo",
     "LayerNotFoundError",

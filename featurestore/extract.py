@@ -22,12 +22,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._atomic import file_sha256
-from .augment import augment_view, check_augmentations
+from ._config import option
+from .augment import AUGMENTATIONS, augment_view, check_augmentations
 from .decode import decode_or_error
 from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
 from .manifest import StoreConfig
-from .session import FeatureModel
+from .session import DEVICES, FeatureModel
 from .sources import ImageSource, SourceItem, content_key, open_source
 from .spec import Preprocessing
 from .writer import StoreWriter
@@ -72,19 +73,25 @@ class ExtractOptions:
         :mod:`featurestore.device_decode`).
     """
 
-    batch_size: int = 32
-    device: str = "auto"
-    intra_op_threads: int | None = None
-    decode_workers: int | None = None
-    shard_rows: int = 2048
-    views: int = 0
-    augment: tuple[str, ...] = ()
-    dtype: str = "float32"
-    strict: bool = False
-    progress: bool = True
-    io_binding: bool | None = None
-    inflight: int = 2
-    decode: str = "host"
+    batch_size: int = option(32, "images per onnxruntime call (default 32)")
+    device: str = option("auto", "where the model runs (default auto: CUDA when present)", choices=DEVICES)
+    intra_op_threads: int | None = option(
+        None, "onnxruntime intra-op threads (default: all cores; ray engine: per actor, its CPUs)", flag="--threads")
+    decode_workers: int | None = option(
+        None, "local engine: decoding threads (default: all cores); ray engine: inference actors (default 2)",
+        flag="--workers")
+    shard_rows: int = option(2048, "rows per shard, the most a kill can lose (default 2048)")
+    views: int = option(0, "augmented views per image besides the clean one")
+    augment: tuple[str, ...] = option((), f"comma-separated augmentations: {', '.join(AUGMENTATIONS)}", kind="list")
+    dtype: str = option("float32", "stored feature dtype", choices=("float32", "float16"))
+    strict: bool = option(False, "stop at the first bad input", kind="switch")
+    progress: bool = option(True, "no progress bar", kind="negated", toml=False)
+    io_binding: bool | None = option(None, "onnxruntime IO binding (auto: on with CUDA)", kind="tristate", toml=False)
+    inflight: int = option(2, "batches in flight on the inference thread", cli=False, toml=False)
+    decode: str = option(
+        "host", "host: Pillow on --workers threads (default); device: JPEG batches decoded by TorchCodec on the "
+                "inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
+                "(pip install 'featurestore[gpu-decode]'; no --views)", choices=DECODERS)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -21,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from featurestore import open_store, select_layers
+from featurestore._config import option
 
 from .errors import HeadDataError, HeadParamError
 from .registry import create_head, list_heads, method_used
@@ -57,15 +58,17 @@ class BenchConfig:
         Stratified subsample of the training rows (for quick looks).
     """
 
-    heads: tuple[str, ...] = DEFAULT_HEADS
-    fusions: tuple[str, ...] = FUSIONS
-    layers: tuple[str, ...] | None = None
-    per_layer: bool = True
-    cv: int = 5
-    search: bool = False
-    n_jobs: int | None = None
-    seed: int = 0
-    max_train_rows: int | None = None
+    heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
+    fusions: tuple[str, ...] = option(FUSIONS, "fusions of all layers ('' for none)", kind="list")
+    layers: tuple[str, ...] | None = option(None, "comma-separated layers to use, by output or layer name "
+                                                  "(default: all)", kind="list")
+    per_layer: bool = option(True, "skip the single-layer cells", kind="negated")
+    cv: int = option(5, "folds when a store has no test split (default 5)")
+    search: bool = option(False, "small grid search per head", kind="switch")
+    n_jobs: int | None = option(None, "cells in parallel (default: all cores; 1 for clean fit timings)",
+                                flag="--jobs")
+    seed: int = option(0, "seed of every random choice (default 0)")
+    max_train_rows: int | None = option(None, "stratified subsample of the training rows")
 
     def __post_init__(self) -> None:
         heads = tuple(list_heads()) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)

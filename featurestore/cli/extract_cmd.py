@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..augment import AUGMENTATIONS
+from .._config import add_arguments, from_arguments
 from ..errors import OptionsError
-from ..device_decode import DECODERS
-from ..session import DEVICES
+from ..extract import ExtractOptions
 
 if TYPE_CHECKING:
-    from ..extract import ExtractOptions, ExtractReport
+    from ..extract import ExtractReport
 
 ENGINES = ("local", "ray")
 _RAY_ONLY = ("address", "gpus_per_worker", "cpus_per_worker")
@@ -30,24 +29,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="ONNX file from `featurestore export`")
     p.add_argument("source", help="image folder, CSV/TSV file, or fashion-mnist[:train|:test]")
     p.add_argument("-o", "--output", required=True, type=Path, help="store directory")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--threads", type=int,
-                   help="onnxruntime intra-op threads (default: all cores; ray engine: per actor, its CPUs)")
-    p.add_argument("--workers", type=int,
-                   help="local engine: decoding threads (default: all cores); ray engine: inference actors (default 2)")
-    p.add_argument("--shard-rows", type=int, default=2048, help="rows per shard (default 2048)")
-    p.add_argument("--views", type=int, default=0, help="augmented views per image besides the clean one")
-    p.add_argument("--augment", default="", help=f"comma-separated augmentations: {', '.join(AUGMENTATIONS)}")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
-    p.add_argument("--io-binding", choices=("auto", "on", "off"), default="auto",
-                   help="onnxruntime IO binding (auto: on with CUDA)")
-    p.add_argument("--decode", choices=DECODERS, default="host",
-                   help="host: Pillow on --workers threads (default); device: JPEG batches decoded by TorchCodec "
-                        "on the inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
-                        "(pip install 'featurestore[gpu-decode]'; no --views)")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad input")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p, ExtractOptions)
     ray = p.add_argument_group("distributed extraction (--engine ray; pip install 'featurestore[distributed]')")
     ray.add_argument("--engine", default="local", choices=ENGINES,
                      help="local: this process (default); ray: a Ray Data pipeline on a cluster or a local Ray")
@@ -58,15 +40,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..extract import ExtractOptions, extract
+    from ..extract import extract
 
-    options = ExtractOptions(
-        batch_size=args.batch_size, device=args.device, intra_op_threads=args.threads,
-        decode_workers=args.workers, shard_rows=args.shard_rows, views=args.views,
-        augment=tuple(a for a in args.augment.split(",") if a), dtype=args.dtype, strict=args.strict,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        io_binding={"auto": None, "on": True, "off": False}[args.io_binding], decode=args.decode,
-    )
+    options = from_arguments(ExtractOptions, args, progress=args.progress and sys.stderr.isatty())
     if args.engine == "ray":
         if args.decode != "host":
             raise OptionsError("--engine ray decodes on the host; --decode device runs with --engine local")
@@ -85,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
 def _extract_on_ray(args: argparse.Namespace, options: ExtractOptions) -> ExtractReport:
     from ..distributed import RayOptions, extract_distributed
 
-    given = {name: getattr(args, name) for name in ("workers", *_RAY_ONLY)}
+    given = {"workers": args.decode_workers, **{name: getattr(args, name) for name in _RAY_ONLY}}
     ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
     return extract_distributed(args.model, args.source, args.output, options, ray_options)

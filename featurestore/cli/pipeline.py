@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import file_sha256, write_bytes_atomic
+from .._config import from_table, table_keys
+from .._hints import close_matches_hint
 from .._time import utc_timestamp
 from .._version import __version__
 from ..errors import PipelineError
@@ -50,11 +52,23 @@ from ..manifest import MANIFEST_NAME
 __all__ = ["PipelineError", "StepOutcome", "load_pipeline", "run_pipeline"]
 
 STEP_KINDS = ("export", "extract", "bench")
-_EXPORT_KEYS = {"name", "backbone", "layers", "pool", "weights", "random_init", "precision", "image_size", "grayscale"}
-_EXTRACT_KEYS = {"name", "model", "sources", "limit", "batch_size", "device", "views", "augment", "dtype",
-                 "shard_rows", "strict", "decode"}
-_BENCH_KEYS = {"name", "stores", "heads", "fusions", "layers", "per_layer", "cv", "search", "jobs",
-               "max_train_rows", "seed"}
+#: Keys of each step kind that are not options of its config dataclass.
+STEP_KEYS = {"export": ("name", "backbone"), "extract": ("name", "model", "sources", "limit"),
+             "bench": ("name", "stores")}
+
+
+def _configs() -> dict[str, type]:
+    from heads.bench import BenchConfig
+
+    from ..export_config import ExportConfig
+    from ..extract import ExtractOptions
+
+    return {"export": ExportConfig, "extract": ExtractOptions, "bench": BenchConfig}
+
+
+def step_keys(kind: str) -> set[str]:
+    """Every key a ``[[kind]]`` step takes: its own and its config dataclass's."""
+    return set(STEP_KEYS[kind]) | set(table_keys(_configs()[kind]))
 
 
 @dataclass
@@ -76,16 +90,16 @@ def load_pipeline(path: str | Path) -> dict[str, Any]:
     unknown = set(data) - {"workdir", *STEP_KINDS}
     if unknown:
         raise PipelineError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
-    allowed = {"export": _EXPORT_KEYS, "extract": _EXTRACT_KEYS, "bench": _BENCH_KEYS}
     for kind in STEP_KINDS:
         names = []
+        allowed = sorted(step_keys(kind))
         for step in data.get(kind, []):
             if "name" not in step:
                 raise PipelineError(f"{path}: every [[{kind}]] step needs a name")
-            extra = set(step) - allowed[kind]
+            extra = sorted(set(step) - set(allowed))
             if extra:
-                raise PipelineError(f"{path}: [[{kind}]] {step['name']!r} has unknown key(s) "
-                                    f"{', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed[kind]))}")
+                raise PipelineError(f"{path}: [[{kind}]] {step['name']!r} has unknown key(s) {', '.join(extra)}; "
+                                    f"{close_matches_hint(extra[0], allowed)}; allowed: {', '.join(allowed)}")
             names.append(step["name"])
         if len(set(names)) != len(names):
             raise PipelineError(f"{path}: duplicate [[{kind}]] names")
@@ -119,18 +133,15 @@ class _Runner:
 
         output = self.workdir / f"{step['name']}.onnx"
         self.models[step["name"]] = output
-        config = {k: step.get(k) for k in sorted(_EXPORT_KEYS)} | {"featurestore": __version__}
+        config = {k: step.get(k) for k in sorted(step_keys("export"))} | {"featurestore": __version__}
         if step.get("weights"):
             config["weights_sha256"] = file_sha256(step["weights"])
         fingerprint = _hash(config)
         if output.is_file() and self._done("export", step["name"], fingerprint) and \
                 json.loads(self._record("export", step["name"]).read_text()).get("sha256") == file_sha256(output):
             return "skipped", f"{output} is up to date"
-        spec, _ = export_backbone(
-            step["backbone"], output, layers=step.get("layers", "last"), pooling=step.get("pool", "avg"),
-            weights=step.get("weights"), random_init=bool(step.get("random_init", False)),
-            precision=step.get("precision", "fp32"), image_size=step.get("image_size"),
-            grayscale=bool(step.get("grayscale", False)))
+        options = from_table(_configs()["export"], step, f"[[export]] {step['name']!r}", own_keys=STEP_KEYS["export"])
+        spec, _ = export_backbone(step["backbone"], output, **options.as_keywords())
         self._finish("export", step["name"], fingerprint, sha256=file_sha256(output))
         return "ran", f"{output}: {', '.join(layer.output for layer in spec.layers)}"
 
@@ -157,11 +168,8 @@ class _Runner:
         model = self._model_path(step["model"])
         limit = self.limit_override if self.limit_override is not None else step.get("limit")
         limit = limit or None
-        options = ExtractOptions(
-            batch_size=step.get("batch_size", 32), device=step.get("device", "auto"),
-            shard_rows=step.get("shard_rows", 2048), views=step.get("views", 0),
-            augment=tuple(step.get("augment", ())), dtype=step.get("dtype", "float32"),
-            strict=bool(step.get("strict", False)), decode=step.get("decode", "host"), progress=False)
+        options = from_table(ExtractOptions, step, f"[[extract]] {step['name']!r}", own_keys=STEP_KEYS["extract"],
+                             progress=False)
         # No skip on the step's own record: the store's incremental skip (known content keys) is
         # the authority, so images added to a source are found on every run; an unchanged source
         # costs a listing and a hash per image and leaves the store byte-identical.
@@ -189,13 +197,8 @@ class _Runner:
         for store in stores:
             if not (store / MANIFEST_NAME).is_file():
                 raise PipelineError(f"bench {step['name']!r}: {store} is not a store")
-        config = BenchConfig(
-            heads=tuple(step.get("heads", ("logreg", "svm", "tree", "nb", "xgb"))),
-            fusions=tuple(step.get("fusions", ("concat", "attention"))),
-            layers=tuple(step["layers"]) if step.get("layers") else None, per_layer=step.get("per_layer", True),
-            cv=step.get("cv", 5), search=bool(step.get("search", False)), n_jobs=step.get("jobs"),
-            seed=step.get("seed", 0), max_train_rows=step.get("max_train_rows"))
-        fingerprint = _hash({"config": {k: step.get(k) for k in sorted(_BENCH_KEYS)},
+        config = from_table(BenchConfig, step, f"[[bench]] {step['name']!r}", own_keys=STEP_KEYS["bench"])
+        fingerprint = _hash({"config": {k: step.get(k) for k in sorted(step_keys("bench"))},
                              "stores": [file_sha256(s / MANIFEST_NAME) for s in stores]})
         if (output / "results.json").is_file() and self._done("bench", step["name"], fingerprint):
             return "skipped", f"{output / 'report.md'} is up to date"
