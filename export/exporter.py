@@ -12,7 +12,7 @@ from torch import nn
 
 from featurestore._atomic import write_bytes_atomic
 from featurestore._version import __version__
-from featurestore.spec import SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
+from featurestore.spec import POOLED_WIDTH, SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
 from .backbones import get_backbone
 from .errors import ExportOptionsError, WeightsRequiredError
@@ -114,7 +114,7 @@ def _layer_spec(choice: LayerChoice) -> LayerSpec:
     layer = choice.layer
     name = layer.name
     output = f"{name}.{choice.pooling}" if layer.is_map or layer.is_tokens else name
-    dim = layer.channels * (2 if choice.pooling in ("avgmax", "cls+mean") else 1)
+    dim = layer.channels * POOLED_WIDTH.get(choice.pooling, 1)
     return LayerSpec(name=name, output=output, channels=layer.channels, dim=dim, stride=layer.stride,
                      pooling=choice.pooling, layout=layer.layout, prefix_tokens=layer.prefix_tokens)
 
@@ -150,8 +150,9 @@ def export_backbone(
     layers : str or list of str, default='last'
         Layer names and shorthands (``last``, ``stages``, ``all``, ``logits``), comma
         separated, each optionally ``NAME:POOL``.
-    pooling : {'avg', 'max', 'gem', 'avgmax', 'none'}, default='avg'
-        Pooling of 4-D layers, inside the graph.
+    pooling : str, default='avg'
+        Pooling inside the graph: of maps (``avg``, ``max``, ``gem``, ``avgmax``, ``grid2``,
+        ``grid4``, ``pyramid``, ``none``) or of tokens (``cls``, ``mean``, ``cls+mean``, ``none``).
     weights : str or Path, optional
         A state_dict file to load.
     random_init : bool, default=False

@@ -45,7 +45,27 @@ def pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix_tokens: int
         return x.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
     if pooling == "avgmax":
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+    if pooling in ("grid2", "grid4"):
+        return _grid(x, int(pooling[-1]))
+    if pooling == "pyramid":
+        return torch.cat([x.mean(dim=(2, 3)), _grid(x, 2), _grid(x, 4)], dim=1)
     raise LayerSelectionError(f"unknown pooling {pooling!r}")
+
+
+def _grid(x: torch.Tensor, cells: int) -> torch.Tensor:
+    """Average over a ``cells x cells`` grid (adaptive average pooling's bins), flattened channel-major.
+
+    The bins are static slices (the map's size is fixed once the input size is), so the graph
+    exports for any map size, including sizes the grid does not divide (7 x 7 into 4 x 4).
+    """
+    height, width = int(x.shape[2]), int(x.shape[3])
+    means = []
+    for i in range(cells):
+        top, bottom = i * height // cells, -(-(i + 1) * height // cells)
+        for j in range(cells):
+            left, right = j * width // cells, -(-(j + 1) * width // cells)
+            means.append(x[:, :, top:bottom, left:right].mean(dim=(2, 3)))
+    return torch.stack(means, dim=2).flatten(1)
 
 
 class FeatureGraph(nn.Module):

@@ -21,7 +21,8 @@ Shorthands:
   output, or a transformer block);
 - ``logits``.
 
-Maps pool over their spatial axes (``avg``, ``max``, ``gem``, ``avgmax``, ``none``); tokens
+Maps pool over their spatial axes (``avg``, ``max``, ``gem``, ``avgmax``, ``grid2``, ``grid4``,
+``pyramid``, ``none``); tokens
 over the sequence (``cls``, ``mean`` of the patch tokens, ``cls+mean``, ``none``). Channels
 are always kept.
 """
@@ -221,8 +222,8 @@ def select_layers(layers: list[LayerInfo], selection: str | list[str], pooling: 
         :data:`SHORTHANDS`, optionally suffixed with ``:POOL`` to override ``pooling``.
     pooling : str, default='avg'
         Pooling for the selection (see :func:`default_pooling`): a map pooling (``avg``,
-        ``max``, ``gem``, ``avgmax``, ``none``) or a token pooling (``cls``, ``mean``,
-        ``cls+mean``, ``none``).
+        ``max``, ``gem``, ``avgmax``, ``grid2``, ``grid4``, ``pyramid``, ``none``) or a token
+        pooling (``cls``, ``mean``, ``cls+mean``, ``none``).
 
     Raises
     ------

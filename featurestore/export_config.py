@@ -40,7 +40,8 @@ class ExportConfig:
 
     layers: str = option("last", "comma-separated layer names or shorthands: last (default), stages, all, logits; "
                                  "NAME:POOL overrides the pooling of one layer")
-    pooling: str = option("avg", "pooling: of feature maps (avg, max, gem, avgmax, none; default avg) or of "
+    pooling: str = option("avg", "pooling: of feature maps (avg, max, gem, avgmax, grid2, grid4, pyramid, none; "
+                                 "default avg) or of "
                                  "transformer tokens (cls, mean, cls+mean, none; default cls, or mean without a "
                                  "class token); the other kind of layer keeps its default",
                           flag="--pool", choices=POOLINGS)

@@ -22,6 +22,7 @@ __all__ = [
     "MAP_POOLINGS",
     "TOKEN_POOLINGS",
     "LAYOUTS",
+    "POOLED_WIDTH",
     "INTERPOLATIONS",
     "LayerSpec",
     "Preprocessing",
@@ -34,7 +35,11 @@ __all__ = [
 SPEC_KEY = "featurestore.spec"
 SPEC_VERSION = 1
 #: Poolings of a feature map (``NCHW`` or ``NHWC``): over its spatial axes, channels kept.
-MAP_POOLINGS = ("avg", "max", "gem", "avgmax", "none")
+#: ``gridK`` averages over a K x K grid of cells (PyTorch's adaptive average pooling) and keeps
+#: where things are; ``pyramid`` concatenates ``avg``, ``grid2`` and ``grid4`` (1 + 4 + 16 cells).
+MAP_POOLINGS = ("avg", "max", "gem", "avgmax", "grid2", "grid4", "pyramid", "none")
+#: Output width of each pooling, in multiples of the layer's channels.
+POOLED_WIDTH = {"avgmax": 2, "cls+mean": 2, "grid2": 4, "grid4": 16, "pyramid": 21}
 #: Poolings of a token sequence (``NLC``): the class token, the mean of the patch tokens (prefix
 #: tokens left out), both concatenated (DINOv2's linear-evaluation features), or every token.
 TOKEN_POOLINGS = ("cls", "mean", "cls+mean", "none")
@@ -65,7 +70,8 @@ class LayerSpec:
     channels : int
         Channels of the layer before pooling.
     dim : int
-        Width of the pooled output (``2 * channels`` for ``avgmax`` and ``cls+mean``). For
+        Width of the pooled output (channels times :data:`POOLED_WIDTH`: 2 for ``avgmax`` and
+        ``cls+mean``, 4 for ``grid2``, 16 for ``grid4``, 21 for ``pyramid``). For
         ``pooling='none'`` this is ``channels`` and the output keeps its spatial axes (maps,
         as ``(C, H, W)``) or its tokens (``(L, C)``).
     stride : int or None

@@ -25,6 +25,9 @@ def _pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix: int = 0) 
         return x.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3)
     if pooling == "avgmax":
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], 1)
+    if pooling in ("grid2", "grid4", "pyramid"):
+        sizes = {"grid2": (2,), "grid4": (4,), "pyramid": (1, 2, 4)}[pooling]
+        return torch.cat([torch.nn.functional.adaptive_avg_pool2d(x, k).flatten(1) for k in sizes], 1)
     raise ValueError(pooling)
 
 

@@ -77,3 +77,31 @@ def test_fp16_stays_within_documented_tolerance(tmp_path):
         assert b[layer.output].dtype == np.float32
         # documented: fp16 features are within 2e-2 of the output's scale
         assert_close_to_scale(b[layer.output], a[layer.output], 2e-2, layer.output)
+
+
+@pytest.mark.parametrize("size", [32, 16])
+def test_grid_and_pyramid_poolings_match_adaptive_average_pooling(size, tmp_path):
+    # At 32 px the maps are 16, 8 and 4 wide; at 16 px the last is 2 x 2, smaller than the 4 x 4 grid.
+    model = tiny_net()
+    spec, _ = export_backbone(model, tmp_path / "g.onnx", image_size=size,
+                              layers="features.1:grid2,features.4:grid4,features.6:pyramid,features.6:grid4")
+    assert [layer.dim for layer in spec.layers] == [8 * 4, 16 * 16, 32 * 21, 32 * 16]
+    images = _images(3, size, 5)
+    got = FeatureModel(tmp_path / "g.onnx", device="cpu").run(images)
+    want = reference_outputs(model, spec, images)
+    for layer in spec.layers:
+        assert_close_to_scale(got[layer.output], want[layer.output], RTOL, layer.output)
+
+
+def test_grid_pooling_of_a_map_the_grid_does_not_divide(tmp_path):
+    from test_any_backbone_parity import randomize_norm_statistics
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    model = randomize_norm_statistics(resnet18(weights=None), seed=4)
+    spec, _ = export_backbone(model, tmp_path / "r.onnx", layers="layer4:grid4,layer3:pyramid")  # 7 x 7, 14 x 14
+    images = _images(2, 224, 6)
+    got = FeatureModel(tmp_path / "r.onnx", device="cpu").run(images)
+    want = reference_outputs(model, spec, images)
+    for layer in spec.layers:
+        assert_close_to_scale(got[layer.output], want[layer.output], RTOL, layer.output)
