@@ -56,7 +56,7 @@ def has_class_token(model: nn.Module, prefix_tokens: int) -> bool:
     return prefix_tokens > 0
 
 
-def describe_output(model: nn.Module, module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor,
+def describe_output(model: nn.Module, module: nn.Module, out: torch.Tensor,
                     input_hw: tuple[int, int]) -> tuple[str | None, int, int | None]:
     """(layout, prefix tokens, stride) of ``out``; layout None when it is none of the known ones."""
     shape = tuple(int(v) for v in out.shape[1:])

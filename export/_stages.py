@@ -26,7 +26,7 @@ _PASSTHROUGH = ("Permute", "Identity", "Flatten", "Dropout", "Dropout1d", "Dropo
 Described = dict[str, tuple[str | None, int, int | None]]
 
 
-def block_names(model: nn.Module, outputs: dict[str, torch.Tensor], described: Described, prefix: str = "") -> list[str]:
+def block_names(model: nn.Module, described: Described, prefix: str = "") -> list[str]:
     """Indexed elements of ``nn.Sequential``/``nn.ModuleList`` with a map output (containers of
     indexed elements only are opened up into their own elements)."""
     names: list[str] = []
@@ -38,7 +38,7 @@ def block_names(model: nn.Module, outputs: dict[str, torch.Tensor], described: D
         if child_name.isdigit() and is_map and not expandable:
             names.append(full)
         else:
-            names.extend(block_names(child, outputs, described, full + "."))
+            names.extend(block_names(child, described, full + "."))
     return names
 
 

@@ -105,21 +105,12 @@ def list_backbones(pattern: str | None = None) -> list[str]:
 
 
 def _torchvision_entry(name: str, interpolation: str, resize: int, offline=None) -> BackboneEntry:
-    def build() -> nn.Module:
-        from torchvision import models
-
-        return models.get_model(name, weights=None)
-
-    def class_names() -> tuple[str, ...]:
-        from torchvision.models import get_model_weights
-
-        return tuple(get_model_weights(name).DEFAULT.meta["categories"])
-
     preprocessing = Preprocessing(
         crop_size=(224, 224), resize_size=resize, interpolation=interpolation,
         mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
     )
-    return BackboneEntry(name, build, preprocessing, offline, class_names)
+    return BackboneEntry(name, lambda: torchvision_build(name), preprocessing, offline,
+                         lambda: torchvision_classes(name))
 
 
 def _mobilenet_v2_offline() -> tuple[str, str]:
@@ -173,6 +164,6 @@ for _variant, _size in ((0, 224), (1, 240), (2, 260)):
             Preprocessing(crop_size=(_size, _size), resize_size=round(_size / 0.875), interpolation="bilinear",
                           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
             _lite_offline(_variant),
-            _torchvision_entry("resnet18", "bilinear", 256).class_names,
+            lambda: torchvision_classes("resnet18"),
         )
     )

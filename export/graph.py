@@ -8,7 +8,7 @@ from torch import nn
 from featurestore.spec import Preprocessing
 
 from .errors import LayerSelectionError
-from .layers import LayerChoice, no_attention_fast_path
+from .layers import LayerChoice
 
 __all__ = ["FeatureGraph", "pool"]
 
@@ -105,8 +105,7 @@ class FeatureGraph(nn.Module):
                 captured[key] = args[0] if key[1] == "input" else output
             handles.append(modules[module_name].register_forward_hook(hook))
         try:
-            with no_attention_fast_path():
-                self.backbone(x.to(self.compute_dtype))
+            self.backbone(x.to(self.compute_dtype))
         finally:
             for handle in handles:
                 handle.remove()

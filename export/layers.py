@@ -135,19 +135,19 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
     try:
-        with torch.no_grad(), _no_attention_fast_path():
+        with torch.no_grad(), no_attention_fast_path():
             result = model(torch.zeros(1, in_channels, *input_hw))
     finally:
         for handle in handles:
             handle.remove()
 
     modules = dict(model.named_modules())
-    described = {name: describe_output(model, modules[name], inputs.get(name), outputs[name], input_hw)
+    described = {name: describe_output(model, modules[name], outputs[name], input_hw)
                  for name in order}
     pools = {name for name in order if is_global_pool(modules[name], inputs.get(name), outputs[name],
                                                       described[name][0])}
     tokens = token_blocks(model, outputs, described)
-    blocks = set(block_names(model, outputs, described)) | set(tokens)
+    blocks = set(block_names(model, described)) | set(tokens)
     stages = set(stage_names(model, order, described, pools, tokens))
     layers = []
     for name in order:
@@ -171,7 +171,7 @@ def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(v) for v in tensor.shape[1:])
 
 
-class _no_attention_fast_path:
+class no_attention_fast_path:
     """Turn off torch's fused multi-head attention inference path (``aten::_native_multi_head_attention``,
     which has no ONNX export) while tracing or exporting; restored afterwards."""
 
@@ -182,8 +182,6 @@ class _no_attention_fast_path:
     def __exit__(self, *exc: object) -> None:
         torch.backends.mha.set_fastpath_enabled(self.before)
 
-
-no_attention_fast_path = _no_attention_fast_path
 
 
 def default_pooling(layer: LayerInfo, pooling: str) -> str:

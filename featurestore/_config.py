@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._hints import close_matches_hint
-from .errors import PipelineError
+from .errors import OptionsError, PipelineError
 
 __all__ = ["Option", "option", "options_of", "add_arguments", "from_arguments", "from_table", "table_keys"]
 
@@ -51,6 +51,10 @@ class Option:
     choices: tuple[Any, ...] | None = None
     cli: bool = True
     toml: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise OptionsError(f"Option kind {self.kind!r} is not one of {KINDS}")
 
 
 def option(default: Any, help: str, **spelling: Any) -> Any:

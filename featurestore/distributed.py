@@ -36,7 +36,6 @@ from .errors import OptionsError
 from .extract import ExtractOptions, skip_known
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
-from .shard import uncommitted_shards
 from .sources import ImageSource, content_key, open_source
 from .spec import ModelSpec, read_spec
 from .writer import StoreWriter
@@ -132,16 +131,6 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
     return todo
 
 
-def _remove_orphans(writer: StoreWriter) -> None:
-    """Delete shard files the manifest does not name (written by killed actors, never committed).
-
-    Safe while the writer holds the store's lock: only its process commits, so an
-    uncommitted file can never become part of the store.
-    """
-    for file in uncommitted_shards(writer.path, writer.manifest.shards):
-        file.unlink(missing_ok=True)
-
-
 def extract_distributed(
     model: str | Path | FeatureModel,
     source: str | os.PathLike[str] | ImageSource,
@@ -211,7 +200,7 @@ def extract_distributed(
                     committer.take(meta)
                     bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
                                     workers=len(report.workers), refresh=False)
-            _remove_orphans(writer)
+            writer.remove_uncommitted()
         bar.close()
     finally:
         report.seconds = time.perf_counter() - started

@@ -31,7 +31,7 @@ from .manifest import StoreConfig
 from .session import DEVICES, FeatureModel
 from .sources import ImageSource, SourceItem, content_key, open_source
 from .spec import Preprocessing
-from .writer import StoreWriter
+from .writer import StoreWriter, check_shard_rows
 
 __all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known"]
 
@@ -96,8 +96,7 @@ class ExtractOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
-        if isinstance(self.shard_rows, bool) or not isinstance(self.shard_rows, int) or self.shard_rows < 1:
-            raise OptionsError(f"shard_rows must be an integer >= 1, got {self.shard_rows!r}")
+        check_shard_rows(self.shard_rows)
         if self.decode not in DECODERS:
             raise OptionsError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.decode == "device" and self.views:

@@ -33,7 +33,7 @@ import numpy as np
 from ._atomic import file_sha256, fsync_dir
 from .errors import StoreError, UnsafeStoreError
 
-__all__ = ["SHARD_DIR", "uncommitted_shards", "check_shard_name", "shard_file", "open_shard", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
+__all__ = ["SHARD_DIR", "shard_dir", "uncommitted_shards", "check_shard_name", "shard_file", "open_shard", "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases",
            "read_index_and_layout", "layer_stats"]
 
 SHARD_DIR = "shards"
@@ -207,9 +207,18 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     }
 
 
+def shard_dir(store: Path) -> Path:
+    """``STORE/shards``, refused if it is a link (it would lead reads and deletions outside the store)."""
+    directory = Path(store) / SHARD_DIR
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise UnsafeStoreError(f"{directory} is a link or not a folder; refusing the store (it must never make "
+                               "us read or delete outside it)")
+    return directory
+
+
 def uncommitted_shards(store: Path, shards: list[dict[str, Any]]) -> list[Path]:
     """Files in ``STORE/shards/`` that no committed entry names (left by a killed writer or actor), sorted."""
-    directory = Path(store) / SHARD_DIR
+    directory = shard_dir(store)
     if not directory.is_dir():
         return []
     committed = {Path(shard["file"]).name for shard in shards}
@@ -233,32 +242,41 @@ def check_shard_name(file: Any) -> str:
 def shard_file(store: Path, file: str) -> Path:
     """The path of a committed shard, checked to be a regular file inside ``STORE/shards/`` (no link)."""
     name = check_shard_name(file)
-    path = Path(store) / SHARD_DIR / name
+    path = shard_dir(store) / name
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UnsafeStoreError(f"shard {path} is a link or not a regular file; refusing to read it")
     return path
 
 
-def _check_objects(group: h5py.Group, file: Path, prefix: str = "") -> None:
-    for name in group:
-        where = f"{prefix}/{name}"
-        link = group.get(name, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            raise UnsafeStoreError(f"shard {file}: {where} is a {type(link).__name__} (it could point outside the "
-                                   "store); this writer never makes links, refusing the shard")
-        item = group[name]
-        if isinstance(item, h5py.Group):
-            _check_objects(item, file, where)
-            continue
-        if not isinstance(item, h5py.Dataset):
-            raise UnsafeStoreError(f"shard {file}: {where} is a {type(item).__name__}, not a dataset; refusing it")
-        refused = ("a virtual dataset (it reads other files)" if item.is_virtual
-                   else "external storage (it reads other files)" if item.external
-                   else "a chunked or filtered layout" if item.chunks is not None
-                   or item.id.get_create_plist().get_nfilters() else None)
-        if refused:
-            raise UnsafeStoreError(f"shard {file}: dataset {where} uses {refused}, which this writer never "
-                                   "produces; refusing the shard")
+#: The groups a shard holds (one level below the root; datasets only inside them).
+_GROUPS = ("features", "aliases")
+
+
+def _check_objects(root: h5py.File, file: Path) -> None:
+    """Refuse anything but the writer's layout: datasets at the root and in ``features/`` and
+    ``aliases/``, joined by hard links, stored contiguously without filters."""
+    for prefix, group in [("", root)] + [(f"/{name}", root[name]) for name in _GROUPS if name in root
+                                         and isinstance(root.get(name, getlink=True), h5py.HardLink)]:
+        for name in group:
+            where = f"{prefix}/{name}"
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise UnsafeStoreError(f"shard {file}: {where} is a {type(link).__name__} (it could point outside "
+                                       "the store); this writer never makes links, refusing the shard")
+            kind = group.get(name, getclass=True)
+            if kind is h5py.Group and not prefix and name in _GROUPS:
+                continue
+            if kind is not h5py.Dataset:
+                raise UnsafeStoreError(f"shard {file}: {where} is not a dataset where this writer puts one; "
+                                       "refusing the shard")
+            item = group[name]
+            refused = ("a virtual dataset (it reads other files)" if item.is_virtual
+                       else "external storage (it reads other files)" if item.external
+                       else "a chunked or filtered layout" if item.chunks is not None
+                       or item.id.get_create_plist().get_nfilters() else None)
+            if refused:
+                raise UnsafeStoreError(f"shard {file}: dataset {where} uses {refused}, which this writer never "
+                                       "produces; refusing the shard")
 
 
 class open_shard:

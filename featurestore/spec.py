@@ -312,13 +312,23 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
 
 
 def _tensors(graph: Any) -> Any:
-    """Every tensor of a graph: initializers and tensor attributes, subgraphs included."""
+    """Every tensor of a graph: initializers (sparse ones too) and tensor attributes, subgraphs included."""
     yield from graph.initializer
-    for node in graph.node:
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Any:
+    for node in nodes:
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield attribute.sparse_tensor.values
+                yield attribute.sparse_tensor.indices
             if attribute.HasField("g"):
                 yield from _tensors(attribute.g)
             for sub in attribute.graphs:
@@ -328,22 +338,28 @@ def _tensors(graph: Any) -> Any:
 def check_external_data(model: Any, path: str | Path) -> None:
     """Refuse an ONNX file whose tensors keep their data outside the file's own folder.
 
-    Each external-data ``location`` must be a relative path without ``..`` naming a regular
-    file (not a link) inside the model's folder; checked on the parsed graph before
-    onnxruntime (or anything else) opens any of those files.
+    The folder is the one onnxruntime resolves locations against (the model path as given,
+    made absolute; a model file that is a link is refused, since the two could differ). Each
+    external-data ``location`` must be a relative path without ``..`` naming a regular file
+    (not a link) inside that folder. Checked on the parsed graph (model-local functions
+    included) before onnxruntime or anything else opens any of those files.
 
     Raises
     ------
     UnsafeModelError
     """
-    folder = Path(path).resolve().parent
-    for tensor in _tensors(model.graph):
-        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
-            continue
+    tensors = [t for t in _tensors(model.graph)] + [t for f in model.functions for t in _node_tensors(f.node)]
+    external = [t for t in tensors if t.data_location == 1]  # onnx.TensorProto.EXTERNAL
+    if not external:
+        return
+    if Path(path).is_symlink():
+        raise UnsafeModelError(f"ONNX file {path} is a link and keeps data in external files; refusing to load it "
+                               "(give the real path)")
+    folder = Path(path).absolute().parent
+    for tensor in external:
         location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
         target = folder / location
-        inside = target.resolve().is_relative_to(folder)
-        if not location or Path(location).is_absolute() or ".." in Path(location).parts or not inside \
-                or target.is_symlink():
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts or target.is_symlink() \
+                or not target.resolve().is_relative_to(folder.resolve()) or not target.is_file():
             raise UnsafeModelError(f"ONNX file {path} keeps tensor {tensor.name!r} in {location!r}, outside its "
-                                   "folder (or through a link); refusing to load it")
+                                   "folder, through a link or not in a regular file; refusing to load it")

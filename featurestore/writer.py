@@ -81,6 +81,13 @@ def _refused_writes(store: Path) -> Iterator[None]:
                               f"safe; {remedy} and rerun the same command to resume", code, rows) from None
 
 
+def check_shard_rows(value: object) -> int:
+    """``value`` if it is a valid number of rows per shard (an integer >= 1), else an OptionsError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionsError(f"shard_rows must be an integer >= 1, got {value!r}")
+    return value
+
+
 def _cut(keys: list[str], start: int, limit: int, forward: bool = False) -> int:
     """The largest index <= ``limit`` (or, with ``forward``, the smallest >= it) that does not split a key."""
     limit = min(limit, len(keys))
@@ -130,9 +137,7 @@ class StoreWriter:
                  commit_each_shard: bool = True) -> None:
         self.path = Path(path)
         self.config = config
-        if isinstance(shard_rows, bool) or not isinstance(shard_rows, int) or shard_rows < 1:
-            raise OptionsError(f"shard_rows must be an integer >= 1, got {shard_rows!r}")
-        self.shard_rows = shard_rows
+        self.shard_rows = check_shard_rows(shard_rows)
         self.commit_each_shard = commit_each_shard
         manifest_path = self.path / MANIFEST_NAME
         if manifest_path.is_file():
@@ -159,7 +164,7 @@ class StoreWriter:
                 else:
                     self.manifest = Manifest.new(config, spec)
                     self.manifest.save(self.path)
-                self._remove_orphans()
+                self.remove_uncommitted()
             self._load_index()
         except BaseException:
             self._release_lock()
@@ -187,7 +192,11 @@ class StoreWriter:
             os.close(self._lock)
             self._lock = None
 
-    def _remove_orphans(self) -> None:
+    def remove_uncommitted(self) -> None:
+        """Delete what no manifest names: temporary manifests and shard files (a killed writer's or actor's).
+
+        Safe while this writer holds the store's lock: only its process commits.
+        """
         for item in self.path.glob(f".{MANIFEST_NAME}.tmp-*"):
             item.unlink()
         for item in uncommitted_shards(self.path, self.manifest.shards):
@@ -258,11 +267,18 @@ class StoreWriter:
             The file system refused the write (full, read-only, no permission). The store
             keeps what was committed before; this writer commits nothing more.
         """
+        self._guarded(self._commit, save_manifest)
+
+    def _save_manifest(self) -> None:
+        self._guarded(self.manifest.save, self.path)
+
+    def _guarded(self, write: Any, *args: Any) -> None:
+        """Run a write; once the file system refuses one, this writer writes nothing more."""
         if self._refused is not None:
             raise self._refused
         try:
             with _refused_writes(self.path):
-                self._commit(save_manifest)
+                write(*args)
         except StoreWriteError as exc:
             self._refused = exc
             raise
@@ -311,7 +327,7 @@ class StoreWriter:
         if len(rows) != entry["rows"] or not len(keys) == len(paths) == len(labels):
             raise StoreError(f"shard {file.name}: the manifest entry says {entry['rows']} rows, "
                              f"{len(rows)} keys were given")
-        if file.parent.as_posix() != SHARD_DIR or not (self.path / file).is_file():
+        if not shard_file(self.path, entry["file"]).is_file():
             raise StoreError(f"shard {entry['file']} is not a file under {self.path / SHARD_DIR}")
         if file.name in self._committed_names:
             raise StoreError(f"shard {file.name} is already committed to {self.path}")
@@ -329,8 +345,7 @@ class StoreWriter:
         self._committed_names.add(file.name)
         self._changed = True
         self._commit_failures()
-        with _refused_writes(self.path):
-            self.manifest.save(self.path)
+        self._save_manifest()
 
     def _commit_failures(self) -> None:
         if self._failures and self.manifest.add_failures(self._failures):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,65 +21,13 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from featurestore import open_store, select_layers
-from featurestore._config import option
+from featurestore.bench_config import DEFAULT_HEADS, FUSIONS, BenchConfig
 
-from .errors import HeadDataError, HeadParamError
+from .errors import HeadDataError
 from .registry import create_head, list_heads, method_used
 
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
            "build_estimator", "run_cell", "run_bench"]
-
-DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
-FUSIONS = ("concat", "attention")
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What to run.
-
-    Parameters
-    ----------
-    heads : tuple of str
-        Registered head names, or ``("all",)``.
-    fusions : tuple of str
-        Fusions of all of a store's layers (``concat``, ``attention``); empty for none.
-    layers : tuple of str, optional
-        Only these outputs (per store); default all.
-    per_layer : bool, default=True
-        One cell per single layer.
-    cv : int, default=5
-        Folds when a store has no test split.
-    search : bool, default=False
-        Small grid search per head (its ``param_grid``), inside the training data.
-    n_jobs : int, optional
-        Cells run in parallel (default: the number of cores).
-    seed : int, default=0
-    max_train_rows : int, optional
-        Stratified subsample of the training rows (for quick looks).
-    """
-
-    heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
-    fusions: tuple[str, ...] = option(FUSIONS, "fusions of all layers ('' for none)", kind="list")
-    layers: tuple[str, ...] | None = option(None, "comma-separated layers to use, by output or layer name "
-                                                  "(default: all)", kind="list")
-    per_layer: bool = option(True, "skip the single-layer cells", kind="negated")
-    cv: int = option(5, "folds when a store has no test split (default 5)")
-    search: bool = option(False, "small grid search per head", kind="switch")
-    n_jobs: int | None = option(None, "cells in parallel (default: all cores; 1 for clean fit timings)",
-                                flag="--jobs")
-    seed: int = option(0, "seed of every random choice (default 0)")
-    max_train_rows: int | None = option(None, "stratified subsample of the training rows")
-
-    def __post_init__(self) -> None:
-        heads = tuple(list_heads()) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)
-        object.__setattr__(self, "heads", heads)
-        object.__setattr__(self, "fusions", tuple(self.fusions))
-        unknown = [f for f in self.fusions if f not in FUSIONS]
-        if unknown:
-            raise HeadParamError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
-        if self.cv < 2:
-            raise HeadParamError(f"cv must be >= 2, got {self.cv}")
-
 
 @dataclass
 class StoreData:
@@ -177,7 +125,8 @@ def plan_cells(stores: Sequence[StoreData], config: BenchConfig) -> list[Cell]:
             groups += [((name,), "none") for name in store.layers]
         if len(store.layers) > 1:
             groups += [(tuple(store.layers), fusion) for fusion in config.fusions]
-        cells += [Cell(store.name, layers, fusion, head) for layers, fusion in groups for head in config.heads]
+        heads = tuple(list_heads()) if config.heads == ("all",) else config.heads
+        cells += [Cell(store.name, layers, fusion, head) for layers, fusion in groups for head in heads]
     return cells
 
 
@@ -292,6 +241,8 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     from .report import write_report
 
     config = config or BenchConfig()
+    if config.heads == ("all",):
+        config = replace(config, heads=tuple(list_heads()))
     started = time.perf_counter()
     data = load_store_data(stores, config.layers)
     load_seconds = time.perf_counter() - started

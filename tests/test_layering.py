@@ -20,9 +20,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("featurestore", "export", "heads")
-#: Core modules that run a model or decode images: heads must not import them.
+#: Core modules (and the package's re-exports of them) that run a model or decode images:
+#: heads must not import them.
 MODEL_RUNNERS = ("featurestore.session", "featurestore.decode", "featurestore.device_decode",
-                 "featurestore.extract", "featurestore.distributed", "onnxruntime")
+                 "featurestore.extract", "featurestore.distributed", "onnxruntime",
+                 "featurestore.FeatureModel", "featurestore.decode_image", "featurestore.preprocess_array",
+                 "featurestore.ExtractOptions", "featurestore.ExtractReport")
 #: The door of `python -m featurestore`: it starts the orchestration layer.
 ENTRY_POINTS = ("featurestore.__main__",)
 
@@ -92,6 +95,7 @@ def test_every_module_imports_only_what_its_layer_may():
     ("heads.bench", "from featurestore.session import FeatureModel\n",
      "heads.bench imports featurestore.session"),
     ("heads.fit", "from export import export_backbone\n", "heads.fit imports export"),
+    ("heads.fit", "from featurestore import FeatureModel\n", "heads.fit imports featurestore.FeatureModel"),
     ("export.exporter", "from heads.bench import run_bench\n", "export.exporter imports heads.bench"),
 ])
 def test_the_rule_catches_an_import_across_layers(module, source, expected):

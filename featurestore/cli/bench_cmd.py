@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from heads.bench import BenchConfig
-
 from .._config import add_arguments, from_arguments
+from ..bench_config import BenchConfig
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import list_backbones, list_layers
+    from export import ExportError, list_backbones, list_layers, select_layers
 
     if args.list or not args.backbone:
         pattern = args.backbone if args.list else None
@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(names))
         return 0
     layers = list_layers(args.backbone, args.image_size)
-    stages = [layer.name for layer in layers if layer.is_stage]
-    last = {"pre_logits"} if any(layer.name == "pre_logits" for layer in layers) else set(stages[-1:])
+    try:
+        last = {choice.layer.name for choice in select_layers(layers, "last")}
+    except ExportError:  # neither a classifier nor stages
+        last = set()
     shown = layers if args.all_modules else [
         layer for layer in layers if layer.is_block or layer.is_stage or layer.name in ("pre_logits", "logits")]
     width = max(len(layer.name) for layer in shown)

@@ -58,8 +58,7 @@ STEP_KEYS = {"export": ("name", "backbone"), "extract": ("name", "model", "sourc
 
 
 def _configs() -> dict[str, type]:
-    from heads.bench import BenchConfig
-
+    from ..bench_config import BenchConfig
     from ..export_config import ExportConfig
     from ..extract import ExtractOptions
 
@@ -100,6 +99,7 @@ def load_pipeline(path: str | Path) -> dict[str, Any]:
             if extra:
                 raise PipelineError(f"{path}: [[{kind}]] {step['name']!r} has unknown key(s) {', '.join(extra)}; "
                                     f"{close_matches_hint(extra[0], allowed)}; allowed: {', '.join(allowed)}")
+            from_table(_configs()[kind], step, f"{path}: [[{kind}]] {step['name']!r}", own_keys=STEP_KEYS[kind])
             names.append(step["name"])
         if len(set(names)) != len(names):
             raise PipelineError(f"{path}: duplicate [[{kind}]] names")

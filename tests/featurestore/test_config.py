@@ -14,7 +14,7 @@ from featurestore.cli import build_parser
 from featurestore.cli.pipeline import STEP_KEYS, load_pipeline, run_pipeline, step_keys
 from featurestore.errors import PipelineError
 from featurestore.extract import ExtractOptions
-from heads.bench import BenchConfig
+from featurestore.bench_config import BenchConfig
 
 COMMANDS = {"export": ExportConfig, "extract": ExtractOptions, "bench": BenchConfig}
 MINIMAL = {"export": ["resnet18", "-o", "m.onnx"], "extract": ["m.onnx", "imgs", "-o", "s"], "bench": ["s", "-o", "r"]}

@@ -20,7 +20,8 @@ import pytest
 
 from featurestore import FeatureModel, UnsafeModelError, UnsafeStoreError, open_store, verify_store, write_arrays
 from featurestore._atomic import file_sha256
-from featurestore.manifest import MANIFEST_NAME
+from featurestore.manifest import MANIFEST_NAME, Manifest
+from featurestore.writer import StoreWriter
 
 
 class FifoWitness:
@@ -172,3 +173,46 @@ def test_onnx_external_data_outside_its_folder_is_refused(tiny_onnx, tmp_path, o
     done = _cli("extract", str(folder / "evil.onnx"), "fashion-mnist:test", "-o", str(tmp_path / "s"))
     assert done.returncode == 1 and "outside its folder" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_shards_folder_that_is_a_link_is_refused_and_nothing_outside_is_deleted(store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (store / "shards").rename(elsewhere)
+    (store / "shards").symlink_to(elsewhere)
+    keep = elsewhere / "someone_elses_file.h5"
+    keep.write_bytes(b"not ours")
+    with pytest.raises(UnsafeStoreError, match="is a link or not a folder"):
+        open_store(store).load()
+    manifest = Manifest.load(store)
+    with pytest.raises(UnsafeStoreError, match="is a link or not a folder"):  # a writer would delete orphans there
+        StoreWriter(store, manifest.config, manifest.spec)
+    done = _cli("verify", str(store))
+    assert done.returncode == 1 and "is a link or not a folder" in done.stdout + done.stderr
+    assert keep.read_bytes() == b"not ours", "a file outside the store was deleted"
+
+
+def test_a_hard_link_cycle_in_a_shard_is_refused_not_a_crash(store):
+    def cycle(f):
+        f["features"]["loop"] = f["features"]  # a hard link from a group to itself
+    _rewrite_shard(store, cycle)
+    _refused_everywhere(store, "not a dataset where this writer puts one")
+
+
+def test_onnx_external_data_through_links_or_non_files_is_refused(tiny_onnx, tmp_path):
+    import onnx
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save_model(onnx.load(str(tiny_onnx)), str(folder / "m.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.data", size_threshold=0)
+    (tmp_path / "link.onnx").symlink_to(folder / "m.onnx")  # onnxruntime would look for m.data next to the link
+    with pytest.raises(UnsafeModelError, match="is a link"):
+        FeatureModel(tmp_path / "link.onnx", device="cpu")
+    edited = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    for tensor in edited.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "."
+    onnx.save_model(edited, str(folder / "dot.onnx"))
+    with pytest.raises(UnsafeModelError, match="not in a regular file"):
+        FeatureModel(folder / "dot.onnx", device="cpu")

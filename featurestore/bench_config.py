@@ -1,0 +1,66 @@
+"""``BenchConfig``: what ``featurestore bench`` runs, one source of its flags and of the
+``[[bench]]`` keys of a pipeline file.
+
+It lives in the core (like :mod:`featurestore.export_config`) so that the command line knows
+the options without importing scikit-learn; :mod:`heads.bench` runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._config import option
+from .errors import OptionsError
+
+__all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig"]
+
+DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
+FUSIONS = ("concat", "attention")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run.
+
+    Parameters
+    ----------
+    heads : tuple of str
+        Registered head names, or ``("all",)`` (every registered head, resolved by the bench).
+    fusions : tuple of str
+        Fusions of all of a store's layers (``concat``, ``attention``); empty for none.
+    layers : tuple of str, optional
+        Only these outputs (per store); default all.
+    per_layer : bool, default=True
+        One cell per single layer.
+    cv : int, default=5
+        Folds when a store has no test split.
+    search : bool, default=False
+        Small grid search per head (its ``param_grid``), inside the training data.
+    n_jobs : int, optional
+        Cells run in parallel (default: the number of cores).
+    seed : int, default=0
+    max_train_rows : int, optional
+        Stratified subsample of the training rows (for quick looks).
+    """
+
+    heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
+    fusions: tuple[str, ...] = option(FUSIONS, "fusions of all layers ('' for none)", kind="list")
+    layers: tuple[str, ...] | None = option(None, "comma-separated layers to use, by output or layer name "
+                                                  "(default: all)", kind="list")
+    per_layer: bool = option(True, "skip the single-layer cells", kind="negated")
+    cv: int = option(5, "folds when a store has no test split (default 5)")
+    search: bool = option(False, "small grid search per head", kind="switch")
+    n_jobs: int | None = option(None, "cells in parallel (default: all cores; 1 for clean fit timings)",
+                                flag="--jobs")
+    seed: int = option(0, "seed of every random choice (default 0)")
+    max_train_rows: int | None = option(None, "stratified subsample of the training rows")
+
+    def __post_init__(self) -> None:
+        heads = ("all",) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)
+        object.__setattr__(self, "heads", heads)
+        object.__setattr__(self, "fusions", tuple(self.fusions))
+        unknown = [f for f in self.fusions if f not in FUSIONS]
+        if unknown:
+            raise OptionsError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
+        if self.cv < 2:
+            raise OptionsError(f"cv must be >= 2, got {self.cv}")
