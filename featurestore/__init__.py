@@ -10,7 +10,7 @@ from ._version import __version__
 from .decode import decode_image, preprocess_array
 from .errors import (
     FeatureStoreError, ImageDecodeError, LayerNotInStoreError, ModelInputError, SourceError, SpecError, StoreError,
-    StoreLockedError, StoreMismatchError, StoreWriteError, UnsafeModelError, UnsafeStoreError,
+    StoreLockedError, StoreMismatchError, StoreWriteError, UnsafeModelError, UnsafeStoreError, PackageError,
 )
 from .extract import ExtractOptions, ExtractReport, extract
 from .from_arrays import write_arrays
@@ -37,6 +37,7 @@ __all__ = [
     "LayerSpec",
     "ModelInputError",
     "ModelSpec",
+    "PackageError",
     "Preprocessing",
     "SourceError",
     "SourceItem",

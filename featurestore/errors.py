@@ -30,6 +30,7 @@ __all__ = [
     "SourceChangedError",
     "PipelineError",
     "WorkerError",
+    "PackageError",
 ]
 
 
@@ -154,3 +155,7 @@ class PipelineError(FeatureStoreError, ValueError):
 
 class WorkerError(FeatureStoreError, RuntimeError):
     """A distributed worker reported an error of a kind this process does not know."""
+
+
+class PackageError(FeatureStoreError, ValueError):
+    """A fitted step of a head (or its fusion) has no ONNX conversion yet; it is named and nothing is written."""

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "bench": "bench_cmd",
     "fit": "fit_cmd",
     "predict": "predict_cmd",
+    "package": "package_cmd",
     "run": "run_cmd",
 }
 

@@ -1,0 +1,105 @@
+"""`featurestore package`: one ONNX file from image to class equals `featurestore predict`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featurestore import ExtractOptions, PackageError, decode_image, extract, read_spec
+from featurestore.cli import main
+from featurestore.cli.package import CLASSES_KEY, package_head
+from images import write_good_images
+
+HEADS = ["logreg", "linear-svm", "tree", "forest", "nb"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_onnx, tmp_path_factory):
+    root = tmp_path_factory.mktemp("package")
+    for label, seed in (("a", 0), ("b", 300), ("c", 600)):
+        write_good_images(root / "imgs" / label, n=20, seed=seed)
+    extract(tiny_onnx, root / "imgs", root / "store", ExtractOptions(device="cpu", progress=False))
+    for label, seed in (("a", 50), ("b", 350), ("c", 650)):  # new images, never seen by the heads
+        write_good_images(root / "new" / label, n=8, seed=seed)
+    return root
+
+
+def _predicted(path: Path) -> dict[str, tuple[str, list[float]]]:
+    rows = list(csv.DictReader(open(path)))
+    probs = [k for k in rows[0] if k.startswith("prob_")]
+    return {str(Path(r["path"]).resolve()): (r["label"], [float(r[k]) if r[k] else np.nan for k in probs])
+            for r in rows}
+
+
+@pytest.mark.parametrize("layers", ["pre_logits", "features.4.avg,pre_logits"])
+@pytest.mark.parametrize("head", HEADS)
+def test_packaged_classifier_equals_predict(head, layers, fitted, tiny_onnx, tmp_path, capsys):
+    head_file, classifier = tmp_path / "h.skops", tmp_path / "classifier.onnx"
+    assert main(["fit", str(fitted / "store"), "--head", head, "--layers", layers, "-o", str(head_file)]) == 0
+    assert main(["package", str(tiny_onnx), str(head_file), "-o", str(classifier)]) == 0
+    assert main(["predict", str(tiny_onnx), str(head_file), str(fitted / "new"), "-o", str(tmp_path / "p.csv"),
+                 "--device", "cpu"]) == 0
+    expected = _predicted(tmp_path / "p.csv")
+
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(classifier))
+    classes = json.loads({p.key: p.value for p in model.metadata_props}[CLASSES_KEY])
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert [o.name for o in model.graph.output] == ["label", "probabilities"]
+    files = sorted((fitted / "new").rglob("*.*"))
+    images = np.stack([decode_image(f, read_spec(tiny_onnx).preprocessing) for f in files])
+    session = ort.InferenceSession(str(classifier), providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(["label", "probabilities"], {"images": images})
+    assert label.dtype == np.int64 and probabilities.dtype == np.float32
+    assert probabilities.shape == (len(files), len(classes))
+    assert [classes[i] for i in label] == [expected[str(f.resolve())][0] for f in files]
+    if head != "linear-svm":  # predict writes no probabilities for a head without predict_proba
+        want = np.array([expected[str(f.resolve())][1] for f in files])
+        np.testing.assert_allclose(probabilities, want, atol=1e-4, rtol=0)
+
+
+def test_the_packaged_file_needs_onnxruntime_alone(fitted, tiny_onnx, tmp_path):
+    head_file, classifier = tmp_path / "h.skops", tmp_path / "classifier.onnx"
+    assert main(["fit", str(fitted / "store"), "--head", "logreg", "-o", str(head_file)]) == 0
+    package_head(tiny_onnx, head_file, classifier)
+    code = (
+        "import json, sys, numpy as np, onnxruntime as ort\n"
+        f"s = ort.InferenceSession({str(classifier)!r}, providers=['CPUExecutionProvider'])\n"
+        "x = np.zeros((2,) + tuple(s.get_inputs()[0].shape[1:]), np.uint8)\n"
+        "label, probabilities = s.run(['label', 'probabilities'], {'images': x})\n"
+        "classes = json.loads(s.get_modelmeta().custom_metadata_map['featurestore.classes'])\n"
+        "print([classes[i] for i in label], probabilities.shape)\n"
+        "assert not {'featurestore', 'torch', 'sklearn', 'xgboost', 'heads'} & set(sys.modules), sorted(sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "(2, 3)" in done.stdout
+
+
+def test_a_head_that_does_not_convert_is_named_and_nothing_is_written(fitted, tiny_onnx, tmp_path, capsys):
+    head_file = tmp_path / "knn.skops"
+    assert main(["fit", str(fitted / "store"), "--head", "knn", "-o", str(head_file)]) == 0
+    with pytest.raises(PackageError, match="CosineKNN has no ONNX conversion yet"):
+        package_head(tiny_onnx, head_file, tmp_path / "c.onnx")
+    capsys.readouterr()
+    assert main(["package", str(tiny_onnx), str(head_file), "-o", str(tmp_path / "c.onnx")]) == 1
+    assert "CosineKNN has no ONNX conversion yet" in capsys.readouterr().err
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def test_a_head_of_another_model_is_refused(fitted, tiny_onnx, tiny_onnx_other, tmp_path):
+    from heads.errors import HeadModelMismatchError
+
+    head_file = tmp_path / "h.skops"
+    assert main(["fit", str(fitted / "store"), "--head", "nb", "-o", str(head_file)]) == 0
+    with pytest.raises(HeadModelMismatchError, match="another model"):
+        package_head(tiny_onnx_other, head_file, tmp_path / "c.onnx")
+    assert not (tmp_path / "c.onnx").exists()
