@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,11 @@ from heads.persist import load_head, read_sidecar
 
 from .._atomic import file_sha256
 from ..decode import decode_or_error
+from ..errors import MissingOutputError
 from ..session import FeatureModel
 from ..sources import content_key, open_source
 
-__all__ = ["predict_source"]
+__all__ = ["predict_source", "predict_packaged"]
 
 
 def _check_model(model: FeatureModel, model_sha: str, metadata: dict[str, Any], head: Path) -> None:
@@ -45,7 +48,7 @@ def _decode(item, prep):
 
 def predict_source(model_path: str | Path, head_path: str | Path, source: Any, output: str | Path, *,
                    device: str = "auto", batch_size: int = 32) -> dict[str, int]:
-    """Write ``path,key,label,confidence,prob_<class>...`` for every image of ``source``.
+    """Write ``path,key,label,confidence,error,prob_<class>...`` for every image of ``source``.
 
     The head's sidecar must name this model's sha256 (the store the head was fitted on was
     extracted with it); pickles and non-skops files are refused before loading.
@@ -60,8 +63,44 @@ def predict_source(model_path: str | Path, head_path: str | Path, source: Any, o
     model = FeatureModel(model_path, device=device)
     _check_model(model, file_sha256(model.path), metadata, head_path)
     estimator, metadata = load_head(head_path)
-    classes = list(metadata["classes"])
     layers = list(metadata["layers"])
+
+    def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        feats = model.run(images, layers)
+        X = np.concatenate([feats[name].reshape(len(images), -1) for name in layers], axis=1)
+        return estimator.predict(X), estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+
+    return _write_predictions(model, classify, list(metadata["classes"]), source, output, batch_size)
+
+
+def predict_packaged(classifier_path: str | Path, source: Any, output: str | Path, *, device: str = "auto",
+                     batch_size: int = 32) -> dict[str, int]:
+    """:func:`predict_source` with a file from ``featurestore package`` (backbone and head in one graph).
+
+    Raises
+    ------
+    MissingOutputError
+        The file is an exported backbone without a packaged head.
+    """
+    from .package import CLASSES_KEY, HEAD_KEY
+
+    model = FeatureModel(classifier_path, device=device)
+    meta = model.session.get_modelmeta().custom_metadata_map
+    if CLASSES_KEY not in meta:
+        raise MissingOutputError(f"{classifier_path} has no packaged head (no {CLASSES_KEY} metadata); give "
+                                 "MODEL HEAD SOURCE, or package the head with `featurestore package`")
+    has_probabilities = json.loads(meta[HEAD_KEY]).get("probabilities", True)
+
+    def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        label, probabilities = model.run(images, ["label", "probabilities"]).values()
+        return label, probabilities if has_probabilities else None
+
+    return _write_predictions(model, classify, json.loads(meta[CLASSES_KEY]), source, output, batch_size)
+
+
+def _write_predictions(model: FeatureModel, classify: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+                       classes: list[str], source: Any, output: str | Path, batch_size: int) -> dict[str, int]:
+    """Decode ``source`` in batches, classify each batch, write one CSV row per image (failures too)."""
     items = list(open_source(source))
     counts = {"predicted": 0, "failed": 0}
     with open(output, "w", newline="") as fh, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -73,10 +112,7 @@ def predict_source(model_path: str | Path, head_path: str | Path, source: Any, o
             good = [i for i, (_, image, _) in enumerate(decoded) if image is not None]
             probs = labels = None
             if good:
-                feats = model.run(np.stack([decoded[i][1] for i in good]), layers)
-                X = np.concatenate([feats[name].reshape(len(good), -1) for name in layers], axis=1)
-                labels = estimator.predict(X)
-                probs = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+                labels, probs = classify(np.stack([decoded[i][1] for i in good]))
             row_of = {i: r for r, i in enumerate(good)}
             for i, (item, (key, _, error)) in enumerate(zip(chunk, decoded)):
                 if error is not None:

@@ -103,3 +103,28 @@ def test_a_head_of_another_model_is_refused(fitted, tiny_onnx, tiny_onnx_other, 
     with pytest.raises(HeadModelMismatchError, match="another model"):
         package_head(tiny_onnx_other, head_file, tmp_path / "c.onnx")
     assert not (tmp_path / "c.onnx").exists()
+
+
+@pytest.mark.parametrize("head", ["logreg", "linear-svm"])
+def test_predict_takes_a_packaged_file_and_writes_the_same_rows(head, fitted, tiny_onnx, tmp_path):
+    head_file, classifier = tmp_path / "h.skops", tmp_path / "classifier.onnx"
+    assert main(["fit", str(fitted / "store"), "--head", head, "--layers", "features.4.avg,pre_logits",
+                 "-o", str(head_file)]) == 0
+    assert main(["package", str(tiny_onnx), str(head_file), "-o", str(classifier)]) == 0
+    new = fitted / "new"
+    assert main(["predict", str(tiny_onnx), str(head_file), str(new), "-o", str(tmp_path / "a.csv"),
+                 "--device", "cpu"]) == 0
+    assert main(["predict", str(classifier), str(new), "-o", str(tmp_path / "b.csv"), "--device", "cpu"]) == 0
+    a, b = list(csv.DictReader(open(tmp_path / "a.csv"))), list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [(r["path"], r["key"], r["label"]) for r in a] == [(r["path"], r["key"], r["label"]) for r in b]
+    for ra, rb in zip(a, b):
+        for column in ra:
+            if column.startswith("prob_") or column == "confidence":
+                assert (ra[column] == "") == (rb[column] == ""), column
+                if ra[column]:
+                    assert abs(float(ra[column]) - float(rb[column])) <= 1e-4
+
+
+def test_predict_with_a_bare_backbone_and_no_head_is_a_clear_error(fitted, tiny_onnx, tmp_path, capsys):
+    assert main(["predict", str(tiny_onnx), str(fitted / "new"), "-o", str(tmp_path / "p.csv")]) == 1
+    assert "has no packaged head" in capsys.readouterr().err
