@@ -62,6 +62,22 @@ def _fusion_as_scaler(fusion: Any) -> Any:
     return scaler
 
 
+def _float32_thresholds(trees: Any) -> Any:
+    """A copy whose split thresholds are the largest float32 at or below each float64 one.
+
+    scikit-learn compares float32 features with float64 thresholds; ONNX's tree ensembles hold
+    float32 thresholds, and rounding one up would send a value between the two the other way.
+    With the threshold rounded down, ``x <= t`` gives the same answer for every float32 ``x``.
+    """
+    trees = copy.deepcopy(trees)
+    for tree in getattr(trees, "estimators_", [trees]):
+        threshold = tree.tree_.threshold
+        single = threshold.astype(np.float32)
+        lower = np.where(single.astype(np.float64) > threshold, np.nextafter(single, np.float32(-np.inf)), single)
+        threshold[:] = np.where(tree.tree_.feature < 0, threshold, lower.astype(np.float64))
+    return trees
+
+
 def _plain_steps(estimator: Any) -> list[Any]:
     """The fitted steps as scikit-learn estimators skl2onnx converts, identities dropped."""
     from sklearn.ensemble import RandomForestClassifier
@@ -85,8 +101,9 @@ def _plain_steps(estimator: Any) -> list[Any]:
         return [_fusion_as_scaler(estimator)]
     if isinstance(estimator, SweptLogisticRegression):
         return [copy.deepcopy(estimator.estimator_)]
-    if isinstance(estimator, (StandardScaler, LogisticRegression, LinearSVC, DecisionTreeClassifier,
-                              RandomForestClassifier, GaussianNB)):
+    if isinstance(estimator, (DecisionTreeClassifier, RandomForestClassifier)):
+        return [_float32_thresholds(estimator)]
+    if isinstance(estimator, (StandardScaler, LogisticRegression, LinearSVC, GaussianNB)):
         return [estimator]
     raise PackageError(f"{type(estimator).__name__} has no ONNX conversion yet; packaged heads today: logreg, "
                        "linear-svm, tree, forest, nb (alone or after a standardize/none ConcatFusion)")
@@ -104,8 +121,32 @@ def _head_graph(estimator: Any, width: int, opset: int) -> Any:
     # linear SVM outputs its decision scores under the same name (an explicit option of its own
     # keeps skl2onnx from offering it the ZipMap option it does not take)
     options = {id(final): {"zipmap": False} if hasattr(final, "predict_proba") else {"nocl": False}}
-    return to_onnx(pipeline, initial_types=[("features", FloatTensorType([None, width]))],
-                   target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
+    graph = to_onnx(pipeline, initial_types=[("features", FloatTensorType([None, width]))],
+                    target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
+    if hasattr(final, "estimators_") or hasattr(final, "tree_"):
+        _first_of_ties(graph, np.asarray(final.classes_))
+    return graph
+
+
+def _first_of_ties(graph: Any, classes: np.ndarray) -> None:
+    """Make a tree ensemble's ``label`` the first class among equal probabilities, as scikit-learn's.
+
+    A forest's probabilities are fractions of its trees (0.4 and 0.4 tie exactly in scikit-learn,
+    which takes the first); summed in float32 one of them comes out a hair larger. The label is
+    taken as the arg-max of the probabilities rounded to 1e-6, first index on ties.
+    """
+    from onnx import helper, numpy_helper
+
+    for node in graph.graph.node:
+        node.output[:] = ["tree.label" if name == "label" else name for name in node.output]
+    graph.graph.initializer.extend([numpy_helper.from_array(np.array(1e6, np.float32), "tree.million"),
+                                    numpy_helper.from_array(classes.astype(np.int64), "tree.classes")])
+    graph.graph.node.extend([
+        helper.make_node("Mul", ["probabilities", "tree.million"], ["tree.scaled"]),
+        helper.make_node("Round", ["tree.scaled"], ["tree.rounded"]),
+        helper.make_node("ArgMax", ["tree.rounded"], ["tree.index"], axis=1, keepdims=0, select_last_index=0),
+        helper.make_node("Gather", ["tree.classes", "tree.index"], ["label"], axis=0),
+    ])
 
 
 def _merged(backbone: Any, head: Any, layers: list[str], width: int) -> Any:

@@ -25,8 +25,8 @@ def fitted(tiny_onnx, tmp_path_factory):
     for label, seed in (("a", 0), ("b", 300), ("c", 600)):
         write_good_images(root / "imgs" / label, n=20, seed=seed)
     extract(tiny_onnx, root / "imgs", root / "store", ExtractOptions(device="cpu", progress=False))
-    for label, seed in (("a", 50), ("b", 350), ("c", 650)):  # new images, never seen by the heads
-        write_good_images(root / "new" / label, n=8, seed=seed)
+    for label, seed in (("a", 1000), ("b", 2000), ("c", 3000)):  # 501 new images, never seen by the heads
+        write_good_images(root / "new" / label, n=167, size=(40, 30), seed=seed)
     return root
 
 
@@ -60,7 +60,10 @@ def test_packaged_classifier_equals_predict(head, layers, fitted, tiny_onnx, tmp
     label, probabilities = session.run(["label", "probabilities"], {"images": images})
     assert label.dtype == np.int64 and probabilities.dtype == np.float32
     assert probabilities.shape == (len(files), len(classes))
-    assert [classes[i] for i in label] == [expected[str(f.resolve())][0] for f in files]
+    agree = np.mean([classes[i] == expected[str(f.resolve())][0] for i, f in zip(label, files)])
+    bad = [(f.name, classes[i], expected[str(f.resolve())]) for i, f in zip(label, files)
+           if classes[i] != expected[str(f.resolve())][0]]
+    assert len(files) >= 500 and agree >= 0.999, bad
     if head != "linear-svm":  # predict writes no probabilities for a head without predict_proba
         want = np.array([expected[str(f.resolve())][1] for f in files])
         np.testing.assert_allclose(probabilities, want, atol=1e-4, rtol=0)
