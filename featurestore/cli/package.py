@@ -8,9 +8,9 @@ fitted fusion and head, converted with skl2onnx and merged into one graph with
 ``featurestore.classes`` (the class names as JSON), ``featurestore.spec`` (the backbone's) and
 ``featurestore.head`` (the head's sidecar: store fingerprint, layers, fusion, params, scores).
 
-Converted today: ``logreg``, ``linear-svm``, ``tree``, ``forest`` and ``nb`` heads, alone or
-after ``ConcatFusion`` (``standardize`` or ``none``). Any other step (the RBF/Nystroem ``svm``,
-``knn``, ``xgb``, ``ensemble``, ``AttentionFusion``, an ``l2`` concat) raises
+Converted today: ``logreg``, ``linear-svm``, ``tree``, ``forest``, ``nb`` and ``xgb`` (through
+onnxmltools) heads, alone or after ``ConcatFusion`` (``standardize`` or ``none``). Any other step
+(the RBF/Nystroem ``svm``, ``knn``, ``ensemble``, ``AttentionFusion``, an ``l2`` concat) raises
 :class:`~featurestore.errors.PackageError` naming it, and nothing is written.
 """
 
@@ -62,6 +62,24 @@ def _fusion_as_scaler(fusion: Any) -> Any:
     return scaler
 
 
+def _xgboost_classifier(head: Any) -> Any:
+    """The head's booster as an XGBClassifier (its classes 0..K-1), which onnxmltools converts.
+
+    The converter is registered with skl2onnx on first use, as skl2onnx documents for XGBoost.
+    """
+    import xgboost
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    update_registered_converter(xgboost.XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+                                convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    classifier = xgboost.XGBClassifier()
+    classifier.load_model(bytearray(head.booster_.save_raw("ubj")))
+    classifier.head_classes_ = np.asarray(head.classes_)  # what the indices 0..K-1 stand for
+    return classifier
+
+
 def _float32_thresholds(trees: Any) -> Any:
     """A copy whose split thresholds are the largest float32 at or below each float64 one.
 
@@ -89,6 +107,7 @@ def _plain_steps(estimator: Any) -> list[Any]:
     from sklearn.tree import DecisionTreeClassifier
 
     from heads._logreg import SweptLogisticRegression
+    from heads._xgb import XGBHead
     from heads.fusion import ConcatFusion
 
     if isinstance(estimator, Pipeline):
@@ -103,10 +122,12 @@ def _plain_steps(estimator: Any) -> list[Any]:
         return [copy.deepcopy(estimator.estimator_)]
     if isinstance(estimator, (DecisionTreeClassifier, RandomForestClassifier)):
         return [_float32_thresholds(estimator)]
+    if isinstance(estimator, XGBHead):
+        return [_xgboost_classifier(estimator)]
     if isinstance(estimator, (StandardScaler, LogisticRegression, LinearSVC, GaussianNB)):
         return [estimator]
     raise PackageError(f"{type(estimator).__name__} has no ONNX conversion yet; packaged heads today: logreg, "
-                       "linear-svm, tree, forest, nb (alone or after a standardize/none ConcatFusion)")
+                       "linear-svm, tree, forest, nb, xgb (alone or after a standardize/none ConcatFusion)")
 
 
 def _head_graph(estimator: Any, width: int, opset: int) -> Any:
@@ -125,7 +146,20 @@ def _head_graph(estimator: Any, width: int, opset: int) -> Any:
                     target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
     if hasattr(final, "estimators_") or hasattr(final, "tree_"):
         _first_of_ties(graph, np.asarray(final.classes_))
+    classes = getattr(final, "head_classes_", None)
+    if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
+        _relabel(graph, classes)
     return graph
+
+
+def _relabel(graph: Any, classes: np.ndarray) -> None:
+    """Map the converted classifier's labels 0..K-1 to the head's own class labels."""
+    from onnx import helper, numpy_helper
+
+    for node in graph.graph.node:
+        node.output[:] = ["head.index" if name == "label" else name for name in node.output]
+    graph.graph.initializer.append(numpy_helper.from_array(classes.astype(np.int64), "head.classes"))
+    graph.graph.node.append(helper.make_node("Gather", ["head.classes", "head.index"], ["label"], axis=0))
 
 
 def _first_of_ties(graph: Any, classes: np.ndarray) -> None:

@@ -12,7 +12,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         description="Merge the exported backbone, the head's fusion and the head into one ONNX graph: input "
                     "`images` (uint8, N x H x W x 3), outputs `label` (int64 index into the class names in "
                     "metadata `featurestore.classes`) and `probabilities` (float32, N x K). Converts logreg, "
-                    "linear-svm, tree, forest and nb heads, alone or after a concat fusion.",
+                    "linear-svm, tree, forest, nb and xgb heads, alone or after a concat fusion.",
     )
     p.add_argument("model", type=Path, help="the ONNX file the head's store was extracted with")
     p.add_argument("head", type=Path, help="head file from `featurestore fit` (.skops)")

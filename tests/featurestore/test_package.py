@@ -16,7 +16,7 @@ from featurestore.cli import main
 from featurestore.cli.package import CLASSES_KEY, package_head
 from images import write_good_images
 
-HEADS = ["logreg", "linear-svm", "tree", "forest", "nb"]
+HEADS = ["logreg", "linear-svm", "tree", "forest", "nb", "xgb"]
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,20 @@ def test_predict_takes_a_packaged_file_and_writes_the_same_rows(head, fitted, ti
 def test_predict_with_a_bare_backbone_and_no_head_is_a_clear_error(fitted, tiny_onnx, tmp_path, capsys):
     assert main(["predict", str(tiny_onnx), str(fitted / "new"), "-o", str(tmp_path / "p.csv")]) == 1
     assert "has no packaged head" in capsys.readouterr().err
+
+
+def test_a_head_whose_classes_are_not_0_to_k_keeps_its_labels():
+    import onnxruntime as ort
+
+    from featurestore.cli.package import _head_graph
+    from heads import create_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6)).astype(np.float32)
+    y = np.where(X[:, 0] > 0, 2, 0)  # class 1 of the store never seen in training
+    for name in ("xgb", "forest", "logreg"):
+        head = create_head(name).fit(X, y)
+        session = ort.InferenceSession(_head_graph(head, 6, 17).SerializeToString(), providers=["CPUExecutionProvider"])
+        label, probabilities = session.run(["label", "probabilities"], {"features": X})
+        np.testing.assert_array_equal(label, head.predict(X))
+        np.testing.assert_allclose(probabilities, head.predict_proba(X), atol=1e-4, rtol=0)
