@@ -237,7 +237,7 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     layers = list(metadata["layers"])
     width = sum(spec.layer(name).dim for name in layers)
     head = _head_graph(estimator, width, spec.opset)
-    metadata = {**metadata, "probabilities": hasattr(_plain_steps(estimator)[-1], "predict_proba")}
+    metadata = {**metadata, "probabilities": hasattr(estimator, "predict_proba")}  # a Pipeline has it if its head has
     merged = _merged(onnx.load(str(model_path)), head, layers, width)
     del merged.metadata_props[:]
     for key, value in ((SPEC_KEY, spec.to_json()), (CLASSES_KEY, json.dumps(list(metadata["classes"]))),
