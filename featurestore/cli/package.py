@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from heads.errors import HeadModelMismatchError
 from heads.persist import load_head
 
-from .._atomic import file_sha256, write_bytes_atomic
+from .._atomic import write_bytes_atomic
 from ..errors import PackageError
 from ..spec import SPEC_KEY, read_spec
+from .predict import check_head_model
 
 __all__ = ["CLASSES_KEY", "HEAD_KEY", "package_head"]
 
@@ -145,42 +145,37 @@ def _head_graph(estimator: Any, width: int, opset: int) -> Any:
     graph = to_onnx(pipeline, initial_types=[("features", FloatTensorType([None, width]))],
                     target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
     if hasattr(final, "estimators_") or hasattr(final, "tree_"):
-        _first_of_ties(graph, np.asarray(final.classes_))
+        _relabel(graph, np.asarray(final.classes_), first_of_ties=True)
     classes = getattr(final, "head_classes_", None)
     if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
-        _relabel(graph, classes)
+        _relabel(graph, classes, first_of_ties=False)
     return graph
 
 
-def _relabel(graph: Any, classes: np.ndarray) -> None:
-    """Map the converted classifier's labels 0..K-1 to the head's own class labels."""
+def _relabel(graph: Any, classes: np.ndarray, *, first_of_ties: bool) -> None:
+    """Replace the converted classifier's ``label`` with the head's own class labels.
+
+    Without ``first_of_ties`` the converted label (an index 0..K-1) is mapped to ``classes``.
+    With it, the label is the arg-max of the probabilities rounded to 1e-6, first index on
+    ties, as scikit-learn's for a tree ensemble: a forest's probabilities are fractions of its
+    trees (0.4 and 0.4 tie exactly in scikit-learn, which takes the first), and summed in float32
+    one of them comes out a hair larger.
+    """
     from onnx import helper, numpy_helper
 
     for node in graph.graph.node:
         node.output[:] = ["head.index" if name == "label" else name for name in node.output]
     graph.graph.initializer.append(numpy_helper.from_array(classes.astype(np.int64), "head.classes"))
-    graph.graph.node.append(helper.make_node("Gather", ["head.classes", "head.index"], ["label"], axis=0))
-
-
-def _first_of_ties(graph: Any, classes: np.ndarray) -> None:
-    """Make a tree ensemble's ``label`` the first class among equal probabilities, as scikit-learn's.
-
-    A forest's probabilities are fractions of its trees (0.4 and 0.4 tie exactly in scikit-learn,
-    which takes the first); summed in float32 one of them comes out a hair larger. The label is
-    taken as the arg-max of the probabilities rounded to 1e-6, first index on ties.
-    """
-    from onnx import helper, numpy_helper
-
-    for node in graph.graph.node:
-        node.output[:] = ["tree.label" if name == "label" else name for name in node.output]
-    graph.graph.initializer.extend([numpy_helper.from_array(np.array(1e6, np.float32), "tree.million"),
-                                    numpy_helper.from_array(classes.astype(np.int64), "tree.classes")])
-    graph.graph.node.extend([
-        helper.make_node("Mul", ["probabilities", "tree.million"], ["tree.scaled"]),
-        helper.make_node("Round", ["tree.scaled"], ["tree.rounded"]),
-        helper.make_node("ArgMax", ["tree.rounded"], ["tree.index"], axis=1, keepdims=0, select_last_index=0),
-        helper.make_node("Gather", ["tree.classes", "tree.index"], ["label"], axis=0),
-    ])
+    index = "head.index"
+    if first_of_ties:
+        index = "head.first_index"
+        graph.graph.initializer.append(numpy_helper.from_array(np.array(1e6, np.float32), "head.million"))
+        graph.graph.node.extend([
+            helper.make_node("Mul", ["probabilities", "head.million"], ["head.scaled"]),
+            helper.make_node("Round", ["head.scaled"], ["head.rounded"]),
+            helper.make_node("ArgMax", ["head.rounded"], [index], axis=1, keepdims=0, select_last_index=0),
+        ])
+    graph.graph.node.append(helper.make_node("Gather", ["head.classes", index], ["label"], axis=0))
 
 
 def _merged(backbone: Any, head: Any, layers: list[str], width: int) -> Any:
@@ -231,9 +226,7 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     model_path, head_path = Path(model_path), Path(head_path)
     spec = read_spec(model_path)
     estimator, metadata = load_head(head_path)
-    if metadata.get("model_sha256") != file_sha256(model_path):
-        raise HeadModelMismatchError(f"head {head_path} was fitted on features of another model than {model_path}; "
-                                     "package it with the model its store was extracted with")
+    check_head_model(model_path, [layer.output for layer in spec.layers], metadata, head_path)
     layers = list(metadata["layers"])
     width = sum(spec.layer(name).dim for name in layers)
     head = _head_graph(estimator, width, spec.opset)

@@ -21,18 +21,25 @@ from ..errors import MissingOutputError
 from ..session import FeatureModel
 from ..sources import content_key, open_source
 
-__all__ = ["predict_source", "predict_packaged"]
+__all__ = ["check_head_model", "predict_source", "predict_packaged"]
 
 
-def _check_model(model: FeatureModel, model_sha: str, metadata: dict[str, Any], head: Path) -> None:
+def check_head_model(model_path: Path, outputs: list[str], metadata: dict[str, Any], head: Path) -> None:
+    """Refuse a head whose store was extracted with another model file, or that needs outputs it lacks.
+
+    Raises
+    ------
+    HeadModelMismatchError
+    """
+    model_sha = file_sha256(model_path)
     if metadata.get("model_sha256") != model_sha:
         raise HeadModelMismatchError(
             f"head {head} was trained on a store of model {metadata.get('backbone')} "
-            f"(sha256 {str(metadata.get('model_sha256'))[:12]}...), not on {model.path} "
+            f"(sha256 {str(metadata.get('model_sha256'))[:12]}...), another model than {model_path} "
             f"(sha256 {model_sha[:12]}...); use the model the store was extracted with")
-    missing = [name for name in metadata["layers"] if name not in model.outputs]
+    missing = [name for name in metadata["layers"] if name not in outputs]
     if missing:
-        raise HeadModelMismatchError(f"model {model.path} has no output(s) {', '.join(missing)} needed by {head}")
+        raise HeadModelMismatchError(f"model {model_path} has no output(s) {', '.join(missing)} needed by {head}")
 
 
 def _decode(item, prep):
@@ -61,7 +68,7 @@ def predict_source(model_path: str | Path, head_path: str | Path, source: Any, o
     head_path = Path(head_path)
     metadata = read_sidecar(head_path)
     model = FeatureModel(model_path, device=device)
-    _check_model(model, file_sha256(model.path), metadata, head_path)
+    check_head_model(model.path, model.outputs, metadata, head_path)
     estimator, metadata = load_head(head_path)
     layers = list(metadata["layers"])
 
