@@ -153,21 +153,34 @@ def test_chunked_and_filtered_layouts_are_refused(store):
     _refused_everywhere(store, "chunked or filtered")
 
 
-def test_onnx_external_data_outside_its_folder_is_refused(tiny_onnx, tmp_path, outside):
+def _with_external_data(model: Path, folder: Path) -> Path:
+    """``model`` saved as ``folder/m.onnx`` with every tensor in ``folder/m.data``."""
     import onnx
 
-    folder = tmp_path / "model"
     folder.mkdir()
-    model = onnx.load(str(tiny_onnx))
-    onnx.save_model(model, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="m.data", size_threshold=0)
-    FeatureModel(folder / "m.onnx", device="cpu")  # external data inside its folder is fine
-    edited = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    onnx.save_model(onnx.load(str(model)), str(folder / "m.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.data", size_threshold=0)
+    return folder / "m.onnx"
+
+
+def _relocated(model: Path, name: str, location: str) -> Path:
+    """A copy of ``model`` (beside it, called ``name``) whose tensors name ``location`` as their data."""
+    import onnx
+
+    edited = onnx.load(str(model), load_external_data=False)
     for tensor in edited.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
-                entry.value = "../outside/secret.h5"
-    onnx.save_model(edited, str(folder / "evil.onnx"))
+                entry.value = location
+    onnx.save_model(edited, str(model.parent / name))
+    return model.parent / name
+
+
+def test_onnx_external_data_outside_its_folder_is_refused(tiny_onnx, tmp_path, outside):
+    folder = tmp_path / "model"
+    model = _with_external_data(tiny_onnx, folder)
+    FeatureModel(model, device="cpu")  # external data inside its folder is fine
+    _relocated(model, "evil.onnx", "../outside/secret.h5")
     with pytest.raises(UnsafeModelError, match="outside its folder"):
         FeatureModel(folder / "evil.onnx", device="cpu")
     done = _cli("extract", str(folder / "evil.onnx"), "fashion-mnist:test", "-o", str(tmp_path / "s"))
@@ -199,20 +212,10 @@ def test_a_hard_link_cycle_in_a_shard_is_refused_not_a_crash(store):
 
 
 def test_onnx_external_data_through_links_or_non_files_is_refused(tiny_onnx, tmp_path):
-    import onnx
-
     folder = tmp_path / "model"
-    folder.mkdir()
-    onnx.save_model(onnx.load(str(tiny_onnx)), str(folder / "m.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="m.data", size_threshold=0)
-    (tmp_path / "link.onnx").symlink_to(folder / "m.onnx")  # onnxruntime would look for m.data next to the link
+    model = _with_external_data(tiny_onnx, folder)
+    (tmp_path / "link.onnx").symlink_to(model)  # onnxruntime would look for m.data next to the link
     with pytest.raises(UnsafeModelError, match="is a link"):
         FeatureModel(tmp_path / "link.onnx", device="cpu")
-    edited = onnx.load(str(folder / "m.onnx"), load_external_data=False)
-    for tensor in edited.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = "."
-    onnx.save_model(edited, str(folder / "dot.onnx"))
     with pytest.raises(UnsafeModelError, match="not in a regular file"):
-        FeatureModel(folder / "dot.onnx", device="cpu")
+        FeatureModel(_relocated(model, "dot.onnx", "."), device="cpu")
