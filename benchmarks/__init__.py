@@ -25,7 +25,7 @@ The report lists every target, measured or not.
 __all__ = ["SCRIPTS", "OPTIONAL_SCRIPTS"]
 
 #: Scripts ``python -m benchmarks`` runs, in order (``ceiling`` first: the others read its peak).
-SCRIPTS = ("ceiling", "extract", "store", "quant")
+SCRIPTS = ("ceiling", "extract", "store", "store_scale", "quant")
 #: Scripts run when their module exists (``gpu`` measures CUDA only where a GPU and
 #: onnxruntime's CUDA provider are present; elsewhere it records that it was skipped).
 OPTIONAL_SCRIPTS = ("heads", "package", "distributed", "gpu")

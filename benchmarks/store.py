@@ -29,6 +29,7 @@ import cProfile
 import os
 import pstats
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ LAYOUTS: dict[str, dict[str, int]] = {
 }
 ONE_LAYER = "features.13.avg"
 TARGET_CASE = ("single", "float32")
+LAYER_CASE = ("stages", "float32")
 
 
 def _features(n: int, widths: dict[str, int], dtype: str, seed: int) -> dict[str, np.ndarray]:
@@ -82,7 +84,10 @@ class _Case:
         self.row_bytes = self.nbytes / rows
         self.store_path, self.npy_dir, self.pt_path = workdir / "store", workdir / "npy", workdir / "features.pt"
         self.labels = [f"class-{i % 10}" for i in range(rows)]
-        written = write_arrays(self.store_path, self.features, labels=self.labels)
+        written = write_arrays(self.store_path, self.features, labels=self.labels, dtype=dtype)
+        # the shard size `extract` writes (write_arrays commits once, so it writes larger shards)
+        self.small_shards_path = workdir / "store-2048"
+        write_arrays(self.small_shards_path, self.features, labels=self.labels, dtype=dtype, shard_rows=2048)
         self.npy_dir.mkdir()
         for name, values in self.features.items():
             np.save(self.npy_dir / f"{name}.npy", values)
@@ -144,6 +149,7 @@ def _read_variants(case: _Case, opened) -> list[Variant]:
     return [
         Variant("ours open_store().load()", lambda _: open_store(case.store_path).load(), gb, "GB"),
         Variant("ours load() (opened)", lambda _: opened.load(), gb, "GB"),
+        Variant("ours open+load, 2048-row shards", lambda _: open_store(case.small_shards_path).load(), gb, "GB"),
         Variant("np.load", lambda _: _np_load_all(case.npy_dir, names), gb, "GB"),
         Variant("np.load + keys, labels", lambda _: (_np_load_all(case.npy_dir, names),
                                                      _np_load_all(case.index_dir, ["keys", "labels"])), gb, "GB"),
@@ -187,6 +193,8 @@ def _layer_variants(case: _Case) -> list[Variant]:
     return [
         Variant("ours open_store().load(layer)", lambda _: open_store(case.store_path).load(ONE_LAYER), gb, "GB"),
         Variant("np.load(layer)", lambda _: np.load(case.npy_dir / f"{ONE_LAYER}.npy"), gb, "GB"),
+        Variant("np.load(layer) + keys, labels", lambda _: (np.load(case.npy_dir / f"{ONE_LAYER}.npy"),
+                                                            _np_load_all(case.index_dir, ["keys", "labels"])), gb, "GB"),
         Variant("torch.load()[layer]", lambda _: torch.load(case.pt_path, weights_only=True)[ONE_LAYER], gb, "GB"),
         Variant("torch mmap [layer]",
                 lambda _: torch.load(case.pt_path, weights_only=True, mmap=True)[ONE_LAYER].clone(), gb, "GB"),
@@ -199,16 +207,18 @@ def _layer_variants(case: _Case) -> list[Variant]:
 _WRITE_PARTS = {
     "per-row content keys (row sha256, threads)": ("from_arrays.py", "_row_digests"),
     "shard files (write_shard)": ("shard.py", "write_shard"),
-    "manifest saves": ("manifest.py", "save"),
+    "checkpoint: row index (write_row_index)": ("row_index.py", "write_row_index"),
+    "checkpoint: manifest (save)": ("manifest.py", "save"),
     "opening the written store": ("store.py", "__init__"),
     "  layer statistics (in write_shard)": ("shard.py", "layer_stats"),
-    "  shard sha256 (in write_shard)": ("_atomic.py", "file_sha256"),
+    "  shard checksum (in write_shard)": ("_atomic.py", "file_checksum"),
     "  fsync (all)": ("~", "<built-in method posix.fsync>"),
 }
 _READ_PARTS = {
-    "open: manifest + every shard's key/label/path columns": ("store.py", "__init__"),
+    "open: manifest, journal, row index": ("store.py", "__init__"),
     "feature arrays (_fill)": ("store.py", "_fill"),
-    "  shard index and layout (in open)": ("shard.py", "read_index_and_layout"),
+    "  row index (in open)": ("row_index.py", "read_row_index"),
+    "  shard layout checks (in _fill)": ("shard.py", "check_feature_layouts"),
 }
 
 
@@ -253,37 +263,75 @@ def _ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         "np mmap random/slice (time)": time_ratio(stats, "np mmap random rows", "np mmap slice"),
         "ours random/np mmap random (time)": time_ratio(stats, "ours random rows", "np mmap random rows"),
     }
+    ratios["read ours 2048-row shards/np.load+index (speed)"] = speed_ratio(
+        stats, "ours open+load, 2048-row shards", "np.load + keys, labels")
     if "ours open_store().load(layer)" in stats:
         ratios["one layer ours/np.load (speed)"] = speed_ratio(stats, "ours open_store().load(layer)",
                                                                "np.load(layer)")
+        ratios["one layer ours/np.load+index (speed)"] = speed_ratio(stats, "ours open_store().load(layer)",
+                                                                     "np.load(layer) + keys, labels")
     return ratios
 
 
-def _targets(case: dict[str, Any], rows: int, subset: int) -> list[dict[str, Any]]:
+def _targets(case: dict[str, Any], layer_case: dict[str, Any] | None, rows: int, subset: int,
+             checksums: dict[str, Any]) -> list[dict[str, Any]]:
     r, prof = case["ratios"], case["breakdown"]
     rng = lambda ratio: (ratio["paired_min"], ratio["paired_max"])  # noqa: E731
     w, rd = prof["write_arrays"], prof["open_store().load()"]
     parts = ", ".join(f"{label.strip()} {w[label]:.2f} s" for label in [*_WRITE_PARTS, "other"])
-    write_note = (f"One profiled write_arrays call took {w['total']:.2f} s: {parts}. "
-                  f"ours / (np.save + fsync) = {r['write ours/np.save+fsync (speed)']['value']:.2f}x.")
+    rates = ", ".join(f"{name} {gbs:.1f} GB/s" for name, gbs in checksums["rates"].items())
+    write_note = (f"One profiled write_arrays call took {w['total']:.2f} s: {parts}. ours / np.save (no fsync) = "
+                  f"{r['write ours/np.save (speed)']['value']:.2f}x. Shard checksum chosen by measurement on "
+                  f"these shards' bytes ({rates}, one core): xxh3-128; content keys stay sha256.")
     read_note = (f"One profiled open_store().load() took {rd['total']:.3f} s: "
                  + ", ".join(f"{label.strip()} {rd[label]:.3f} s" for label in [*_READ_PARTS, "other"])
-                 + f". On an opened store load() alone is "
-                   f"{r['read ours opened/np.load (speed)']['value']:.2f}x np.load; against np.load of the "
-                   f"features plus a keys and a labels .npy (what load() returns beside them) open+load is "
-                   f"{r['read ours/np.load+index (speed)']['value']:.2f}x.")
+                 + f". On an opened store load() alone is {r['read ours opened/np.load (speed)']['value']:.2f}x "
+                   f"np.load of the features only; with the shards `extract` writes (2048 rows) open+load is "
+                   f"{r['read ours 2048-row shards/np.load+index (speed)']['value']:.2f}x.")
     rows_note = (f"{subset} sorted random rows of {rows}: ours takes {r['ours random/full read (time)']['value']:.2f}x "
                  f"the time of loading every row; np.load(mmap) random/slice = "
                  f"{r['np mmap random/slice (time)']['value']:.2f}x; ours random / np mmap random = "
                  f"{r['ours random/np mmap random (time)']['value']:.2f}x.")
-    return [
-        evaluate("store.write", r["write ours/np.save (speed)"]["value"],
-                 paired_range=rng(r["write ours/np.save (speed)"]), note=write_note, detail=w),
-        evaluate("store.read", r["read ours/np.load (speed)"]["value"],
-                 paired_range=rng(r["read ours/np.load (speed)"]), note=read_note, detail=rd),
+    out = [
+        evaluate("store.write", r["write ours/np.save+fsync (speed)"]["value"],
+                 paired_range=rng(r["write ours/np.save+fsync (speed)"]), note=write_note,
+                 detail={**w, "checksum_gb_s": checksums["rates"]}),
+        evaluate("store.read", r["read ours/np.load+index (speed)"]["value"],
+                 paired_range=rng(r["read ours/np.load+index (speed)"]), note=read_note, detail=rd),
         evaluate("store.random_rows", r["ours random/slice (time)"]["value"],
                  paired_range=rng(r["ours random/slice (time)"]), note=rows_note),
     ]
+    if layer_case is not None:
+        ratio = layer_case["ratios"]["one layer ours/np.load+index (speed)"]
+        out.append(evaluate("store.read_layer", ratio["value"], paired_range=rng(ratio),
+                            note=f"Against np.load of the layer alone: "
+                                 f"{layer_case['ratios']['one layer ours/np.load (speed)']['value']:.2f}x."))
+    return out
+
+
+def _checksum_rates(path: Path, repeats: int) -> dict[str, Any]:
+    """GB/s of each candidate shard checksum over the bytes of the store's shards (one core)."""
+    import hashlib
+
+    import xxhash
+
+    data = b"".join(p.read_bytes() for p in sorted((path / "shards").iterdir()))
+    candidates = {"sha256": lambda: hashlib.sha256(data).digest(), "xxh3_128": lambda: xxhash.xxh3_128(data).digest()}
+    try:
+        import blake3
+
+        candidates["blake3"] = lambda: blake3.blake3(data).digest()
+    except ImportError:  # not a dependency; measured where installed
+        pass
+    rates = {}
+    for name, digest in candidates.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            digest()
+            times.append(time.perf_counter() - start)
+        rates[name] = len(data) / min(times) / 1e9
+    return {"bytes": len(data), "rates": rates}
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -354,6 +402,7 @@ def _run_case(layout: str, dtype: str, args: argparse.Namespace, rows: int, subs
               "layers": LAYOUTS[layout], "bytes": case.nbytes, "variants": stats, "ratios": _ratios(stats)}
     if (layout, dtype) == TARGET_CASE:
         result["breakdown"] = _breakdowns(case)
+        result["checksums"] = _checksum_rates(case.store_path, repeats)
     return result
 
 
@@ -371,11 +420,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cases.append(_run_case(layout, dtype, args, rows, subset, repeats, workdir))
             print(f"  {layout} {dtype}: done", file=sys.stderr, flush=True)
     target = [c for c in cases if (c["layout"], c["dtype"]) == TARGET_CASE]
+    layer = [c for c in cases if (c["layout"], c["dtype"]) == LAYER_CASE]
     return {
         "parameters": {"rows": rows, "subset": subset, "layouts": {k: LAYOUTS[k] for k in args.layouts},
                        "dtypes": args.dtypes, "one_layer": ONE_LAYER, "shard_rows": 2048,
                        "target_case": list(TARGET_CASE)},
-        "cases": cases, "targets": _targets(target[0], rows, subset) if target else [], "notes": [],
+        "cases": cases, "targets": _targets(target[0], layer[0] if layer else None, rows, subset, target[0]["checksums"])
+        if target else [], "notes": [],
         "tables": _tables(cases, rows, subset, repeats),
     }
 

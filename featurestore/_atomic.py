@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_bytes_atomic", "file_sha256"]
+__all__ = ["fsync_dir", "write_bytes_atomic", "file_sha256", "file_checksum", "checksum_of", "CHECKSUM_PREFIX"]
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -41,3 +41,29 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: How a store names the checksum of its shards and row index: xxh3-128 (xxhash), chosen by
+#: measurement (``python -m benchmarks.store``: 27 GB/s vs 1.7 for sha256 and 4.5 for BLAKE3 on
+#: one core). It guards against damage, not tampering (a store is untrusted either way and its
+#: manifest could be rewritten with it); content keys stay sha256.
+CHECKSUM_PREFIX = "xxh3_128:"
+
+
+def checksum_of(data: bytes | memoryview) -> str:
+    """``xxh3_128:<hex>`` of ``data``."""
+    import xxhash
+
+    return CHECKSUM_PREFIX + xxhash.xxh3_128(data).hexdigest()
+
+
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """``xxh3_128:<hex>`` of a file's bytes (the checksum of shards and row indexes)."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    buffer = memoryview(bytearray(1 << 22))
+    with open(path, "rb", buffering=0) as fh:
+        while got := fh.readinto(buffer):
+            digest.update(buffer[:got])
+    return CHECKSUM_PREFIX + digest.hexdigest()

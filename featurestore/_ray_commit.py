@@ -119,7 +119,8 @@ class ShardCommitter:
         if any(row in self.writer.row_ids for row in zip(keys, views)):
             self._rewrite(shard["entry"])
             return
-        self.writer.commit_external(shard["entry"], keys, views, shard["paths"], shard["labels"])
+        self.writer.commit_external(shard["entry"], keys, views, shard["paths"], shard["labels"],
+                                    splits=shard.get("splits"))
         self.report.shards += 1
         self.report.decoded += len(set(keys))
 

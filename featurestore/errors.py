@@ -17,6 +17,7 @@ __all__ = [
     "StoreMismatchError",
     "StoreLockedError",
     "StoreWriteError",
+    "StoreDamagedError",
     "UnsafeStoreError",
     "UnsafeModelError",
     "LayerNotInStoreError",
@@ -101,6 +102,10 @@ class StoreWriteError(StoreError, OSError):
         super().__init__(message)
         self.errno = errno
         self.committed_rows = committed_rows
+
+
+class StoreDamagedError(StoreError):
+    """A store's own files disagree with one another (a checksum, a row count, a recorded layout)."""
 
 
 class UnsafeStoreError(StoreError):

@@ -17,7 +17,10 @@ from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 from .store import FeatureStore
 from .writer import StoreWriter
 
-__all__ = ["write_arrays"]
+__all__ = ["write_arrays", "ARRAY_SHARD_BYTES"]
+
+#: Default shard size of :func:`write_arrays`, in bytes of features.
+ARRAY_SHARD_BYTES = 256 * 2**20
 
 
 def write_arrays(
@@ -29,7 +32,7 @@ def write_arrays(
     keys: Sequence[str] | None = None,
     paths: Sequence[str] | None = None,
     dtype: str = "float32",
-    shard_rows: int = 2048,
+    shard_rows: int | None = None,
     name: str = "arrays",
 ) -> FeatureStore:
     """Write feature matrices as a store and open it.
@@ -46,7 +49,10 @@ def write_arrays(
         Per-row content keys (e.g. the sha256 of the source images); default: the sha256
         of each row's feature values.
     dtype : {'float32', 'float16'}
-    shard_rows : int, default=2048
+    shard_rows : int, optional
+        Rows per shard; default: as many as fill :data:`ARRAY_SHARD_BYTES` (at least 2048). The
+        rows are committed once, when every shard is written, so a kill loses the call's rows
+        whatever the shard size; larger shards mean fewer files to open and check on reads.
     name : str, default='arrays'
         Recorded as the "backbone" in the store's spec.
 
@@ -82,6 +88,9 @@ def write_arrays(
         preprocessing=Preprocessing(crop_size=(1, 1), resize_mode="exact", mean=(0.0,) * 3, std=(1.0,) * 3),
     )
     config = StoreConfig.from_spec(spec, digest.hexdigest(), dtype=dtype)
+    if shard_rows is None:
+        row_bytes = sum(v.shape[1] for v in arrays.values()) * np.dtype(dtype).itemsize
+        shard_rows = max(2048, ARRAY_SHARD_BYTES // max(row_bytes, 1))
     writer = StoreWriter(path, config, spec, shard_rows=shard_rows, commit_each_shard=False)
     try:
         todo = [i for i, k in enumerate(keys) if k not in writer.stored_keys]

@@ -1,9 +1,14 @@
-"""The store's ``manifest.json``: schema version, fingerprint, model spec, shards, failures.
+"""The store's committed state: ``manifest.json`` (a checkpoint) plus ``journal.log`` (commits since).
 
-The manifest is the store's commit log: a shard exists for readers only once the
-manifest names it. It is replaced atomically (temporary file, fsync, ``os.replace``,
-fsync of the directory) after each shard, so a kill at any moment leaves either the
-old or the new manifest.
+A shard exists for readers only once the checkpoint or a valid journal record names it.
+Each commit appends one fsynced record to the journal (:mod:`featurestore.journal`), so a
+commit costs the same in a store of ten shards or a hundred thousand. Now and then the
+writer folds the journal into a new checkpoint: it writes a new row index, replaces
+``manifest.json`` atomically (temporary file, fsync, ``os.replace``, fsync of the
+directory) and then resets the journal; a kill at any moment leaves a state that opens.
+
+Schema 1 stores (manifest only, no journal, no row index) keep opening; the next writer,
+or ``featurestore migrate``, upgrades them to schema 2.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import write_bytes_atomic
+from .journal import JOURNAL_NAME, append_record, read_journal, reset_journal
 from ._time import utc_timestamp
-from .errors import StoreError
+from .errors import StoreDamagedError, StoreError
 from .spec import ModelSpec
 
-__all__ = ["MANIFEST_NAME", "STORE_SCHEMA_VERSION", "StoreConfig", "Manifest"]
+__all__ = ["MANIFEST_NAME", "STORE_SCHEMA_VERSION", "READABLE_SCHEMAS", "StoreConfig", "Manifest", "committed_digest"]
 
 MANIFEST_NAME = "manifest.json"
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 DTYPES = ("float32", "float16")
 
 
@@ -99,22 +106,30 @@ def _show(value: Any) -> str:
 
 
 class Manifest:
-    """In-memory form of ``manifest.json``; :meth:`save` replaces the file atomically.
+    """A store's committed state: the checkpoint in ``manifest.json`` with the journal's records applied.
 
     Attributes
     ----------
     data : dict
         The JSON document: ``schema_version``, ``fingerprint``, ``config``, ``model_spec``,
-        ``classes``, ``shards`` (``file``, ``rows``, ``sha256``, ``stats``), ``failures``
-        (``path``, ``key``, ``error``, ``message``) and ``runs`` (provenance of each extract).
+        ``classes``, ``shards`` (``file``, ``rows``, ``checksum``, ``layout``, ``stats``),
+        ``failures`` (``path``, ``key``, ``error``, ``message``), ``runs`` (provenance of each
+        extract), ``journal_seq`` (the last journal record the checkpoint holds) and ``index``
+        (the row index file covering the checkpoint's first ``index.shards`` shards, or None).
+    seq : int
+        The last journal record applied.
+    checkpoint_shards : int
+        How many of :attr:`shards` the checkpoint file itself names (the rest came from the journal).
     """
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], seq: int = 0) -> None:
         self.data = data
+        self.seq = seq
+        self.checkpoint_shards = len(data.get("shards", []))
 
     @classmethod
     def new(cls, config: StoreConfig, spec: ModelSpec) -> "Manifest":
-        """A manifest for an empty store."""
+        """The state of an empty store (write it with :meth:`save`)."""
         return cls({
             "schema_version": STORE_SCHEMA_VERSION,
             "fingerprint": config.fingerprint,
@@ -125,39 +140,117 @@ class Manifest:
             "shards": [],
             "failures": [],
             "runs": [],
+            "journal_seq": 0,
+            "index": None,
         })
 
     @classmethod
     def load(cls, store: str | Path) -> "Manifest":
-        """Read ``STORE/manifest.json``, refusing unknown schema versions."""
-        path = Path(store) / MANIFEST_NAME
+        """Read ``STORE/manifest.json`` and apply the valid records of ``STORE/journal.log``.
+
+        A torn last journal record (a writer killed while appending) is ignored. If a writer
+        checkpoints while this reads, the read starts again.
+
+        Raises
+        ------
+        StoreError
+            Not a store, damaged JSON or journal, or a schema this featurestore cannot read.
+        UnsafeStoreError
+            The manifest names a shard outside ``STORE/shards/``.
+        """
+        for _ in range(20):
+            manifest = cls._read_checkpoint(Path(store))
+            if manifest.data["schema_version"] == 1:
+                return manifest
+            journal = read_journal(store)
+            base = manifest.data.get("journal_seq", 0)
+            if journal.base is not None and journal.base > base:
+                continue  # a checkpoint happened between the two reads
+            # no journal file: a writer was killed between creating the manifest and the journal
+            for record in journal.records:
+                if record["seq"] > base:
+                    manifest.apply(record)
+            return manifest
+        raise StoreError(f"{store}: {JOURNAL_NAME} and {MANIFEST_NAME} kept changing while being read; "
+                         "is a writer checkpointing in a loop? Try again")
+
+    @classmethod
+    def _read_checkpoint(cls, store: Path) -> "Manifest":
+        path = store / MANIFEST_NAME
         if not path.is_file():
             raise StoreError(f"{store} is not a feature store: {MANIFEST_NAME} is missing")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is not valid JSON ({exc}); the store is damaged") from None
-        if data.get("schema_version") != STORE_SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has store schema version {data.get('schema_version')!r}; this featurestore reads "
-                f"version {STORE_SCHEMA_VERSION}"
-            )
+        if not isinstance(data, dict) or data.get("schema_version") not in READABLE_SCHEMAS:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise StoreError(f"{path} has store schema version {version!r}; this featurestore reads versions "
+                             f"{', '.join(map(str, READABLE_SCHEMAS))}")
         from .shard import check_shard_name  # the shard layer sits below the manifest
 
         for shard in data.get("shards", []):
             check_shard_name(shard.get("file") if isinstance(shard, dict) else None)
-        return cls(data)
+        manifest = cls(data, data.get("journal_seq", 0))
+        index = data.get("index")
+        if index is not None and (not isinstance(index, dict) or index.get("shards") != len(data["shards"])):
+            raise StoreDamagedError(f"{path}: its row index entry does not cover its {len(data['shards'])} shards; "
+                                    "the store is damaged")
+        return manifest
 
-    def save(self, store: str | Path) -> None:
-        """Replace ``STORE/manifest.json`` atomically.
+    def apply(self, record: dict[str, Any]) -> None:
+        """Apply one journal record (a shard and its labels, failures, a run) to this state."""
+        if "shard" in record:
+            from .shard import check_shard_name
+
+            check_shard_name(record["shard"].get("file") if isinstance(record["shard"], dict) else None)
+            self.add_shard(record["shard"], set(record.get("classes", [])))
+        if record.get("failures"):
+            self.add_failures(record["failures"])
+        if "run" in record:
+            self.data["runs"].append(record["run"])
+        self.seq = record["seq"]
+
+    def append(self, store: str | Path, record: dict[str, Any]) -> None:
+        """Commit ``record`` (keys ``shard``, ``classes``, ``failures``, ``run``): one fsynced journal append."""
+        record = {**record, "seq": self.seq + 1}
+        append_record(store, record)
+        self.apply(record)
+
+    def save(self, store: str | Path, index: dict[str, Any] | None = None) -> None:
+        """Write this state as the checkpoint: replace ``manifest.json`` atomically, then reset the journal.
+
+        Parameters
+        ----------
+        index : dict, optional
+            The entry of a row index covering every shard (see
+            :func:`~featurestore.row_index.write_row_index`); default: the current one,
+            which must then still cover every shard.
 
         The JSON is compact (one line; ``featurestore info --json`` or ``python -m json.tool``
         pretty-print it): indentation would switch Python to its pure-Python encoder, several
-        times slower on a manifest of thousands of shards, and this runs after every shard.
+        times slower on a manifest of thousands of shards.
         """
+        if index is not None:
+            self.data["index"] = {**index, "shards": len(self.shards)}
+        elif self.data.get("index") and self.data["index"]["shards"] != len(self.shards):
+            raise StoreError("a checkpoint needs a row index covering every shard")
+        self.data["schema_version"] = STORE_SCHEMA_VERSION
+        self.data["journal_seq"] = self.seq
         self.data["updated"] = utc_timestamp()
         text = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
         write_bytes_atomic(Path(store) / MANIFEST_NAME, text.encode())
+        reset_journal(store, self.seq)
+        self.checkpoint_shards = len(self.shards)
+
+    @property
+    def schema_version(self) -> int:
+        return self.data["schema_version"]
+
+    @property
+    def index(self) -> dict[str, Any] | None:
+        """The row index entry (``file``, ``rows``, ``checksum``, ``shards``), or None."""
+        return self.data.get("index")
 
     @property
     def config(self) -> StoreConfig:
@@ -184,7 +277,7 @@ class Manifest:
         return sum(shard["rows"] for shard in self.shards)
 
     def add_shard(self, entry: dict[str, Any], classes: set[str]) -> None:
-        """Record a committed shard and the labels it holds (call :meth:`save` afterwards)."""
+        """Record a committed shard and the labels it holds (in memory)."""
         self.shards.append(entry)
         self.data["classes"] = sorted(set(self.data["classes"]) | classes)
 
@@ -198,3 +291,17 @@ class Manifest:
                 seen.add((failure["path"], failure["key"]))
                 added += 1
         return added
+
+
+def committed_digest(store: str | Path) -> str | None:
+    """sha256 of what a store has committed (its checkpoint and the journal's valid records), or
+    None when there is no store: it changes exactly when a commit changes the store."""
+    store = Path(store)
+    try:
+        digest = hashlib.sha256((store / MANIFEST_NAME).read_bytes())
+    except FileNotFoundError:
+        return None
+    journal = read_journal(store)
+    if journal.valid_bytes:
+        digest.update((store / JOURNAL_NAME).read_bytes()[:journal.valid_bytes])
+    return digest.hexdigest()

@@ -5,15 +5,20 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreError
+from .columns import RowColumns
+from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreDamagedError, StoreError
 from .manifest import Manifest
-from .shard import FeatureLayout, open_shard, read_aliases, read_index_and_layout, shard_file
+from .row_index import read_row_index
+from .shard import (FeatureLayout, check_feature_layouts, layouts_of_entry, open_shard, read_columns, read_layouts,
+                    shard_file)
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
@@ -28,12 +33,14 @@ class FeatureSet:
     X : dict of str to numpy.ndarray
         ``(rows, dim)`` per layer (output name).
     keys, labels, splits, paths : numpy.ndarray of str
-        Per row; ``""`` where there is no label or split.
+        Per row; ``""`` where there is no label or split. ``paths`` is read on first use.
     views : numpy.ndarray of int
         0 for the clean image, k for the k-th augmented view.
     y : numpy.ndarray of int
         Index of the label in ``classes``; -1 where unlabelled.
     classes : tuple of str
+    path_source : callable
+        Returns ``paths``.
     """
 
     X: dict[str, np.ndarray]
@@ -41,12 +48,17 @@ class FeatureSet:
     labels: np.ndarray
     splits: np.ndarray
     views: np.ndarray
-    paths: np.ndarray
     y: np.ndarray
     classes: tuple[str, ...]
+    path_source: Callable[[], np.ndarray] = field(repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @cached_property
+    def paths(self) -> np.ndarray:
+        """Where each row's content was first seen (decoded on first use: most experiments never ask)."""
+        return self.path_source()
 
     def matrix(self, layers: Sequence[str] | None = None) -> np.ndarray:
         """Concatenate the given layers (default: all, in store order) into one ``(rows, D)`` array."""
@@ -55,29 +67,56 @@ class FeatureSet:
 
 
 class FeatureStore:
-    """A store opened for reading (see :func:`open_store`)."""
+    """A store opened for reading (see :func:`open_store`).
+
+    Opening reads ``manifest.json``, ``journal.log`` and the row index: three files however
+    many shards the store has (plus the shards committed since the last checkpoint, and every
+    shard of a schema-1 store). Feature bytes are read only by :meth:`load`.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.manifest = Manifest.load(self.path)
+        for _ in range(20):
+            self.manifest = Manifest.load(self.path)
+            try:
+                columns = self._read_columns()
+                break
+            except FileNotFoundError:
+                continue  # a writer replaced the row index after we read the manifest: read again
+        else:
+            raise StoreError(f"{self.path}: its row index kept being replaced while being read; try again")
         self.spec: ModelSpec = self.manifest.spec
-        columns: dict[str, list[np.ndarray]] = defaultdict(list)
-        self._shard_rows: list[int] = []
-        self._layouts: list[dict[str, FeatureLayout]] = []
-        for shard in self.manifest.shards:
-            index, layout = self._read(shard, read_index_and_layout)
-            self._layouts.append(layout)
-            if len(index["keys"]) != shard["rows"]:
-                raise StoreError(f"shard {shard['file']} of {self.path} has {len(index['keys'])} rows, "
-                                 f"the manifest says {shard['rows']}; run `featurestore verify`")
-            for name, values in index.items():
-                columns[name].append(values)
-            self._shard_rows.append(shard["rows"])
-        empty = {"keys": np.array([], dtype=str), "labels": np.array([], dtype=object),
-                 "split": np.array([], dtype=object), "view": np.array([], dtype=np.uint16),
-                 "paths": np.array([], dtype=object)}
-        self._columns = {name: np.concatenate(columns[name]) if columns[name] else empty[name] for name in empty}
+        self._rows = columns
+        self._keys: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._splits: np.ndarray | None = None
+        self._checked: set[tuple[int, str]] = set()  # (shard, layer) whose recorded layout the file confirmed
         self._row_of: dict[tuple[str, int], int] | None = None
+
+    def _read_columns(self) -> RowColumns:
+        index = self.manifest.index
+        covered = index["shards"] if index else 0
+        shards = self.manifest.shards
+        dtype = np.dtype(self.manifest.config.dtype)
+        parts: list[RowColumns] = []
+        self._shard_rows = [int(shard["rows"]) for shard in shards]
+        self._layouts: list[dict[str, FeatureLayout]] = [{} for _ in shards]
+        if index:
+            parts.append(read_row_index(self.path, index))
+            if len(parts[0]) != sum(self._shard_rows[:covered]):
+                raise StoreDamagedError(f"row index of {self.path} holds {len(parts[0])} rows, its shards "
+                                        f"{sum(self._shard_rows[:covered])}; run `featurestore verify`")
+        for s, shard in enumerate(shards):
+            recorded = layouts_of_entry(shard, dtype)
+            if s >= covered:
+                columns, layout = self._read(shard, read_columns)
+                if len(columns) != shard["rows"]:
+                    raise StoreError(f"shard {shard['file']} of {self.path} has {len(columns)} rows, "
+                                     f"the manifest says {shard['rows']}; run `featurestore verify`")
+                parts.append(columns)
+                recorded = recorded or layout
+            self._layouts[s] = recorded if recorded is not None else self._read(shard, read_layouts)
+        return RowColumns.concatenate(parts)
 
     def _read(self, shard: dict[str, Any], reader):
         file = shard_file(self.path, shard["file"])
@@ -88,7 +127,7 @@ class FeatureStore:
 
     # --- what is stored -------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._columns["keys"])
+        return len(self._rows)
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, rows={len(self)}, layers={self.layers})"
@@ -112,23 +151,30 @@ class FeatureStore:
 
     @property
     def keys(self) -> np.ndarray:
-        return self._columns["keys"]
+        """Content key of each row (str)."""
+        if self._keys is None:
+            self._keys = _as_str(self._rows.keys)
+        return self._keys
 
     @property
     def labels(self) -> np.ndarray:
-        return self._columns["labels"]
+        if self._labels is None:
+            self._labels = self._rows.labels
+        return self._labels
 
     @property
     def splits(self) -> np.ndarray:
-        return self._columns["split"]
+        if self._splits is None:
+            self._splits = self._rows.splits
+        return self._splits
 
     @property
     def views(self) -> np.ndarray:
-        return self._columns["view"]
+        return self._rows.views
 
     @property
     def paths(self) -> np.ndarray:
-        return self._columns["paths"]
+        return self._rows.paths
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -145,6 +191,20 @@ class FeatureStore:
                 return layer.output
         raise LayerNotInStoreError(
             f"layer {name!r} is not in store {self.path}; available: {', '.join(self.layers)}")
+
+    def check_shards(self) -> None:
+        """Check every shard's feature datasets against the layout the manifest records, as
+        :meth:`load` does for the shards it reads (see :func:`~featurestore.shard.check_feature_layouts`).
+
+        Raises
+        ------
+        UnsafeStoreError, StoreDamagedError
+        """
+        for s, shard in enumerate(self.manifest.shards):
+            unchecked = {name: layout for name, layout in self._layouts[s].items() if (s, name) not in self._checked}
+            if unchecked:
+                check_feature_layouts(shard_file(self.path, shard["file"]), unchecked, set(self._layouts[s]))
+                self._checked.update((s, name) for name in unchecked)
 
     # --- loading ----------------------------------------------------------------------------
     def rows(self, split: str | None = None, view: int | None = 0) -> np.ndarray:
@@ -194,11 +254,13 @@ class FeatureStore:
         self._fill(out, selected)
         classes = self.classes
         lookup = {c: i for i, c in enumerate(classes)}
-        labels = self.labels[selected]
+        rows = self._rows
+        y_of_code = np.array([lookup.get(name, -1) for name in rows.label_names.tolist()] or [-1], dtype=np.int64)
+        keys = self._keys[selected] if self._keys is not None else _as_str(rows.keys[selected])
         return FeatureSet(
-            X=out, keys=self.keys[selected], labels=labels, splits=self.splits[selected],
-            views=self.views[selected], paths=self.paths[selected],
-            y=np.array([lookup.get(lab, -1) for lab in labels.tolist()], dtype=np.int64), classes=classes,
+            X=out, keys=keys, labels=self.labels[selected], splits=self.splits[selected],
+            views=self.views[selected], y=y_of_code[rows.label_codes[selected]], classes=classes,
+            path_source=lambda: self.paths[selected],
         )
 
     def _check_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -235,12 +297,19 @@ class FeatureStore:
             local = selected[dest] - starts[s]
             file = shard_file(self.path, shard["file"])
             try:
+                unchecked = {name: self._layouts[s][name] for name in out
+                             if (s, name) not in self._checked and name in self._layouts[s]}
+                if unchecked:
+                    check_feature_layouts(file, unchecked, set(self._layouts[s]))
+                    self._checked.update((s, name) for name in unchecked)
                 for name, array in out.items():
                     layout = self._layouts[s].get(name)
                     if layout is None or layout.offset is None or layout.dtype != array.dtype:
                         _fill_h5py(file, name, array, dest, local)
                     else:
                         _fill_raw(file, layout, array, dest, local)
+            except StoreError:
+                raise
             except (OSError, ValueError, KeyError) as exc:
                 raise StoreError(f"cannot read shard {file}: {exc}; run `featurestore verify {self.path}`") from None
 
@@ -272,9 +341,7 @@ class FeatureStore:
 
     def aliases(self) -> dict[str, np.ndarray]:
         """Every other (key, path, label, split) at which stored content was seen."""
-        parts = [self._read(shard, read_aliases) for shard in self.manifest.shards]
-        names = ("keys", "paths", "labels", "split")
-        return {n: np.concatenate([p[n] for p in parts]) if parts else np.array([], dtype=object) for n in names}
+        return {**self._rows.aliases, "keys": _as_str(self._rows.aliases["keys"])}
 
     def sightings(self) -> dict[str, list[tuple[str, str, str]]]:
         """Every (path, label, split) seen for each key, rows first (clean view only)."""
@@ -327,10 +394,12 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
         return
     mapped = np.memmap(file, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
     try:
+        # mode="clip" (the rows are checked already): with the default mode numpy buffers `out`,
+        # which made gathering 5,000 rows 4x slower
         if _is_range(dest):
-            np.take(mapped, local, axis=0, out=array[dest[0]:dest[-1] + 1])
+            np.take(mapped, local, axis=0, out=array[dest[0]:dest[-1] + 1], mode="clip")
         else:
-            array[dest] = mapped[local]
+            array[dest] = np.take(mapped, local, axis=0, mode="clip")
     finally:
         del mapped
 
@@ -344,6 +413,16 @@ def _fill_h5py(file: Path, name: str, array: np.ndarray, dest: np.ndarray, local
         else:
             low = int(local.min())
             array[dest] = dataset[low:int(local.max()) + 1][local - low]
+
+
+def _as_str(keys: np.ndarray) -> np.ndarray:
+    """Fixed-length bytes keys as a str array: widened without decoding when they are ASCII (hex keys are)."""
+    if not len(keys):
+        return np.array([], dtype=f"<U{max(keys.dtype.itemsize, 1)}")
+    raw = np.ascontiguousarray(keys).view(np.uint8)
+    if raw.max() < 128:
+        return raw.astype(np.uint32).view(f"<U{keys.dtype.itemsize}").reshape(keys.shape)
+    return keys.astype(str)
 
 
 def _is_range(index: np.ndarray) -> bool:
@@ -440,7 +519,7 @@ def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = N
         X.update({f"{prefix}/{name}": values for name, values in part.X.items()})
     meta = first.load([], rows=base)
     return FeatureSet(X=X, keys=meta.keys, labels=meta.labels, splits=meta.splits, views=meta.views,
-                      paths=meta.paths, y=meta.y, classes=meta.classes)
+                      y=meta.y, classes=meta.classes, path_source=lambda: meta.paths)
 
 
 def open_store(path: str | Path) -> FeatureStore:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import file_sha256
+from ._atomic import CHECKSUM_PREFIX, file_checksum, file_sha256
+from .columns import RowColumns
 from .errors import StoreError, UnsafeStoreError
 from .manifest import Manifest
-from .shard import SHARD_DIR, open_shard, shard_file, uncommitted_shards
+from .row_index import check_row_index_file, read_row_index
+from .shard import SHARD_DIR, layouts_of_entry, open_shard, read_columns, shard_file, uncommitted_shards
 
 __all__ = ["verify_store", "orphan_files", "require_valid"]
 
@@ -19,10 +21,12 @@ _ROW_COLUMNS = ("keys", "labels", "split", "view", "paths")
 def verify_store(path: str | Path) -> list[str]:
     """Return the problems found in the store at ``path`` (an empty list means it verifies).
 
-    Checks that the manifest reads and names only files in ``shards/``; that each shard
-    exists, matches its sha256, opens as HDF5 with only what the writer produces (no links,
-    external storage, virtual datasets, chunks or filters), holds the manifest's row count in every row column and layer (with the
-    layer's width), and has no NaN or Inf; and that no (key, view) row appears twice.
+    Checks that the manifest and journal read and name only files in ``shards/``; that each
+    shard exists, matches its checksum, opens as HDF5 with only what the writer produces (no
+    links, external storage, virtual datasets, chunks or filters), holds the manifest's row
+    count in every row column and layer (with the layer's width) at the byte offsets the
+    manifest records, and has no NaN or Inf; that no (key, view) row appears twice; and that
+    the row index matches its checksum and, row for row, the shards it covers.
 
     Raises
     ------
@@ -35,7 +39,11 @@ def verify_store(path: str | Path) -> list[str]:
     spec = manifest.spec
     problems: list[str] = []
     seen: set[tuple[str, int]] = set()
-    for shard in manifest.shards:
+    dtype = np.dtype(manifest.config.dtype)
+    index = manifest.index
+    covered = index["shards"] if index else 0
+    indexed: list[RowColumns] = []
+    for s, shard in enumerate(manifest.shards):
         try:
             file = shard_file(path, shard["file"])
         except UnsafeStoreError as exc:
@@ -44,16 +52,50 @@ def verify_store(path: str | Path) -> list[str]:
         if not file.is_file():
             problems.append(f"{shard['file']}: missing")
             continue
-        if file_sha256(file) != shard["sha256"]:
-            problems.append(f"{shard['file']}: sha256 differs from the manifest (file changed or damaged)")
+        if not _checksum_matches(file, shard):
+            problems.append(f"{shard['file']}: checksum differs from the manifest (file changed or damaged)")
             continue
         try:
             problems += _check_shard(shard, file, spec.layers, seen)
+            columns, layout = read_columns(file)
+            recorded = layouts_of_entry(shard, dtype)
+            if recorded is not None and {k: (v.offset, v.shape) for k, v in recorded.items()} != \
+                    {k: (v.offset, v.shape) for k, v in layout.items()}:
+                problems.append(f"{shard['file']}: the feature offsets the manifest records differ from the file's")
+            if s < covered:
+                indexed.append(columns)
         except UnsafeStoreError as exc:
             problems.append(f"{shard['file']}: {exc}")
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"{shard['file']}: unreadable ({type(exc).__name__}: {exc})")
+    if index:
+        problems += _check_index(path, index, indexed, covered)
     return problems
+
+
+def _checksum_matches(file: Path, shard: dict) -> bool:
+    """Whether a shard matches its recorded checksum (xxh3-128, or sha256 in schema-1 entries)."""
+    if "checksum" in shard:
+        expected = shard["checksum"]
+        return isinstance(expected, str) and expected.startswith(CHECKSUM_PREFIX) and file_checksum(file) == expected
+    return file_sha256(file) == shard.get("sha256")
+
+
+def _check_index(path: Path, index: dict, indexed: list[RowColumns], covered: int) -> list[str]:
+    """The row index's checksum, and its rows against the shards it covers (all readable ones)."""
+    try:
+        rows = read_row_index(path, index)
+        check_row_index_file(path, index)
+    except (StoreError, OSError, KeyError, ValueError) as exc:
+        return [f"{index.get('file')}: {exc}"]
+    if len(indexed) < covered:
+        return []  # the shards' own problems are listed; the index cannot be compared row for row
+    shards = RowColumns.concatenate(indexed)
+    for name in ("keys", "labels", "splits", "views", "paths"):
+        mine, theirs = getattr(rows, name), getattr(shards, name)
+        if len(mine) != len(theirs) or not np.array_equal(mine.astype(str), theirs.astype(str)):
+            return [f"{index['file']}: its {name} differ from those of the {covered} shards it covers"]
+    return []
 
 
 def orphan_files(path: str | Path) -> list[str]:

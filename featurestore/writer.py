@@ -1,10 +1,9 @@
-"""Append rows to a store: fingerprint check, exclusive lock, shard-at-a-time atomic commits."""
+"""Append rows to a store: fingerprint check, exclusive lock, one journal record per shard, checkpoints."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import re
 import secrets
@@ -18,8 +17,11 @@ import numpy as np
 
 from ._version import __version__
 from .errors import OptionsError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+from .columns import RowColumns
+from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
-from .shard import SHARD_DIR, ShardBuffer, read_aliases, read_index, shard_file, uncommitted_shards, write_shard
+from .row_index import INDEX_DIR, read_row_index, stale_index_files, write_row_index
+from .shard import SHARD_DIR, ShardBuffer, read_columns, shard_file, uncommitted_shards, write_shard
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]
@@ -29,7 +31,14 @@ LOCK_NAME = ".lock"
 
 def _leftover(name: str) -> bool:
     """Files a killed first run may leave in a store directory that has no manifest yet."""
-    return name in (LOCK_NAME, SHARD_DIR) or name.startswith(f".{MANIFEST_NAME}.tmp-")
+    return name in (LOCK_NAME, SHARD_DIR, INDEX_DIR, JOURNAL_NAME) or name.startswith(
+        (f".{MANIFEST_NAME}.tmp-", f".{JOURNAL_NAME}.tmp-"))
+
+
+#: A checkpoint folds the journal in once it holds this many records, or as many as the
+#: checkpoint has shards if that is more: the checkpoint's O(store) cost then spreads over
+#: at least as many O(1) commits, so a commit's amortised cost does not grow with the store.
+CHECKPOINT_RECORDS = 512
 
 
 #: What to do about a refused write, by error number; anything else: "fix the cause".
@@ -54,9 +63,9 @@ def _os_errno(exc: BaseException | None) -> int | None:
 
 
 def _committed_rows(store: Path) -> int:
-    """Rows of the manifest on disk (0 if there is none or it cannot be read)."""
+    """Rows committed on disk (0 if there is no store or it cannot be read)."""
     try:
-        return sum(int(shard["rows"]) for shard in json.loads((store / MANIFEST_NAME).read_bytes())["shards"])
+        return Manifest.load(store).rows
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
@@ -105,9 +114,11 @@ def _cut(keys: list[str], start: int, limit: int, forward: bool = False) -> int:
 class StoreWriter:
     """Open (or create) a store for appending rows extracted with one config.
 
-    Rows are buffered and written ``shard_rows`` at a time as a new shard, after which the
-    manifest is replaced atomically. Shards or temporary files that no manifest names
-    (left by a killed run) are removed on open.
+    Rows are buffered and written ``shard_rows`` at a time as a new shard, which one fsynced
+    journal record then commits. Now and then, and on :meth:`close`, the journal is folded
+    into a checkpoint: a new row index and ``manifest.json``. Shards, index files or
+    temporary files that nothing committed names (left by a killed run) are removed on open,
+    and a torn journal tail is cut off. A schema-1 store is upgraded on open.
 
     Parameters
     ----------
@@ -120,10 +131,10 @@ class StoreWriter:
     shard_rows : int, default=2048
         Rows per shard: the most work a kill can lose.
     commit_each_shard : bool, default=True
-        Replace the manifest after every shard (a kill loses at most one shard's rows). With
-        False the manifest is replaced once, by :meth:`close`: for one-shot writes such as
+        Commit every shard through the journal (a kill loses at most one shard's rows). With
+        False the shards are committed once, by :meth:`close`: for one-shot writes such as
         :func:`~featurestore.write_arrays`, where a kill loses the whole call's rows anyway
-        (the next writer removes the shards no manifest names).
+        (the next writer removes the shards nothing names).
 
     Raises
     ------
@@ -154,6 +165,14 @@ class StoreWriter:
                 "choose a new store path"
             )
         self._lock = None
+        self.run_id = secrets.token_hex(4)
+        self._seq = 0
+        self.buffer = ShardBuffer()
+        self._failures: list[dict[str, Any]] = []
+        self.rows_added = 0
+        self._changed = False  # whether this writer committed a shard, a failure or an alias
+        self._unsaved: list[dict[str, Any]] = []  # records of commits not yet in the journal
+        self._refused: StoreWriteError | None = None  # set once the file system refused a write
         with _refused_writes(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = self._acquire_lock()
@@ -164,18 +183,14 @@ class StoreWriter:
                 else:
                     self.manifest = Manifest.new(config, spec)
                     self.manifest.save(self.path)
+                self._repair_journal()
                 self.remove_uncommitted()
             self._load_index()
+            if self.manifest.schema_version < STORE_SCHEMA_VERSION:
+                self._guarded(self._checkpoint)  # upgrade: layouts recorded, row index written
         except BaseException:
             self._release_lock()
             raise
-        self.run_id = secrets.token_hex(4)
-        self._seq = 0
-        self.buffer = ShardBuffer()
-        self._failures: list[dict[str, Any]] = []
-        self.rows_added = 0
-        self._changed = False  # whether this writer added a shard or a failure to the manifest
-        self._refused: StoreWriteError | None = None  # set once the file system refused a write
 
     def _acquire_lock(self) -> int:
         fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -192,26 +207,51 @@ class StoreWriter:
             os.close(self._lock)
             self._lock = None
 
+    def _repair_journal(self) -> None:
+        """Cut a torn journal tail (a writer killed while appending); recreate a missing journal."""
+        if self.manifest.schema_version < STORE_SCHEMA_VERSION:
+            return
+        state = read_journal(self.path)
+        if state.base is None:
+            reset_journal(self.path, self.manifest.seq)
+        else:
+            cut_torn_tail(self.path, state)
+
     def remove_uncommitted(self) -> None:
-        """Delete what no manifest names: temporary manifests and shard files (a killed writer's or actor's).
+        """Delete what nothing committed names: temporary files, shard files and row indexes left by a
+        killed writer or actor, and row indexes an earlier checkpoint replaced.
 
         Safe while this writer holds the store's lock: only its process commits.
         """
-        for item in self.path.glob(f".{MANIFEST_NAME}.tmp-*"):
-            item.unlink()
+        for pattern in (f".{MANIFEST_NAME}.tmp-*", f".{JOURNAL_NAME}.tmp-*"):
+            for item in self.path.glob(pattern):
+                item.unlink()
         for item in uncommitted_shards(self.path, self.manifest.shards):
+            item.unlink(missing_ok=True)
+        index = self.manifest.index
+        for item in stale_index_files(self.path, index["file"] if index else None):
             item.unlink(missing_ok=True)
 
     def _load_index(self) -> None:
+        """Read what is committed: the row index, then the shards committed after it (whose
+        layouts a schema-1 store does not record yet)."""
+        self._columns: list[RowColumns] = []
+        index = self.manifest.index
+        covered = index["shards"] if index else 0
+        if index:
+            self._columns.append(read_row_index(self.path, index))
+        for shard in self.manifest.shards[covered:]:
+            columns, layout = read_columns(shard_file(self.path, shard["file"]))
+            self._columns.append(columns)
+            shard.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
+        keys = [c.keys.astype(str).tolist() for c in self._columns]
         self.row_ids: set[tuple[str, int]] = set()
         self.seen_paths: set[tuple[str, str]] = set()
-        for shard in self.manifest.shards:
-            file = shard_file(self.path, shard["file"])
-            index = read_index(file)
-            self.row_ids.update(zip(index["keys"].tolist(), index["view"].tolist()))
-            self.seen_paths.update(zip(index["keys"].tolist(), index["paths"].tolist()))
-            aliases = read_aliases(file)
-            self.seen_paths.update(zip(aliases["keys"].tolist(), aliases["paths"].tolist()))
+        for part, columns in zip(keys, self._columns):
+            self.row_ids.update(zip(part, columns.views.tolist()))
+            self.seen_paths.update(zip(part, columns.paths.tolist()))
+            self.seen_paths.update(zip(columns.aliases["keys"].astype(str).tolist(),
+                                       columns.aliases["paths"].tolist()))
         self.stored_keys = {key for key, _ in self.row_ids}
         self._committed_names = {Path(shard["file"]).name for shard in self.manifest.shards}
         self.failed_keys = {f["key"] for f in self.manifest.failures if f.get("key")}
@@ -256,10 +296,10 @@ class StoreWriter:
             self.failed_keys.add(key)
 
     def commit(self, save_manifest: bool = True) -> None:
-        """Write buffered rows as a shard (if any) and replace the manifest atomically.
+        """Write buffered rows as a shard (if any) and commit it with the failures recorded so far.
 
-        With ``save_manifest=False`` the shard is written and recorded in memory only; it
-        becomes part of the store at the next commit that saves the manifest.
+        With ``save_manifest=False`` the shard is written and its commit kept in memory; it
+        becomes part of the store at the next commit that saves, or at :meth:`close`.
 
         Raises
         ------
@@ -268,9 +308,6 @@ class StoreWriter:
             keeps what was committed before; this writer commits nothing more.
         """
         self._guarded(self._commit, save_manifest)
-
-    def _save_manifest(self) -> None:
-        self._guarded(self.manifest.save, self.path)
 
     def _guarded(self, write: Any, *args: Any) -> None:
         """Run a write; once the file system refuses one, this writer writes nothing more."""
@@ -284,6 +321,7 @@ class StoreWriter:
             raise
 
     def _commit(self, save_manifest: bool) -> None:
+        record: dict[str, Any] = {}
         if len(self.buffer) or self.buffer.aliases:
             name = f"{self.run_id}-{self._seq:05d}.h5"
             attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": self.config.fingerprint,
@@ -292,21 +330,58 @@ class StoreWriter:
             entry = write_shard(self.path, name, self.buffer, dtype=self.config.dtype, layers=layers, attrs=attrs)
             self._seq += 1
             self.rows_added += len(self.buffer)
-            self.manifest.add_shard(entry, {lab for lab in self.buffer.labels if lab})
+            record = {"shard": entry, "classes": sorted({lab for lab in self.buffer.labels if lab})}
+            self._columns.append(self.buffer.columns())
             self._committed_names.add(name)
             self.buffer = ShardBuffer()
+        self._record(record, save_manifest)
+
+    def _record(self, record: dict[str, Any], save: bool) -> None:
+        """Commit ``record`` with the failures not yet committed: now (one journal append) or, with
+        ``save=False``, with the next saved commit."""
+        failures = self._new_failures()
+        if failures:
+            record["failures"] = failures
+        if record:
+            self._unsaved.append(record)
             self._changed = True
-        self._commit_failures()
-        if save_manifest:
-            self.manifest.save(self.path)
+        if save:
+            for pending in self._unsaved:
+                self.manifest.append(self.path, pending)
+            self._unsaved = []
+            journal = self.manifest.seq - self.manifest.data["journal_seq"]
+            if journal >= max(CHECKPOINT_RECORDS, self.manifest.checkpoint_shards):
+                self._checkpoint()
+
+    def _new_failures(self) -> list[dict[str, Any]]:
+        """The failures recorded since the last commit that no commit holds yet (same path and key)."""
+        seen = {(f["path"], f["key"]) for f in self.manifest.failures}
+        seen |= {(f["path"], f["key"]) for r in self._unsaved for f in r.get("failures", [])}
+        new = []
+        for failure in self._failures:
+            if (failure["path"], failure["key"]) not in seen:
+                seen.add((failure["path"], failure["key"]))
+                new.append(failure)
+        self._failures = []
+        return new
+
+    def _checkpoint(self) -> None:
+        """Fold every commit into a new row index and ``manifest.json``, and reset the journal."""
+        for pending in self._unsaved:
+            self.manifest.apply({**pending, "seq": self.manifest.seq + 1})
+        self._unsaved = []
+        columns = RowColumns.concatenate(self._columns)
+        entry = write_row_index(self.path, f"rows-{self.manifest.seq:010d}-{self.run_id}.h5", columns)
+        self.manifest.save(self.path, index=entry)
+        self._columns = [columns]
 
     def commit_external(self, entry: dict[str, Any], keys: list[str], views: list[int], paths: list[str],
-                        labels: list[str]) -> None:
+                        labels: list[str], splits: list[str] | None = None) -> None:
         """Commit a complete shard that another process wrote into this store's ``shards/``.
 
         Used by distributed extraction: workers write shards with :func:`write_shard`, the
-        process holding this writer alone adds them to the manifest. The shard's entry and
-        the failures recorded so far are committed in one atomic manifest replacement.
+        process holding this writer alone commits them. The shard's entry and the failures
+        recorded so far are committed in one journal record.
 
         Parameters
         ----------
@@ -314,6 +389,8 @@ class StoreWriter:
             The manifest entry :func:`write_shard` returned for the shard.
         keys, views, paths, labels : list
             The shard's rows, in order.
+        splits : list, optional
+            The rows' split tags; read from the shard when not given.
 
         Raises
         ------
@@ -327,7 +404,8 @@ class StoreWriter:
         if len(rows) != entry["rows"] or not len(keys) == len(paths) == len(labels):
             raise StoreError(f"shard {file.name}: the manifest entry says {entry['rows']} rows, "
                              f"{len(rows)} keys were given")
-        if not shard_file(self.path, entry["file"]).is_file():
+        path = shard_file(self.path, entry["file"])
+        if not path.is_file():
             raise StoreError(f"shard {entry['file']} is not a file under {self.path / SHARD_DIR}")
         if file.name in self._committed_names:
             raise StoreError(f"shard {file.name} is already committed to {self.path}")
@@ -337,35 +415,33 @@ class StoreWriter:
             key, view = repeated[0]
             raise StoreError(f"shard {file.name} holds {len(repeated)} row(s) already stored or repeated, e.g. "
                              f"key {key[:12]}... view {view}; it was not committed")
+        if splits is None or len(splits) != len(keys):
+            columns = read_columns(path)[0]
+        else:
+            columns = RowColumns.from_strings(keys, [lab or "" for lab in labels], [s or "" for s in splits],
+                                              views, paths)
         self.row_ids.update(rows)
         self.stored_keys.update(keys)
         self.seen_paths.update(zip(keys, paths))
         self.rows_added += len(rows)
-        self.manifest.add_shard(entry, {lab for lab in labels if lab})
+        self._columns.append(columns)
         self._committed_names.add(file.name)
-        self._changed = True
-        self._commit_failures()
-        self._save_manifest()
-
-    def _commit_failures(self) -> None:
-        if self._failures and self.manifest.add_failures(self._failures):
-            self._changed = True
-        self._failures = []
+        self._guarded(self._record, {"shard": entry, "classes": sorted({lab for lab in labels if lab})}, True)
 
     def close(self, run: dict[str, Any] | None = None) -> None:
-        """Commit what is buffered, record the run's provenance and release the lock.
+        """Commit what is buffered, record the run's provenance, checkpoint, and release the lock.
 
-        A writer that added nothing (no row, alias or failure) leaves the manifest as it
-        was, so an up-to-date store stays byte-identical however often it is re-run. After a
-        refused write (:class:`StoreWriteError`) it only releases the lock.
+        A writer that added nothing (no row, alias or failure) to a store whose journal is
+        empty leaves it as it was, so an up-to-date store stays byte-identical however often
+        it is re-run. After a refused write (:class:`StoreWriteError`) it only releases the lock.
         """
         try:
             if self._refused is not None:
                 return
             self.commit(save_manifest=False)
-            if self._changed:
-                if run is not None:
-                    self.manifest.data["runs"].append({"featurestore": __version__, **run})
-                self.commit()
+            if self._changed and run is not None:
+                self._unsaved.append({"run": {"featurestore": __version__, **run}})
+            if self._changed or self.manifest.seq > self.manifest.data["journal_seq"]:
+                self._guarded(self._checkpoint)
         finally:
             self._release_lock()

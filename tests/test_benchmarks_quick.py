@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("skimage", reason="the extract benchmark writes JPEGs of scikit-image's photos")
 
-from benchmarks import ceiling, extract, quant, report, store  # noqa: E402
+from benchmarks import ceiling, extract, quant, report, store, store_scale  # noqa: E402
 from benchmarks.targets import TARGETS  # noqa: E402
 from featurestore.sources import FASHION_MNIST_DIR  # noqa: E402
 
@@ -32,6 +32,7 @@ def results(tmp_path_factory, benchmark_cache) -> Path:
     cache = ["--cache-dir", str(benchmark_cache)]
     assert ceiling.main([*common, "--n", "256", "--copy-mib", "8", "--disk-mib", "8"]) == 0
     assert store.main([*common, "--rows", "600", "--subset", "100"]) == 0
+    assert store_scale.main([*common, "--shards", "1200", "--rows-per-shard", "3"]) == 0
     assert extract.main([*common, *cache, "--backbones", "mobilenet_v2", "--batch-sizes", "1,32",
                          "--images", "4"]) == 0
     assert quant.main([*common, *cache, "--backbones", "mobilenet_v2", "--train", "40", "--test", "30",
@@ -83,10 +84,21 @@ def test_store_covers_every_case_and_target(results):
     doc = _load(results, "store")
     assert {(c["layout"], c["dtype"]) for c in doc["cases"]} == {
         (layout, dtype) for layout in ("single", "stages") for dtype in ("float32", "float16")}
-    assert _target_ids(doc) == {"store.write", "store.read", "store.random_rows"}
+    assert _target_ids(doc) == {"store.write", "store.read", "store.read_layer", "store.random_rows"}
     single = next(c for c in doc["cases"] if (c["layout"], c["dtype"]) == ("single", "float32"))
     assert {"ours write_arrays", "np.save", "torch.save", "ours random rows", "ours slice"} <= set(single["variants"])
     assert single["breakdown"]["write_arrays"]["total"] > 0
+
+
+def test_store_scale_reports_each_milestone(results):
+    doc = json.loads((results / "store_scale.json").read_text())  # figures per milestone, no timed variants
+    assert doc["benchmark"] == "store_scale" and doc["quick"] is True and doc["tables"][0]["rows"]
+    points = doc["points"]
+    assert [p["shards"] for p in points] == [1000, 1200]
+    assert [p["rows"] for p in points] == [3000, 3600]
+    assert all(p["commit_median_s"] > 0 and p["held_bytes"] > 0 and p["index_bytes"] > 0 for p in points)
+    assert _target_ids(doc) == {"store.commit_growth"}
+    assert doc["projection"]["rows"] == 10**8
 
 
 def test_extract_has_baselines_ratios_and_targets(results):

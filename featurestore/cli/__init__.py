@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "extract": "extract_cmd",
     "info": "info_cmd",
     "verify": "verify_cmd",
+    "migrate": "migrate_cmd",
     "bench": "bench_cmd",
     "fit": "fit_cmd",
     "predict": "predict_cmd",

@@ -25,6 +25,7 @@ def store_info(path: Path) -> dict[str, Any]:
     from ..store import open_store
 
     store = open_store(path)
+    store.check_shards()
     spec = store.spec
     clean = store.views == 0
     manifest = store.manifest

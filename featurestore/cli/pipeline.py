@@ -47,7 +47,7 @@ from .._hints import close_matches_hint
 from .._time import utc_timestamp
 from .._version import __version__
 from ..errors import PipelineError
-from ..manifest import MANIFEST_NAME
+from ..manifest import MANIFEST_NAME, committed_digest
 
 __all__ = ["PipelineError", "StepOutcome", "load_pipeline", "run_pipeline"]
 
@@ -173,14 +173,13 @@ class _Runner:
         # No skip on the step's own record: the store's incremental skip (known content keys) is
         # the authority, so images added to a source are found on every run; an unchanged source
         # costs a listing and a hash per image and leaves the store byte-identical.
-        manifest = store / MANIFEST_NAME
-        before = file_sha256(manifest) if manifest.is_file() else None
+        before = committed_digest(store)
         reports = []
         for spec in step["sources"]:
             report = extract(model, self._source(spec, limit), store, options)
             self.log.info(report.summary())
             reports.append((spec, report))
-        if file_sha256(manifest) == before:
+        if committed_digest(store) == before:
             listed = sum(report.listed for _, report in reports)
             return "skipped", f"{store} is up to date ({listed} images listed, none new)"
         details = [f"{spec}: {report.rows_added} rows added, {report.decoded} decoded, "
@@ -199,7 +198,7 @@ class _Runner:
                 raise PipelineError(f"bench {step['name']!r}: {store} is not a store")
         config = from_table(BenchConfig, step, f"[[bench]] {step['name']!r}", own_keys=STEP_KEYS["bench"])
         fingerprint = _hash({"config": {k: step.get(k) for k in sorted(step_keys("bench"))},
-                             "stores": [file_sha256(s / MANIFEST_NAME) for s in stores]})
+                             "stores": [committed_digest(s) for s in stores]})
         if (output / "results.json").is_file() and self._done("bench", step["name"], fingerprint):
             return "skipped", f"{output / 'report.md'} is up to date"
         document = run_bench(stores, output, config, log=self.log.info)

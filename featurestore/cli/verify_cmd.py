@@ -8,12 +8,13 @@ from pathlib import Path
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="check every shard's sha256, row counts, readability and values")
+    p = subparsers.add_parser(name, help="check every shard's checksum, row counts, readability and values, and the row index")
     p.add_argument("store", type=Path)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..journal import JOURNAL_NAME, read_journal
     from ..manifest import Manifest
     from ..verify import orphan_files, verify_store
 
@@ -21,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.store)
     for orphan in orphan_files(args.store):
         print(f"note: {orphan} is not committed (left by an interrupted run; the next extract removes it)")
+    if read_journal(args.store).torn:
+        print(f"note: {JOURNAL_NAME} ends with a torn record (a writer was killed while committing); readers "
+              "ignore it and the next writer cuts it off")
     if problems:
         for problem in problems:
             print(f"BAD {problem}", file=sys.stderr)

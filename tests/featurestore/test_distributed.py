@@ -19,7 +19,7 @@ import pytest
 
 from featurestore import ExtractOptions, StoreError, extract, open_store, verify_store
 from featurestore.cli import main
-from featurestore.manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, StoreConfig
+from featurestore.manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from featurestore.shard import SHARD_DIR, ShardBuffer, write_shard
 from featurestore.verify import orphan_files
 from images import write_bad_images, write_good_images
@@ -53,9 +53,10 @@ def _rows(store: Path) -> dict[tuple[str, int], np.ndarray]:
 
 
 def _committed(store: Path) -> int:
+    """Rows committed (checkpoint and journal), 0 while there is no store yet."""
     try:
-        return sum(s["rows"] for s in json.loads((store / MANIFEST_NAME).read_text())["shards"])
-    except (FileNotFoundError, json.JSONDecodeError):
+        return Manifest.load(store).rows
+    except StoreError:
         return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from featurestore import FeatureModel, UnsafeModelError, UnsafeStoreError, open_store, verify_store, write_arrays
-from featurestore._atomic import file_sha256
+from featurestore._atomic import file_checksum
 from featurestore.manifest import MANIFEST_NAME, Manifest
 from featurestore.writer import StoreWriter
 
@@ -85,12 +85,12 @@ def _edit_manifest(store: Path, edit) -> None:
 
 
 def _rewrite_shard(store: Path, change) -> None:
-    """Apply ``change(h5py.File)`` to the first shard and record its new sha256, as an attacker would."""
+    """Apply ``change(h5py.File)`` to the first shard and record its new checksum, as an attacker would."""
     data = json.loads((store / MANIFEST_NAME).read_text())
     file = store / data["shards"][0]["file"]
     with h5py.File(file, "r+") as f:
         change(f)
-    data["shards"][0]["sha256"] = file_sha256(file)
+    data["shards"][0]["checksum"] = file_checksum(file)
     (store / MANIFEST_NAME).write_text(json.dumps(data))
 
 
