@@ -10,10 +10,12 @@ from ._version import __version__
 from .decode import decode_image, preprocess_array
 from .errors import (
     FeatureStoreError, ImageDecodeError, LayerNotInStoreError, ModelInputError, SourceError, SpecError, StoreError,
-    StoreLockedError, StoreMismatchError, StoreWriteError, UnsafeModelError, UnsafeStoreError, PackageError,
+    StoreDamagedError, StoreLockedError, StoreMismatchError, StoreWriteError, UnsafeModelError, UnsafeStoreError,
+    PackageError,
 )
 from .extract import ExtractOptions, ExtractReport, extract
 from .from_arrays import write_arrays
+from .migrate import migrate_store
 from .session import FeatureModel
 from .sources import ArraySource, CsvSource, FashionMnistSource, FolderSource, ImageSource, SourceItem, open_source
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo, read_spec
@@ -42,6 +44,7 @@ __all__ = [
     "SourceError",
     "SourceItem",
     "SpecError",
+    "StoreDamagedError",
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
@@ -53,6 +56,7 @@ __all__ = [
     "decode_image",
     "extract",
     "join_stores",
+    "migrate_store",
     "open_source",
     "open_store",
     "preprocess_array",
