@@ -33,7 +33,7 @@ import numpy as np
 from ._atomic import checksum_of, file_checksum, fsync_dir
 from .errors import StoreDamagedError, UnsafeStoreError
 from .columns import RowColumns, decode_strings
-from .shard import fixed_strings, open_shard
+from .shard import ALIGNED, fixed_strings, open_shard
 
 __all__ = ["INDEX_DIR", "write_row_index", "read_row_index", "check_row_index_file", "index_file",
            "stale_index_files"]
@@ -55,7 +55,7 @@ def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, An
     final = directory / name
     tmp = directory / f".{name}.tmp-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
             f.create_dataset("keys", data=np.asarray(columns.keys, dtype="S64"))
             for column, codes, names in (("label", columns.label_codes, columns.label_names),
                                          ("split", columns.split_codes, columns.split_names)):

@@ -37,12 +37,16 @@ from .columns import RowColumns
 from .errors import StoreDamagedError, StoreError, UnsafeStoreError
 
 __all__ = ["SHARD_DIR", "shard_dir", "uncommitted_shards", "check_shard_name", "shard_file", "open_shard",
-           "check_feature_layouts",
+           "check_feature_layouts", "ALIGNED",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
            "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry"]
 
 SHARD_DIR = "shards"
 FLOAT16_MAX = 65504.0
+#: Every dataset of 4 KiB or more starts on a 4 KiB boundary: rows read straight from the file
+#: are then aligned for their dtype (a float32 layer HDF5 had placed at an odd offset made
+#: gathering scattered rows 12x slower) and full-page reads stay page-aligned.
+ALIGNED = {"alignment_threshold": 4096, "alignment_interval": 4096}
 
 
 def fixed_strings(values: list[str] | tuple[str, ...]) -> tuple[np.ndarray, Any]:
@@ -186,7 +190,7 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     final = directory / name
     tmp = directory / f".{name}.tmp-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", libver="latest") as f:
+        with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
             f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
             for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
                 data, string_dtype = fixed_strings(values)
@@ -265,14 +269,16 @@ def check_shard_name(file: Any) -> str:
     """Refuse a manifest entry that names anything but a file directly in ``shards/``.
 
     Returns the file name. Raises :class:`UnsafeStoreError` for absolute paths, ``..``, other
-    folders or hidden names: a store must never make its reader open files outside it.
+    folders or hidden names: a store must never make us read files outside it. (String
+    operations, not pathlib: this runs for every shard each time a store is opened.)
     """
-    parts = Path(file).parts if isinstance(file, str) else ()
-    if len(parts) != 2 or parts[0] != SHARD_DIR or parts[1] in ("", ".", "..") or parts[1].startswith(".") \
-            or "\\" in file or Path(file).is_absolute():
-        raise UnsafeStoreError(f"the manifest names shard {file!r}, which is not a file in {SHARD_DIR}/; "
-                               "refusing the store (it must never make us read outside it)")
-    return parts[1]
+    prefix = f"{SHARD_DIR}/"
+    if isinstance(file, str) and file.startswith(prefix):
+        name = file[len(prefix):]
+        if name and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name:
+            return name
+    raise UnsafeStoreError(f"the manifest names shard {file!r}, which is not a file in {SHARD_DIR}/; "
+                           "refusing the store (it must never make us read outside it)")
 
 
 def shard_file(store: Path, file: str) -> Path:

@@ -103,7 +103,7 @@ def test_truncated_shard_is_a_store_error(store_path):
     path = store_path[0]
     store = open_store(path)
     file = path / store.manifest.shards[-1]["file"]
-    layout = store._layouts[-1]["b"]
+    layout = store._layout(len(store.manifest.shards) - 1)["b"]
     data = file.read_bytes()
     file.write_bytes(data[: layout.offset + 5])
     with pytest.raises(StoreError, match="verify"):
