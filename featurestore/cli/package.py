@@ -8,16 +8,20 @@ fitted fusion and head, converted with skl2onnx and merged into one graph with
 ``featurestore.classes`` (the class names as JSON), ``featurestore.spec`` (the backbone's) and
 ``featurestore.head`` (the head's sidecar: store fingerprint, layers, fusion, params, scores).
 
-Converted today: ``logreg``, ``linear-svm``, ``tree``, ``forest``, ``nb`` and ``xgb`` (through
-onnxmltools) heads, alone or after ``ConcatFusion`` (``standardize`` or ``none``). Any other step
-(the RBF/Nystroem ``svm``, ``knn``, ``ensemble``, ``AttentionFusion``, an ``l2`` concat) raises
-:class:`~featurestore.errors.PackageError` naming it, and nothing is written.
+Every registered head converts, alone or after ``ConcatFusion`` (any normalisation): through
+skl2onnx (scalers, logistic regression, linear and RBF SVMs, trees, forests, naive Bayes),
+onnxmltools (XGBoost) or, where neither has a converter, graphs built node by node
+(:mod:`.package_graphs`: the Nystroem kernel map, the cosine k-NN vote, the L2 fusion, soft
+voting and stacking). Any other step (``AttentionFusion``, hard voting, stacking over members
+without ``predict_proba``) raises :class:`~featurestore.errors.PackageError` naming it, and
+nothing is written.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from heads.persist import load_head
 from .._atomic import write_bytes_atomic
 from ..errors import PackageError
 from ..spec import SPEC_KEY, read_spec
+from . import package_graphs as graphs
 from .predict import check_head_model
 
 __all__ = ["CLASSES_KEY", "HEAD_KEY", "package_head"]
@@ -96,17 +101,26 @@ def _float32_thresholds(trees: Any) -> Any:
     return trees
 
 
+class _Built:
+    """A step converted by one of :mod:`.package_graphs`' builders: ``build(width, opset) -> Piece``."""
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+
+
 def _plain_steps(estimator: Any) -> list[Any]:
-    """The fitted steps as scikit-learn estimators skl2onnx converts, identities dropped."""
-    from sklearn.ensemble import RandomForestClassifier
+    """The fitted steps as scikit-learn estimators skl2onnx converts, or :class:`_Built` steps, identities dropped."""
+    from sklearn.ensemble import RandomForestClassifier, StackingClassifier, VotingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import GaussianNB
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC, LinearSVC
     from sklearn.tree import DecisionTreeClassifier
 
+    from heads._knn import CosineKNN
     from heads._logreg import SweptLogisticRegression
+    from heads._svm import ScalableSVC
     from heads._xgb import XGBHead
     from heads.fusion import ConcatFusion
 
@@ -117,39 +131,116 @@ def _plain_steps(estimator: Any) -> list[Any]:
     if isinstance(estimator, FunctionTransformer) and getattr(estimator.func, "__name__", "") == "_as_float64":
         return []  # a cast to float64 for GaussianNB; the converter computes in float32 (tested within 1e-4)
     if isinstance(estimator, ConcatFusion):
+        if estimator.norm == "l2":
+            return [_Built(lambda width, opset: graphs.concat_fusion_piece(estimator, width, opset))]
         return [_fusion_as_scaler(estimator)]
     if isinstance(estimator, SweptLogisticRegression):
         return [copy.deepcopy(estimator.estimator_)]
+    if isinstance(estimator, ScalableSVC):
+        return _plain_steps(estimator.estimator_)
+    if type(estimator).__name__ == "Nystroem":
+        return [_Built(lambda width, opset: graphs.nystroem_piece(estimator, width, opset))]
+    if isinstance(estimator, CosineKNN):
+        return [_Built(lambda width, opset: graphs.cosine_knn_piece(estimator, width, opset))]
+    if isinstance(estimator, VotingClassifier):
+        return [_Built(lambda width, opset: _voting_piece(estimator, width, opset))]
+    if isinstance(estimator, StackingClassifier):
+        return [_Built(lambda width, opset: _stacking_piece(estimator, width, opset))]
     if isinstance(estimator, (DecisionTreeClassifier, RandomForestClassifier)):
         return [_float32_thresholds(estimator)]
     if isinstance(estimator, XGBHead):
         return [_xgboost_classifier(estimator)]
-    if isinstance(estimator, (StandardScaler, LogisticRegression, LinearSVC, GaussianNB)):
+    if isinstance(estimator, (StandardScaler, LogisticRegression, LinearSVC, SVC, GaussianNB)):
         return [estimator]
     raise PackageError(f"{type(estimator).__name__} has no ONNX conversion yet; packaged heads today: logreg, "
-                       "linear-svm, tree, forest, nb, xgb (alone or after a standardize/none ConcatFusion)")
+                       "linear-svm, svm, tree, forest, nb, xgb, knn, ensemble (alone or after a concat fusion)")
 
 
-def _head_graph(estimator: Any, width: int, opset: int) -> Any:
+def _voting_piece(voting: Any, width: int, opset: int) -> Any:
+    if voting.voting != "soft":
+        raise PackageError("VotingClassifier(voting='hard') has no ONNX conversion yet; use voting='soft'")
+    members = [_piece(member, width, opset) for member in voting.estimators_]
+    return graphs.vote(members, voting.weights, np.asarray(voting.classes_), width, opset)
+
+
+def _stacking_piece(stacking: Any, width: int, opset: int) -> Any:
+    if stacking.passthrough or any(method != "predict_proba" for method in stacking.stack_method_):
+        raise PackageError("StackingClassifier converts only with members stacked by predict_proba and no "
+                           "passthrough; its members here: " + ", ".join(stacking.stack_method_))
+    members = [_piece(member, width, opset) for member in stacking.estimators_]
+    stacked = graphs.stacked_probabilities(members, len(stacking.classes_) == 2, width, opset)
+    final = _piece(stacking.final_estimator_, stacked.out_width, opset)  # predicts indices into classes_
+    _relabel(final.model, np.asarray(stacking.classes_), first_of_ties=False)
+    return graphs.chain(stacked, final)
+
+
+def _sklearn_piece(steps: list[Any], width: int, opset: int) -> Any:
+    """A run of steps skl2onnx converts, as one piece (a classifier when the last one is)."""
     from sklearn.pipeline import make_pipeline
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
-    steps = _plain_steps(estimator)
     final = steps[-1]
-    pipeline = make_pipeline(*steps)
-    # classifiers with probabilities output them as a tensor, not a list of maps (no ZipMap); a
-    # linear SVM outputs its decision scores under the same name (an explicit option of its own
-    # keeps skl2onnx from offering it the ZipMap option it does not take)
-    options = {id(final): {"zipmap": False} if hasattr(final, "predict_proba") else {"nocl": False}}
-    graph = to_onnx(pipeline, initial_types=[("features", FloatTensorType([None, width]))],
-                    target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
+    classifier = hasattr(final, "classes_")
+    # classifiers output probabilities (or an SVM's decision scores) as a tensor, not a list of maps
+    # (no ZipMap); LinearSVC gets an explicit option of its own, which keeps skl2onnx from offering
+    # it the ZipMap option it does not take
+    from sklearn.svm import LinearSVC
+
+    options = ({id(final): {"nocl": False} if isinstance(final, LinearSVC) else {"zipmap": False}}
+               if classifier else {})
+    with warnings.catch_warnings():  # skl2onnx reads SVC's probA_/probB_, deprecated in scikit-learn 1.9
+        warnings.filterwarnings("ignore", "Attribute `prob", FutureWarning)
+        model = to_onnx(make_pipeline(*steps), initial_types=[("x", FloatTensorType([None, width]))],
+                        target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
+    model.ir_version = graphs.IR_VERSION
+    if not classifier:
+        return graphs.Piece(model, int(model.graph.output[0].type.tensor_type.shape.dim[1].dim_value))
+    model = _rename_outputs(model, ["label", "probabilities"])  # converters name them differently (SVC: output_label)
     if hasattr(final, "estimators_") or hasattr(final, "tree_"):
-        _relabel(graph, np.asarray(final.classes_), first_of_ties=True)
+        _relabel(model, np.asarray(final.classes_), first_of_ties=True)
     classes = getattr(final, "head_classes_", None)
     if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
-        _relabel(graph, classes, first_of_ties=False)
-    return graph
+        _relabel(model, classes, first_of_ties=False)
+    return graphs.Piece(model, None)
+
+
+def _rename_outputs(model: Any, names: list[str]) -> Any:
+    """``model`` with its outputs called ``names``, in order: every name inside gets a prefix first
+    (a converter may use ``label`` for an inner edge), then Identity nodes give the outputs their names."""
+    from onnx import compose, helper
+
+    model = compose.add_prefix(model, "sk.", rename_inputs=False)
+    for output, name in zip(model.graph.output, names):
+        model.graph.node.append(helper.make_node("Identity", [output.name], [name]))
+        output.name = name
+    return model
+
+
+def _piece(estimator: Any, width: int, opset: int) -> Any:
+    """The whole head (fusion and classifier) as one piece."""
+    pieces, run = [], []
+    for step in _plain_steps(estimator) + [None]:
+        if step is not None and not isinstance(step, _Built):
+            run.append(step)
+            continue
+        if run:
+            pieces.append(_sklearn_piece(run, width, opset))
+            run = []
+            width = pieces[-1].out_width
+        if step is not None:
+            pieces.append(step.build(width, opset))
+            width = pieces[-1].out_width
+    if not pieces or pieces[-1].out_width is not None:
+        raise PackageError(f"{type(estimator).__name__} does not end in a classifier")
+    head = pieces[0]
+    for piece in pieces[1:]:
+        head = graphs.chain(head, piece)
+    return head
+
+
+def _head_graph(estimator: Any, width: int, opset: int) -> Any:
+    return _piece(estimator, width, opset).model
 
 
 def _relabel(graph: Any, classes: np.ndarray, *, first_of_ties: bool) -> None:
@@ -189,7 +280,7 @@ def _merged(backbone: Any, head: Any, layers: list[str], width: int) -> Any:
     graph.output.append(helper.make_tensor_value_info(_FEATURES, TensorProto.FLOAT, ["batch", width]))
     head = compose.add_prefix(head, "head.", rename_outputs=False)
     head.ir_version = backbone.ir_version
-    merged = compose.merge_models(backbone, head, io_map=[(_FEATURES, "head.features")])
+    merged = compose.merge_models(backbone, head, io_map=[(_FEATURES, head.graph.input[0].name)])
     names = [output.name for output in merged.graph.output]
     if names != ["label", "probabilities"]:
         raise PackageError(f"the converted head's outputs are {names}, not label and probabilities")

@@ -16,7 +16,7 @@ from featurestore.cli import main
 from featurestore.cli.package import CLASSES_KEY, package_head
 from images import write_good_images
 
-HEADS = ["logreg", "linear-svm", "tree", "forest", "nb", "xgb"]
+HEADS = ["logreg", "linear-svm", "svm", "tree", "forest", "nb", "xgb", "knn", "ensemble"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_packaged_classifier_equals_predict(head, layers, fitted, tiny_onnx, tmp
     bad = [(f.name, classes[i], expected[str(f.resolve())]) for i, f in zip(label, files)
            if classes[i] != expected[str(f.resolve())][0]]
     assert len(files) >= 500 and agree >= 0.999, bad
-    if head != "linear-svm":  # predict writes no probabilities for a head without predict_proba
+    if head not in ("linear-svm", "svm"):  # predict writes no probabilities for a head without predict_proba
         want = np.array([expected[str(f.resolve())][1] for f in files])
         np.testing.assert_allclose(probabilities, want, atol=1e-4, rtol=0)
 
@@ -88,13 +88,14 @@ def test_the_packaged_file_needs_onnxruntime_alone(fitted, tiny_onnx, tmp_path):
 
 
 def test_a_head_that_does_not_convert_is_named_and_nothing_is_written(fitted, tiny_onnx, tmp_path, capsys):
-    head_file = tmp_path / "knn.skops"
-    assert main(["fit", str(fitted / "store"), "--head", "knn", "-o", str(head_file)]) == 0
-    with pytest.raises(PackageError, match="CosineKNN has no ONNX conversion yet"):
+    head_file = tmp_path / "hard.skops"
+    assert main(["fit", str(fitted / "store"), "--head", "ensemble", "--param", 'members=["logreg", "linear-svm"]',
+                 "--param", "method=stacking", "-o", str(head_file)]) == 0
+    with pytest.raises(PackageError, match="StackingClassifier converts only with members stacked by predict_proba"):
         package_head(tiny_onnx, head_file, tmp_path / "c.onnx")
     capsys.readouterr()
     assert main(["package", str(tiny_onnx), str(head_file), "-o", str(tmp_path / "c.onnx")]) == 1
-    assert "CosineKNN has no ONNX conversion yet" in capsys.readouterr().err
+    assert "StackingClassifier converts only" in capsys.readouterr().err
     assert not (tmp_path / "c.onnx").exists()
 
 
@@ -145,6 +146,6 @@ def test_a_head_whose_classes_are_not_0_to_k_keeps_its_labels():
     for name in ("xgb", "forest", "logreg"):
         head = create_head(name).fit(X, y)
         session = ort.InferenceSession(_head_graph(head, 6, 17).SerializeToString(), providers=["CPUExecutionProvider"])
-        label, probabilities = session.run(["label", "probabilities"], {"features": X})
+        label, probabilities = session.run(["label", "probabilities"], {session.get_inputs()[0].name: X})
         np.testing.assert_array_equal(label, head.predict(X))
         np.testing.assert_allclose(probabilities, head.predict_proba(X), atol=1e-4, rtol=0)
