@@ -433,7 +433,8 @@ def _fuse_forward(net, x, slices: Sequence[slice], mode: str, need_weights: bool
     tokens = torch.stack(
         [lin(x[:, sl]) * lin.in_features**-0.5 for lin, sl in zip(net["proj"], slices)], dim=1
     )
-    tokens = layer_norm(tokens, tokens.shape[-1:]) + params["block_emb"]
+    # the width as a plain int (not tokens.shape), so that torch's ONNX exporter sees a constant
+    tokens = layer_norm(tokens, (params["block_emb"].shape[1],)) + params["block_emb"]
     if mode == "attention":
         query = params["query"].expand(x.shape[0], 1, -1)
         out, weights = net["attn"](query, tokens, tokens, need_weights=need_weights)

@@ -12,8 +12,8 @@ Every registered head converts, alone or after ``ConcatFusion`` (any normalisati
 skl2onnx (scalers, logistic regression, linear and RBF SVMs, trees, forests, naive Bayes),
 onnxmltools (XGBoost) or, where neither has a converter, graphs built node by node
 (:mod:`.package_graphs`: the Nystroem kernel map, the cosine k-NN vote, the L2 fusion, soft
-voting and stacking). Any other step (``AttentionFusion``, hard voting, stacking over members
-without ``predict_proba``) raises :class:`~featurestore.errors.PackageError` naming it, and
+voting and stacking). ``AttentionFusion`` is exported with torch's exporter. Any other step (hard voting, stacking over
+members without ``predict_proba``) raises :class:`~featurestore.errors.PackageError` naming it, and
 nothing is written.
 """
 
@@ -119,6 +119,7 @@ def _plain_steps(estimator: Any) -> list[Any]:
     from sklearn.tree import DecisionTreeClassifier
 
     from heads._knn import CosineKNN
+    from heads.attention import AttentionFusion
     from heads._logreg import SweptLogisticRegression
     from heads._svm import ScalableSVC
     from heads._xgb import XGBHead
@@ -134,6 +135,8 @@ def _plain_steps(estimator: Any) -> list[Any]:
         if estimator.norm == "l2":
             return [_Built(lambda width, opset: graphs.concat_fusion_piece(estimator, width, opset))]
         return [_fusion_as_scaler(estimator)]
+    if isinstance(estimator, AttentionFusion):
+        return [_Built(lambda width, opset: graphs.attention_fusion_piece(estimator, width, opset))]
     if isinstance(estimator, SweptLogisticRegression):
         return [copy.deepcopy(estimator.estimator_)]
     if isinstance(estimator, ScalableSVC):

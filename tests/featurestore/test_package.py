@@ -37,11 +37,17 @@ def _predicted(path: Path) -> dict[str, tuple[str, list[float]]]:
             for r in rows}
 
 
-@pytest.mark.parametrize("layers", ["pre_logits", "features.4.avg,pre_logits"])
-@pytest.mark.parametrize("head", HEADS)
-def test_packaged_classifier_equals_predict(head, layers, fitted, tiny_onnx, tmp_path, capsys):
+#: (head, layers, fusion): every head on one layer and after a concat of two; the attention fusion with two heads
+CASES = ([(head, "pre_logits", "concat") for head in HEADS] + [(head, "features.4.avg,pre_logits", "concat")
+                                                              for head in HEADS]
+         + [(head, "features.4.avg,pre_logits", "attention") for head in ("logreg", "knn")])
+
+
+@pytest.mark.parametrize(("head", "layers", "fusion"), CASES)
+def test_packaged_classifier_equals_predict(head, layers, fusion, fitted, tiny_onnx, tmp_path, capsys):
     head_file, classifier = tmp_path / "h.skops", tmp_path / "classifier.onnx"
-    assert main(["fit", str(fitted / "store"), "--head", head, "--layers", layers, "-o", str(head_file)]) == 0
+    assert main(["fit", str(fitted / "store"), "--head", head, "--layers", layers, "--fusion", fusion,
+                 "-o", str(head_file)]) == 0
     assert main(["package", str(tiny_onnx), str(head_file), "-o", str(classifier)]) == 0
     assert main(["predict", str(tiny_onnx), str(head_file), str(fitted / "new"), "-o", str(tmp_path / "p.csv"),
                  "--device", "cpu"]) == 0

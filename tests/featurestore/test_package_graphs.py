@@ -97,3 +97,11 @@ def test_what_does_not_convert_is_named(data):
     stacked = create_head("ensemble", members=("logreg", "linear-svm"), method="stacking").fit(X, y)
     with pytest.raises(PackageError, match="decision_function"):
         _head_graph(stacked, X.shape[1], OPSET)
+
+
+@pytest.mark.parametrize("mode", ["attention", "scalar_mix"])
+def test_attention_fusion(data, mode):
+    from heads.attention import AttentionFusion
+
+    fusion = AttentionFusion(blocks=BLOCKS, mode=mode, max_epochs=5, random_state=0)
+    _check(Pipeline([("fusion", fusion), ("head", create_head("logreg"))]), data)
