@@ -291,7 +291,32 @@ def _merged(backbone: Any, head: Any, layers: list[str], width: int) -> Any:
     return merged
 
 
-def package_head(model_path: str | Path, head_path: str | Path, output: str | Path) -> dict[str, Any]:
+def _half_precision(backbone: Any) -> Any:
+    """The backbone computing in float16 (onnxconverter-common's converter), its input and outputs unchanged.
+
+    The preprocessing's Casts stay as they are (the converter would retype their outputs but not
+    their ``to``), and every layer output is cast back to float32 for the head.
+    """
+    from onnx import TensorProto, helper
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    casts = [node.name for node in backbone.graph.node if node.op_type == "Cast"]
+    with warnings.catch_warnings():  # it warns for every weight below float16's smallest normal
+        warnings.simplefilter("ignore", UserWarning)
+        half = convert_float_to_float16(backbone, keep_io_types=True, node_block_list=casts)
+    for output in half.graph.output:
+        if output.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            inner = f"{output.name}.float16"
+            for node in half.graph.node:
+                node.output[:] = [inner if name == output.name else name for name in node.output]
+                node.input[:] = [inner if name == output.name else name for name in node.input]
+            half.graph.node.append(helper.make_node("Cast", [inner], [output.name], to=TensorProto.FLOAT))
+            output.type.tensor_type.elem_type = TensorProto.FLOAT
+    return half
+
+
+def package_head(model_path: str | Path, head_path: str | Path, output: str | Path, *,
+                 precision: str = "fp32") -> dict[str, Any]:
     """Write one ONNX file that classifies images: the backbone, the head's fusion and the head.
 
     Parameters
@@ -302,6 +327,9 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
         A head from ``featurestore fit`` (``.skops``; checked against its sidecar).
     output : str or Path
         The classifier's ONNX file (written atomically, only once everything converted).
+    precision : {'fp32', 'fp16'}, default='fp32'
+        ``fp16`` computes the backbone in half precision (half the weights' size; faster on GPUs,
+        slower on CPUs without float16 arithmetic); the fusion and head stay float32.
 
     Returns
     -------
@@ -317,6 +345,8 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     """
     import onnx
 
+    if precision not in ("fp32", "fp16"):
+        raise PackageError(f"precision {precision!r} is not supported; choose fp32 or fp16")
     model_path, head_path = Path(model_path), Path(head_path)
     spec = read_spec(model_path)
     estimator, metadata = load_head(head_path)
@@ -324,8 +354,10 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     layers = list(metadata["layers"])
     width = sum(spec.layer(name).dim for name in layers)
     head = _head_graph(estimator, width, spec.opset)
-    metadata = {**metadata, "probabilities": hasattr(estimator, "predict_proba")}  # a Pipeline has it if its head has
-    merged = _merged(onnx.load(str(model_path)), head, layers, width)
+    metadata = {**metadata, "probabilities": hasattr(estimator, "predict_proba"),  # a Pipeline has it if its head has
+                "backbone_precision": precision}
+    backbone = onnx.load(str(model_path))
+    merged = _merged(_half_precision(backbone) if precision == "fp16" else backbone, head, layers, width)
     del merged.metadata_props[:]
     for key, value in ((SPEC_KEY, spec.to_json()), (CLASSES_KEY, json.dumps(list(metadata["classes"]))),
                        (HEAD_KEY, json.dumps(metadata, sort_keys=True, default=str))):

@@ -37,18 +37,19 @@ def _predicted(path: Path) -> dict[str, tuple[str, list[float]]]:
             for r in rows}
 
 
-#: (head, layers, fusion): every head on one layer and after a concat of two; the attention fusion with two heads
-CASES = ([(head, "pre_logits", "concat") for head in HEADS] + [(head, "features.4.avg,pre_logits", "concat")
-                                                              for head in HEADS]
-         + [(head, "features.4.avg,pre_logits", "attention") for head in ("logreg", "knn")])
+#: (head, layers, fusion, precision): every head on one layer and after a concat of two; the attention fusion with two heads
+CASES = ([(head, "pre_logits", "concat", "fp32") for head in HEADS]
+         + [(head, "features.4.avg,pre_logits", "concat", "fp32") for head in HEADS]
+         + [(head, "features.4.avg,pre_logits", "attention", "fp32") for head in ("logreg", "knn")]
+         + [(head, "features.4.avg,pre_logits", "concat", "fp16") for head in ("logreg", "forest", "knn")])
 
 
-@pytest.mark.parametrize(("head", "layers", "fusion"), CASES)
-def test_packaged_classifier_equals_predict(head, layers, fusion, fitted, tiny_onnx, tmp_path, capsys):
+@pytest.mark.parametrize(("head", "layers", "fusion", "precision"), CASES)
+def test_packaged_classifier_equals_predict(head, layers, fusion, precision, fitted, tiny_onnx, tmp_path, capsys):
     head_file, classifier = tmp_path / "h.skops", tmp_path / "classifier.onnx"
     assert main(["fit", str(fitted / "store"), "--head", head, "--layers", layers, "--fusion", fusion,
                  "-o", str(head_file)]) == 0
-    assert main(["package", str(tiny_onnx), str(head_file), "-o", str(classifier)]) == 0
+    assert main(["package", str(tiny_onnx), str(head_file), "-o", str(classifier), "--precision", precision]) == 0
     assert main(["predict", str(tiny_onnx), str(head_file), str(fitted / "new"), "-o", str(tmp_path / "p.csv"),
                  "--device", "cpu"]) == 0
     expected = _predicted(tmp_path / "p.csv")
@@ -69,10 +70,12 @@ def test_packaged_classifier_equals_predict(head, layers, fusion, fitted, tiny_o
     agree = np.mean([classes[i] == expected[str(f.resolve())][0] for i, f in zip(label, files)])
     bad = [(f.name, classes[i], expected[str(f.resolve())]) for i, f in zip(label, files)
            if classes[i] != expected[str(f.resolve())][0]]
-    assert len(files) >= 500 and agree >= 0.999, bad
+    # fp16: the backbone's features move by ~0.5% of their scale, which flips near-ties (measured: 99.4-99.8%
+    # of labels here, 99.74% with MobileNetV2 on Fashion-MNIST; README)
+    assert len(files) >= 500 and agree >= (0.999 if precision == "fp32" else 0.98), bad
     if head not in ("linear-svm", "svm"):  # predict writes no probabilities for a head without predict_proba
         want = np.array([expected[str(f.resolve())][1] for f in files])
-        np.testing.assert_allclose(probabilities, want, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(probabilities, want, atol=1e-4 if precision == "fp32" else 0.1, rtol=0)
 
 
 def test_the_packaged_file_needs_onnxruntime_alone(fitted, tiny_onnx, tmp_path):
