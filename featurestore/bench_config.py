@@ -32,6 +32,9 @@ class BenchConfig:
         Only these outputs (per store); default all.
     per_layer : bool, default=True
         One cell per single layer.
+    join : bool, default=True
+        With several stores, also one store of the images they share (matched by content key)
+        whose layers are all of theirs, benched with every fusion.
     cv : int, default=5
         Folds when a store has no test split.
     search : bool, default=False
@@ -48,6 +51,8 @@ class BenchConfig:
     layers: tuple[str, ...] | None = option(None, "comma-separated layers to use, by output or layer name "
                                                   "(default: all)", kind="list")
     per_layer: bool = option(True, "skip the single-layer cells", kind="negated")
+    join: bool = option(True, "do not also bench several stores joined by content key (their layers fused)",
+                        kind="negated")
     cv: int = option(5, "folds when a store has no test split (default 5)")
     search: bool = option(False, "small grid search per head", kind="switch")
     n_jobs: int | None = option(None, "cells in parallel (default: all cores; 1 for clean fit timings)",

@@ -24,6 +24,7 @@ from featurestore import open_store, select_layers
 from featurestore.bench_config import DEFAULT_HEADS, FUSIONS, BenchConfig
 
 from .errors import HeadDataError
+from .joined import join_store_data
 from .registry import create_head, list_heads, method_used
 
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
@@ -45,6 +46,7 @@ class StoreData:
     test: np.ndarray | None
     classes: tuple[str, ...]
     weights_source: str = ""  # WeightsInfo.source: offline:..., file:..., module, random-init, none
+    joined: bool = False  # several stores matched by content key (heads.joined)
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def plan_cells(stores: Sequence[StoreData], config: BenchConfig) -> list[Cell]:
     cells = []
     for store in stores:
         groups: list[tuple[tuple[str, ...], str]] = []
-        if config.per_layer or len(store.layers) == 1:
+        if (config.per_layer or len(store.layers) == 1) and not store.joined:  # a joined store's layers ran alone
             groups += [((name,), "none") for name in store.layers]
         if len(store.layers) > 1:
             groups += [(tuple(store.layers), fusion) for fusion in config.fusions]
@@ -245,6 +247,8 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
         config = replace(config, heads=tuple(list_heads()))
     started = time.perf_counter()
     data = load_store_data(stores, config.layers)
+    if config.join and len(data) > 1:
+        data.append(join_store_data(data))
     load_seconds = time.perf_counter() - started
     by_name = {d.name: d for d in data}
     cells = plan_cells(data, config)

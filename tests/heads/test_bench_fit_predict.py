@@ -287,3 +287,32 @@ def test_report_weights_column_says_none_for_the_pixels_baseline(fmnist_store, t
     stores = report[report.index("## Stores"):report.index("## All results")]
     assert "| store | pixels | none |" in stores and "pretrained" not in stores
     assert json.loads((tmp_path / "r" / "results.json").read_text())["stores"][0]["weights_source"] == "none"
+
+
+def test_bench_joins_stores_of_the_same_images_by_content_key(tmp_path):
+    """Two backbones' stores over the same images (here: each holding half of the signal): the
+    joined store's fusion cells see both halves; rows are matched by key, not by position."""
+    from heads.bench import BenchConfig, run_bench
+
+    rng = np.random.default_rng(0)
+    n, classes = 300, 3
+    y = np.arange(n) % classes
+    signal = rng.normal(size=(classes, 8))[y] * 1.2 + rng.normal(size=(n, 8))
+    keys = [f"{i:064x}" for i in range(n)]
+    labels = [f"c{v}" for v in y]
+    splits = np.where(np.arange(n) % 4 == 0, "test", "train")
+    write_arrays(tmp_path / "a", {"half": signal[:, :4].astype(np.float32)}, labels=labels, splits=splits, keys=keys)
+    order = rng.permutation(n)[: n - 10]  # another order, and 10 images the first store has alone
+    write_arrays(tmp_path / "b", {"other": signal[order, 4:].astype(np.float32)}, labels=[labels[i] for i in order],
+                 splits=splits[order], keys=[keys[i] for i in order])
+    config = BenchConfig(heads=("logreg",), fusions=("concat",), n_jobs=1)
+    doc = run_bench([tmp_path / "a", tmp_path / "b"], tmp_path / "r", config, log=lambda m: None)
+    rows = {(r["store"], r["layer"]): r for r in doc["results"]}
+    assert set(rows) == {("a", "half"), ("b", "other"), ("a+b", "concat(2 layers)")}
+    joined = rows[("a+b", "concat(2 layers)")]
+    assert joined["layers"] == "a/half+b/other" and joined["n_test"] == int((splits[order] == "test").sum())
+    assert joined["accuracy"] > max(rows[("a", "half")]["accuracy"], rows[("b", "other")]["accuracy"]) + 0.05
+    assert [s["name"] for s in doc["stores"]] == ["a", "b", "a+b"] and doc["stores"][2]["rows"] == n - 10
+    alone = run_bench([tmp_path / "a", tmp_path / "b"], tmp_path / "r2", BenchConfig(heads=("logreg",), fusions=("concat",),
+                                                                               n_jobs=1, join=False), log=lambda m: None)
+    assert {r["store"] for r in alone["results"]} == {"a", "b"}
