@@ -32,6 +32,10 @@ class BenchConfig:
         Only these outputs (per store); default all.
     per_layer : bool, default=True
         One cell per single layer.
+    select : bool, default=False
+        Score every cell by ``cv``-fold CV on the training split only, choose the best, refit it
+        on all training rows and score it once on the test split (the test split never
+        influences the choice).
     join : bool, default=True
         With several stores, also one store of the images they share (matched by content key)
         whose layers are all of theirs, benched with every fusion.
@@ -51,6 +55,8 @@ class BenchConfig:
     layers: tuple[str, ...] | None = option(None, "comma-separated layers to use, by output or layer name "
                                                   "(default: all)", kind="list")
     per_layer: bool = option(True, "skip the single-layer cells", kind="negated")
+    select: bool = option(False, "choose the cell by CV on the training split only, then score it once on the "
+                                 "test split", kind="switch")
     join: bool = option(True, "do not also bench several stores joined by content key (their layers fused)",
                         kind="negated")
     cv: int = option(5, "folds when a store has no test split (default 5)")

@@ -28,7 +28,7 @@ from .joined import join_store_data
 from .registry import create_head, list_heads, method_used
 
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
-           "build_estimator", "run_cell", "run_bench"]
+           "build_estimator", "run_cell", "run_bench", "select_cell"]
 
 @dataclass
 class StoreData:
@@ -181,18 +181,30 @@ def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int) ->
 
 
 def run_cell(cell: Cell, store: StoreData, config: BenchConfig) -> CellResult:
-    """Fit and score one cell (test split, else stratified k-fold CV)."""
+    """Fit and score one cell: on the test split; with ``config.select`` by k-fold CV on the
+    training split only; without a test split by k-fold CV on every row."""
+    y = store.y
+    n = len(y)
+    splitter = StratifiedKFold(n_splits=config.cv, shuffle=True, random_state=config.seed)
+    if store.test is not None and not config.select:
+        folds = [(np.flatnonzero(~store.test), np.flatnonzero(store.test))]
+        evaluation = "test split"
+    elif store.test is not None:
+        train = np.flatnonzero(~store.test)
+        folds = [(train[a], train[b]) for a, b in splitter.split(train, y[train])]
+        evaluation = f"{config.cv}-fold CV on the training split"
+    else:
+        folds = list(splitter.split(np.zeros((n, 1)), y))
+        evaluation = f"{config.cv}-fold CV"
+    return _fit_and_score(cell, store, config, folds, evaluation)
+
+
+def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: list[tuple[np.ndarray, np.ndarray]],
+                   evaluation: str) -> CellResult:
     X = np.concatenate([store.X[name] for name in cell.layers], axis=1)
     blocks = [store.X[name].shape[1] for name in cell.layers]
     y = store.y
     n_classes = len(store.classes)
-    if store.test is not None:
-        folds = [(np.flatnonzero(~store.test), np.flatnonzero(store.test))]
-        evaluation = "test split"
-    else:
-        splitter = StratifiedKFold(n_splits=config.cv, shuffle=True, random_state=config.seed)
-        folds = list(splitter.split(X, y))
-        evaluation = f"{config.cv}-fold CV"
     fit_seconds = predict_seconds = 0.0
     scores: list[dict[str, float]] = []
     predicted_all = np.empty_like(y)
@@ -264,11 +276,48 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
         log(f"  [{done}/{len(cells)}] {cell.store} / {cell.layer_label} / {cell.head}: "
             f"accuracy {result.metrics['accuracy']:.4f}, fit {result.fit_seconds:.1f} s "
             f"({result.method}); {time.perf_counter() - started:.0f} s elapsed")
+    selection = None
+    if config.select:
+        selection = select_cell(results, by_name, config, search_seconds=time.perf_counter() - started - load_seconds)
+        log(f"bench --select: {selection['store']} / {selection['layer']} / {selection['head']} chosen by "
+            f"{config.cv}-fold CV on the training split ({selection['cv_accuracy']:.4f}); "
+            + (f"test accuracy {selection['test_accuracy']:.4f}" if selection["test_accuracy"] is not None
+               else "no test split to score it on"))
     total = time.perf_counter() - started
-    document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total)
+    document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total,
+                            selection=selection)
     log(f"bench: {len(results)} cells in {total:.1f} s ({100 * load_seconds / total:.1f}% loading features); "
         f"report in {output}")
     return document
+
+
+def select_cell(results: Sequence[CellResult], stores: dict[str, StoreData], config: BenchConfig,
+                search_seconds: float = 0.0) -> dict[str, Any]:
+    """The cell with the best CV accuracy, refitted on every training row and scored once on the test split.
+
+    Only the CV scores (training rows alone) decide; the test split is used once, for the
+    chosen cell.
+
+    Returns
+    -------
+    dict
+        ``store``, ``layers``, ``layer``, ``fusion``, ``head``, ``method``, ``cv_accuracy``,
+        ``test_accuracy`` (None without a test split), ``test_metrics``, ``refit_seconds``,
+        ``search_seconds`` (the CV of every cell), ``cells``.
+    """
+    best = max(results, key=lambda r: r.metrics["accuracy"])
+    store = stores[best.cell.store]
+    chosen = {"store": best.cell.store, "layers": list(best.cell.layers), "layer": best.cell.layer_label,
+              "fusion": best.cell.fusion, "head": best.cell.head, "cv_accuracy": best.metrics["accuracy"],
+              "cv_evaluation": best.evaluation, "search_seconds": search_seconds, "cells": len(results),
+              "test_accuracy": None, "test_metrics": None, "refit_seconds": None, "method": best.method}
+    if store.test is None:
+        return chosen
+    final = _fit_and_score(best.cell, store, config, [(np.flatnonzero(~store.test), np.flatnonzero(store.test))],
+                           "test split")
+    chosen.update(test_accuracy=final.metrics["accuracy"], test_metrics=final.metrics,
+                  refit_seconds=final.fit_seconds, method=final.method, n_train=final.n_train, n_test=final.n_test)
+    return chosen
 
 
 def config_dict(config: BenchConfig) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float) -> dict[str, Any]:
+def write_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float,
+                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write every report file into ``output`` and return the JSON document."""
     output.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
@@ -40,7 +41,7 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
     provenance = [{"name": s.name, "path": s.path, "backbone": s.backbone, "fingerprint": s.fingerprint,
                    "random_init": s.random_init, "weights_source": s.weights_source, "layers": s.layers,
                    "rows": int(len(s.y)),
-                   "evaluation": "test split" if s.test is not None else f"{config.cv}-fold CV",
+                   "evaluation": _evaluation(s, config),
                    "classes": list(s.classes)} for s in stores]
     attention = {f"{r.cell.store}/{r.cell.head}": dict(zip(r.cell.layers, r.attention))
                  for r in results if r.attention is not None}
@@ -54,11 +55,20 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
         "timing": {"load_seconds": load_seconds, "total_seconds": total_seconds,
                    "load_fraction": load_seconds / total_seconds if total_seconds else 0.0},
         "best": best.row() | {"confusion": best.confusion},
+        "selection": selection,
     }
     (output / "results.json").write_text(json.dumps(document, indent=1, default=str))
     plots = _plots(output, stores, results, best)
     (output / "report.md").write_text(_markdown(document, stores, results, best, plots))
     return document
+
+
+def _evaluation(store, config) -> str:
+    if store.test is None:
+        return f"{config.cv}-fold CV"
+    if getattr(config, "select", False):
+        return f"{config.cv}-fold CV on the training split; the test split scores the selected cell only"
+    return "test split"
 
 
 def _weights_label(store: dict[str, Any]) -> str:
@@ -110,6 +120,16 @@ def _markdown(document, stores, results, best, plots: list[str]) -> str:
         parts += ["", "## Attention fusion: mean weight per layer", ""]
         for name, weights in document["attention"].items():
             parts.append(f"- {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
+    selection = document.get("selection")
+    if selection:
+        test = ("no test split to score it on" if selection["test_accuracy"] is None
+                else f"**test accuracy {selection['test_accuracy']:.4f}** (refitted on {selection['n_train']} training "
+                     f"rows in {selection['refit_seconds']:.1f} s, scored once on {selection['n_test']} test rows)")
+        parts += ["", "## Selected by CV on the training split", "",
+                  f"{selection['store']} / {selection['layer']} / {selection['head']} ({selection['method']}): "
+                  f"{selection['cv_evaluation']} accuracy {selection['cv_accuracy']:.4f}; {test}. The choice "
+                  f"among {selection['cells']} cells used the training rows alone (their CV took "
+                  f"{selection['search_seconds']:.1f} s); the accuracies above are CV scores, not test scores."]
     parts += ["", f"## Best cell: {best.cell.store} / {best.cell.layer_label} / {best.cell.head} "
                   f"(accuracy {best.metrics['accuracy']:.4f})", ""]
     parts += [f"![{p}]({p})" for p in plots]

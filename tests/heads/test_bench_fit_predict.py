@@ -316,3 +316,32 @@ def test_bench_joins_stores_of_the_same_images_by_content_key(tmp_path):
     alone = run_bench([tmp_path / "a", tmp_path / "b"], tmp_path / "r2", BenchConfig(heads=("logreg",), fusions=("concat",),
                                                                                n_jobs=1, join=False), log=lambda m: None)
     assert {r["store"] for r in alone["results"]} == {"a", "b"}
+
+
+def test_bench_select_chooses_by_cv_on_the_training_split_only(tmp_path, capsys):
+    """A layer that predicts the training rows perfectly but is noise on the test rows, and one with a
+    moderate signal everywhere: scored on the test split the second wins; --select must choose the
+    first (the test split never influences the choice) and report its test score honestly."""
+    rng = np.random.default_rng(0)
+    n, classes = 400, 2
+    y = np.arange(n) % classes
+    test = (np.arange(n) // 2) % 4 == 0  # a quarter of the rows, both classes
+    noise = rng.normal(size=(n, 4))
+    on_train = np.where(test[:, None], noise, y[:, None] * 3.0 + rng.normal(size=(n, 4)))
+    steady = y[:, None] * 1.0 + rng.normal(size=(n, 4))
+    write_arrays(tmp_path / "s", {"train_signal": on_train.astype(np.float32), "steady": steady.astype(np.float32)},
+                 labels=[f"c{v}" for v in y], splits=np.where(test, "test", "train"))
+    assert main(["bench", str(tmp_path / "s"), "-o", str(tmp_path / "r"), "--heads", "logreg", "--fusions", "",
+                 "--select", "--cv", "3", "--jobs", "1"]) == 0
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    selection = doc["selection"]
+    assert selection["layer"] == "train_signal" and selection["cv_accuracy"] > 0.95
+    assert selection["test_accuracy"] < 0.7  # it is noise on the test rows, and that is what gets reported
+    assert selection["n_train"] == 300 and selection["n_test"] == 100
+    assert {r["evaluation"] for r in doc["results"]} == {"3-fold CV on the training split"}
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Selected by CV on the training split" in report and "test accuracy" in report
+    assert main(["bench", str(tmp_path / "s"), "-o", str(tmp_path / "r2"), "--heads", "logreg", "--fusions", "",
+                 "--jobs", "1"]) == 0  # without --select the grid is scored on the test split
+    rows = {r["layer"]: r["accuracy"] for r in json.loads((tmp_path / "r2" / "results.json").read_text())["results"]}
+    assert rows["steady"] > 0.7 > rows["train_signal"]
