@@ -15,6 +15,7 @@ from .errors import OptionsError
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig"]
 
 DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
+VIEW_USES = ("clean", "train", "average", "both")
 FUSIONS = ("concat", "attention")
 
 
@@ -32,6 +33,10 @@ class BenchConfig:
         Only these outputs (per store); default all.
     per_layer : bool, default=True
         One cell per single layer.
+    views : {'clean', 'train', 'average', 'both'}, default='clean'
+        How the stores' augmented views (``extract --views``) are used: not at all, as extra
+        training rows (the same label as their image), averaged with the clean row at prediction,
+        or both. Stores without views use their clean rows either way.
     select : bool, default=False
         Score every cell by ``cv``-fold CV on the training split only, choose the best, refit it
         on all training rows and score it once on the test split (the test split never
@@ -55,6 +60,8 @@ class BenchConfig:
     layers: tuple[str, ...] | None = option(None, "comma-separated layers to use, by output or layer name "
                                                   "(default: all)", kind="list")
     per_layer: bool = option(True, "skip the single-layer cells", kind="negated")
+    views: str = option("clean", "augmented views (stores extracted with --views): clean (ignore them), train "
+                                 "(extra training rows), average (average the predictions over them), both")
     select: bool = option(False, "choose the cell by CV on the training split only, then score it once on the "
                                  "test split", kind="switch")
     join: bool = option(True, "do not also bench several stores joined by content key (their layers fused)",
@@ -75,3 +82,5 @@ class BenchConfig:
             raise OptionsError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
         if self.cv < 2:
             raise OptionsError(f"cv must be >= 2, got {self.cv}")
+        if self.views not in VIEW_USES:
+            raise OptionsError(f"views must be one of {', '.join(VIEW_USES)}, got {self.views!r}")

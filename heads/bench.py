@@ -47,6 +47,8 @@ class StoreData:
     classes: tuple[str, ...]
     weights_source: str = ""  # WeightsInfo.source: offline:..., file:..., module, random-init, none
     joined: bool = False  # several stores matched by content key (heads.joined)
+    #: per layer, the augmented views of each row: ``(views, rows, dim)``, aligned with ``X`` (None: clean only)
+    augmented: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,10 @@ def _store_name(path: Path, used: set[str]) -> str:
     return name
 
 
-def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None) -> list[StoreData]:
-    """Load the clean-view, labelled rows of each store (every layer, or only ``layers``).
+def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None,
+                    use_views: bool = False) -> list[StoreData]:
+    """Load the clean-view, labelled rows of each store (every layer, or only ``layers``), and with
+    ``use_views`` their augmented views (stores extracted with ``--views``).
 
     ``layers`` are output or layer names, resolved as :func:`featurestore.select_layers`
     does (a name in none of the stores, or a store holding none of them, is an error).
@@ -104,6 +108,7 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
     for path, store, names in zip(paths, stores, select_layers(stores, layers or None)):
         data = store.load(names, view=0)
         labelled = data.y >= 0
+        augmented = _augmented_views(store, names, data.keys[labelled]) if use_views else None
         if labelled.sum() < 2:
             raise HeadDataError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
         splits = data.splits[labelled]
@@ -113,9 +118,19 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
             fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
             X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
             y=data.y[labelled], keys=data.keys[labelled], test=test, classes=data.classes,
-            weights_source=store.spec.weights.source,
+            weights_source=store.spec.weights.source, augmented=augmented,
         ))
     return out
+
+
+def _augmented_views(store, names: Sequence[str], keys: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The stored augmented views (1..views) of the rows ``keys``, per layer ``(views, rows, dim)``;
+    None when the store holds none."""
+    views = int(store.manifest.config.views)
+    if views == 0:
+        return None
+    parts = [store.load(names, rows=store.rows_for_keys(keys.tolist(), view=v)).X for v in range(1, views + 1)]
+    return {name: np.stack([np.asarray(part[name], dtype=np.float32) for part in parts]) for name in names}
 
 
 def plan_cells(stores: Sequence[StoreData], config: BenchConfig) -> list[Cell]:
@@ -161,9 +176,17 @@ def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(keep)
 
 
-def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int) -> tuple[dict[str, float], np.ndarray, float]:
+def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int,
+           views: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray, float]:
+    """Metrics of ``estimator`` on the test rows; with ``views`` (``(views, rows, D)``), its
+    probabilities (or decision scores) averaged over the clean row and its views."""
     start = time.perf_counter()
-    predicted = estimator.predict(X_test)
+    if views is None:
+        predicted = estimator.predict(X_test)
+    else:
+        score = estimator.predict_proba if hasattr(estimator, "predict_proba") else estimator.decision_function
+        mean = np.mean([score(part) for part in (X_test, *views)], axis=0)
+        predicted = estimator.classes_[np.argmax(mean, axis=1)]
     predict_seconds = time.perf_counter() - start
     metrics = {
         "accuracy": float(accuracy_score(y_test, predicted)),
@@ -172,7 +195,8 @@ def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int) ->
         "log_loss": float("nan"),
     }
     if hasattr(estimator, "predict_proba"):
-        proba = estimator.predict_proba(X_test)
+        proba = estimator.predict_proba(X_test) if views is None else \
+            np.mean([estimator.predict_proba(part) for part in (X_test, *views)], axis=0)
         if proba.shape[1] == n_classes:
             proba = np.clip(proba, 1e-15, 1.0)
             proba /= proba.sum(axis=1, keepdims=True)
@@ -205,6 +229,9 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
     blocks = [store.X[name].shape[1] for name in cell.layers]
     y = store.y
     n_classes = len(store.classes)
+    views = None  # (views, rows, D): every augmented view of every row, when the bench uses them
+    if config.views != "clean" and store.augmented is not None:
+        views = np.concatenate([store.augmented[name] for name in cell.layers], axis=2)
     fit_seconds = predict_seconds = 0.0
     scores: list[dict[str, float]] = []
     predicted_all = np.empty_like(y)
@@ -215,10 +242,16 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
         train = train[_subsample(y[train], config.max_train_rows, config.seed)]
         n_train = len(train)
         estimator = build_estimator(cell.head, cell.fusion, blocks, config.seed, config.search)
+        X_train, y_train = X[train], y[train]
+        if views is not None and config.views in ("train", "both"):  # the views as extra training rows
+            X_train = np.concatenate([X_train, *views[:, train]])
+            y_train = np.concatenate([y_train] * (1 + len(views)))
+        n_train = len(y_train)
         start = time.perf_counter()
-        estimator.fit(X[train], y[train])
+        estimator.fit(X_train, y_train)
         fit_seconds += time.perf_counter() - start
-        metrics, predicted, seconds = _score(estimator, X[test], y[test], n_classes)
+        test_views = views[:, test] if views is not None and config.views in ("average", "both") else None
+        metrics, predicted, seconds = _score(estimator, X[test], y[test], n_classes, test_views)
         predict_seconds += seconds
         scores.append(metrics)
         predicted_all[test] = predicted
@@ -258,7 +291,7 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     if config.heads == ("all",):
         config = replace(config, heads=tuple(list_heads()))
     started = time.perf_counter()
-    data = load_store_data(stores, config.layers)
+    data = load_store_data(stores, config.layers, use_views=config.views != "clean")
     if config.join and len(data) > 1:
         data.append(join_store_data(data))
     load_seconds = time.perf_counter() - started

@@ -345,3 +345,47 @@ def test_bench_select_chooses_by_cv_on_the_training_split_only(tmp_path, capsys)
                  "--jobs", "1"]) == 0  # without --select the grid is scored on the test split
     rows = {r["layer"]: r["accuracy"] for r in json.loads((tmp_path / "r2" / "results.json").read_text())["results"]}
     assert rows["steady"] > 0.7 > rows["train_signal"]
+
+
+def _store_with_views(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A store whose every image has a clean row and one augmented view (a noisier copy)."""
+    from featurestore.manifest import StoreConfig
+    from featurestore.spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo
+    from featurestore.writer import StoreWriter
+
+    rng = np.random.default_rng(1)
+    n = 240
+    y = np.arange(n) % 3
+    clean = (rng.normal(size=(3, 6))[y] + rng.normal(size=(n, 6)) * 1.5).astype(np.float32)
+    view = (clean + rng.normal(size=(n, 6)) * 1.5).astype(np.float32)
+    test = np.arange(n) % 4 == 0
+    spec = ModelSpec(backbone="t", weights=WeightsInfo("none", None, False),
+                     layers=(LayerSpec(name="f", output="f", channels=6, dim=6, stride=None, pooling="none"),),
+                     preprocessing=Preprocessing(crop_size=(1, 1), resize_mode="exact", mean=(0.0,) * 3, std=(1.0,) * 3))
+    writer = StoreWriter(path, StoreConfig.from_spec(spec, "0" * 64, views=1, augment=("hflip",)), spec)
+    for i in range(n):
+        writer.add_rows([f"{i:064x}"] * 2, [0, 1], [f"c{y[i]}"] * 2, ["test" if test[i] else "train"] * 2,
+                        [f"img{i}"] * 2, {"f": np.stack([clean[i], view[i]])})
+    writer.close(run={"source": "test"})
+    return clean, view, y, test
+
+
+def test_bench_uses_augmented_views_as_training_rows_or_averages_over_them(tmp_path):
+    from heads.bench import BenchConfig, run_bench
+    from heads.registry import create_head
+
+    clean, view, y, test = _store_with_views(tmp_path / "s")
+    results = {}
+    for use in ("clean", "train", "average", "both"):
+        doc = run_bench([tmp_path / "s"], tmp_path / use, BenchConfig(heads=("logreg",), views=use, n_jobs=1),
+                        log=lambda m: None)
+        results[use] = doc["results"][0]
+    n_train = int((~test).sum())
+    assert [results[u]["n_train"] for u in ("clean", "train", "average", "both")] == [n_train, 2 * n_train,
+                                                                                   n_train, 2 * n_train]
+    assert {r["n_test"] for r in results.values()} == {int(test.sum())}  # views never add test rows
+    # "average": the clean head's probabilities averaged over each test image's clean row and view
+    head = create_head("logreg").fit(clean[~test], y[~test])
+    averaged = (head.predict_proba(clean[test]) + head.predict_proba(view[test])) / 2
+    assert results["average"]["accuracy"] == pytest.approx(np.mean(averaged.argmax(axis=1) == y[test]))
+    assert results["clean"]["accuracy"] == pytest.approx(np.mean(head.predict(clean[test]) == y[test]))
