@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,10 @@ def test_unknown_and_mistyped_toml_keys_are_errors(tmp_path):
     (tmp_path / "s" / "manifest.json").write_text("{}")
     with pytest.raises(PipelineError, match="heads must be a list of strings"):
         run_pipeline(toml, workdir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "fashion_mnist.toml"])
+def test_the_example_pipelines_load(name):
+    """Every key of the shipped pipelines is known and well-typed (they are run by hand, not in CI)."""
+    pipeline = load_pipeline(Path(__file__).parents[2] / "examples" / name)
+    assert pipeline["export"] and pipeline["extract"] and pipeline["bench"]
