@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_bytes_atomic", "file_sha256", "file_checksum", "checksum_of", "CHECKSUM_PREFIX"]
+__all__ = ["fsync_dir", "write_bytes_atomic", "replacing", "file_sha256", "file_checksum", "checksum_of", "CHECKSUM_PREFIX"]
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -26,6 +28,23 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file crash-safely: yield a temporary path beside ``path`` to write; afterwards it is
+    fsynced, renamed to ``path`` and the folder fsynced. On any error it is removed instead."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -23,14 +23,13 @@ Its xxh3-128 checksum is in the manifest and is checked before the file is parse
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ._atomic import checksum_of, file_checksum, fsync_dir
+from ._atomic import checksum_of, file_checksum, replacing
 from .errors import StoreDamagedError, UnsafeStoreError
 from .columns import RowColumns, decode_strings
 from .shard import ALIGNED, fixed_strings, open_shard
@@ -53,8 +52,7 @@ def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, An
         raise UnsafeStoreError(f"{directory} is a link; refusing the store")
     directory.mkdir(exist_ok=True)
     final = directory / name
-    tmp = directory / f".{name}.tmp-{os.getpid()}"
-    try:
+    with replacing(final) as tmp:
         with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
             f.create_dataset("keys", data=np.asarray(columns.keys, dtype="S64"))
             for column, codes, names in (("label", columns.label_codes, columns.label_names),
@@ -76,13 +74,6 @@ def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, An
             f.flush()
             layout = {name: [None if f[name].id.get_offset() is None else int(f[name].id.get_offset()),
                              list(f[name].shape), f[name].dtype.str] for name in _DATASETS}
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(directory)
     return {"file": f"{INDEX_DIR}/{name}", "rows": len(columns), "checksum": file_checksum(final), "layout": layout}
 
 

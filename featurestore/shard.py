@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._atomic import file_checksum, fsync_dir
+from ._atomic import file_checksum, replacing
 from .columns import RowColumns
 from .errors import StoreDamagedError, StoreError, UnsafeStoreError
 
@@ -188,8 +188,7 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     directory = store / SHARD_DIR
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
-    tmp = directory / f".{name}.tmp-{os.getpid()}"
-    try:
+    with replacing(final) as tmp:
         with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
             f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
             for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
@@ -210,13 +209,6 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
             f.attrs.update(attrs)
             f.flush()
             layout = {out: _layout(group[out]) for out in features}
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(directory)
     return {
         "file": f"{SHARD_DIR}/{name}",
         "rows": len(buffer),

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import HeadDataError
 
+if TYPE_CHECKING:
+    from .bench import StoreData
+
 __all__ = ["join_store_data"]
 
 
-def join_store_data(stores: Sequence["StoreData"]) -> "StoreData":  # noqa: F821 (defined in heads.bench)
+def join_store_data(stores: Sequence[StoreData]) -> StoreData:
     """The rows whose content key every store holds, in the first store's order.
 
     Layers are named ``<store>/<output>``; labels and the test split come from the first store,
@@ -28,7 +32,7 @@ def join_store_data(stores: Sequence["StoreData"]) -> "StoreData":  # noqa: F821
         Fewer than two stores, stores with other classes, a label that differs between stores,
         or fewer than two rows in common.
     """
-    from .bench import StoreData
+    from .bench import StoreData  # noqa: F811 (heads.bench imports this module)
 
     if len(stores) < 2:
         raise HeadDataError("joining stores needs at least two")
