@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from ._config import option
 from .errors import OptionsError
 
-__all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig"]
+__all__ = ["DEFAULT_HEADS", "FUSIONS", "KNOWN_FUSIONS", "BenchConfig"]
 
 DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
 VIEW_USES = ("clean", "train", "average", "both")
 FUSIONS = ("concat", "attention")
+#: Every fusion a bench knows: the defaults, and concat with per-block L2 or power (signed square root,
+#: then L2) normalisation instead of standardisation.
+KNOWN_FUSIONS = FUSIONS + ("concat-l2", "concat-power")
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,9 @@ class BenchConfig:
         heads = ("all",) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)
         object.__setattr__(self, "heads", heads)
         object.__setattr__(self, "fusions", tuple(self.fusions))
-        unknown = [f for f in self.fusions if f not in FUSIONS]
+        unknown = [f for f in self.fusions if f not in KNOWN_FUSIONS]
         if unknown:
-            raise OptionsError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(FUSIONS)}")
+            raise OptionsError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_FUSIONS)}")
         if self.cv < 2:
             raise OptionsError(f"cv must be >= 2, got {self.cv}")
         if self.views not in VIEW_USES:

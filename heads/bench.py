@@ -161,8 +161,10 @@ def build_estimator(head: str, fusion: str, blocks: Sequence[int], seed: int = 0
         estimator = GridSearchCV(estimator, param_grid(head), cv=3, n_jobs=1)
     if fusion == "none":
         return estimator
-    fuser = ConcatFusion(blocks=list(blocks)) if fusion == "concat" else \
-        AttentionFusion(blocks=list(blocks), random_state=seed)
+    if fusion == "attention":
+        fuser = AttentionFusion(blocks=list(blocks), random_state=seed)
+    else:  # concat, concat-l2, concat-power
+        fuser = ConcatFusion(blocks=list(blocks), norm={"concat": "standardize"}.get(fusion, fusion[len("concat-"):]))
     return Pipeline([("fusion", fuser), ("head", estimator)])
 
 

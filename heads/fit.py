@@ -36,7 +36,7 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
         ``.skops`` file to write (the sidecar goes to ``<output>.json``).
     layers : list of str, optional
         Layers (output or layer names); default the store's last layer.
-    fusion : {'concat', 'attention'}, default='concat'
+    fusion : {'concat', 'concat-l2', 'concat-power', 'attention'}, default='concat'
         How several layers are fused.
     params : dict, optional
         Head parameters (``create_head(head, **params)``).

@@ -20,7 +20,7 @@ from heads.errors import HeadParamError
 
 __all__ = ["ConcatFusion"]
 
-_NORMS = ("none", "standardize", "l2")
+_NORMS = ("none", "standardize", "l2", "power")
 
 
 class ConcatFusion(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -31,11 +31,13 @@ class ConcatFusion(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     blocks : sequence of int or None, default=None
         Widths of the blocks laid side by side in ``X`` (they must sum to
         ``X.shape[1]``). ``None`` treats the whole of ``X`` as one block.
-    norm : {"none", "standardize", "l2"}, default="standardize"
+    norm : {"none", "standardize", "l2", "power"}, default="standardize"
         ``"standardize"`` z-scores every feature with the mean and standard
         deviation of the training data; ``"l2"`` scales each block of each row to
-        unit Euclidean norm (rows that are zero in a block stay zero); ``"none"``
-        leaves values unchanged.
+        unit Euclidean norm (rows that are zero in a block stay zero); ``"power"``
+        takes the signed square root of every value, then does what ``"l2"`` does
+        (the "improved" normalisation of Fisher vectors, Perronnin et al. 2010);
+        ``"none"`` leaves values unchanged.
     weights : sequence of float or None, default=None
         One non-negative weight per block, multiplying the block after
         normalisation, so a user can up- or down-weight layers. ``None`` means 1
@@ -144,9 +146,11 @@ class ConcatFusion(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if self.norm == "standardize":
             X -= self.mean_.astype(dtype)
             X /= self.scale_.astype(dtype)
+        if self.norm == "power":
+            X[:] = np.sign(X) * np.sqrt(np.abs(X))
         for sl, w in zip(block_slices(self.blocks_), self.weights_):
             block = X[:, sl]
-            if self.norm == "l2":
+            if self.norm in ("l2", "power"):
                 norms = np.linalg.norm(block, axis=1, keepdims=True)
                 norms[norms == 0] = 1.0
                 block /= norms

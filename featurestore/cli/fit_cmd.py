@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..bench_config import KNOWN_FUSIONS
+
 
 def _param(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
@@ -22,7 +24,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     p.add_argument("--head", required=True, help="head name (see `featurestore bench --heads all`)")
     p.add_argument("--layers", help="comma-separated layers (default: the store's last layer)")
-    p.add_argument("--fusion", default="concat", choices=("concat", "attention"))
+    p.add_argument("--fusion", default="concat", choices=KNOWN_FUSIONS,
+                   help="how several layers are fused (concat standardises each feature; -l2 and -power normalise "
+                        "each layer's block instead)")
     p.add_argument("--param", action="append", type=_param, default=[], help="head parameter KEY=VALUE")
     p.add_argument("--search", action="store_true")
     p.add_argument("-o", "--output", required=True, type=Path, help="head file (.skops)")

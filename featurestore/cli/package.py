@@ -132,7 +132,7 @@ def _plain_steps(estimator: Any) -> list[Any]:
     if isinstance(estimator, FunctionTransformer) and getattr(estimator.func, "__name__", "") == "_as_float64":
         return []  # a cast to float64 for GaussianNB; the converter computes in float32 (tested within 1e-4)
     if isinstance(estimator, ConcatFusion):
-        if estimator.norm == "l2":
+        if estimator.norm in ("l2", "power"):
             return [_Built(lambda width, opset: graphs.concat_fusion_piece(estimator, width, opset))]
         return [_fusion_as_scaler(estimator)]
     if isinstance(estimator, AttentionFusion):

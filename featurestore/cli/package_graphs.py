@@ -103,13 +103,16 @@ def nystroem_piece(nystroem: Any, width: int, opset: int) -> Piece:
 
 
 def concat_fusion_piece(fusion: Any, width: int, opset: int) -> Piece:
-    """:class:`heads.fusion.ConcatFusion`: standardise, L2-normalise each block (a zero block stays zero), weight."""
+    """:class:`heads.fusion.ConcatFusion`: standardise, or take signed square roots and/or L2-normalise
+    each block (a zero block stays zero); then weight each block."""
     from onnx import TensorProto
 
     from heads._blocks import block_slices
 
     b = _Builder("fusion.")
     x = "x"
+    if fusion.norm == "power":  # signed square root, then as "l2"
+        x = b.op("Mul", [b.op("Sign", [x]), b.op("Sqrt", [b.op("Abs", [x])])])
     if fusion.norm == "standardize":
         x = b.op("Div", [b.op("Sub", [x, b.const(np.asarray(fusion.mean_, np.float32), "mean")]),
                          b.const(np.asarray(fusion.scale_, np.float32), "scale")])
@@ -118,7 +121,7 @@ def concat_fusion_piece(fusion: Any, width: int, opset: int) -> Piece:
         part = b.op("Slice", [x, b.const(np.array([block.start], np.int64), "start"),
                               b.const(np.array([block.stop], np.int64), "stop"),
                               b.const(np.array([1], np.int64), "axis")])
-        if fusion.norm == "l2":
+        if fusion.norm in ("l2", "power"):
             norm = b.op("Sqrt", [b.row_sum(b.op("Mul", [part, part]), block.stop - block.start)])
             zero = b.op("Equal", [norm, b.const(np.zeros(1, np.float32), "zero")])
             part = b.op("Div", [part, b.op("Where", [zero, b.const(np.ones(1, np.float32), "one"), norm])])

@@ -50,6 +50,7 @@ def test_l2_concat_fusion(data):
     _check(Pipeline([("fusion", fusion), ("head", create_head("logreg"))]), data)
     _check(Pipeline([("fusion", ConcatFusion(blocks=BLOCKS, norm="none", weights=[2.0, 1.0])),
                      ("head", create_head("nb"))]), data)
+    _check(Pipeline([("fusion", ConcatFusion(blocks=BLOCKS, norm="power")), ("head", create_head("logreg"))]), data)
 
 
 def test_svm_on_the_nystroem_path(data):
