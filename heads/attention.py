@@ -295,6 +295,59 @@ class AttentionFusion(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 out[start : start + _CHUNK] = fused.numpy()
         return out
 
+    def to_onnx(self, opset: int = 17) -> bytes:
+        """The fitted fusion as an ONNX model: input ``x`` float32 ``(N, n_features_in_)``, output
+        ``y`` float32 ``(N, dim)`` (what :meth:`transform` returns), exported with torch's
+        TorchScript exporter as the backbones are.
+
+        Parameters
+        ----------
+        opset : int, default=17
+            ONNX opset of the model.
+
+        Returns
+        -------
+        bytes
+            The serialised ONNX model.
+        """
+        check_is_fitted(self)
+        import io
+        import warnings
+
+        import torch
+
+        net = self._net()
+        net.eval()
+        slices = block_slices(self.blocks_)
+        mode = self.mode
+
+        class Fused(torch.nn.Module):
+            def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
+                super().__init__()
+                self.net = net
+                self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
+                self.register_buffer("scale", torch.from_numpy(np.asarray(scale, np.float32)))
+
+            def forward(self, x):
+                return _fuse_forward(self.net, (x - self.mean) / self.scale, slices, mode)[0]
+
+        buffer = io.BytesIO()
+        fast_path = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel has no ONNX export
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # MultiheadAttention checks its arguments' shapes in Python; the trace keeps them as the
+                # constants they are (the batch stays dynamic: tested on other batch sizes)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                torch.onnx.export(Fused(self.mean_, self.scale_).eval(), (torch.zeros(2, self.n_features_in_),),
+                                  buffer, input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=opset,
+                                  do_constant_folding=True, dynamo=False)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast_path)
+        return buffer.getvalue()
+
     # ---------------------------------------------------------- persistence
     def __getstate__(self) -> dict:
         """The state without the torch module: its parameters travel as numpy arrays.

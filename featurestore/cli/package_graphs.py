@@ -241,41 +241,9 @@ def vote(members: list[Piece], weights: list[float] | None, classes: np.ndarray,
 
 
 def attention_fusion_piece(fusion: Any, width: int, opset: int) -> Piece:
-    """:class:`heads.attention.AttentionFusion` (standardise, per-block projections, attention or
-    mix over the block tokens) exported with torch's TorchScript exporter, as the backbones are."""
-    import io
-    import warnings
-
+    """:class:`heads.attention.AttentionFusion`, exported by the fusion itself (torch's TorchScript exporter)."""
     import onnx
-    import torch
 
-    from export.layers import no_attention_fast_path
-    from heads._blocks import block_slices
-    from heads.attention import _fuse_forward
-
-    net = fusion._net()
-    net.eval()
-    slices = block_slices(fusion.blocks_)
-
-    class Fused(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.from_numpy(np.asarray(fusion.mean_, np.float32)))
-            self.register_buffer("scale", torch.from_numpy(np.asarray(fusion.scale_, np.float32)))
-
-        def forward(self, x):
-            return _fuse_forward(self.net, (x - self.mean) / self.scale, slices, fusion.mode)[0]
-
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings(), no_attention_fast_path():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # MultiheadAttention checks its arguments' shapes in Python; the trace keeps them as the
-        # constants they are (the batch stays dynamic: tested on other batch sizes)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(Fused().eval(), (torch.zeros(2, width),), buffer, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
-    model = onnx.load_from_string(buffer.getvalue())
+    model = onnx.load_from_string(fusion.to_onnx(opset))
     model.ir_version = IR_VERSION
     return Piece(model, int(fusion.dim))
