@@ -30,9 +30,9 @@ import h5py
 import numpy as np
 
 from ._atomic import checksum_of, file_checksum, replacing
-from .errors import StoreDamagedError, UnsafeStoreError
+from .errors import StoreDamagedError
 from .columns import RowColumns, decode_strings
-from .shard import ALIGNED, fixed_strings, open_shard
+from .shard import ALIGNED, fixed_strings, open_shard, store_file, store_folder
 
 __all__ = ["INDEX_DIR", "write_row_index", "read_row_index", "check_row_index_file", "index_file",
            "stale_index_files"]
@@ -47,9 +47,7 @@ _KINDS = {"S": 1 << 16, "u": 8}
 
 def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, Any]:
     """Write ``columns`` as ``STORE/index/NAME`` (temporary file, fsync, rename); return its manifest entry."""
-    directory = Path(store) / INDEX_DIR
-    if directory.is_symlink():
-        raise UnsafeStoreError(f"{directory} is a link; refusing the store")
+    directory = store_folder(store, INDEX_DIR)
     directory.mkdir(exist_ok=True)
     final = directory / name
     with replacing(final) as tmp:
@@ -79,16 +77,7 @@ def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, An
 
 def index_file(store: Path, file: Any) -> Path:
     """The path of the index a manifest names, refused unless it is a regular file directly in ``STORE/index/``."""
-    parts = Path(file).parts if isinstance(file, str) else ()
-    if len(parts) != 2 or parts[0] != INDEX_DIR or parts[1] in ("", ".", "..") or parts[1].startswith(".") \
-            or "\\" in file or Path(file).is_absolute():
-        raise UnsafeStoreError(f"the manifest names index {file!r}, which is not a file in {INDEX_DIR}/; "
-                               "refusing the store (it must never make us read outside it)")
-    directory = Path(store) / INDEX_DIR
-    path = directory / parts[1]
-    if directory.is_symlink() or path.is_symlink() or (path.exists() and not path.is_file()):
-        raise UnsafeStoreError(f"{path} is a link or not a regular file; refusing the store")
-    return path
+    return store_file(store, INDEX_DIR, file, "index")
 
 
 def read_row_index(store: Path, entry: dict[str, Any]) -> RowColumns:

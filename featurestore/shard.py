@@ -33,10 +33,11 @@ import h5py
 import numpy as np
 
 from ._atomic import file_checksum, replacing
-from .columns import RowColumns
+from .columns import RowColumns, decode_strings
 from .errors import StoreDamagedError, StoreError, UnsafeStoreError
 
-__all__ = ["SHARD_DIR", "shard_dir", "uncommitted_shards", "check_shard_name", "shard_file", "open_shard",
+__all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "shard_dir", "uncommitted_shards",
+           "check_shard_name", "shard_file", "open_shard",
            "check_feature_layouts", "ALIGNED",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
            "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry"]
@@ -239,13 +240,43 @@ def layouts_of_entry(entry: dict[str, Any], dtype: np.dtype) -> dict[str, Featur
         raise StoreDamagedError(f"shard {entry.get('file')!r}: its recorded layout is damaged ({exc})") from None
 
 
-def shard_dir(store: Path) -> Path:
-    """``STORE/shards``, refused if it is a link (it would lead reads and deletions outside the store)."""
-    directory = Path(store) / SHARD_DIR
+def store_folder(store: Path, folder: str) -> Path:
+    """``STORE/<folder>``, refused if it is a link or not a folder (it would lead reads and deletions
+    outside the store)."""
+    directory = Path(store) / folder
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         raise UnsafeStoreError(f"{directory} is a link or not a folder; refusing the store (it must never make "
                                "us read or delete outside it)")
     return directory
+
+
+def check_store_name(file: Any, folder: str, what: str) -> str:
+    """Refuse a manifest entry that names anything but a file directly in ``<folder>/``.
+
+    Returns the file name. Raises :class:`UnsafeStoreError` for absolute paths, ``..``, other
+    folders or hidden names: a store must never make us read files outside it. (String
+    operations, not pathlib: this runs for every shard each time a store is opened.)
+    """
+    prefix = f"{folder}/"
+    if isinstance(file, str) and file.startswith(prefix):
+        name = file[len(prefix):]
+        if name and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name:
+            return name
+    raise UnsafeStoreError(f"the manifest names {what} {file!r}, which is not a file in {folder}/; "
+                           "refusing the store (it must never make us read outside it)")
+
+
+def store_file(store: Path, folder: str, file: Any, what: str) -> Path:
+    """The path of a file a manifest names in ``STORE/<folder>/``, checked to be a regular file there (no link)."""
+    path = store_folder(store, folder) / check_store_name(file, folder, what)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UnsafeStoreError(f"{what} {path} is a link or not a regular file; refusing to read it")
+    return path
+
+
+def shard_dir(store: Path) -> Path:
+    """``STORE/shards`` (see :func:`store_folder`)."""
+    return store_folder(store, SHARD_DIR)
 
 
 def uncommitted_shards(store: Path, shards: list[dict[str, Any]]) -> list[Path]:
@@ -258,28 +289,13 @@ def uncommitted_shards(store: Path, shards: list[dict[str, Any]]) -> list[Path]:
 
 
 def check_shard_name(file: Any) -> str:
-    """Refuse a manifest entry that names anything but a file directly in ``shards/``.
-
-    Returns the file name. Raises :class:`UnsafeStoreError` for absolute paths, ``..``, other
-    folders or hidden names: a store must never make us read files outside it. (String
-    operations, not pathlib: this runs for every shard each time a store is opened.)
-    """
-    prefix = f"{SHARD_DIR}/"
-    if isinstance(file, str) and file.startswith(prefix):
-        name = file[len(prefix):]
-        if name and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name:
-            return name
-    raise UnsafeStoreError(f"the manifest names shard {file!r}, which is not a file in {SHARD_DIR}/; "
-                           "refusing the store (it must never make us read outside it)")
+    """The file name of a shard entry, refused unless directly in ``shards/`` (see :func:`check_store_name`)."""
+    return check_store_name(file, SHARD_DIR, "shard")
 
 
 def shard_file(store: Path, file: str) -> Path:
     """The path of a committed shard, checked to be a regular file inside ``STORE/shards/`` (no link)."""
-    name = check_shard_name(file)
-    path = shard_dir(store) / name
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise UnsafeStoreError(f"shard {path} is a link or not a regular file; refusing to read it")
-    return path
+    return store_file(store, SHARD_DIR, file, "shard")
 
 
 #: The groups a shard holds (one level below the root; datasets only inside them).
@@ -411,10 +427,7 @@ def read_strings(dataset: h5py.Dataset) -> np.ndarray:
         return np.array([], dtype=object)
     if dataset.dtype.kind != "S":
         return dataset.asstr()[()]
-    raw = dataset[()]
-    if np.frombuffer(raw.tobytes(), dtype=np.uint8).max(initial=0) < 128:
-        return raw.astype(str).astype(object)  # ASCII: numpy decodes it without a Python loop
-    return np.array([b.decode("utf-8") for b in raw.tolist()], dtype=object)
+    return decode_strings(dataset[()])
 
 
 def _layout(dataset: h5py.Dataset) -> FeatureLayout:

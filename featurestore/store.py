@@ -217,11 +217,15 @@ class FeatureStore:
         UnsafeStoreError, StoreDamagedError
         """
         for s, shard in enumerate(self.manifest.shards):
-            layouts = self._layout(s)
-            unchecked = {name: layout for name, layout in layouts.items() if (s, name) not in self._checked}
-            if unchecked:
-                check_feature_layouts(shard_file(self.path, shard["file"]), unchecked, set(layouts))
-                self._checked.update((s, name) for name in unchecked)
+            self._check_layouts(s, shard_file(self.path, shard["file"]), self._layout(s))
+
+    def _check_layouts(self, s: int, file: Path, names: Any) -> None:
+        """Check the layouts of shard ``s``'s layers ``names`` not checked yet (once per opened store)."""
+        layouts = self._layout(s)
+        unchecked = {name: layouts[name] for name in names if (s, name) not in self._checked and name in layouts}
+        if unchecked:
+            check_feature_layouts(file, unchecked, set(layouts))
+            self._checked.update((s, name) for name in unchecked)
 
     # --- loading ----------------------------------------------------------------------------
     def rows(self, split: str | None = None, view: int | None = 0) -> np.ndarray:
@@ -317,11 +321,8 @@ class FeatureStore:
             local = selected[dest] - starts[s]
             file = shard_file(self.path, shard["file"])
             try:
+                self._check_layouts(s, file, out)
                 layouts = self._layout(s)
-                unchecked = {name: layouts[name] for name in out if (s, name) not in self._checked and name in layouts}
-                if unchecked:
-                    check_feature_layouts(file, unchecked, set(layouts))
-                    self._checked.update((s, name) for name in unchecked)
                 for name, array in out.items():
                     layout = layouts.get(name)
                     if layout is None or layout.offset is None or layout.dtype != array.dtype:

@@ -59,6 +59,12 @@ class _Builder:
         """``(N, width) -> (N, 1)`` sums, as a product with a column of ones."""
         return self.op("MatMul", [x, self.const(np.ones((width, 1), np.float32), "ones")])
 
+    def unit_rows(self, x: str, width: int) -> str:
+        """Each row divided by its Euclidean norm; a zero row stays zero (as numpy code dividing by 1 there)."""
+        norm = self.op("Sqrt", [self.row_sum(self.op("Mul", [x, x]), width)])
+        zero = self.op("Equal", [norm, self.const(np.zeros(1, np.float32), "zero")])
+        return self.op("Div", [x, self.op("Where", [zero, self.const(np.ones(1, np.float32), "one"), norm])])
+
     def model(self, width: int, outputs: dict[str, tuple[int, list[Any]]], final: dict[str, str], opset: int) -> Any:
         from onnx import TensorProto, helper
 
@@ -122,9 +128,7 @@ def concat_fusion_piece(fusion: Any, width: int, opset: int) -> Piece:
                               b.const(np.array([block.stop], np.int64), "stop"),
                               b.const(np.array([1], np.int64), "axis")])
         if fusion.norm in ("l2", "power"):
-            norm = b.op("Sqrt", [b.row_sum(b.op("Mul", [part, part]), block.stop - block.start)])
-            zero = b.op("Equal", [norm, b.const(np.zeros(1, np.float32), "zero")])
-            part = b.op("Div", [part, b.op("Where", [zero, b.const(np.ones(1, np.float32), "one"), norm])])
+            part = b.unit_rows(part, block.stop - block.start)
         if weight != 1.0:
             part = b.op("Mul", [part, b.const(np.array([weight], np.float32), "weight")])
         parts.append(part)
@@ -141,9 +145,7 @@ def cosine_knn_piece(knn: Any, width: int, opset: int) -> Piece:
     b = _Builder("knn.")
     train = np.asarray(knn._unit_train, np.float32)
     k, n_classes = int(knn.n_neighbors_), len(knn.classes_)
-    norm = b.op("Sqrt", [b.row_sum(b.op("Mul", ["x", "x"]), width)])
-    zero = b.op("Equal", [norm, b.const(np.zeros(1, np.float32), "zero")])
-    unit = b.op("Div", ["x", b.op("Where", [zero, b.const(np.ones(1, np.float32), "one"), norm])])
+    unit = b.unit_rows("x", width)
     similarity = b.op("MatMul", [unit, b.const(train.T.copy(), "train")])                  # (N, M)
     cos, nearest = b.op("TopK", [similarity, b.const(np.array([k], np.int64), "k")], n_out=2, axis=1,
                         largest=1, sorted=1)
