@@ -1,10 +1,22 @@
 """An RBF support-vector classifier that stays affordable on large feature sets.
 
-Exact kernel SVMs cost between O(n^2) and O(n^3) to fit and O(n_support) per
-prediction, so above ``exact_max_samples`` rows :class:`ScalableSVC` fits a linear SVM
-on a Nystroem approximation of the same RBF kernel instead (Williams & Seeger, 2001):
-``n_components`` landmark rows drawn at random give an explicit feature map whose inner
-products approximate the kernel. The fitted ``method_`` says which path was taken.
+Exact kernel SVMs cost between O(n^2) and O(n^3) kernel evaluations to fit, each
+O(n_features). :class:`ScalableSVC` keeps the exact kernel affordable in two ways:
+
+- rows with more than ``max_dims`` features are first projected on their ``max_dims``
+  leading principal components (PCA, fitted on the training rows). On backbone features
+  the kernel distances barely change and every kernel evaluation gets several times
+  cheaper: Fashion-MNIST, MobileNetV2 ``features.13`` pyramid (2,016 dimensions), 20,000
+  training rows, C=10: exact SVC on all dimensions 0.9351 held-out accuracy in 229 s, on
+  256 components 0.9312 in 13 s, on 512 components 0.9343 in 33 s; with 50,000 rows
+  (256 components) 0.9429 in 79 s, against 0.925 for logistic regression.
+- above ``exact_max_samples`` rows it fits a linear SVM on a Nystroem approximation of
+  the same RBF kernel instead (Williams & Seeger, 2001): ``n_components`` landmark rows
+  drawn at random give an explicit feature map whose inner products approximate the
+  kernel. The approximation costs accuracy: 0.9281 with 4,000 landmarks on the 20,000
+  rows above.
+
+The fitted ``method_`` says which path was taken.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.decomposition import PCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, LinearSVC
@@ -26,19 +39,26 @@ __all__ = ["ScalableSVC"]
 
 
 class ScalableSVC(ClassifierMixin, BaseEstimator):
-    """RBF SVM, exact up to ``exact_max_samples`` rows, Nystroem + linear SVM above.
+    """RBF SVM on at most ``max_dims`` principal components; exact up to ``exact_max_samples`` rows.
 
     Parameters
     ----------
-    C : float, default=1.0
-        Inverse regularisation strength, for both paths.
+    C : float, default=10.0
+        Inverse regularisation strength, for both paths. On standardised backbone
+        features 10 scored higher than scikit-learn's 1 (0.9351 vs 0.9271 held-out
+        accuracy in the measurement above).
     gamma : {"scale", "auto"} or float, default="scale"
         RBF kernel coefficient, as in :class:`sklearn.svm.SVC`: ``"scale"`` is
-        ``1 / (n_features * X.var())`` computed from the training data, ``"auto"`` is
-        ``1 / n_features``. The Nystroem path computes the same value.
-    exact_max_samples : int, default=10_000
+        ``1 / (n_features * X.var())`` computed from the (projected) training data,
+        ``"auto"`` is ``1 / n_features``. The Nystroem path computes the same value.
+    max_dims : int or None, default=256
+        Rows with more features are projected on this many principal components before
+        the kernel; ``None`` keeps every feature (the exact fit then costs
+        O(n_features) per kernel evaluation: ~35 minutes for 60,000 rows of 2,016).
+    exact_max_samples : int, default=60_000
         Largest training set fitted with the exact kernel SVM; larger ones use the
-        approximation.
+        approximation. 60,000 rows of 256 components fit in about two minutes on two
+        cores, and the fit grows quadratically with the rows.
     n_components : int, default=1000
         Nystroem landmarks (clipped to the number of rows).
     max_iter : int, default=5000
@@ -49,9 +69,11 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     estimator_ : sklearn.svm.SVC or sklearn.pipeline.Pipeline
-        The fitted model: an ``SVC`` or a ``Nystroem`` -> ``LinearSVC`` pipeline.
+        The fitted model: an ``SVC`` or a ``Nystroem`` -> ``LinearSVC`` pipeline, after a
+        ``PCA`` step when the features were projected.
     method_ : str
-        ``"exact"`` or ``"nystroem(<n>)+linear"``.
+        ``"exact"`` or ``"nystroem(<n>)+linear"``, prefixed with ``"pca(<k>)+"`` when the
+        features were projected.
     gamma_ : float
         The kernel coefficient actually used.
     n_iter_ : int or ndarray
@@ -65,19 +87,23 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
     >>> X, y = load_iris(return_X_y=True)
     >>> ScalableSVC(exact_max_samples=100, n_components=50).fit(X, y).method_
     'nystroem(50)+linear'
+    >>> ScalableSVC(max_dims=2).fit(X, y).method_
+    'pca(2)+exact'
     """
 
     def __init__(
         self,
-        C: float = 1.0,
+        C: float = 10.0,
         gamma: Literal["scale", "auto"] | float = "scale",
-        exact_max_samples: int = 10_000,
+        max_dims: int | None = 256,
+        exact_max_samples: int = 60_000,
         n_components: int = 1000,
         max_iter: int = 5000,
         random_state: int | None = 0,
     ) -> None:
         self.C = C
         self.gamma = gamma
+        self.max_dims = max_dims
         self.exact_max_samples = exact_max_samples
         self.n_components = n_components
         self.max_iter = max_iter
@@ -86,6 +112,8 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         checks = [
             ("C", isinstance(self.C, Real) and self.C > 0, "a float > 0"),
+            ("max_dims", self.max_dims is None or (isinstance(self.max_dims, Integral)
+                                                   and self.max_dims >= 1), "None or an int >= 1"),
             ("exact_max_samples", isinstance(self.exact_max_samples, Integral)
              and self.exact_max_samples >= 0, "an int >= 0"),
             ("n_components", isinstance(self.n_components, Integral)
@@ -130,24 +158,32 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
         self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
+        steps: list[tuple[str, BaseEstimator]] = []
+        prefix = ""
+        if self.max_dims is not None and min(X.shape) > self.max_dims:  # PCA needs rows > components
+            pca = PCA(n_components=self.max_dims, random_state=self.random_state)
+            X = pca.fit_transform(X).astype(X.dtype, copy=False)
+            steps.append(("pca", pca))
+            prefix = f"pca({self.max_dims})+"
         self.gamma_ = self._gamma_value(X)
         if X.shape[0] <= self.exact_max_samples:
-            self.estimator_ = SVC(C=self.C, kernel="rbf", gamma=self.gamma_)
-            self.method_ = "exact"
+            model: BaseEstimator = SVC(C=self.C, kernel="rbf", gamma=self.gamma_)
+            method = "exact"
         else:
             n_components = min(self.n_components, X.shape[0])
-            self.estimator_ = Pipeline([
+            model = Pipeline([
                 ("nystroem", Nystroem(kernel="rbf", gamma=self.gamma_,
                                       n_components=n_components,
                                       random_state=self.random_state)),
                 ("linear", LinearSVC(C=self.C, dual="auto", max_iter=self.max_iter,
                                      random_state=self.random_state)),
             ])
-            self.method_ = f"nystroem({n_components})+linear"
-        self.estimator_.fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        self.n_iter_ = self.estimator_[-1].n_iter_ if self.method_ != "exact" else (
-            self.estimator_.n_iter_)
+            method = f"nystroem({n_components})+linear"
+        model.fit(X, y)
+        self.method_ = prefix + method
+        self.estimator_ = Pipeline([*steps, ("svm", model)]) if steps else model
+        self.classes_ = model.classes_
+        self.n_iter_ = model[-1].n_iter_ if method != "exact" else model.n_iter_
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -110,6 +110,7 @@ class _Built:
 
 def _plain_steps(estimator: Any) -> list[Any]:
     """The fitted steps as scikit-learn estimators skl2onnx converts, or :class:`_Built` steps, identities dropped."""
+    from sklearn.decomposition import PCA
     from sklearn.ensemble import RandomForestClassifier, StackingClassifier, VotingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import GaussianNB
@@ -153,7 +154,7 @@ def _plain_steps(estimator: Any) -> list[Any]:
         return [_float32_thresholds(estimator)]
     if isinstance(estimator, XGBHead):
         return [_xgboost_classifier(estimator)]
-    if isinstance(estimator, (StandardScaler, LogisticRegression, LinearSVC, SVC, GaussianNB)):
+    if isinstance(estimator, (StandardScaler, PCA, LogisticRegression, LinearSVC, SVC, GaussianNB)):
         return [estimator]
     raise PackageError(f"{type(estimator).__name__} has no ONNX conversion yet; packaged heads today: logreg, "
                        "linear-svm, svm, tree, forest, nb, xgb, knn, ensemble (alone or after a concat fusion)")

@@ -63,6 +63,13 @@ def test_svm_exact(data):
     _check(create_head("svm"), data, probabilities=False)
 
 
+@pytest.mark.parametrize("exact_max_samples", [60_000, 100])
+def test_svm_after_pca(data, exact_max_samples):
+    head = create_head("svm", max_dims=6, exact_max_samples=exact_max_samples, n_components=60)
+    _check(head, data, probabilities=False)
+    assert head[-1].method_.startswith("pca(6)+")
+
+
 @pytest.mark.parametrize("weights", ["temperature", "uniform", "distance"])
 def test_cosine_knn(data, weights):
     _check(create_head("knn", n_neighbors=7, weights=weights), data)

@@ -70,6 +70,7 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 _CHECKED = [create_head(name) for name in list_heads()] + [
     ScalableSVC(exact_max_samples=5, n_components=20),  # the Nystroem path
+    ScalableSVC(max_dims=3),  # rows wider than 3 are projected on principal components first
     XGBHead(n_estimators=10),
     SweptLogisticRegression(Cs=(0.01, 1.0)),
     CosineKNN(),
@@ -117,7 +118,7 @@ def test_bad_parameter_names_valid_ones() -> None:
         create_head("svm", Cc=1.0)
     assert isinstance(info.value, ValueError)
     assert "'Cc'" in str(info.value)
-    assert list(head_params("svm")) == ["C", "gamma", "exact_max_samples", "n_components",
+    assert list(head_params("svm")) == ["C", "gamma", "max_dims", "exact_max_samples", "n_components",
                                         "random_state"]
 
 
@@ -210,6 +211,24 @@ def test_svm_switches_to_nystroem_above_threshold(digits) -> None:
     assert method_used(create_head("svm", exact_max_samples=10, n_components=5000)
                        .fit(X, y)) == f"nystroem({len(X)})+linear"
     assert np.isclose(approx[-1].gamma_, exact[-1].estimator_._gamma)
+
+
+def test_svm_projects_wide_rows_on_principal_components(digits) -> None:
+    X, X_test, y, y_test = digits  # 64 features
+    wide = create_head("svm", max_dims=16).fit(X, y)
+    assert method_used(wide) == "pca(16)+exact"
+    pca = wide[-1].estimator_[0]
+    assert pca.n_components_ == 16
+    assert wide[-1].estimator_[-1].shape_fit_[1] == 16  # the kernel sees the projection only
+    assert wide.score(X_test, y_test) > 0.9
+    assert method_used(create_head("svm", max_dims=64).fit(X, y)) == "exact"  # not wider: kept
+    assert method_used(create_head("svm", max_dims=None).fit(X, y)) == "exact"
+    both = create_head("svm", max_dims=16, exact_max_samples=10, n_components=50).fit(X, y)
+    assert method_used(both) == "pca(16)+nystroem(50)+linear"
+    assert np.array_equal(both.predict(X_test), both[-1].estimator_.predict(
+        both[0].transform(X_test)))
+    with pytest.raises(HeadParamError, match="max_dims"):
+        create_head("svm", max_dims=0).fit(X, y)
 
 
 def test_method_used_describes_ensembles_and_logreg(digits) -> None:
