@@ -1,7 +1,7 @@
 """Say which method a fitted head actually used, for reports.
 
-Some heads choose at fit time (the ``svm`` head switches to a Nystroem approximation
-on large data; ``logreg`` picks ``C`` by cross-validation). :func:`method_used` walks a
+Some heads choose at fit time (the ``svm`` head projects wide rows on principal components
+and switches to a Nystroem approximation on large data; ``logreg`` picks ``C`` by cross-validation). :func:`method_used` walks a
 fitted pipeline, ensemble or search and returns a short description.
 """
 
@@ -26,7 +26,7 @@ def method_used(estimator: BaseEstimator) -> str:
     Returns
     -------
     str
-        The fitted final estimator's ``method_`` where it has one: ``"exact"`` or
+        The fitted final estimator's ``method_`` where it has one: ``"pca(256)+exact"`` or
         ``"nystroem(1000)+linear"`` (``svm``), ``"C=0.001 (3-fold sweep of 7 on 20000
         rows)"`` (``logreg``), ``"cosine k=20, temperature 0.07"`` (``knn``),
         ``"xgboost hist, 80 rounds, depth 6, eta 0.3"`` (``xgb``);
