@@ -22,8 +22,10 @@ configuration a user gets without it, both fitted in this run:
 5. **``bench --select``**: the cell chosen by 3-fold CV on the training images against the best
    test score of the same cells (what picking on the test split would report), and its cost.
 
-At N = 5,000 one test image is 0.05 points and differences under ~1 point are noise; the
-full-set figures are in the README (``examples/fashion_mnist.toml``).
+At N = 5,000 one test image is 0.05 points and differences under ~1 point are noise.
+``--full-results runs/fashion_mnist/select/results.json`` adds the bench of the full-set
+pipeline (``featurestore run examples/fashion_mnist.toml``): every cell's CV accuracy and fit
+time, the cell chosen, its test accuracy, and what the choice cost.
 """
 
 from __future__ import annotations
@@ -223,6 +225,29 @@ def _tables(rows: list[dict[str, Any]], sizes: dict[str, int]) -> list[dict[str,
     return [levers, classical]
 
 
+def _full_set(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The full-set bench document (``results.json`` of a ``bench --select`` run) as two tables."""
+    import json
+
+    document = json.loads(path.read_text())
+    chosen = document.get("selection")
+    if not chosen:
+        raise SystemExit(f"{path}: not a `bench --select` results.json (no selection); run the pipeline first")
+    cells = table(f"Full set, every cell by {document['config']['cv']}-fold CV on the training split "
+                  f"({path.parent.name}/results.json of examples/fashion_mnist.toml)",
+                  ["store", "layer", "head", "method", "CV accuracy", "fit s (mean per fold)"],
+                  [[r["store"], r["layer"], r["head"], r["method"], f"{r['accuracy']:.4f}", f"{r['fit_seconds']:.0f}"]
+                   for r in sorted(document["results"], key=lambda r: -r["accuracy"])])
+    selected = table("Full set, the cell bench --select chose and what choosing cost",
+                     ["chosen", "CV accuracy", "test accuracy", "train / test rows", "refit s",
+                      "search s (CV of every cell)"],
+                     [[f"{chosen['store']} / {chosen['layer']} / {chosen['head']} ({chosen['method']})",
+                       f"{chosen['cv_accuracy']:.4f}", f"{chosen['test_accuracy']:.4f}",
+                       f"{chosen['n_train']} / {chosen['n_test']}", f"{chosen['refit_seconds']:.0f}",
+                       f"{chosen['search_seconds']:.0f} ({chosen['cells']} cells)"]])
+    return chosen, [cells, selected]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Extract the two stores, measure every lever; return the results document."""
     train, test = _SIZES["quick" if args.quick else "full"]
@@ -256,10 +281,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr, flush=True)
     notes = [f"Extraction: MobileNetV2 (2 views) {extract_s['mobilenet_v2']:.0f} s, EfficientNet-Lite0 "
              f"{extract_s['efficientnet_lite0']:.0f} s; the levers' fits {levers_s:.0f} s."]
+    tables = _tables(rows, sizes)
+    full = None
+    if args.full_results is not None:
+        full, full_tables = _full_set(args.full_results)
+        tables += full_tables
     return {"parameters": parameters, "levers": rows, "select_cost": select_cost, "extract_seconds": extract_s,
             "levers_seconds": levers_s, "classical": [dict(zip(("classifier", "preprocessing", "accuracy", "where"), c))
                                                       for c in CLASSICAL],
-            "targets": [], "notes": notes, "tables": _tables(rows, sizes)}
+            "full_set_selection": full, "targets": [], "notes": notes, "tables": tables}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", type=_levers, default=list(LEVERS),
                         help="comma-separated levers to measure, of 1 (pooling), 2 (backbones), 3 (test-time "
                              "augmentation), 4 (heads and normalisation), 5 (bench --select); default all")
+    parser.add_argument("--full-results", type=Path,
+                        help="results.json of the full-set pipeline's bench --select, added as two tables")
     add_cache_dir(parser)
     return run_and_report("transfer", parse_args(parser, argv), run, show_notes=True)
 
