@@ -189,7 +189,7 @@ def _heads(mnv2: Path, work: Path) -> list[dict[str, Any]]:
 
 
 def _select(mnv2: Path, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    config = dict(heads=("logreg", "svm"), fusions=("concat",), layers=(AVG, PYRAMID, LAST), cv=3)
+    config = dict(heads=("logreg", "svm"), fusions=(), layers=(AVG, PYRAMID, LAST), cv=3)
     chosen = _bench([mnv2], work, "select", select=True, **config)["selection"]
     by_test = _bench([mnv2], work, "select-test", **config)
     best = max(by_test["results"], key=lambda r: r["accuracy"])
