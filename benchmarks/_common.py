@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "CACHE_DIR", "REPO_ROOT", "RESULTS_DIR", "SCHEMA_VERSION", "Variant", "cpu_info", "fmt", "machine_info",
+    "CACHE_DIR", "REPO_ROOT", "RESULTS_DIR", "SCHEMA_VERSION", "Variant", "cpu_info", "fashion_mnist_missing", "fmt",
+    "machine_info",
     "make_parser", "measure", "parse_args", "print_tables", "ratio_cell", "repeats_for", "scratch_dir", "speed_ratio",
     "spread_cell", "summarize", "table", "time_ratio", "write_result",
 ]
@@ -43,6 +44,19 @@ CACHE_DIR = PACKAGE_DIR / ".cache"
 _PACKAGES = ("numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "torch", "torchvision", "h5py", "scikit-learn",
              "pillow", "scikit-image", "featurestore")
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+
+
+# --- data ---------------------------------------------------------------------------------------
+def fashion_mnist_missing() -> str | None:
+    """Why Fashion-MNIST (Debian's ``dataset-fashion-mnist``) cannot be read, or None when it can."""
+    from featurestore import FashionMnistSource
+    from featurestore.errors import SourceError
+
+    try:
+        FashionMnistSource("test", limit=1)
+    except SourceError as exc:
+        return str(exc)
+    return None
 
 
 # --- command line -------------------------------------------------------------------------------

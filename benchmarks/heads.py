@@ -47,7 +47,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._common import Variant, _positive_int, add_cache_dir, make_parser, measure, parse_args, ratio_cell
+from ._common import Variant, _positive_int, add_cache_dir, fashion_mnist_missing, make_parser, measure, parse_args
+from ._common import ratio_cell
 from ._common import repeats_for, run_and_report, scratch_dir, speed_ratio, spread_cell, summarize, table
 from ._models import BACKBONES, exported_model
 from .targets import evaluate
@@ -148,18 +149,6 @@ def _torch_backbone():
 
 
 # --- data ---------------------------------------------------------------------------------------
-def _dataset_missing() -> str | None:
-    """Why Fashion-MNIST cannot be read, or None when it can."""
-    from featurestore import FashionMnistSource
-    from featurestore.errors import SourceError
-
-    try:
-        FashionMnistSource("test", limit=1)
-    except SourceError as exc:
-        return str(exc)
-    return None
-
-
 def _build_store(model_path: Path, store: Path, n_train: int, n_test: int) -> dict[str, Any]:
     """Extract the train and test images into ``store`` once, timed (model loading included)."""
     from featurestore import ExtractOptions, FashionMnistSource, FeatureModel, extract
@@ -371,7 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parameters = {"backbone": BACKBONE, "layers": LAYERS, "images_train": sizes["train"], "images_test": sizes["test"],
                   "heads": heads, "reextract_engine": args.reextract_engine, "repeats": repeats_for(args),
                   "reextract_repeats": reextract_repeats, "threads": cores}
-    missing = _dataset_missing()
+    missing = fashion_mnist_missing()
     if missing:
         message = f"skipped: Fashion-MNIST is not available ({missing})"
         print(message, file=sys.stderr)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _positive_int, add_cache_dir, make_parser, parse_args, run_and_report, scratch_dir, table
+from ._common import _positive_int, add_cache_dir, fashion_mnist_missing, make_parser, parse_args, run_and_report, scratch_dir, table
 from ._models import BackboneCase, exported_model
 
 __all__ = ["CLASSICAL", "LEVERS", "main", "run"]
@@ -62,18 +62,6 @@ CLASSICAL: tuple[tuple[str, str, float, str], ...] = (
 
 
 # --- data ---------------------------------------------------------------------------------------
-def _dataset_missing() -> str | None:
-    """Why Fashion-MNIST cannot be read, or None when it can."""
-    from featurestore import FashionMnistSource
-    from featurestore.errors import SourceError
-
-    try:
-        FashionMnistSource("test", limit=1)
-    except SourceError as exc:
-        return str(exc)
-    return None
-
-
 def _extract(model: Path, store: Path, sizes: dict[str, int], views: int) -> float:
     """Extract the first train and test images into ``store``; its seconds."""
     from featurestore import ExtractOptions, FashionMnistSource, extract
@@ -255,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parameters = {"images_train": sizes["train"], "images_test": sizes["test"], "levers": args.levers,
                   "mobilenet_layers": MOBILENET_LAYERS,
                   "views": "1 horizontal flip (MobileNetV2 store)"}
-    missing = _dataset_missing()
+    missing = fashion_mnist_missing()
     if missing:
         message = f"skipped: Fashion-MNIST is not available ({missing})"
         print(message, file=sys.stderr)

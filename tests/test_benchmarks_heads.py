@@ -12,22 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from featurestore.errors import SourceError
+from benchmarks._common import fashion_mnist_missing
 from featurestore.sources import FashionMnistSource
 
 HEADS = ("nb", "tree")
 TRAIN, TEST = 20, 10
 
 
-def _fashion_mnist_missing() -> bool:
-    try:
-        FashionMnistSource("test", limit=1)
-    except SourceError:
-        return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(_fashion_mnist_missing(), reason="needs Debian's dataset-fashion-mnist")
+pytestmark = pytest.mark.skipif(fashion_mnist_missing() is not None, reason="needs Debian's dataset-fashion-mnist")
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,10 @@ import json
 
 import pytest
 
-from featurestore.errors import SourceError
-from featurestore.sources import FashionMnistSource
+from benchmarks._common import fashion_mnist_missing
 
 
-def _fashion_mnist_missing() -> bool:
-    try:
-        FashionMnistSource("test", limit=1)
-    except SourceError:
-        return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(_fashion_mnist_missing(), reason="needs Debian's dataset-fashion-mnist")
+pytestmark = pytest.mark.skipif(fashion_mnist_missing() is not None, reason="needs Debian's dataset-fashion-mnist")
 
 
 @pytest.fixture(scope="module")
