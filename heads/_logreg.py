@@ -51,6 +51,12 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         lbfgs tolerance.
     random_state : int or None, default=0
         Seeds the subsample and the fold split.
+    patience : int or None, default=2
+        Stop the sweep once this many consecutive values of ``C`` have scored below the best
+        so far (mean over folds); ``None`` tries every value. The weakest penalties cost the
+        most lbfgs iterations and backbone features rarely want them: on an untrained
+        MobileNetV2's features (Fashion-MNIST, 60,000 rows) the full sweep took most of the
+        fit's 5+ minutes for a ``C`` of 0.01.
 
     Attributes
     ----------
@@ -59,7 +65,8 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
     Cs_ : ndarray of shape (n_cs,)
         The sorted sweep.
     cv_scores_ : ndarray of shape (cv, n_cs)
-        Validation accuracy per fold and ``C`` (empty when ``Cs`` has one value).
+        Validation accuracy per fold and ``C`` (empty when ``Cs`` has one value; NaN for the
+        values the sweep stopped before).
     n_search_samples_ : int
         Rows the sweep ran on.
     estimator_ : sklearn.linear_model.LogisticRegression
@@ -89,6 +96,7 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         max_iter: int = 1000,
         tol: float = 1e-4,
         random_state: int | None = 0,
+        patience: int | None = 2,
     ) -> None:
         self.Cs = Cs
         self.cv = cv
@@ -96,6 +104,7 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.patience = patience
 
     def _sorted_cs(self) -> np.ndarray:
         try:
@@ -109,6 +118,8 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         m = self.max_search_samples
         if m is not None and (not isinstance(m, Integral) or m < self.cv):
             raise HeadParamError(f"max_search_samples={m!r} must be None or an int >= cv")
+        if self.patience is not None and (not isinstance(self.patience, Integral) or self.patience < 1):
+            raise HeadParamError(f"patience={self.patience!r} must be None or an int >= 1")
         return cs
 
     def _model(self, C: float, warm_start: bool = False) -> LogisticRegression:
@@ -116,15 +127,20 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
                                   warm_start=warm_start)
 
     def _sweep(self, X: np.ndarray, y: np.ndarray, cs: np.ndarray) -> np.ndarray:
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        scores = np.empty((self.cv, cs.size))
+        folds = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(X, y))
+        models = [self._model(cs[0], warm_start=True) for _ in folds]
+        scores = np.full((self.cv, cs.size), np.nan)
+        best, worse = -np.inf, 0
         with warnings.catch_warnings():  # the weakest penalties rarely converge; expected
             warnings.simplefilter("ignore", ConvergenceWarning)
-            for f, (train, val) in enumerate(folds.split(X, y)):
-                model = self._model(cs[0], warm_start=True)
-                for j, C in enumerate(cs):
-                    model.set_params(C=C).fit(X[train], y[train])
-                    scores[f, j] = model.score(X[val], y[val])
+            for j, C in enumerate(cs):  # each fold's model warm-starts from its previous C
+                for f, (train, val) in enumerate(folds):
+                    models[f].set_params(C=C).fit(X[train], y[train])
+                    scores[f, j] = models[f].score(X[val], y[val])
+                mean = scores[:, j].mean()
+                best, worse = (mean, 0) if mean > best else (best, worse + 1)
+                if self.patience is not None and worse >= self.patience:
+                    break
         return scores
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> SweptLogisticRegression:
@@ -159,14 +175,15 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
             self.C_ = float(cs[0])
         else:
             self.cv_scores_ = self._sweep(Xs, ys, cs)
-            self.C_ = float(cs[int(np.argmax(self.cv_scores_.mean(axis=0)))])
+            self.C_ = float(cs[int(np.nanargmax(self.cv_scores_.mean(axis=0)))])  # NaN: not tried
         self.estimator_ = self._model(self.C_).fit(X, y)
         self.classes_ = self.estimator_.classes_
         self.coef_ = self.estimator_.coef_
         self.intercept_ = self.estimator_.intercept_
         self.n_iter_ = self.estimator_.n_iter_
-        sweep = (f"{self.cv}-fold sweep of {cs.size} on {self.n_search_samples_} rows"
-                 if cs.size > 1 else "fixed")
+        tried = int(np.sum(~np.isnan(self.cv_scores_).all(axis=0))) if self.cv_scores_.size else 1
+        sweep = (f"{self.cv}-fold sweep of {tried}" + (f" of {cs.size}" if tried < cs.size else "")
+                 + f" on {self.n_search_samples_} rows" if cs.size > 1 else "fixed")
         self.method_ = f"C={self.C_:g} ({sweep})"
         return self
 

@@ -105,13 +105,15 @@ def logreg(
     max_search_samples: int | None = 20_000,
     max_iter: int = 1000,
     random_state: int | None = 0,
+    patience: int | None = 2,
 ) -> Pipeline:
     """StandardScaler + :class:`~heads._logreg.SweptLogisticRegression`."""
     return Pipeline([
         ("scale", StandardScaler()),
         ("logreg", SweptLogisticRegression(Cs=tuple(Cs), cv=cv,
                                            max_search_samples=max_search_samples,
-                                           max_iter=max_iter, random_state=random_state)),
+                                           max_iter=max_iter, random_state=random_state,
+                                           patience=patience)),
     ])
 
 

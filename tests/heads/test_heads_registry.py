@@ -261,6 +261,28 @@ def test_logreg_sweep_subsamples_and_picks_c(digits) -> None:
     assert model.estimator_.C == model.C_
 
 
+def test_logreg_sweep_stops_after_patience_worse_values(digits) -> None:
+    X, _, y, _ = digits
+    full = SweptLogisticRegression(patience=None).fit(X, y)
+    means = full.cv_scores_.mean(axis=0)
+    assert not np.isnan(means).any()
+    for patience in (1, 2):
+        best, worse, stop = -np.inf, 0, len(means)
+        for j, mean in enumerate(means):  # where the sweep must stop, from the full sweep's scores
+            best, worse = (mean, 0) if mean > best else (best, worse + 1)
+            if worse >= patience:
+                stop = j + 1
+                break
+        model = SweptLogisticRegression(patience=patience).fit(X, y)
+        np.testing.assert_array_equal(model.cv_scores_[:, :stop], full.cv_scores_[:, :stop])
+        assert np.isnan(model.cv_scores_[:, stop:]).all()
+        assert model.C_ == full.Cs_[int(np.argmax(means[:stop]))]
+        tried = f"{stop} of 7" if stop < 7 else "7"
+        assert model.method_ == f"C={model.C_:g} (3-fold sweep of {tried} on {len(y)} rows)"
+    with pytest.raises(HeadParamError, match="patience"):
+        SweptLogisticRegression(patience=0).fit(X, y)
+
+
 # --- XGBoost wrapper ---------------------------------------------------------------------
 
 NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
