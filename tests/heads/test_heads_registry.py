@@ -283,6 +283,22 @@ def test_logreg_sweep_stops_after_patience_worse_values(digits) -> None:
         SweptLogisticRegression(patience=0).fit(X, y)
 
 
+def test_logreg_final_fit_starts_from_the_sweep_and_reaches_the_same_model(digits) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    X, X_test, y, _ = digits
+    X, X_test = StandardScaler().fit(X).transform(X), StandardScaler().fit(X).transform(X_test)
+    model = SweptLogisticRegression(Cs=(0.01, 0.1), tol=1e-8, max_iter=5000).fit(X, y)
+    assert model.estimator_.warm_start
+    cold = LogisticRegression(C=model.C_, tol=1e-8, max_iter=5000).fit(X, y)
+    assert model.n_iter_[0] < cold.n_iter_[0]  # started near the solution
+    np.testing.assert_allclose(model.coef_, cold.coef_, atol=1e-3)
+    assert np.array_equal(model.predict(X_test), cold.predict(X_test))
+    one = SweptLogisticRegression(Cs=(0.1,)).fit(X, y)  # no sweep: a cold start
+    assert not one.estimator_.warm_start
+
+
 # --- XGBoost wrapper ---------------------------------------------------------------------
 
 NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
