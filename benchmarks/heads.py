@@ -48,8 +48,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._common import Variant, _positive_int, add_cache_dir, fashion_mnist_missing, make_parser, measure, parse_args
-from ._common import ratio_cell
-from ._common import repeats_for, run_and_report, scratch_dir, speed_ratio, spread_cell, summarize, table
+from ._common import ratio_cell, repeats_for, run_and_report, scratch_dir, speed_ratio, spread_cell, summarize, table
 from ._models import BACKBONES, exported_model
 from .targets import evaluate
 

@@ -196,9 +196,12 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         self.coef_ = self.estimator_.coef_
         self.intercept_ = self.estimator_.intercept_
         self.n_iter_ = self.estimator_.n_iter_
-        tried = int(np.sum(~np.isnan(self.cv_scores_).all(axis=0))) if self.cv_scores_.size else 1
-        sweep = (f"{self.cv}-fold sweep of {tried}" + (f" of {cs.size}" if tried < cs.size else "")
-                 + f" on {self.n_search_samples_} rows" if cs.size > 1 else "fixed")
+        if cs.size == 1:
+            sweep = "fixed"
+        else:
+            tried = int(np.sum(~np.isnan(self.cv_scores_).all(axis=0)))
+            of = f"{tried} of {cs.size}" if tried < cs.size else f"{cs.size}"
+            sweep = f"{self.cv}-fold sweep of {of} on {self.n_search_samples_} rows"
         self.method_ = f"C={self.C_:g} ({sweep})"
         return self
 
