@@ -4,7 +4,8 @@ The linear-probe protocol of Kornblith et al. (2019, "Do Better ImageNet Models 
 Better?") trains multinomial logistic regression with the regularisation strength picked
 on held-out data. :class:`SweptLogisticRegression` does this cheaply: the sweep runs
 warm-started along ``Cs`` on a stratified subsample of at most ``max_search_samples`` rows,
-then one model with the best ``C`` is refitted on all rows. It uses only
+with at most ``search_max_iter`` lbfgs iterations per fit, then one model with the best ``C``
+is refitted on all rows. It uses only
 :class:`~sklearn.linear_model.LogisticRegression`, whose API is stable across
 scikit-learn versions (``LogisticRegressionCV`` changes several defaults in 1.8-1.11).
 """
@@ -46,7 +47,13 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         The sweep runs on a stratified subsample of at most this many rows; ``None``
         sweeps on all rows. The final model is always fitted on all rows.
     max_iter : int, default=1000
-        lbfgs iterations per fit.
+        lbfgs iterations of the final fit on all rows.
+    search_max_iter : int, default=100
+        lbfgs iterations per fold and value of ``C`` in the sweep. Each fit warm-starts from
+        the previous ``C``'s, and ranking ``C`` needs no converged fit: on an untrained
+        MobileNetV2's features (Fashion-MNIST, 1,280 dims, 20,000 rows) 100 iterations gave
+        the same choice and validation accuracies within 0.0004 of converged fits (up to
+        709 iterations each) in a quarter of the time (109 s against 424 s for 5 values).
     tol : float, default=1e-4
         lbfgs tolerance.
     random_state : int or None, default=0
@@ -97,6 +104,7 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         tol: float = 1e-4,
         random_state: int | None = 0,
         patience: int | None = 2,
+        search_max_iter: int = 100,
     ) -> None:
         self.Cs = Cs
         self.cv = cv
@@ -105,6 +113,7 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.random_state = random_state
         self.patience = patience
+        self.search_max_iter = search_max_iter
 
     def _sorted_cs(self) -> np.ndarray:
         try:
@@ -120,21 +129,24 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
             raise HeadParamError(f"max_search_samples={m!r} must be None or an int >= cv")
         if self.patience is not None and (not isinstance(self.patience, Integral) or self.patience < 1):
             raise HeadParamError(f"patience={self.patience!r} must be None or an int >= 1")
+        for name in ("max_iter", "search_max_iter"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or value < 1:
+                raise HeadParamError(f"{name}={value!r} must be an int >= 1")
         return cs
 
-    def _model(self, C: float, warm_start: bool = False) -> LogisticRegression:
-        return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol,
-                                  warm_start=warm_start)
+    def _model(self, C: float, max_iter: int, warm_start: bool = False) -> LogisticRegression:
+        return LogisticRegression(C=C, max_iter=max_iter, tol=self.tol, warm_start=warm_start)
 
     def _sweep(self, X: np.ndarray, y: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, list]:
         """Validation accuracy per fold and ``C``, and per ``C`` the folds' mean (coef, intercept)."""
         folds = list(StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(X, y))
-        models = [self._model(cs[0], warm_start=True) for _ in folds]
+        models = [self._model(cs[0], self.search_max_iter, warm_start=True) for _ in folds]
         scores = np.full((self.cv, cs.size), np.nan)
         starts: list = [None] * cs.size
         classes = np.unique(y)
         best, worse = -np.inf, 0
-        with warnings.catch_warnings():  # the weakest penalties rarely converge; expected
+        with warnings.catch_warnings():  # capped at search_max_iter: expected
             warnings.simplefilter("ignore", ConvergenceWarning)
             for j, C in enumerate(cs):  # each fold's model warm-starts from its previous C
                 for f, (train, val) in enumerate(folds):
@@ -188,7 +200,7 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         # more rows, so lbfgs needs fewer iterations (untrained MobileNetV2 features, C=0.01:
         # 60,000 rows from a 20,000-row solution took 266 iterations, 48 s; that solution took
         # 583 iterations from zero).
-        self.estimator_ = self._model(self.C_, warm_start=start is not None)
+        self.estimator_ = self._model(self.C_, self.max_iter, warm_start=start is not None)
         if start is not None:
             self.estimator_.coef_, self.estimator_.intercept_ = (a.astype(X.dtype) for a in start)
         self.estimator_.fit(X, y)

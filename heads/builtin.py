@@ -106,6 +106,7 @@ def logreg(
     max_iter: int = 1000,
     random_state: int | None = 0,
     patience: int | None = 2,
+    search_max_iter: int = 100,
 ) -> Pipeline:
     """StandardScaler + :class:`~heads._logreg.SweptLogisticRegression`."""
     return Pipeline([
@@ -113,7 +114,8 @@ def logreg(
         ("logreg", SweptLogisticRegression(Cs=tuple(Cs), cv=cv,
                                            max_search_samples=max_search_samples,
                                            max_iter=max_iter, random_state=random_state,
-                                           patience=patience)),
+                                           patience=patience,
+                                           search_max_iter=search_max_iter)),
     ])
 
 

@@ -283,6 +283,35 @@ def test_logreg_sweep_stops_after_patience_worse_values(digits) -> None:
         SweptLogisticRegression(patience=0).fit(X, y)
 
 
+def test_logreg_sweep_fits_stop_at_search_max_iter(digits) -> None:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    X, _, y, _ = digits
+    Cs = (0.01, 1.0, 100.0)
+    model = SweptLogisticRegression(Cs=Cs, search_max_iter=3, patience=None).fit(X, y)
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0).split(X, y)
+    expected = np.empty((3, len(Cs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for f, (train, val) in enumerate(folds):  # each fold warm-starts along Cs, 3 iterations a step
+            fold_model = LogisticRegression(max_iter=3, warm_start=True)
+            for j, C in enumerate(Cs):
+                fold_model.set_params(C=C).fit(X[train], y[train])
+                assert fold_model.n_iter_[0] == 3
+                expected[f, j] = fold_model.score(X[val], y[val])
+    np.testing.assert_array_equal(model.cv_scores_, expected)
+    converged = SweptLogisticRegression(Cs=Cs, search_max_iter=1000, patience=None).fit(X, y)
+    assert not np.array_equal(converged.cv_scores_, expected)
+    assert model.n_iter_[0] > 3  # the final fit runs to max_iter, not search_max_iter
+    for name in ("search_max_iter", "max_iter"):
+        with pytest.raises(HeadParamError, match=name):
+            SweptLogisticRegression(**{name: 0}).fit(X, y)
+
+
 def test_logreg_final_fit_starts_from_the_sweep_and_reaches_the_same_model(digits) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
