@@ -23,7 +23,7 @@ from .targets import TARGETS, Target
 __all__ = ["load_results", "load_notes", "main", "render"]
 
 NOTES_FILE = PACKAGE_DIR / "notes.toml"
-ORDER = ("ceiling", "extract", "store", "store_scale", "heads", "quant", "distributed", "gpu")
+ORDER = ("ceiling", "extract", "store", "store_scale", "heads", "head_fit", "quant", "distributed", "gpu")
 
 
 def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -70,6 +70,8 @@ def _value(target: Target, value: float) -> str:
         return f"{value:+.1f}%"
     if target.unit == "cosine":
         return f"{value:.6f}"
+    if target.unit == "s":
+        return f"{value:.0f} s"
     return f"{value:.2f} points"
 
 

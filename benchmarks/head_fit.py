@@ -1,0 +1,126 @@
+"""Each default ``bench`` head fitted on a store's whole training split, against the 5-minute budget.
+
+``python -m benchmarks.head_fit [--quick] [--stores PATH[:LAYER],...] [--heads logreg,svm,tree,nb,xgb]``
+
+Stores: by default the two ``pre_logits`` stores that ``featurestore run
+examples/fashion_mnist.toml`` writes under ``runs/fashion_mnist`` (60,000 training rows x 1,280
+features each): MobileNetV2 with its ImageNet weights, and the same architecture untrained,
+whose features are the slow case for lbfgs. A store that is not there is recorded as skipped,
+with the command that makes it. ``--quick`` writes a synthetic store of 300 training and 100
+test rows instead (its numbers mean nothing).
+
+For every store and head: ``heads.create_head(name)`` fitted on the ``train`` split (timed),
+then scored on the ``test`` split. Each fit runs alone, ``--repeats`` times (default 1: a fit
+takes minutes), since the budget is about one fit on a quiet machine. The target is the
+slowest head's median fit time.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import REPO_ROOT, Variant, make_parser, measure, parse_args, run_and_report, scratch_dir, table
+from .targets import evaluate, get_target
+
+__all__ = ["DEFAULT_STORES", "main", "run"]
+
+DEFAULT_STORES = ("runs/fashion_mnist/fmnist_mobilenet_v2:pre_logits",
+                  "runs/fashion_mnist/fmnist_mobilenet_v2_random:pre_logits")
+"""The example pipeline's stores, relative to the repository root."""
+
+_MAKE_STORES = "featurestore run examples/fashion_mnist.toml"
+
+
+def _split_spec(spec: str) -> tuple[Path, str | None]:
+    """``PATH[:LAYER]`` -> (path, layer); a relative path is taken from the repository root."""
+    path, _, layer = spec.partition(":")
+    resolved = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    return resolved, layer or None
+
+
+def _synthetic_store(root: Path, seed: int) -> str:
+    """A 10-class store of Gaussian blobs (300 train / 100 test rows x 32 features) for ``--quick``."""
+    from featurestore import write_arrays
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, 400)
+    features = rng.normal(size=(10, 32))[labels] + rng.normal(size=(400, 32))
+    write_arrays(root / "synthetic", {"features": features.astype(np.float32)}, labels=[str(v) for v in labels],
+                 splits=["train"] * 300 + ["test"] * 100)
+    return f"{root / 'synthetic'}:features"
+
+
+def _fit_store(spec: str, heads: list[str], repeats: int) -> dict[str, Any]:
+    """Fit seconds and test accuracy of every head on one store (or why it was skipped)."""
+    from featurestore import open_store
+    from heads import create_head
+    from heads.registry import method_used
+
+    path, layer = _split_spec(spec)
+    if not path.is_dir():
+        return {"store": spec, "skipped": f"no store at {path}; `{_MAKE_STORES}` writes it"}
+    store = open_store(path)
+    layers = [layer] if layer else None
+    train, test = store.load(layers=layers, split="train"), store.load(layers=layers, split="test")
+    X, y, X_test, y_test = train.matrix(), train.y, test.matrix(), test.y
+    found: dict[str, Any] = {"store": spec, "train_rows": int(X.shape[0]), "features": int(X.shape[1]),
+                             "test_rows": int(X_test.shape[0]), "heads": {}}
+    for name in heads:
+        fitted: list = []
+        stats = measure([Variant(name, lambda _: fitted.append(create_head(name).fit(X, y)))], repeats)[name]
+        head = fitted[-1]
+        found["heads"][name] = {"fit_s": stats["median_s"], "samples_s": stats["samples_s"],
+                                "method": method_used(head), "test_accuracy": float(head.score(X_test, y_test))}
+        print(f"  {spec} / {name}: fit {stats['median_s']:.1f} s, test accuracy "
+              f"{found['heads'][name]['test_accuracy']:.4f} ({found['heads'][name]['method']})", flush=True)
+    return found
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit every head on every store; return the results document."""
+    budget = get_target("heads.fit_budget").threshold
+    with scratch_dir(args, "head-fit") as work:
+        specs = [_synthetic_store(work, args.seed)] if args.quick and args.stores is None else \
+            list(args.stores or DEFAULT_STORES)
+        stores = [_fit_store(spec, args.heads, args.repeats) for spec in specs]
+    measured = [s for s in stores if "heads" in s]
+    rows = [[s["store"], f"{s['train_rows']} x {s['features']}",
+             *(f"{s['heads'][h]['fit_s']:.1f} ({s['heads'][h]['test_accuracy']:.3f})" for h in args.heads)]
+            for s in measured]
+    notes = [f"{s['store']}: skipped: {s['skipped']}" for s in stores if "skipped" in s]
+    targets = []
+    if measured:
+        fits = [(s["heads"][h]["fit_s"], s["store"], h) for s in measured for h in args.heads]
+        slowest, store, head = max(fits)
+        over = [f"{h} on {st} ({t:.0f} s)" for t, st, h in sorted(fits, reverse=True) if t > budget]
+        note = f"slowest: {head} on {store}, {slowest:.0f} s"
+        note += f"; over the {budget:g} s budget: {', '.join(over)}" if over else ""
+        targets.append(evaluate("heads.fit_budget", slowest, note=note))
+    return {
+        "parameters": {"stores": specs, "heads": list(args.heads), "budget_s": budget},
+        "stores": stores, "targets": targets, "notes": notes,
+        "tables": [table("Fit seconds (test accuracy) of each head on the whole training split, one fit at a time",
+                         ["store", "train rows x features", *args.heads], rows)],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from featurestore.bench_config import DEFAULT_HEADS
+
+    parser = make_parser("head_fit", __doc__.splitlines()[0])
+    parser.add_argument("--stores", type=lambda text: text.split(","),
+                        help="comma-separated PATH[:LAYER] (default: the example pipeline's pre_logits stores; "
+                             "with --quick a synthetic store)")
+    parser.add_argument("--heads", type=lambda text: text.split(","), default=list(DEFAULT_HEADS),
+                        help=f"comma-separated registered heads (default: bench's, {','.join(DEFAULT_HEADS)})")
+    args = parse_args(parser, argv)
+    args.repeats = args.repeats or 1
+    return run_and_report("head_fit", args, run, show_notes=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""The head_fit benchmark fits real heads on a small store and judges the slowest against the budget.
+
+No time is asserted: the target's verdict is whatever the machine measured.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import head_fit
+
+
+def test_quick_run_times_every_head_on_a_synthetic_store(tmp_path):
+    argv = ["--quick", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "work"),
+            "--heads", "nb,tree,logreg"]
+    assert head_fit.main(argv) == 0
+    assert not list((tmp_path / "work").iterdir())  # the synthetic store is removed
+    doc = json.loads((tmp_path / "results" / "head_fit.json").read_text())
+    (store,) = doc["stores"]
+    assert (store["train_rows"], store["test_rows"], store["features"]) == (300, 100, 32)
+    assert list(store["heads"]) == ["nb", "tree", "logreg"]
+    for found in store["heads"].values():
+        assert len(found["samples_s"]) == 1 and found["fit_s"] > 0
+        assert 0.5 < found["test_accuracy"] <= 1.0  # separable blobs: every head learns them
+    assert store["heads"]["logreg"]["method"].startswith("C=")
+    (target,) = doc["targets"]
+    slowest = max(found["fit_s"] for found in store["heads"].values())
+    assert target["id"] == "heads.fit_budget" and target["measured"] == slowest
+    assert target["passed"] == (slowest <= 300)
+    (tab,) = doc["tables"]
+    assert tab["headers"][2:] == ["nb", "tree", "logreg"] and len(tab["rows"]) == 1
+
+
+def test_a_missing_store_is_recorded_as_skipped(tmp_path):
+    argv = ["--results-dir", str(tmp_path), "--stores", str(tmp_path / "absent") + ":pre_logits", "--heads", "nb"]
+    assert head_fit.main(argv) == 0
+    doc = json.loads((tmp_path / "head_fit.json").read_text())
+    assert doc["targets"] == [] and doc["tables"][0]["rows"] == []
+    assert "featurestore run examples/fashion_mnist.toml" in doc["stores"][0]["skipped"]
+    assert doc["notes"] == [f"{tmp_path / 'absent'}:pre_logits: skipped: {doc['stores'][0]['skipped']}"]
