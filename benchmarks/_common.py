@@ -33,7 +33,7 @@ __all__ = [
     "CACHE_DIR", "REPO_ROOT", "RESULTS_DIR", "SCHEMA_VERSION", "Variant", "cpu_info", "fashion_mnist_missing", "fmt",
     "machine_info",
     "make_parser", "measure", "parse_args", "print_tables", "ratio_cell", "repeats_for", "scratch_dir", "speed_ratio",
-    "spread_cell", "summarize", "table", "time_ratio", "write_result",
+    "spread_cell", "summarize", "table", "time_ratio", "train_test_matrices", "write_result",
 ]
 
 SCHEMA_VERSION = 1
@@ -57,6 +57,16 @@ def fashion_mnist_missing() -> str | None:
     except SourceError as exc:
         return str(exc)
     return None
+
+
+def train_test_matrices(store: Path, layers: Sequence[str] | None = None, view: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_train, y_train, X_test, y_test)`` of a store's ``train`` and ``test`` splits (``layers``: default all)."""
+    from featurestore import open_store
+
+    opened = open_store(store)
+    train, test = opened.load(layers, split="train", view=view), opened.load(layers, split="test", view=view)
+    return train.matrix(), train.y, test.matrix(), test.y
 
 
 # --- command line -------------------------------------------------------------------------------

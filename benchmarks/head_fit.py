@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._common import REPO_ROOT, Variant, make_parser, measure, parse_args, run_and_report, scratch_dir, table
+from ._common import train_test_matrices
 from .targets import evaluate, get_target
 
 __all__ = ["DEFAULT_STORES", "main", "run"]
@@ -56,23 +57,23 @@ def _synthetic_store(root: Path, seed: int) -> str:
 
 def _fit_store(spec: str, heads: list[str], repeats: int) -> dict[str, Any]:
     """Fit seconds and test accuracy of every head on one store (or why it was skipped)."""
-    from featurestore import open_store
     from heads import create_head
     from heads.registry import method_used
 
     path, layer = _split_spec(spec)
     if not path.is_dir():
         return {"store": spec, "skipped": f"no store at {path}; `{_MAKE_STORES}` writes it"}
-    store = open_store(path)
-    layers = [layer] if layer else None
-    train, test = store.load(layers=layers, split="train"), store.load(layers=layers, split="test")
-    X, y, X_test, y_test = train.matrix(), train.y, test.matrix(), test.y
+    X, y, X_test, y_test = train_test_matrices(path, [layer] if layer else None)
     found: dict[str, Any] = {"store": spec, "train_rows": int(X.shape[0]), "features": int(X.shape[1]),
                              "test_rows": int(X_test.shape[0]), "heads": {}}
     for name in heads:
-        fitted: list = []
-        stats = measure([Variant(name, lambda _: fitted.append(create_head(name).fit(X, y)))], repeats)[name]
-        head = fitted[-1]
+        fitted: dict[str, Any] = {}  # the last repeat's head, scored below
+
+        def fit(_: object, name: str = name) -> None:
+            fitted["head"] = create_head(name).fit(X, y)
+
+        stats = measure([Variant(name, fit)], repeats)[name]
+        head = fitted["head"]
         found["heads"][name] = {"fit_s": stats["median_s"], "samples_s": stats["samples_s"],
                                 "method": method_used(head), "test_accuracy": float(head.score(X_test, y_test))}
         print(f"  {spec} / {name}: fit {stats['median_s']:.1f} s, test accuracy "

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ._common import _positive_int, add_cache_dir, fashion_mnist_missing, make_parser, parse_args, run_and_report, scratch_dir, table
+from ._common import train_test_matrices
 from ._models import BackboneCase, exported_model
 
 __all__ = ["CLASSICAL", "LEVERS", "main", "run"]
@@ -71,14 +72,6 @@ def _extract(model: Path, store: Path, sizes: dict[str, int], views: int) -> flo
     for split, count in sizes.items():
         extract(model, FashionMnistSource(split, limit=count), store, options)
     return time.perf_counter() - started
-
-
-def _split(store: Path, layers: list[str], view: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from featurestore import open_store
-
-    opened = open_store(store)
-    train, test = opened.load(layers, split="train", view=view), opened.load(layers, split="test", view=view)
-    return train.matrix(), train.y, test.matrix(), test.y
 
 
 # --- levers -------------------------------------------------------------------------------------
@@ -153,7 +146,7 @@ def _heads(mnv2: Path, work: Path) -> list[dict[str, Any]]:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    data = _split(mnv2, [PYRAMID])
+    data = train_test_matrices(mnv2, [PYRAMID])
     nystroem = _fit_score("svm", data, max_dims=None, exact_max_samples=0)
     exact = _fit_score("svm", data)
     logreg = _fit_score("logreg", data)
