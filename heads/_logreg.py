@@ -116,7 +116,8 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.search_max_iter = search_max_iter
 
-    def _sorted_cs(self) -> np.ndarray:
+    def _check_params(self) -> np.ndarray:
+        """Raise HeadParamError for an invalid parameter; return ``Cs`` sorted ascending."""
         try:
             cs = np.sort(np.asarray(self.Cs, dtype=np.float64).ravel())
         except (TypeError, ValueError):
@@ -180,7 +181,7 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         HeadParamError
             If a parameter has an invalid value.
         """
-        cs = self._sorted_cs()
+        cs = self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self.Cs_ = cs
