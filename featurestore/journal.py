@@ -4,11 +4,17 @@ A commit (a shard, failures, a run's provenance) costs one short append and one 
 whatever the store's size; ``manifest.json`` is a checkpoint that folds the journal in now
 and then (see :class:`~featurestore.manifest.Manifest`).
 
-Format: the first line is a header ``{"base": N}`` (the last sequence number the checkpoint
-holds); every other line is ``<crc32 hex> <JSON record>`` with the record's ``seq``
-numbering on from ``N + 1``. A line is valid when it ends with a newline and its CRC
-matches; reading stops at the first invalid line. A kill at any byte of an append leaves
-at most one torn line at the end, which readers ignore and the next writer cuts off.
+Format: the first line is a header ``{"base": N, "version": 1}`` (``base``: the last
+sequence number the checkpoint holds; ``version``: the journal format, absent in journals
+written before it was recorded, which read as version 1); every other line is
+``<crc32 hex> <JSON record>`` with the record's ``seq`` numbering on from ``N + 1``.
+
+A kill at any byte of an append leaves at most one torn line, the last one, which readers
+ignore and the next writer cuts off. Anything else that does not read is damage, refused
+with :class:`~featurestore.errors.StoreDamagedError` (``featurestore repair`` rebuilds the
+store from its shard files): a bad line with more bytes after it, a record whose checksum
+matches but whose sequence number repeats or skips, or whose fields are not what a writer
+writes (:func:`record_problem`), and a header that is not one.
 """
 
 from __future__ import annotations
@@ -21,12 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import write_bytes_atomic
-from .errors import StoreError
+from .errors import StoreDamagedError, StoreError
 
-__all__ = ["JOURNAL_NAME", "JournalState", "read_journal", "append_record", "reset_journal", "cut_torn_tail",
-           "encode_record"]
+__all__ = ["JOURNAL_NAME", "JOURNAL_VERSION", "JournalState", "read_journal", "salvage_records", "record_problem",
+           "append_record", "reset_journal", "cut_torn_tail", "encode_record"]
 
 JOURNAL_NAME = "journal.log"
+#: The journal format this featurestore writes and reads (a header without ``version`` is version 1).
+JOURNAL_VERSION = 1
+#: The most rows a journal record may say one shard holds (far beyond any shard a writer makes;
+#: the shard file's own row count is checked wherever the shard is read).
+MAX_SHARD_ROWS = 1 << 40
+
+_RECORD_FIELDS = ("seq", "shard", "classes", "failures", "run")
+_FAILURE_FIELDS = ("path", "key", "error", "message")
 
 
 @dataclass
@@ -43,12 +57,15 @@ class JournalState:
         Length of the valid prefix (header and records); anything after it is a torn tail.
     size : int
         Length of the file.
+    version : int
+        The journal format its header records (1 for a header without one).
     """
 
     base: int | None
     records: list[dict[str, Any]] = field(default_factory=list)
     valid_bytes: int = 0
     size: int = 0
+    version: int = JOURNAL_VERSION
 
     @property
     def torn(self) -> bool:
@@ -56,7 +73,7 @@ class JournalState:
 
 
 def _header(base: int) -> bytes:
-    return json.dumps({"base": base}, separators=(",", ":")).encode() + b"\n"
+    return json.dumps({"base": base, "version": JOURNAL_VERSION}, separators=(",", ":")).encode() + b"\n"
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -65,26 +82,115 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
-def _decode(line: bytes) -> dict[str, Any] | None:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shard_problem(shard: Any) -> str | None:
+    if not isinstance(shard, dict):
+        return "its shard entry is not an object"
+    if not isinstance(shard.get("file"), str):
+        return "its shard entry names no file"
+    rows = shard.get("rows")
+    if not _is_int(rows) or not 0 <= rows <= MAX_SHARD_ROWS:
+        return f"its shard {shard['file']} says it holds {rows!r} rows"
+    if not isinstance(shard.get("checksum", shard.get("sha256")), str):
+        return f"its shard {shard['file']} has no checksum"
+    if "aliases" in shard and not (_is_int(shard["aliases"]) and shard["aliases"] >= 0):
+        return f"its shard {shard['file']} says it holds {shard['aliases']!r} aliases"
+    layout = shard.get("layout")
+    if layout is not None and not (isinstance(layout, dict) and all(
+            isinstance(item, list) and len(item) == 2 and (item[0] is None or _is_int(item[0]))
+            and isinstance(item[1], list) and all(_is_int(d) and d >= 0 for d in item[1]) for item in layout.values())):
+        return f"its shard {shard['file']} has a malformed layout"
+    if "stats" in shard and not isinstance(shard["stats"], dict):
+        return f"its shard {shard['file']} has malformed statistics"
+    return None
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a journal record's structure, or None when it is what a writer writes.
+
+    A record is an object with an integer ``seq`` >= 1 and any of ``shard`` (``file``,
+    integer ``rows`` in [0, 2**40], a ``checksum``, and optionally ``aliases``, ``layout``
+    and ``stats``), ``classes`` (strings), ``failures`` (objects with string ``path``,
+    ``error`` and ``message`` and a string or null ``key``) and ``run`` (an object).
+    """
+    if not isinstance(record, dict):
+        return "it is not an object"
+    unknown = sorted(set(record) - set(_RECORD_FIELDS))
+    if unknown:
+        return f"it has unknown field(s) {', '.join(map(repr, unknown))}"
+    if not _is_int(record.get("seq")) or record["seq"] < 1:
+        return f"its sequence number is {record.get('seq')!r}"
+    if "shard" in record and (problem := _shard_problem(record["shard"])):
+        return problem
+    classes = record.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return "its classes are not a list of strings"
+    failures = record.get("failures", [])
+    if not isinstance(failures, list) or not all(
+            isinstance(f, dict) and set(_FAILURE_FIELDS) <= set(f) and isinstance(f["path"], str)
+            and (f["key"] is None or isinstance(f["key"], str)) and isinstance(f["error"], str)
+            and isinstance(f["message"], str) for f in failures):
+        return "its failures are malformed"
+    if "run" in record and not isinstance(record["run"], dict):
+        return "its run is not an object"
+    return None
+
+
+def _decode(line: bytes) -> tuple[bool, Any]:
+    """(whether the line's CRC matches, the parsed JSON or None)."""
     if len(line) < 10 or line[8:9] != b" ":
-        return None
+        return False, None
     body = line[9:]
     try:
         if int(line[:8], 16) != zlib.crc32(body):
-            return None
-        record = json.loads(body)
+            return False, None
+        return True, json.loads(body)
     except ValueError:
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("seq"), int) else None
+        return False, None
+
+
+def _damaged(path: Path, why: str) -> StoreDamagedError:
+    return StoreDamagedError(f"{path}: {why}; the store is damaged, nothing was changed: run "
+                             f"`featurestore repair {path.parent}` to rebuild it from its shard files")
+
+
+def _read_header(path: Path, data: bytes) -> tuple[int, int, int]:
+    """(base, version, header length) of a journal's bytes."""
+    first, sep, _ = data.partition(b"\n")
+    try:
+        header = json.loads(first) if sep else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or not _is_int(header.get("base")):
+        raise _damaged(path, 'it does not start with a journal header {"base": N, "version": 1}')
+    version = header.get("version", 1)
+    if not _is_int(version) or version != JOURNAL_VERSION:
+        raise StoreError(f"{path} has journal format version {version!r}; this featurestore reads version "
+                         f"{JOURNAL_VERSION}: use the featurestore that wrote the store, or a newer one")
+    if header["base"] < 0:
+        raise _damaged(path, f"its header says it continues checkpoint {header['base']}, and a checkpoint "
+                             "number is never negative")
+    return header["base"], version, len(first) + 1
 
 
 def read_journal(store: str | Path) -> JournalState:
-    """The valid records of ``STORE/journal.log`` (a torn tail is left out).
+    """The records of ``STORE/journal.log``; a torn last line is left out.
+
+    Only the last line may be torn (a writer killed while appending it): a line that does not
+    read, with more bytes after it, is damage, and so is a record whose checksum matches but
+    whose sequence number does not follow the previous one (a repeated record) or whose
+    fields are malformed (:func:`record_problem`), or two records committing the same shard
+    file.
 
     Raises
     ------
+    StoreDamagedError
+        The journal is damaged as described; the message names the line.
     StoreError
-        The file is not a journal (its first line is not a header) or is a link.
+        The file is a link, or has a journal format version this featurestore does not read.
     """
     path = Path(store) / JOURNAL_NAME
     if path.is_symlink():
@@ -93,23 +199,32 @@ def read_journal(store: str | Path) -> JournalState:
         data = path.read_bytes()
     except FileNotFoundError:
         return JournalState(None)
-    first, sep, _ = data.partition(b"\n")
-    try:
-        header = json.loads(first) if sep else None
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or not isinstance(header.get("base"), int):
-        raise StoreError(f"{path} does not start with a journal header; the store is damaged")
-    state = JournalState(header["base"], valid_bytes=len(first) + 1, size=len(data))
-    expected = state.base + 1
-    position = state.valid_bytes
+    base, version, position = _read_header(path, data)
+    state = JournalState(base, valid_bytes=position, size=len(data), version=version)
+    expected = base + 1
+    files: set[str] = set()
+    line = 1
     while position < len(data):
+        line += 1
         end = data.find(b"\n", position)
         if end < 0:
-            break
-        record = _decode(data[position:end])
-        if record is None or record["seq"] != expected:
-            break
+            break  # torn: the last line, cut short
+        good, record = _decode(data[position:end])
+        if not good:
+            if end + 1 == len(data):
+                break  # torn: the last line, garbled (a power cut before its fsync)
+            raise _damaged(path, f"line {line} (byte {position}) does not match its checksum and "
+                                 f"{len(data) - end - 1} bytes of later records follow it")
+        problem = record_problem(record)
+        if problem is None and record["seq"] != expected:
+            problem = (f"its sequence number is {record['seq']}, the one after the previous record is {expected} "
+                       "(a repeated or missing record)")
+        if problem is None and "shard" in record:
+            if record["shard"]["file"] in files:
+                problem = f"it commits shard {record['shard']['file']} a second time"
+            files.add(record["shard"]["file"])
+        if problem:
+            raise _damaged(path, f"line {line} (record {expected}) is not a valid commit: {problem}")
         state.records.append(record)
         expected += 1
         position = end + 1
@@ -117,12 +232,46 @@ def read_journal(store: str | Path) -> JournalState:
     return state
 
 
+def salvage_records(store: str | Path) -> list[dict[str, Any]]:
+    """Every record of ``STORE/journal.log`` that still reads (checksum and fields), whatever surrounds
+    it, in file order, the first of each sequence number kept; for ``featurestore repair``.
+
+    Raises
+    ------
+    StoreError
+        The journal is a link.
+    """
+    path = Path(store) / JOURNAL_NAME
+    if path.is_symlink():
+        raise StoreError(f"{path} is a link; refusing the store (it must never make us read outside it)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for line in data.split(b"\n")[1:]:
+        good, record = _decode(line)
+        if good and record_problem(record) is None and record["seq"] not in seen:
+            seen.add(record["seq"])
+            out.append(record)
+    return out
+
+
 def append_record(store: str | Path, record: dict[str, Any]) -> int:
     """Append one record and fsync it; returns the bytes written.
 
     One ``write`` on an ``O_APPEND`` descriptor, then ``fdatasync``: once this returns, the
     record survives a kill or a power cut.
+
+    Raises
+    ------
+    StoreError
+        The record is not well-formed (:func:`record_problem`); nothing is written.
     """
+    problem = record_problem(record)
+    if problem:
+        raise StoreError(f"refusing to commit a malformed record to {Path(store) / JOURNAL_NAME}: {problem}")
     line = encode_record(record)
     fd = os.open(Path(store) / JOURNAL_NAME, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     try:

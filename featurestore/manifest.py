@@ -158,6 +158,7 @@ class Manifest:
         UnsafeStoreError
             The manifest names a shard outside ``STORE/shards/``.
         """
+        previous = None
         for _ in range(20):
             manifest = cls._read_checkpoint(Path(store))
             if manifest.data["schema_version"] == 1:
@@ -165,10 +166,26 @@ class Manifest:
             journal = read_journal(store)
             base = manifest.data.get("journal_seq", 0)
             if journal.base is not None and journal.base > base:
+                stamp = _file_stamp(Path(store) / MANIFEST_NAME)
+                if stamp == previous:  # the same checkpoint twice: no writer is replacing it
+                    raise StoreDamagedError(
+                        f"{Path(store) / JOURNAL_NAME} continues checkpoint {journal.base}, but {MANIFEST_NAME} is "
+                        f"checkpoint {base}: the journal does not belong to this checkpoint; the store is damaged, "
+                        f"nothing was changed: run `featurestore repair {store}`")
+                previous = stamp
                 continue  # a checkpoint happened between the two reads
-            # no journal file: a writer was killed between creating the manifest and the journal
+            if journal.base is None:
+                check_missing_journal(Path(store), manifest)
+            committed = {shard["file"] for shard in manifest.shards}
             for record in journal.records:
                 if record["seq"] > base:
+                    if "shard" in record:
+                        if record["shard"]["file"] in committed:
+                            raise StoreDamagedError(
+                                f"{Path(store) / JOURNAL_NAME}: record {record['seq']} commits shard "
+                                f"{record['shard']['file']} a second time; the store is damaged, nothing was "
+                                f"changed: run `featurestore repair {store}`")
+                        committed.add(record["shard"]["file"])
                     manifest.apply(record)
             return manifest
         raise StoreError(f"{store}: {JOURNAL_NAME} and {MANIFEST_NAME} kept changing while being read; "
@@ -291,6 +308,34 @@ class Manifest:
                 seen.add((failure["path"], failure["key"]))
                 added += 1
         return added
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def check_missing_journal(store: Path, manifest: "Manifest") -> None:
+    """Accept a store without ``journal.log`` only where no commit can be missing: a writer killed
+    between writing a new store's first checkpoint and its journal leaves checkpoint 0, and no
+    shard file the checkpoint does not name.
+
+    Raises
+    ------
+    StoreDamagedError
+        The journal is missing from a store that had one (run ``featurestore repair``).
+    """
+    from .shard import uncommitted_shards
+
+    extra = [p for p in uncommitted_shards(store, manifest.shards) if not p.name.startswith(".")]
+    if manifest.data.get("journal_seq", 0) or extra:
+        why = (f"{MANIFEST_NAME} is checkpoint {manifest.data.get('journal_seq', 0)}" if not extra
+               else f"shards/ holds {len(extra)} shard file(s) that {MANIFEST_NAME} does not name")
+        raise StoreDamagedError(f"{store / JOURNAL_NAME} is missing and {why}: commits may be lost; nothing was "
+                                f"changed: run `featurestore repair {store}` to rebuild the store from its shard files")
 
 
 def committed_digest(store: str | Path) -> str | None:

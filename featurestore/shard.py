@@ -12,19 +12,25 @@ Layout (readable with h5py or h5dump, without featurestore)::
 by earlier versions hold variable-length strings, which read the same)
     /features/<output> float32|float16 (rows, dim)   one dataset per exported layer
     /aliases/{keys,paths,labels,split}      other places the same content was seen
-    attrs: featurestore_store_schema, fingerprint, model_sha256
+    attrs: featurestore_store_schema, fingerprint, model_sha256,
+           featurestore_content_checksum (xxh3-128 of every dataset, see content_checksum),
+           featurestore_written_ns (when it was written, ns since the epoch)
 
 Datasets are contiguous and unfiltered, so a reader can take feature rows straight from the
 file at the dataset's byte offset, which the manifest records for each shard (``layout``):
 one ``readinto`` for a block of rows, a memory map for scattered rows, and no HDF5 parsing
 on the read path. Integrity comes from the shard's checksum in the manifest (xxh3-128;
 sha256 in shards written before schema 2), which ``featurestore verify`` checks together
-with the recorded offsets.
+with the recorded offsets. A shard also describes itself: its own attributes carry a checksum
+of its datasets' contents, so ``featurestore repair`` can tell a complete shard from a
+damaged one and recommit it without the manifest (shards written before it was recorded have
+none; repair recommits those when their columns read).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._atomic import file_checksum, replacing
+from ._atomic import CHECKSUM_PREFIX, file_checksum, replacing
 from .columns import RowColumns, decode_strings
 from .errors import StoreDamagedError, StoreError, UnsafeStoreError
 
@@ -40,9 +46,17 @@ __all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "shard
            "check_shard_name", "shard_file", "open_shard",
            "check_feature_layouts", "ALIGNED",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
-           "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry"]
+           "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry", "content_checksum",
+           "CONTENT_CHECKSUM_ATTR", "WRITTEN_ATTR"]
 
 SHARD_DIR = "shards"
+#: The shard attribute holding the checksum of its contents (:func:`content_checksum`).
+CONTENT_CHECKSUM_ATTR = "featurestore_content_checksum"
+#: The shard attribute recording when it was written (ns since the epoch): repair's commit order.
+WRITTEN_ATTR = "featurestore_written_ns"
+#: The datasets a content checksum covers, in order (then every /features/ dataset by name).
+_CONTENT = ("keys", "labels", "split", "view", "paths", "aliases/keys", "aliases/paths", "aliases/labels",
+            "aliases/split")
 FLOAT16_MAX = 65504.0
 #: Every dataset of 4 KiB or more starts on a 4 KiB boundary: rows read straight from the file
 #: are then aligned for their dtype (a float32 layer HDF5 had placed at an odd offset made
@@ -208,6 +222,9 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
                 data, string_dtype = fixed_strings(values)
                 aliases.create_dataset(col, data=data, dtype=string_dtype)
             f.attrs.update(attrs)
+            f.attrs[WRITTEN_ATTR] = time.time_ns()
+            f.flush()
+            f.attrs[CONTENT_CHECKSUM_ATTR] = content_checksum(f)
             f.flush()
             layout = {out: _layout(group[out]) for out in features}
     return {
@@ -218,6 +235,22 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
         "layout": {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()},
         "stats": {out: layer_stats(values) for out, values in features.items()},
     }
+
+
+def content_checksum(f: h5py.File) -> str:
+    """``xxh3_128:<hex>`` of a shard's contents: each row column, alias column and feature dataset
+    (by name) with its name, dtype and shape, in a fixed order. Stored in the shard's own
+    attributes (:data:`CONTENT_CHECKSUM_ATTR`), it tells whether a shard file is complete and
+    unchanged without the manifest."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    names = list(_CONTENT) + [f"features/{name}" for name in sorted(f["features"])]
+    for name in names:
+        values = np.ascontiguousarray(f[name][()])
+        digest.update(f"{name}|{values.dtype.str}|{values.shape}|".encode())
+        digest.update(memoryview(values).cast("B") if values.size else b"")
+    return CHECKSUM_PREFIX + digest.hexdigest()
 
 
 def layouts_of_entry(entry: dict[str, Any], dtype: np.dtype) -> dict[str, FeatureLayout] | None:

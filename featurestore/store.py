@@ -82,12 +82,18 @@ class FeatureStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        missing = None
         for _ in range(20):
             self.manifest = Manifest.load(self.path)
             try:
                 columns = self._read_columns()
                 break
             except FileNotFoundError:
+                index = (self.manifest.index or {}).get("file")
+                if index is not None and index == missing:  # the same checkpoint twice: not a writer's doing
+                    raise StoreDamagedError(f"{self.path}: its row index {index} is missing; run "
+                                            f"`featurestore repair {self.path}` to rebuild it") from None
+                missing = index
                 continue  # a writer replaced the row index after we read the manifest: read again
         else:
             raise StoreError(f"{self.path}: its row index kept being replaced while being read; try again")
@@ -117,8 +123,8 @@ class FeatureStore:
             shard = shards[s]
             columns, layout = self._read(shard, read_columns)
             if len(columns) != shard["rows"]:
-                raise StoreError(f"shard {shard['file']} of {self.path} has {len(columns)} rows, "
-                                 f"the manifest says {shard['rows']}; run `featurestore verify`")
+                raise StoreDamagedError(f"shard {shard['file']} of {self.path} has {len(columns)} rows, "
+                                        f"its commit says {shard['rows']}; run `featurestore verify {self.path}`")
             parts.append(columns)
             self._layouts[s] = layouts_of_entry(shard, dtype) or layout
         return RowColumns.concatenate(parts)

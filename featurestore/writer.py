@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .errors import OptionsError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+from ._orphans import ORPHAN_DIR, move_aside
+from .errors import OptionsError, StoreDamagedError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
 from .columns import RowColumns
 from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
@@ -31,7 +32,7 @@ LOCK_NAME = ".lock"
 
 def _leftover(name: str) -> bool:
     """Files a killed first run may leave in a store directory that has no manifest yet."""
-    return name in (LOCK_NAME, SHARD_DIR, INDEX_DIR, JOURNAL_NAME) or name.startswith(
+    return name in (LOCK_NAME, SHARD_DIR, INDEX_DIR, JOURNAL_NAME, ORPHAN_DIR) or name.startswith(
         (f".{MANIFEST_NAME}.tmp-", f".{JOURNAL_NAME}.tmp-"))
 
 
@@ -116,9 +117,10 @@ class StoreWriter:
 
     Rows are buffered and written ``shard_rows`` at a time as a new shard, which one fsynced
     journal record then commits. Now and then, and on :meth:`close`, the journal is folded
-    into a checkpoint: a new row index and ``manifest.json``. Shards, index files or
-    temporary files that nothing committed names (left by a killed run) are removed on open,
-    and a torn journal tail is cut off. A schema-1 store is upgraded on open.
+    into a checkpoint: a new row index and ``manifest.json``. On open, temporary files and
+    index files that nothing committed names (left by a killed run) are removed, shard files
+    nothing commits are moved to ``orphans/`` (never deleted: ``featurestore repair``
+    recommits them), and a torn journal tail is cut off. A schema-1 store is upgraded on open.
 
     Parameters
     ----------
@@ -134,7 +136,7 @@ class StoreWriter:
         Commit every shard through the journal (a kill loses at most one shard's rows). With
         False the shards are committed once, by :meth:`close`: for one-shot writes such as
         :func:`~featurestore.write_arrays`, where a kill loses the whole call's rows anyway
-        (the next writer removes the shards nothing names).
+        (the next writer moves the shards nothing names to ``orphans/``).
 
     Raises
     ------
@@ -218,8 +220,10 @@ class StoreWriter:
             cut_torn_tail(self.path, state)
 
     def remove_uncommitted(self) -> None:
-        """Delete what nothing committed names: temporary files, shard files and row indexes left by a
-        killed writer or actor, and row indexes an earlier checkpoint replaced.
+        """Clear what nothing committed names: delete temporary files and row indexes left by a
+        killed writer or actor, and row indexes an earlier checkpoint replaced; move shard files
+        nothing commits to ``orphans/`` (a shard file is never deleted: it may hold committed rows
+        whose journal was lost, which ``featurestore repair`` recommits).
 
         Safe while this writer holds the store's lock: only its process commits.
         """
@@ -227,7 +231,10 @@ class StoreWriter:
             for item in self.path.glob(pattern):
                 item.unlink()
         for item in uncommitted_shards(self.path, self.manifest.shards):
-            item.unlink(missing_ok=True)
+            if item.name.startswith("."):  # a temporary file: a shard never renamed into place
+                item.unlink(missing_ok=True)
+            else:
+                move_aside(self.path, item)
         index = self.manifest.index
         for item in stale_index_files(self.path, index["file"] if index else None):
             item.unlink(missing_ok=True)
@@ -239,9 +246,17 @@ class StoreWriter:
         index = self.manifest.index
         covered = index["shards"] if index else 0
         if index:
-            self._columns.append(read_row_index(self.path, index))
+            try:
+                self._columns.append(read_row_index(self.path, index))
+            except FileNotFoundError:
+                raise StoreDamagedError(f"{self.path}: its row index {index['file']} is missing; nothing was "
+                                        f"changed: run `featurestore repair {self.path}` to rebuild it") from None
         for shard in self.manifest.shards[covered:]:
             columns, layout = read_columns(shard_file(self.path, shard["file"]))
+            if len(columns) != shard["rows"]:
+                raise StoreDamagedError(f"shard {shard['file']} of {self.path} holds {len(columns)} rows, its "
+                                        f"commit says {shard['rows']}; the store is damaged, nothing was changed: "
+                                        f"run `featurestore verify {self.path}`")
             self._columns.append(columns)
             shard.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
         keys = [c.keys.astype(str).tolist() for c in self._columns]
@@ -252,6 +267,9 @@ class StoreWriter:
             self.seen_paths.update(zip(part, columns.paths.tolist()))
             self.seen_paths.update(zip(columns.aliases["keys"].astype(str).tolist(),
                                        columns.aliases["paths"].tolist()))
+        if len(self.row_ids) != sum(len(c) for c in self._columns):
+            raise StoreDamagedError(f"{self.path}: a (key, view) row is committed twice; the store is damaged, "
+                                    f"nothing was changed: run `featurestore verify {self.path}`")
         self.stored_keys = {key for key, _ in self.row_ids}
         self._committed_names = {Path(shard["file"]).name for shard in self.manifest.shards}
         self.failed_keys = {f["key"] for f in self.manifest.failures if f.get("key")}
