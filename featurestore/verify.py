@@ -11,7 +11,9 @@ from .columns import RowColumns
 from .errors import StoreError, UnsafeStoreError
 from .manifest import Manifest
 from .row_index import check_row_index_file, read_row_index
-from .shard import SHARD_DIR, layouts_of_entry, open_shard, read_columns, shard_file, uncommitted_shards
+from ._orphans import ORPHAN_DIR, orphan_files_in
+from .shard import (CONTENT_CHECKSUM_ATTR, SHARD_DIR, content_checksum, layouts_of_entry, open_shard, read_columns,
+                    shard_file, uncommitted_shards)
 
 __all__ = ["verify_store", "orphan_files", "require_valid"]
 
@@ -99,15 +101,22 @@ def _check_index(path: Path, index: dict, indexed: list[RowColumns], covered: in
 
 
 def orphan_files(path: str | Path) -> list[str]:
-    """Shard files no manifest names (left by an interrupted run; the next extract removes them)."""
+    """Shard files nothing commits: in ``shards/`` (left by an interrupted run; the next writer moves
+    them to ``orphans/``) and in ``orphans/`` (``featurestore repair`` recommits those holding rows
+    the store lacks). Temporary files of an interrupted write are not listed."""
     path = Path(path)
-    return [f"{SHARD_DIR}/{item.name}" for item in uncommitted_shards(path, Manifest.load(path).shards)]
+    loose = [f"{SHARD_DIR}/{item.name}" for item in uncommitted_shards(path, Manifest.load(path).shards)
+             if not item.name.startswith(".")]
+    return loose + [f"{ORPHAN_DIR}/{item.name}" for item in orphan_files_in(path)]
 
 
 def _check_shard(shard: dict, file: Path, layers, seen: set[tuple[str, int]]) -> list[str]:
     rows = shard["rows"]
     problems = []
     with open_shard(file) as f:
+        recorded = f.attrs.get(CONTENT_CHECKSUM_ATTR)
+        if recorded is not None and recorded != content_checksum(f):
+            problems.append(f"{shard['file']}: its contents do not match the checksum in its own attributes")
         for column in _ROW_COLUMNS:
             if len(f[column]) != rows:
                 problems.append(f"{shard['file']}: /{column} has {len(f[column])} rows, manifest says {rows}")

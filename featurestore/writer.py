@@ -175,6 +175,7 @@ class StoreWriter:
         self._changed = False  # whether this writer committed a shard, a failure or an alias
         self._unsaved: list[dict[str, Any]] = []  # records of commits not yet in the journal
         self._refused: StoreWriteError | None = None  # set once the file system refused a write
+        self._opened = False  # whether the store was opened (shards named after run_id are this writer's)
         with _refused_writes(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = self._acquire_lock()
@@ -187,6 +188,7 @@ class StoreWriter:
                     self.manifest.save(self.path)
                 self._repair_journal()
                 self.remove_uncommitted()
+                self._opened = True
             self._load_index()
             if self.manifest.schema_version < STORE_SCHEMA_VERSION:
                 self._guarded(self._checkpoint)  # upgrade: layouts recorded, row index written
@@ -222,8 +224,10 @@ class StoreWriter:
     def remove_uncommitted(self) -> None:
         """Clear what nothing committed names: delete temporary files and row indexes left by a
         killed writer or actor, and row indexes an earlier checkpoint replaced; move shard files
-        nothing commits to ``orphans/`` (a shard file is never deleted: it may hold committed rows
-        whose journal was lost, which ``featurestore repair`` recommits).
+        nothing commits to ``orphans/`` (a shard file from before this writer opened is never
+        deleted: it may hold committed rows whose journal was lost, which ``featurestore repair``
+        recommits). Called again after a distributed job, it deletes the shards this writer's own
+        workers wrote and never reported (an actor killed after writing one: its batch was redone).
 
         Safe while this writer holds the store's lock: only its process commits.
         """
@@ -231,8 +235,8 @@ class StoreWriter:
             for item in self.path.glob(pattern):
                 item.unlink()
         for item in uncommitted_shards(self.path, self.manifest.shards):
-            if item.name.startswith("."):  # a temporary file: a shard never renamed into place
-                item.unlink(missing_ok=True)
+            if item.name.startswith(".") or (self._opened and item.name.startswith(f"{self.run_id}-")):
+                item.unlink(missing_ok=True)  # a temporary file (a shard never renamed into place), or see above
             else:
                 move_aside(self.path, item)
         index = self.manifest.index
@@ -256,7 +260,7 @@ class StoreWriter:
             if len(columns) != shard["rows"]:
                 raise StoreDamagedError(f"shard {shard['file']} of {self.path} holds {len(columns)} rows, its "
                                         f"commit says {shard['rows']}; the store is damaged, nothing was changed: "
-                                        f"run `featurestore verify {self.path}`")
+                                        f"run `featurestore repair {self.path}`")
             self._columns.append(columns)
             shard.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
         keys = [c.keys.astype(str).tolist() for c in self._columns]
@@ -269,7 +273,7 @@ class StoreWriter:
                                        columns.aliases["paths"].tolist()))
         if len(self.row_ids) != sum(len(c) for c in self._columns):
             raise StoreDamagedError(f"{self.path}: a (key, view) row is committed twice; the store is damaged, "
-                                    f"nothing was changed: run `featurestore verify {self.path}`")
+                                    f"nothing was changed: run `featurestore repair {self.path}`")
         self.stored_keys = {key for key, _ in self.row_ids}
         self._committed_names = {Path(shard["file"]).name for shard in self.manifest.shards}
         self.failed_keys = {f["key"] for f in self.manifest.failures if f.get("key")}

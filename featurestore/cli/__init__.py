@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "info": "info_cmd",
     "verify": "verify_cmd",
     "migrate": "migrate_cmd",
+    "repair": "repair_cmd",
     "bench": "bench_cmd",
     "fit": "fit_cmd",
     "predict": "predict_cmd",

@@ -23,6 +23,7 @@ def store_info(path: Path) -> dict[str, Any]:
     """Everything `info` reports, as plain JSON data."""
     from ..shard import shard_file
     from ..store import open_store
+    from ..verify import orphan_files
 
     store = open_store(path)
     store.check_shards()
@@ -64,6 +65,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "leakage": store.leakage(),
         "label_conflicts": store.label_conflicts(),
         "runs": manifest.data["runs"],
+        "orphans": orphan_files(path),
     }
 
 
@@ -85,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     for name, st in info["layers"].items():
         print(f"  {name:<24} dim {st['dim']:>5}  stride {st['stride'] or '-':>3}  pooling {st['pooling']:<6} "
               f"mean {st['mean']:.4g}  std {st['std']:.4g}  min {st['min']:.4g}  max {st['max']:.4g}")
+    if info["orphans"]:
+        print(f"orphans      {len(info['orphans'])} shard files not committed (`featurestore repair "
+              f"{info['store']}` commits those holding rows the store lacks): " + ", ".join(info["orphans"][: args.limit]))
     for title, entries in (("failures", info["failures"]),):
         print(f"{title:<12} {len(entries)}")
         for f in entries[: args.limit]:

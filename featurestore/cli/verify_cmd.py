@@ -21,10 +21,11 @@ def run(args: argparse.Namespace) -> int:
     problems = verify_store(args.store)
     manifest = Manifest.load(args.store)
     for orphan in orphan_files(args.store):
-        print(f"note: {orphan} is not committed (left by an interrupted run; the next extract removes it)")
+        print(f"note: {orphan} is not committed (left by an interrupted run, or its commit was lost); "
+              f"`featurestore repair {args.store}` commits it again if it holds rows the store lacks")
     if read_journal(args.store).torn:
         print(f"note: {JOURNAL_NAME} ends with a torn record (a writer was killed while committing); readers "
-              "ignore it and the next writer cuts it off")
+              "ignore it and the next writer cuts it off, moving its shard file to orphans/")
     if problems:
         for problem in problems:
             print(f"BAD {problem}", file=sys.stderr)
