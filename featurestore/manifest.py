@@ -153,8 +153,12 @@ class Manifest:
 
         Raises
         ------
+        StoreDamagedError
+            The journal is damaged (see :func:`~featurestore.journal.read_journal`), commits a
+            shard the checkpoint already holds, continues another checkpoint, or is missing
+            where commits may have been lost (run ``featurestore repair``).
         StoreError
-            Not a store, damaged JSON or journal, or a schema this featurestore cannot read.
+            Not a store, damaged JSON, or a schema this featurestore cannot read.
         UnsafeStoreError
             The manifest names a shard outside ``STORE/shards/``.
         """

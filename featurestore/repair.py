@@ -123,17 +123,19 @@ def _checkpoint(store: Path) -> Manifest:
     if not path.is_file() or path.is_symlink():
         raise StoreError(f"{store} is not a feature store ({MANIFEST_NAME} is missing or not a file); repair "
                          "needs it for the store's model and configuration")
+    def refused(why: object) -> StoreError:
+        return StoreError(f"{path} does not read ({why}); repair needs it for the store's model and configuration")
+
     try:
         data = json.loads(path.read_bytes())
         manifest = Manifest(data, int(data.get("journal_seq", 0)))
-        if data.get("schema_version") not in READABLE_SCHEMAS:
-            raise ValueError(f"store schema version {data.get('schema_version')!r}")
         manifest.config, manifest.spec  # noqa: B018 (both must read)
-        if not isinstance(data.get("fingerprint"), str):
-            raise ValueError("no fingerprint")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise StoreError(f"{path} does not read ({exc}); repair needs it for the store's model and "
-                         "configuration") from None
+        raise refused(exc) from None
+    if data.get("schema_version") not in READABLE_SCHEMAS:
+        raise refused(f"store schema version {data.get('schema_version')!r}")
+    if not isinstance(data.get("fingerprint"), str):
+        raise refused("no fingerprint")
     return manifest
 
 

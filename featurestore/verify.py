@@ -27,14 +27,15 @@ def verify_store(path: str | Path) -> list[str]:
     shard exists, matches its checksum, opens as HDF5 with only what the writer produces (no
     links, external storage, virtual datasets, chunks or filters), holds the manifest's row
     count in every row column and layer (with the layer's width) at the byte offsets the
-    manifest records, and has no NaN or Inf; that no (key, view) row appears twice; and that
+    manifest records, matches the checksum of its contents in its own attributes (when it has
+    one), and has no NaN or Inf; that no (key, view) row appears twice; and that
     the row index matches its checksum and, row for row, the shards it covers.
 
     Raises
     ------
     StoreError
         The manifest itself cannot be read (:class:`UnsafeStoreError` when it names a shard
-        outside ``shards/``).
+        outside ``shards/``, :class:`StoreDamagedError` when the journal is damaged or missing).
     """
     path = Path(path)
     manifest = Manifest.load(path)
