@@ -60,6 +60,9 @@ class RepairReport:
         Files left in or moved to ``orphans/``, and why.
     removed : list of str
         Temporary files of a killed writer, deleted.
+    lost : list of str
+        Shard files the checkpoint or the journal named that are gone (their rows cannot be
+        recovered from this store).
     """
 
     store: Path
@@ -71,6 +74,7 @@ class RepairReport:
     unchecked: list[str] = field(default_factory=list)
     set_aside: list[tuple[str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """Lines for the command line."""
@@ -83,6 +87,7 @@ class RepairReport:
                   "featurestore); its columns read" for name in self.unchecked]
         lines += [f"  set aside {name}: {why}" for name, why in self.set_aside]
         lines += [f"  removed temporary file {name}" for name in self.removed]
+        lines += [f"  LOST {name}: committed before, the file is gone" for name in self.lost]
         return "\n".join(lines)
 
 
@@ -191,8 +196,9 @@ def _inspect(file: Path, manifest: Manifest, known: dict[str, tuple[tuple, dict[
     if entry is not None and entry.get("rows") == rows and (
             entry.get("checksum") == checksum if "checksum" in entry else entry.get("sha256") == file_sha256(file)):
         entry = copy.deepcopy(entry)  # as committed (keeps the statistics of the values before casting)
-    else:
-        order, entry = (), {"rows": rows, "aliases": len(columns.aliases["keys"]), "checksum": checksum, "stats": stats}
+    else:  # not the file that was committed under this name, or changed since: described afresh
+        order = order if file.parent.name == SHARD_DIR else ()
+        entry = {"rows": rows, "aliases": len(columns.aliases["keys"]), "checksum": checksum, "stats": stats}
     entry["file"] = f"{SHARD_DIR}/{name}"
     entry.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
     if not order:  # after the checkpoint's shards: in the order they were written, as one writer commits them
@@ -267,6 +273,8 @@ def repair_store(path: str | Path) -> RepairReport:
             else:
                 candidates.append(found)
         candidates.sort(key=lambda c: c.order)
+        present = {c.path.name for c in candidates} | {Path(name).name for name, _ in report.set_aside}
+        report.lost = [f"{SHARD_DIR}/{name}" for name in known if name not in present]
         committed: list[_Shard] = []
         rows: set[tuple[bytes, int]] = set()
         digests: set[str] = set()

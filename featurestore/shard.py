@@ -213,8 +213,9 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
             data, string_dtype = fixed_strings(buffer.paths)
             f.create_dataset("paths", data=data, dtype=string_dtype)
             group = f.create_group("features")
-            for out, values in features.items():
-                group.create_dataset(out, data=values.astype(dtype, copy=False))
+            stored = {out: np.ascontiguousarray(values, dtype=dtype) for out, values in features.items()}
+            for out, values in stored.items():
+                group.create_dataset(out, data=values)
             aliases = f.create_group("aliases")
             columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
             aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
@@ -224,7 +225,8 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
             f.attrs.update(attrs)
             f.attrs[WRITTEN_ATTR] = time.time_ns()
             f.flush()
-            f.attrs[CONTENT_CHECKSUM_ATTR] = content_checksum(f)
+            f.attrs[CONTENT_CHECKSUM_ATTR] = content_checksum(f, stored)
+            del stored
             f.flush()
             layout = {out: _layout(group[out]) for out in features}
     return {
@@ -237,17 +239,21 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     }
 
 
-def content_checksum(f: h5py.File) -> str:
+def content_checksum(f: h5py.File, features: dict[str, np.ndarray] | None = None) -> str:
     """``xxh3_128:<hex>`` of a shard's contents: each row column, alias column and feature dataset
     (by name) with its name, dtype and shape, in a fixed order. Stored in the shard's own
     attributes (:data:`CONTENT_CHECKSUM_ATTR`), it tells whether a shard file is complete and
-    unchanged without the manifest."""
+    unchanged without the manifest.
+
+    ``features`` (output -> the C-contiguous array just written as ``/features/<output>``) saves
+    reading them back while writing."""
     import xxhash
 
     digest = xxhash.xxh3_128()
     names = list(_CONTENT) + [f"features/{name}" for name in sorted(f["features"])]
     for name in names:
-        values = np.ascontiguousarray(f[name][()])
+        given = features.get(name[len("features/"):]) if features and name.startswith("features/") else None
+        values = given if given is not None else np.ascontiguousarray(f[name][()])
         digest.update(f"{name}|{values.dtype.str}|{values.shape}|".encode())
         digest.update(memoryview(values).cast("B") if values.size else b"")
     return CHECKSUM_PREFIX + digest.hexdigest()

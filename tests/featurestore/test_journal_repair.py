@@ -355,3 +355,12 @@ def test_a_malformed_record_is_never_written(store):
     with pytest.raises(StoreError, match="malformed record"):
         append_record(store, {"seq": 99, "shard": {"file": "shards/x.h5", "rows": 1e12, "checksum": "x"}})
     assert len(read_journal(store).records) == 4
+
+
+def test_repair_names_a_committed_shard_whose_file_is_gone(store, reference):
+    gone = sorted((store / "shards").iterdir())[0]
+    gone.unlink()
+    report = repair_store(store)
+    assert report.lost == [f"shards/{gone.name}"] and report.rows == 14
+    assert f"LOST shards/{gone.name}" in report.summary()
+    assert verify_store(store) == []
