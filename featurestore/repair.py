@@ -88,6 +88,9 @@ class RepairReport:
         lines += [f"  set aside {name}: {why}" for name, why in self.set_aside]
         lines += [f"  removed temporary file {name}" for name in self.removed]
         lines += [f"  LOST {name}: committed before, the file is gone" for name in self.lost]
+        if self.set_aside:
+            lines.append(f"  files set aside stay in {self.store / ORPHAN_DIR} for inspection; delete them when "
+                         "not needed")
         return "\n".join(lines)
 
 

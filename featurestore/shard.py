@@ -224,7 +224,6 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
                 aliases.create_dataset(col, data=data, dtype=string_dtype)
             f.attrs.update(attrs)
             f.attrs[WRITTEN_ATTR] = time.time_ns()
-            f.flush()
             f.attrs[CONTENT_CHECKSUM_ATTR] = content_checksum(f, stored)
             del stored
             f.flush()

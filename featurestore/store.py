@@ -124,7 +124,8 @@ class FeatureStore:
             columns, layout = self._read(shard, read_columns)
             if len(columns) != shard["rows"]:
                 raise StoreDamagedError(f"shard {shard['file']} of {self.path} has {len(columns)} rows, "
-                                        f"its commit says {shard['rows']}; the store is damaged: run `featurestore repair {self.path}`")
+                                        f"its commit says {shard['rows']}; the store is damaged: run "
+                                        f"`featurestore repair {self.path}`")
             parts.append(columns)
             self._layouts[s] = layouts_of_entry(shard, dtype) or layout
         return RowColumns.concatenate(parts)

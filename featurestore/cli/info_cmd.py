@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
               f"mean {st['mean']:.4g}  std {st['std']:.4g}  min {st['min']:.4g}  max {st['max']:.4g}")
     if info["orphans"]:
         print(f"orphans      {len(info['orphans'])} shard files not committed (`featurestore repair "
-              f"{info['store']}` commits those holding rows the store lacks): " + ", ".join(info["orphans"][: args.limit]))
+              f"{info['store']}` commits those holding rows the store lacks): "
+              + ", ".join(info["orphans"][: args.limit]))
     for title, entries in (("failures", info["failures"]),):
         print(f"{title:<12} {len(entries)}")
         for f in entries[: args.limit]:

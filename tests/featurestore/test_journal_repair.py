@@ -147,7 +147,8 @@ DAMAGE = {
     "rows 1e12": lambda s: _edit_record(s, lambda r: r["shard"].update(rows=1e12)),
     "rows 10**12": lambda s: _edit_record(s, lambda r: r["shard"].update(rows=10**12)),
     "rows -1": lambda s: _edit_record(s, lambda r: r["shard"].update(rows=-1)),
-    "same shard twice": lambda s: _edit_record(s, lambda r: r["shard"].update(file=_record(_lines(s)[1])["shard"]["file"])),
+    "same shard twice": lambda s: _edit_record(
+        s, lambda r: r["shard"].update(file=_record(_lines(s)[1])["shard"]["file"])),
     "header base -5": lambda s: _header(s, {"base": -5}),
     "header base beyond the checkpoint": lambda s: _header(s, {"base": _seq(s) + 7}),
     "journal deleted": lambda s: (s / JOURNAL_NAME).unlink(),
