@@ -291,12 +291,12 @@ def repair_store(path: str | Path) -> RepairReport:
                 continue
             rows.update(mine)
             digests.add(shard.digest)
-            orphan = shard.path.parent.name == ORPHAN_DIR
+            orphan, name = shard.path.parent.name == ORPHAN_DIR, shard.path.name
             if orphan:
                 shard.path = move_aside(store, shard.path, SHARD_DIR)
                 shard.entry["file"] = f"{SHARD_DIR}/{shard.path.name}"
             if orphan or (
-                    shard.order[0] == 1 if before_names is None else shard.entry["file"] not in before_names):
+                    name not in known if before_names is None else shard.entry["file"] not in before_names):
                 report.recommitted.append(shard.entry["file"])
             if not shard.checked:
                 report.unchecked.append(shard.entry["file"])

@@ -188,10 +188,13 @@ def test_journal_damage_is_refused_everywhere_deletes_nothing_and_repair_restore
     assert not read_journal(store).records and _shard_files(store) == files
 
 
-def test_a_middle_record_flipped_is_named_in_one_line(store):
+def test_a_middle_record_flipped_is_named_in_one_line_and_repair_recommits_its_shard(store):
+    flipped = _record(_lines(store)[2])["shard"]["file"]
     _flip_middle_record(store)
     with pytest.raises(StoreDamagedError, match=r"line 3 .* does not match its checksum and \d+ bytes of later"):
         read_journal(store)
+    report = repair_store(store)
+    assert report.recommitted == [flipped] and report.rows == 16 and report.before_rows is None
 
 
 @pytest.mark.parametrize("removed", [["index"], [JOURNAL_NAME], ["index", JOURNAL_NAME]])
