@@ -22,7 +22,7 @@ from .columns import RowColumns
 from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from .row_index import INDEX_DIR, read_row_index, stale_index_files, write_row_index
-from .shard import SHARD_DIR, ShardBuffer, read_columns, shard_file, uncommitted_shards, write_shard
+from .shard import SHARD_DIR, ShardBuffer, open_shard, read_columns, shard_file, uncommitted_shards, write_shard
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]
@@ -431,6 +431,10 @@ class StoreWriter:
             raise StoreError(f"shard {entry['file']} is not a file under {self.path / SHARD_DIR}")
         if file.name in self._committed_names:
             raise StoreError(f"shard {file.name} is already committed to {self.path}")
+        with open_shard(path) as f:
+            held = len(f["keys"])
+        if held != entry["rows"]:
+            raise StoreError(f"shard {file.name} holds {held} rows, its entry says {entry['rows']}; it was not committed")
         repeated = [row for row in rows if row in self.row_ids]
         repeated += [row for row, count in Counter(rows).items() if count > 1]
         if repeated:

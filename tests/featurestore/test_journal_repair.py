@@ -368,3 +368,21 @@ def test_repair_names_a_committed_shard_whose_file_is_gone(store, reference):
     assert report.lost == [f"shards/{gone.name}"] and report.rows == 14
     assert f"LOST shards/{gone.name}" in report.summary()
     assert verify_store(store) == []
+
+
+def test_a_worker_shard_whose_rows_differ_from_its_entry_is_never_committed(store):
+    manifest = Manifest.load(store)
+    source = sorted((store / "shards").iterdir())[0]
+    writer = StoreWriter(store, manifest.config, manifest.spec)
+    copy = store / "shards" / "worker-00000.h5"  # as a worker writes it, while the driver holds the writer
+    shutil.copy(source, copy)
+    with h5py.File(copy) as f:
+        keys, views = [k.decode() for k in f["keys"][()]], f["view"][()].tolist()
+    try:
+        entry = {"file": "shards/worker-00000.h5", "rows": 3, "checksum": "x"}
+        fresh = ["d" * 64, "e" * 64, "f" * 64]
+        with pytest.raises(StoreError, match="holds 2 rows, its entry says 3"):
+            writer.commit_external(entry, fresh, [0, 0, 0], ["p"] * 3, ["a"] * 3, ["train"] * 3)
+    finally:
+        writer.close()
+    assert len(keys) == len(views) == 2 and Manifest.load(store).rows == 16
