@@ -386,3 +386,15 @@ def test_a_worker_shard_whose_rows_differ_from_its_entry_is_never_committed(stor
     finally:
         writer.close()
     assert len(keys) == len(views) == 2 and Manifest.load(store).rows == 16
+
+
+def test_verify_checks_each_shards_own_content_checksum(store):
+    from featurestore._atomic import file_checksum
+
+    data = json.loads((store / MANIFEST_NAME).read_text())
+    file = store / data["shards"][0]["file"]
+    with h5py.File(file, "r+") as f:  # changed in place, and the manifest's file checksum made to match
+        f["features"][next(iter(f["features"]))][0] += 1.0
+    data["shards"][0]["checksum"] = file_checksum(file)
+    (store / MANIFEST_NAME).write_text(json.dumps(data))
+    assert any("do not match the checksum in its own attributes" in p for p in verify_store(store))
