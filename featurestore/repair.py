@@ -104,7 +104,8 @@ class _Shard:
     classes: set[str]
     digest: str
     checked: bool
-    order: tuple
+    order: tuple  # where it goes: the checkpoint's shards first, then by the time written
+    named: bool  # the checkpoint or a journal record that still reads commits this very file
 
 
 @contextmanager
@@ -198,9 +199,9 @@ def _inspect(file: Path, manifest: Manifest, known: dict[str, tuple[tuple, dict[
     order, entry = known.get(name, ((), None))
     if entry is not None and entry.get("rows") == rows and (
             entry.get("checksum") == checksum if "checksum" in entry else entry.get("sha256") == file_sha256(file)):
-        entry = copy.deepcopy(entry)  # as committed (keeps the statistics of the values before casting)
+        entry, named = copy.deepcopy(entry), True  # as committed (keeps the statistics of the values before casting)
     else:  # not the file that was committed under this name, or changed since: described afresh
-        order = order if file.parent.name == SHARD_DIR else ()
+        order, named = order if file.parent.name == SHARD_DIR else (), False
         entry = {"rows": rows, "aliases": len(columns.aliases["keys"]), "checksum": checksum, "stats": stats}
     entry["file"] = f"{SHARD_DIR}/{name}"
     entry.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
@@ -208,7 +209,7 @@ def _inspect(file: Path, manifest: Manifest, known: dict[str, tuple[tuple, dict[
         when = int(written) if written is not None else file.stat().st_mtime_ns
         order = (1, when, rank, name)
     return _Shard(file, entry, columns, {lab for lab in columns.labels.tolist() if lab}, digest, recorded is not None,
-                  order)
+                  order, named)
 
 
 def repair_store(path: str | Path) -> RepairReport:
@@ -275,7 +276,8 @@ def repair_store(path: str | Path) -> RepairReport:
                     move_aside(store, item)
             else:
                 candidates.append(found)
-        candidates.sort(key=lambda c: c.order)
+        # committed files win over copies of their rows (e.g. an orphan whose rows a later run extracted again)
+        candidates.sort(key=lambda c: (c.order[0], not c.named, c.order))
         present = {c.path.name for c in candidates} | {Path(name).name for name, _ in report.set_aside}
         report.lost = [f"{SHARD_DIR}/{name}" for name in known if name not in present]
         committed: list[_Shard] = []
@@ -301,6 +303,7 @@ def repair_store(path: str | Path) -> RepairReport:
             if not shard.checked:
                 report.unchecked.append(shard.entry["file"])
             committed.append(shard)
+        committed.sort(key=lambda c: c.order)
         _write_checkpoint(store, manifest, committed, records)
     report.rows = sum(len(s.columns) for s in committed)
     report.shards = len(committed)

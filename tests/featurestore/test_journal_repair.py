@@ -398,3 +398,20 @@ def test_verify_checks_each_shards_own_content_checksum(store):
     data["shards"][0]["checksum"] = file_checksum(file)
     (store / MANIFEST_NAME).write_text(json.dumps(data))
     assert any("do not match the checksum in its own attributes" in p for p in verify_store(store))
+
+
+def test_repair_keeps_the_committed_shard_over_an_older_orphan_holding_the_same_rows(store, built, reference,
+                                                                                     tiny_onnx):
+    lines = _lines(store)
+    last = Path(_record(lines[-2])["shard"]["file"]).name
+    _write_lines(store, lines[:-2] + [b""])  # its commit was lost; a rerun then extracts its rows again...
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StoreWriter, "close", lambda self, run=None: self._release_lock())  # ...and is killed too
+        extract(tiny_onnx, built[1], store, OPTS)
+    again = Path(_record(_lines(store)[-2])["shard"]["file"]).name
+    assert (store / "orphans" / last).is_file() and again != last
+    report = repair_store(store)
+    assert report.set_aside == [(f"orphans/{last}", "its rows are already committed (by an earlier shard) or repeat")]
+    assert report.rows == 16 and not report.recommitted and (store / "shards" / again).is_file()
+    data = _everything(store)
+    assert sorted(zip(data["keys"], data["views"])) == sorted(zip(reference["keys"], reference["views"]))
