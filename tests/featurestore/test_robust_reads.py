@@ -1,0 +1,102 @@
+"""Reads that must end and stay inside what they were given: image sources read regular files of
+bounded size only; a store's own files are opened without following links, its manifest is
+validated before anything is allocated, and a whole-shard load checks the shard's checksum.
+
+The CLI runs in a subprocess (``python -m featurestore``) with a timeout, so a regression that
+hangs fails instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featurestore import ExtractOptions, StoreDamagedError, UnsafeStoreError, extract, open_store, verify_store
+from featurestore.errors import FileTooLargeError, NotAFileError, OptionsError
+from featurestore.manifest import MANIFEST_NAME
+from featurestore.sources import MAX_FILE_BYTES, SourceItem
+from images import write_good_images
+
+OPTS = ExtractOptions(batch_size=4, shard_rows=3, device="cpu", progress=False)
+
+
+def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "featurestore", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a command that failed with exit status 1."""
+    assert done.returncode == 1, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+# --- sources read regular files of bounded size -----------------------------------------------
+def test_devices_fifos_sockets_folders_and_oversized_files_are_failures_never_read(tiny_onnx, tmp_path):
+    folder = tmp_path / "imgs"
+    good = write_good_images(folder, n=4)
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would block until a writer comes
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.png"))
+    (tmp_path / "dir.png").mkdir()
+    big = tmp_path / "big.png"
+    big.write_bytes(good[0].read_bytes() + bytes(4096))  # a real image, only larger
+    table = tmp_path / "list.csv"
+    listed = ["/dev/zero", str(tmp_path / "pipe.png"), str(tmp_path / "sock.png"), str(tmp_path / "dir.png"),
+              str(big)] + [str(p) for p in good]
+    table.write_text("path\n" + "\n".join(listed) + "\n")
+    limit = max(p.stat().st_size for p in good)
+    store = tmp_path / "store"
+    try:
+        done = _cli("extract", str(tiny_onnx), str(table), "-o", str(store), "--device", "cpu", "--no-progress",
+                    "--max-file-bytes", str(limit), timeout=300)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    failures = {f["path"]: (f["error"], f["message"]) for f in open_store(store).failures}
+    assert {path: error for path, (error, _) in failures.items()} == {
+        "/dev/zero": "NotAFileError", str(tmp_path / "pipe.png"): "NotAFileError",
+        str(tmp_path / "sock.png"): "NotAFileError", str(tmp_path / "dir.png"): "NotAFileError",
+        str(big): "FileTooLargeError"}
+    assert failures["/dev/zero"][1] == "'/dev/zero' is a device, not a regular file; only regular files are read"
+    assert "is a FIFO" in failures[str(tmp_path / "pipe.png")][1]
+    assert failures[str(big)][1] == (f"{str(big)!r} holds {big.stat().st_size} bytes, over the limit of {limit} "
+                                     "bytes; raise --max-file-bytes to read it")
+    assert len(open_store(store)) == len(good) and verify_store(store) == []
+    again = extract(tiny_onnx, table, store, ExtractOptions(device="cpu", progress=False, max_file_bytes=limit))
+    assert again.decoded == 0 and again.rows_added == 0 and len(open_store(store).failures) == 5
+
+
+def test_the_file_size_bound_is_one_option_for_flag_and_toml(tmp_path):
+    from featurestore._config import table_keys
+    from featurestore.extract import ExtractOptions as Options
+
+    assert table_keys(Options)["max_file_bytes"] == "max_file_bytes"
+    assert Options().max_file_bytes == MAX_FILE_BYTES == 256 * 1024 * 1024
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(OptionsError, match="max_file_bytes must be an integer >= 1"):
+            Options(max_file_bytes=bad)
+    done = _cli("extract", "--help")
+    assert "--max-file-bytes" in done.stdout
+
+
+def test_a_file_is_read_at_most_once_past_its_bound(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(b"x" * 100)
+    assert SourceItem(str(path)).read(100) == b"x" * 100
+    with pytest.raises(FileTooLargeError):
+        SourceItem(str(path)).read(99)
+    with pytest.raises(NotAFileError, match="is a device"):
+        SourceItem("/dev/zero").read(None)
+    link = tmp_path / "link.png"
+    link.symlink_to(path)  # sources follow links to regular files
+    assert SourceItem(str(link)).read() == b"x" * 100
