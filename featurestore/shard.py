@@ -25,6 +25,7 @@ with the recorded offsets.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._atomic import file_checksum, replacing
+from ._atomic import checksum_of, write_bytes_atomic
 from .columns import RowColumns, decode_strings
 from .errors import StoreDamagedError, StoreError, UnsafeStoreError
 
 __all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "shard_dir", "uncommitted_shards",
            "check_shard_name", "shard_file", "open_shard",
-           "check_feature_layouts", "ALIGNED",
+           "check_feature_layouts", "ALIGNED", "memory_file",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
            "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry"]
 
@@ -51,11 +52,16 @@ ALIGNED = {"alignment_threshold": 4096, "alignment_interval": 4096}
 
 
 def fixed_strings(values: list[str] | tuple[str, ...]) -> tuple[np.ndarray, Any]:
-    """``values`` as a fixed-length utf-8 column (data and HDF5 dtype), as long as the longest entry."""
+    """``values`` as a fixed-length utf-8 column (data and HDF5 dtype), as long as the longest entry.
+
+    Strings are encoded with ``surrogateescape``: a file name that is not valid UTF-8 (which
+    Python holds with surrogate escapes, as ``os.listdir`` returns it) is stored as its own
+    bytes, and :func:`~featurestore.columns.decode_strings` gives back the same str.
+    """
     try:  # ASCII, the common case: numpy encodes it without a Python loop
         data = np.array(values, dtype=str).astype("S") if len(values) else np.array([], dtype="S1")
     except UnicodeEncodeError:
-        data = np.array([v.encode("utf-8") for v in values], dtype="S")
+        data = np.array([v.encode("utf-8", "surrogateescape") for v in values], dtype="S")
     width = max(data.dtype.itemsize, 1)
     string_dtype = h5py.string_dtype("utf-8", length=width)
     return data.astype(string_dtype), string_dtype
@@ -166,8 +172,11 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
                 attrs: dict[str, Any]) -> dict[str, Any]:
     """Write ``buffer`` as ``STORE/shards/NAME`` crash-safely; return its manifest entry.
 
-    The file is written under a temporary name, flushed, fsynced and renamed into place,
-    and the directory is fsynced. Only the manifest makes it part of the store.
+    The HDF5 file is built in memory (h5py's ``core`` driver without backing store) and its
+    bytes are written with :func:`~featurestore._atomic.write_bytes_atomic`: under a temporary
+    name, fsynced, renamed into place, the directory fsynced. HDF5 never writes to disk, so a
+    full disk is a plain :class:`OSError` (HDF5 reported one through tracebacks printed from
+    destructors, and at some sizes crashed). Only the manifest makes the shard part of the store.
 
     ``layers`` maps every output to its row shape, so that a shard holding only aliases
     still has every (empty) feature dataset.
@@ -176,6 +185,8 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     ------
     StoreError
         ``dtype='float16'`` and a value would overflow it (|x| > 65504).
+    OSError
+        The file system refused the write (nothing is left under the temporary name).
     """
     features = {out: _joined(buffer.features.get(out), shape) for out, shape in layers.items()}
     if dtype == "float16":
@@ -189,35 +200,44 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     directory = store / SHARD_DIR
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
-    with replacing(final) as tmp:
-        with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
-            f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
-            for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
-                data, string_dtype = fixed_strings(values)
-                f.create_dataset(column, data=data, dtype=string_dtype)
-            f.create_dataset("view", data=np.array(buffer.views, dtype=np.uint16))
-            data, string_dtype = fixed_strings(buffer.paths)
-            f.create_dataset("paths", data=data, dtype=string_dtype)
-            group = f.create_group("features")
-            for out, values in features.items():
-                group.create_dataset(out, data=values.astype(dtype, copy=False))
-            aliases = f.create_group("aliases")
-            columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
-            aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
-            for col, values in zip(("paths", "labels", "split"), columns[1:]):
-                data, string_dtype = fixed_strings(values)
-                aliases.create_dataset(col, data=data, dtype=string_dtype)
-            f.attrs.update(attrs)
-            f.flush()
-            layout = {out: _layout(group[out]) for out in features}
+    with memory_file(final) as f:
+        f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
+        for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
+            data, string_dtype = fixed_strings(values)
+            f.create_dataset(column, data=data, dtype=string_dtype)
+        f.create_dataset("view", data=np.array(buffer.views, dtype=np.uint16))
+        data, string_dtype = fixed_strings(buffer.paths)
+        f.create_dataset("paths", data=data, dtype=string_dtype)
+        group = f.create_group("features")
+        for out, values in features.items():
+            group.create_dataset(out, data=values.astype(dtype, copy=False))
+        aliases = f.create_group("aliases")
+        columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
+        aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
+        for col, values in zip(("paths", "labels", "split"), columns[1:]):
+            data, string_dtype = fixed_strings(values)
+            aliases.create_dataset(col, data=data, dtype=string_dtype)
+        f.attrs.update(attrs)
+        f.flush()
+        layout = {out: _layout(group[out]) for out in features}
+        image = f.id.get_file_image()
+    write_bytes_atomic(final, image)
     return {
         "file": f"{SHARD_DIR}/{name}",
         "rows": len(buffer),
         "aliases": len(buffer.aliases),
-        "checksum": file_checksum(final),
+        "checksum": checksum_of(image),
         "layout": {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()},
         "stats": {out: layer_stats(values) for out, values in features.items()},
     }
+
+
+def memory_file(final: Path) -> h5py.File:
+    """A new, empty HDF5 file held in memory only (``core`` driver, no backing store), with the
+    writer's settings; take its bytes with ``f.id.get_file_image()`` once written and flushed.
+    The name (``final`` plus a random suffix) only keeps HDF5 from taking it for another open file."""
+    return h5py.File(f"{final}.{secrets.token_hex(8)}", "w", libver="latest", driver="core", backing_store=False,
+                     **ALIGNED)
 
 
 def layouts_of_entry(entry: dict[str, Any], dtype: np.dtype) -> dict[str, FeatureLayout] | None:

@@ -100,3 +100,34 @@ def test_a_file_is_read_at_most_once_past_its_bound(tmp_path):
     link = tmp_path / "link.png"
     link.symlink_to(path)  # sources follow links to regular files
     assert SourceItem(str(link)).read() == b"x" * 100
+
+
+# --- file names that are not UTF-8 ------------------------------------------------------------
+def test_a_file_name_that_is_not_utf8_is_stored_losslessly_and_a_rerun_adds_nothing(tiny_onnx, tmp_path):
+    folder = tmp_path / "imgs"
+    good = write_good_images(folder / "cat", n=3)
+    odd = os.path.join(os.fsencode(folder / "cat"), b"bad\xffname.png")
+    os.rename(good[0], odd)
+    (folder / "cat" / "broken.png").write_bytes(b"not an image")
+    os.rename(folder / "cat" / "broken.png", os.path.join(os.fsencode(folder / "cat"), b"broken\xfe.png"))
+    store = tmp_path / "store"
+    # a strict UTF-8 terminal: the CLI still prints such a name (as its bytes)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    args = [sys.executable, "-m", "featurestore", "extract", str(tiny_onnx), str(folder), "-o", str(store),
+            "--device", "cpu", "--no-progress", "--shard-rows", "2"]
+    first = subprocess.run(args, capture_output=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr.decode(errors="replace")
+    assert b"broken\xfe.png" in first.stdout
+    opened = open_store(store)
+    assert sorted(os.fsencode(p) for p in opened.paths.tolist()) == sorted(
+        [odd] + [os.fsencode(p) for p in good[1:]])
+    assert [os.fsencode(f["path"]) for f in opened.failures] == [os.path.join(os.fsencode(folder / "cat"),
+                                                                             b"broken\xfe.png")]
+    again = subprocess.run(args, capture_output=True, env=env, timeout=300)
+    assert again.returncode == 0 and b"4 already stored or known bad" in again.stdout, again.stderr
+    assert b" 0 rows added, 0 failed" in again.stdout
+    assert len(open_store(store)) == 3 and len(open_store(store).failures) == 1
+    assert verify_store(store) == []
+    done = subprocess.run([sys.executable, "-m", "featurestore", "info", str(store)], capture_output=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and b"broken\xfe.png" in done.stdout, done.stderr
