@@ -176,19 +176,21 @@ class Manifest:
 
     @classmethod
     def _read_checkpoint(cls, store: Path) -> "Manifest":
+        from .shard import check_shard_name, read_store_file  # the shard layer sits below the manifest
+
         path = store / MANIFEST_NAME
-        if not path.is_file():
-            raise StoreError(f"{store} is not a feature store: {MANIFEST_NAME} is missing")
         try:
-            data = json.loads(path.read_bytes())
+            raw = read_store_file(path, "manifest")  # never through a link
+        except (FileNotFoundError, NotADirectoryError):
+            raise StoreError(f"{store} is not a feature store: {MANIFEST_NAME} is missing") from None
+        try:
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is not valid JSON ({exc}); the store is damaged") from None
         if not isinstance(data, dict) or data.get("schema_version") not in READABLE_SCHEMAS:
             version = data.get("schema_version") if isinstance(data, dict) else None
             raise StoreError(f"{path} has store schema version {version!r}; this featurestore reads versions "
                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
-        from .shard import check_shard_name  # the shard layer sits below the manifest
-
         for shard in data.get("shards", []):
             check_shard_name(shard.get("file") if isinstance(shard, dict) else None)
         manifest = cls(data, data.get("journal_seq", 0))
@@ -296,12 +298,14 @@ class Manifest:
 def committed_digest(store: str | Path) -> str | None:
     """sha256 of what a store has committed (its checkpoint and the journal's valid records), or
     None when there is no store: it changes exactly when a commit changes the store."""
+    from .shard import read_store_file
+
     store = Path(store)
     try:
-        digest = hashlib.sha256((store / MANIFEST_NAME).read_bytes())
+        digest = hashlib.sha256(read_store_file(store / MANIFEST_NAME, "manifest"))
     except FileNotFoundError:
         return None
     journal = read_journal(store)
     if journal.valid_bytes:
-        digest.update((store / JOURNAL_NAME).read_bytes()[:journal.valid_bytes])
+        digest.update(read_store_file(store / JOURNAL_NAME, "journal")[:journal.valid_bytes])
     return digest.hexdigest()

@@ -32,7 +32,7 @@ import numpy as np
 from ._atomic import checksum_of, write_bytes_atomic
 from .errors import StoreDamagedError
 from .columns import RowColumns, decode_strings
-from .shard import fixed_strings, memory_file, open_shard, store_file, store_folder
+from .shard import fixed_strings, memory_file, open_shard, read_store_file, store_file, store_folder
 
 __all__ = ["INDEX_DIR", "write_row_index", "read_row_index", "check_row_index_file", "index_file",
            "stale_index_files"]
@@ -99,7 +99,7 @@ def read_row_index(store: Path, entry: dict[str, Any]) -> RowColumns:
         holds anything the writer does not produce (links, external storage, filters...).
     """
     path = index_file(store, entry.get("file"))
-    data = path.read_bytes()
+    data = read_store_file(path, "row index")
     if checksum_of(data) != entry.get("checksum"):
         raise StoreDamagedError(f"row index {path} differs from its checksum in the manifest; the store is "
                                 "damaged (run `featurestore verify`)")

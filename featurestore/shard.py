@@ -24,8 +24,10 @@ with the recorded offsets.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +35,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._atomic import checksum_of, write_bytes_atomic
+from ._atomic import checksum_of, read_regular_file, write_bytes_atomic
 from .columns import RowColumns, decode_strings
-from .errors import StoreDamagedError, StoreError, UnsafeStoreError
+from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
 
 __all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "shard_dir", "uncommitted_shards",
            "check_shard_name", "shard_file", "open_shard",
-           "check_feature_layouts", "ALIGNED", "memory_file",
+           "check_feature_layouts", "ALIGNED", "memory_file", "read_store_file", "open_store_file",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
            "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry"]
 
@@ -294,6 +296,53 @@ def store_file(store: Path, folder: str, file: Any, what: str) -> Path:
     return path
 
 
+def read_store_file(path: Path, what: str) -> bytes:
+    """The bytes of a store's own file, opened without following a link (``O_NOFOLLOW``).
+
+    Raises
+    ------
+    UnsafeStoreError
+        The path is a link, a FIFO, a device or anything but a regular file.
+    FileNotFoundError
+        It does not exist.
+    """
+    try:
+        return read_regular_file(path, follow_links=False)
+    except NotAFileError as exc:
+        raise UnsafeStoreError(f"{what} {path} is {_kind_of(path)}, not a regular file; refusing the store (it must "
+                               f"never make us read or lock anything outside it)") from exc
+
+
+def open_store_file(path: Path, what: str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """Open a store's own file without following a link (``O_NOFOLLOW``, ``O_NONBLOCK``); return the descriptor.
+
+    Raises
+    ------
+    UnsafeStoreError
+        The path is a link or, once open, not a regular file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UnsafeStoreError(f"{what} {path} is a symbolic link; refusing the store (it must never make us read "
+                               "or lock anything outside it)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeStoreError(f"{what} {path} is not a regular file; refusing the store")
+    return fd
+
+
+def _kind_of(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "not a regular file"
+    return "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "a FIFO" \
+        if stat.S_ISFIFO(mode) else "a special file"
+
+
 def shard_dir(store: Path) -> Path:
     """``STORE/shards`` (see :func:`store_folder`)."""
     return store_folder(store, SHARD_DIR)
@@ -427,10 +476,14 @@ class open_shard:
         self.groups = groups
 
     def __enter__(self) -> h5py.File:
-        if self.path.is_symlink():
-            raise UnsafeStoreError(f"shard {self.path} is a symbolic link; refusing to read it")
+        seen = os.lstat(self.path)
+        if not stat.S_ISREG(seen.st_mode):
+            raise UnsafeStoreError(f"shard {self.path} is {_kind_of(self.path)}, not a regular file; refusing to read it")
         self.file = h5py.File(self.path, "r")
         try:
+            opened = os.fstat(self.file.id.get_vfd_handle())
+            if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):  # swapped for a link meanwhile
+                raise UnsafeStoreError(f"shard {self.path} changed while being opened; refusing to read it")
             _check_objects(self.file, self.path, self.groups)
         except BaseException:
             self.file.close()

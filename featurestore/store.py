@@ -17,8 +17,8 @@ from .columns import RowColumns
 from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreDamagedError, StoreError
 from .manifest import Manifest
 from .row_index import read_row_index
-from .shard import (FeatureLayout, check_feature_layouts, layouts_of_entry, open_shard, read_columns, read_layouts,
-                    shard_file)
+from .shard import (FeatureLayout, check_feature_layouts, layouts_of_entry, open_shard, open_store_file, read_columns,
+                    read_layouts, shard_file)
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
@@ -404,7 +404,7 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
     """Copy rows ``local`` of a contiguous dataset into ``array[dest]`` straight from the file."""
     if _is_range(local) and _is_range(dest):
         target = memoryview(array[dest[0]:dest[-1] + 1]).cast("B")
-        with open(file, "rb", buffering=0) as fh:
+        with open(open_store_file(file, "shard"), "rb", buffering=0) as fh:
             fh.seek(layout.offset + int(local[0]) * layout.row_bytes)
             done = 0
             while done < len(target):
@@ -413,7 +413,8 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
                     raise StoreError(f"the file ends {len(target) - done} bytes early")
                 done += got
         return
-    mapped = np.memmap(file, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
+    with open(open_store_file(file, "shard"), "rb", buffering=0) as fh:
+        mapped = np.memmap(fh, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
     try:
         # mode="clip" (the rows are checked already): with the default mode numpy buffers `out`,
         # which made gathering 5,000 rows 4x slower

@@ -131,3 +131,55 @@ def test_a_file_name_that_is_not_utf8_is_stored_losslessly_and_a_rerun_adds_noth
     done = subprocess.run([sys.executable, "-m", "featurestore", "info", str(store)], capture_output=True, env=env,
                           timeout=120)
     assert done.returncode == 0 and b"broken\xfe.png" in done.stdout, done.stderr
+
+
+# --- a store's own files are never opened through a link ---------------------------------------
+def _small_store(tmp_path: Path) -> Path:
+    from featurestore import write_arrays
+
+    rng = np.random.default_rng(0)
+    return write_arrays(tmp_path / "store", {"f": rng.normal(size=(12, 4)).astype(np.float32)},
+                        labels=[f"c{i % 2}" for i in range(12)], shard_rows=6).path
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_nothing_outside_is_created(tmp_path):
+    from featurestore.manifest import Manifest
+    from featurestore.writer import StoreWriter
+
+    store = _small_store(tmp_path)
+    outside = tmp_path / "outside.lock"
+    (store / ".lock").unlink()
+    (store / ".lock").symlink_to(outside)
+    manifest = (store / MANIFEST_NAME).read_bytes()
+    with pytest.raises(UnsafeStoreError, match=r"lock file .*\.lock is a symbolic link; refusing the store"):
+        committed = Manifest.load(store)
+        StoreWriter(store, committed.config, committed.spec)
+    assert not outside.exists() and (store / MANIFEST_NAME).read_bytes() == manifest
+
+
+def test_a_manifest_that_is_a_link_is_refused_by_reader_writer_and_cli(tmp_path):
+    store = _small_store(tmp_path)
+    outside = tmp_path / "outside.json"
+    (store / MANIFEST_NAME).rename(outside)
+    (store / MANIFEST_NAME).symlink_to(outside)
+    message = f"manifest {store / MANIFEST_NAME} is a symbolic link, not a regular file; refusing the store"
+    with pytest.raises(UnsafeStoreError, match=message):
+        open_store(store)
+    for command in ("info", "verify"):
+        line = _error_line(_cli(command, str(store)))
+        assert line.startswith(f"featurestore {command}: error: {message}"), line
+
+
+def test_a_row_index_or_shard_swapped_for_a_link_is_refused(tmp_path):
+    store = _small_store(tmp_path)
+    entry = json.loads((store / MANIFEST_NAME).read_text())
+    for file in (entry["index"]["file"], entry["shards"][0]["file"]):
+        target = store / file
+        copy = tmp_path / f"copy-{target.name}"
+        target.rename(copy)
+        target.symlink_to(copy)
+        with pytest.raises(UnsafeStoreError):
+            open_store(store).load()
+        target.unlink()
+        copy.rename(target)
+    assert len(open_store(store).load()) == 12
