@@ -105,6 +105,112 @@ def _show(value: Any) -> str:
     return ", ".join(value) if isinstance(value, tuple) else str(value)
 
 
+_DAMAGED = "the store is damaged (restore the file, or extract again into a new store)"
+
+
+class _Malformed(Exception):
+    """What is wrong in a manifest or journal record (turned into a StoreDamagedError naming the file)."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _need(ok: bool, where: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise _Malformed(f"{where} is {_short(value)}, expected {expected}")
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _strings(value: Any) -> bool:
+    return type(value) is list and all(type(v) is str for v in value)
+
+
+_STAT_FIELDS = ("count", "sum", "sumsq", "min", "max")
+
+
+def check_shard_entry(entry: Any, where: str) -> None:
+    """Raise _Malformed unless ``entry`` has a shard entry's structure (file, rows, checksum, layout, stats)."""
+    _need(type(entry) is dict, where, entry, "an object")
+    _need(type(entry.get("file")) is str, f"{where}.file", entry.get("file"), "a string")
+    _need(_count(entry.get("rows")), f"{where}.rows", entry.get("rows"), "an integer >= 0")
+    _need(_count(entry.get("aliases", 0)), f"{where}.aliases", entry.get("aliases"), "an integer >= 0")
+    checksum = entry.get("checksum", entry.get("sha256"))
+    _need(type(checksum) is str, f"{where}.checksum", checksum, "a string")
+    layout = entry.get("layout")
+    if layout is not None:
+        _need(type(layout) is dict, f"{where}.layout", layout, "an object")
+        for out, item in layout.items():
+            _need(type(item) is list and len(item) == 2 and (item[0] is None or _count(item[0]))
+                  and type(item[1]) is list and all(_count(d) for d in item[1]),
+                  f"{where}.layout[{out!r}]", item, "[offset, row shape]")
+    stats = entry.get("stats")
+    if stats is not None:
+        _need(type(stats) is dict, f"{where}.stats", stats, "an object")
+        for out, item in stats.items():
+            _need(type(item) is dict and all(type(item.get(k)) in (int, float) for k in _STAT_FIELDS)
+                  and type(item.get("norm_sum", 0.0)) in (int, float),
+                  f"{where}.stats[{out!r}]", item, f"numbers {', '.join(_STAT_FIELDS)}, norm_sum")
+
+
+def check_failures(failures: Any, where: str) -> None:
+    """Raise _Malformed unless ``failures`` is a list of {path, key, error, message} records."""
+    _need(type(failures) is list, where, failures, "a list")
+    for i, failure in enumerate(failures):
+        _need(type(failure) is dict and type(failure.get("path")) is str
+              and (failure.get("key") is None or type(failure.get("key")) is str)
+              and type(failure.get("error")) is str and type(failure.get("message")) is str,
+              f"{where}[{i}]", failure, "{path, key, error, message}")
+
+
+def check_structure(data: dict[str, Any]) -> None:
+    """Raise _Malformed unless a checkpoint has the structure the reader relies on.
+
+    Checked once, when the manifest is read, so that nothing later meets a wrong type: the
+    config and model spec must build, and every shard entry, failure, class, run and the
+    index entry must have their fields' types.
+    """
+    _need(type(data.get("fingerprint")) is str, "fingerprint", data.get("fingerprint"), "a string")
+    config = data.get("config")
+    _need(type(config) is dict, "config", config, "an object")
+    try:
+        StoreConfig(**config)
+        ModelSpec.from_dict(data.get("model_spec") if type(data.get("model_spec")) is dict else {})
+    except (TypeError, ValueError) as exc:  # StoreError and SpecError are ValueErrors
+        raise _Malformed(f"config or model_spec does not build ({exc})") from None
+    _need(_strings(config["layers"]) and _strings(config["augment"]) and _count(config.get("views", 0)),
+          "config", config, "layers and augment as lists of strings, views an integer")
+    _need(_strings(data.get("classes")), "classes", data.get("classes"), "a list of strings")
+    shards = data.get("shards")
+    _need(type(shards) is list, "shards", shards, "a list")
+    for i, entry in enumerate(shards):
+        check_shard_entry(entry, f"shards[{i}]")
+    check_failures(data.get("failures"), "failures")
+    runs = data.get("runs", [])
+    _need(type(runs) is list and all(type(r) is dict for r in runs), "runs", runs, "a list of objects")
+    _need(_count(data.get("journal_seq", 0)), "journal_seq", data.get("journal_seq"), "an integer >= 0")
+    index = data.get("index")
+    if index is not None:
+        _need(type(index) is dict and type(index.get("file")) is str and _count(index.get("rows"))
+              and _count(index.get("shards")) and type(index.get("checksum")) is str
+              and type(index.get("layout", {})) is dict, "index", index, "{file, rows, checksum, shards, layout}")
+
+
+def check_record(record: dict[str, Any]) -> None:
+    """Raise _Malformed unless a journal record's shard entry, classes, failures and run are well-formed."""
+    if "shard" in record:
+        check_shard_entry(record["shard"], "shard")
+    _need(_strings(record.get("classes", [])), "classes", record.get("classes"), "a list of strings")
+    if "failures" in record:
+        check_failures(record["failures"], "failures")
+    if "run" in record:
+        _need(type(record["run"]) is dict, "run", record["run"], "an object")
+
+
 class Manifest:
     """A store's committed state: the checkpoint in ``manifest.json`` with the journal's records applied.
 
@@ -169,6 +275,11 @@ class Manifest:
             # no journal file: a writer was killed between creating the manifest and the journal
             for record in journal.records:
                 if record["seq"] > base:
+                    try:
+                        check_record(record)
+                    except _Malformed as exc:
+                        raise StoreDamagedError(f"{Path(store) / JOURNAL_NAME}: record {record['seq']}: {exc}; "
+                                                f"{_DAMAGED}") from None
                     manifest.apply(record)
             return manifest
         raise StoreError(f"{store}: {JOURNAL_NAME} and {MANIFEST_NAME} kept changing while being read; "
@@ -191,8 +302,12 @@ class Manifest:
             version = data.get("schema_version") if isinstance(data, dict) else None
             raise StoreError(f"{path} has store schema version {version!r}; this featurestore reads versions "
                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
-        for shard in data.get("shards", []):
-            check_shard_name(shard.get("file") if isinstance(shard, dict) else None)
+        try:
+            check_structure(data)
+        except _Malformed as exc:
+            raise StoreDamagedError(f"{path}: {exc}; {_DAMAGED}") from None
+        for shard in data["shards"]:
+            check_shard_name(shard["file"])
         manifest = cls(data, data.get("journal_seq", 0))
         index = data.get("index")
         if index is not None and (not isinstance(index, dict) or index.get("shards") != len(data["shards"])):

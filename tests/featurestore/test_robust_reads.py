@@ -183,3 +183,101 @@ def test_a_row_index_or_shard_swapped_for_a_link_is_refused(tmp_path):
         target.unlink()
         copy.rename(target)
     assert len(open_store(store).load()) == 12
+
+
+# --- a manifest of the wrong structure is one typed error, before anything is allocated --------
+def _edit_manifest(store: Path, edit) -> None:
+    data = json.loads((store / MANIFEST_NAME).read_text())
+    edit(data)
+    (store / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+MALFORMED = {
+    "shards null": (lambda d: d.update(shards=None), "shards is None, expected a list"),
+    "failures [1]": (lambda d: d.update(failures=[1]), "failures[0] is 1, expected {path, key, error, message}"),
+    "rows four": (lambda d: d["shards"][0].update(rows="four"), "shards[0].rows is 'four', expected an integer >= 0"),
+    "classes 3": (lambda d: d.update(classes=3), "classes is 3, expected a list of strings"),
+    "layout width text": (lambda d: d["shards"][1]["layout"].update(f=[4096, ["4"]]),
+                          "shards[1].layout['f'] is [4096, ['4']], expected [offset, row shape]"),
+    "stats missing": (lambda d: d["shards"][0]["stats"].update(f={"count": 1}), "shards[0].stats['f'] is"),
+    "config views": (lambda d: d["config"].update(views="2"), "config or model_spec does not build"),
+    "model_spec": (lambda d: d.update(model_spec=[]), "config or model_spec does not build"),
+    "index rows": (lambda d: d["index"].update(rows=None), "index is"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_manifest_of_the_wrong_structure_is_one_damaged_store_line(tmp_path, case):
+    store = _small_store(tmp_path)
+    edit, detail = MALFORMED[case]
+    _edit_manifest(store, edit)
+    with pytest.raises(StoreDamagedError) as caught:
+        open_store(store)
+    message = str(caught.value)
+    assert message.startswith(f"{store / MANIFEST_NAME}: {detail}") and "\n" not in message, message
+    assert message.endswith("the store is damaged (restore the file, or extract again into a new store)")
+    for command in ("info", "verify"):
+        assert _error_line(_cli(command, str(store))) == f"featurestore {command}: error: {message}"
+
+
+def test_a_malformed_journal_record_is_one_damaged_store_line(tmp_path):
+    from featurestore.journal import JOURNAL_NAME, encode_record, read_journal
+
+    store = _small_store(tmp_path)
+    base = read_journal(store).base
+    with open(store / JOURNAL_NAME, "ab") as fh:
+        fh.write(encode_record({"seq": base + 1, "failures": [{"path": 3}]}))
+    message = (f"{store / JOURNAL_NAME}: record {base + 1}: failures[0] is {{'path': 3}}, expected "
+               "{path, key, error, message}; the store is damaged (restore the file, or extract again into a new store)")
+    with pytest.raises(StoreDamagedError) as caught:
+        open_store(store)
+    assert str(caught.value) == message
+    assert _error_line(_cli("info", str(store))) == f"featurestore info: error: {message}"
+
+
+def test_a_recorded_row_width_is_checked_against_the_shard_before_allocating(tmp_path):
+    import tracemalloc
+
+    store = _small_store(tmp_path)
+    _edit_manifest(store, lambda d: [s["layout"]["f"][1].__setitem__(0, 10**9) for s in d["shards"]])
+    opened = open_store(store)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreDamagedError, match=r"shard .*shards/.*\.h5: /features/f lies at offset \d+ with "
+                                                    r"shape \(6, 4\), the manifest says \d+ and \(6, 1000000000\)"):
+            opened.load()
+        assert tracemalloc.get_traced_memory()[1] < 50 * 2**20, "the result was allocated before the check"
+    finally:
+        tracemalloc.stop()
+    assert _error_line(_cli("info", str(store))).startswith("featurestore info: error: shard ")
+
+
+# --- a whole-shard load checks the shard's checksum ---------------------------------------------
+def _flip_a_feature_bit(store: Path, shard: int = 0) -> Path:
+    entry = json.loads((store / MANIFEST_NAME).read_text())["shards"][shard]
+    file = store / entry["file"]
+    data = bytearray(file.read_bytes())
+    data[entry["layout"]["f"][0] + 3] ^= 0x40  # the exponent of the first value: ~1e38 instead of ~1
+    file.write_bytes(bytes(data))
+    return file
+
+
+def test_a_flipped_bit_in_a_shard_fails_a_whole_shard_load_naming_the_shard(tmp_path):
+    store = _small_store(tmp_path)
+    clean = open_store(store).load().X["f"].copy()
+    file = _flip_a_feature_bit(store)
+    message = (f"shard {file} differs from its checksum in the manifest (its bytes changed since it was written); "
+               "the store is damaged: run `featurestore verify`")
+    with pytest.raises(StoreDamagedError) as caught:
+        open_store(store).load()
+    assert str(caught.value) == message
+    with pytest.raises(StoreDamagedError, match="differs from its checksum"):
+        open_store(store).load(rows=np.arange(6))  # exactly the damaged shard, read whole
+    # the other shard is intact and reads whole; reads of part of a shard are not checked
+    np.testing.assert_array_equal(open_store(store).load(rows=np.arange(6, 12)).X["f"], clean[6:])
+    partial = open_store(store).load(rows=np.array([1, 2, 7])).X["f"]
+    np.testing.assert_array_equal(partial, clean[[1, 2, 7]])
+    unchecked = open_store(store).load(check=False).X["f"]
+    assert abs(unchecked[0, 0]) > 1e30 and np.array_equal(unchecked[1:], clean[1:])
+    done = _cli("verify", str(store))
+    assert done.returncode == 1 and "checksum differs" in done.stdout + done.stderr
