@@ -157,6 +157,28 @@ def test_a_lock_file_that_is_a_link_is_refused_and_nothing_outside_is_created(tm
     assert not outside.exists() and (store / MANIFEST_NAME).read_bytes() == manifest
 
 
+def test_extract_into_a_store_whose_lock_is_a_link_is_one_line_and_keeps_the_store(tiny_onnx, tmp_path):
+    folder = tmp_path / "imgs"
+    write_good_images(folder, n=3)
+    store = tmp_path / "store"
+    extract(tiny_onnx, folder, store, OPTS)
+    committed = lambda: {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name != ".lock"}  # noqa: E731
+    before = committed()
+    for path in write_good_images(tmp_path / "more", n=2, seed=7):
+        path.rename(folder / f"more_{path.name}")
+    outside = tmp_path / "elsewhere" / "lock"
+    outside.parent.mkdir()
+    (store / ".lock").unlink()
+    (store / ".lock").symlink_to(outside)
+    line = _error_line(_cli("extract", str(tiny_onnx), str(folder), "-o", str(store), "--device", "cpu",
+                            "--no-progress"))
+    assert line == (f"featurestore extract: error: lock file {store / '.lock'} is a symbolic link; refusing the store "
+                    "(it must never make us read or lock anything outside it)")
+    assert not outside.exists()
+    assert committed() == before, "nothing committed changes"
+    assert len(open_store(store).load()) == 3 and verify_store(store) == []
+
+
 def test_a_manifest_that_is_a_link_is_refused_by_reader_writer_and_cli(tmp_path):
     store = _small_store(tmp_path)
     outside = tmp_path / "outside.json"
@@ -281,3 +303,5 @@ def test_a_flipped_bit_in_a_shard_fails_a_whole_shard_load_naming_the_shard(tmp_
     assert abs(unchecked[0, 0]) > 1e30 and np.array_equal(unchecked[1:], clean[1:])
     done = _cli("verify", str(store))
     assert done.returncode == 1 and "checksum differs" in done.stdout + done.stderr
+    line = _error_line(_cli("fit", str(store), "--head", "logreg", "-o", str(tmp_path / "head.skops")))
+    assert line == f"featurestore fit: error: {message}" and not (tmp_path / "head.skops").exists()
