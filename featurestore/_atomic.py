@@ -10,6 +10,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .errors import FileTooLargeError, NotAFileError
 
@@ -26,8 +27,9 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a torn one.
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | memoryview | list[Any]) -> None:
+    """Replace ``path`` with ``data`` (bytes, or a list of buffers written one after the other) so
+    that readers see the old or the new file, never a torn one.
 
     The bytes go through plain ``os.write`` calls into a temporary file beside ``path``
     (opened without following a link that may lie there), which is fsynced and renamed into
@@ -39,9 +41,10 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | memoryview) -
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data).cast("B")
-            while view:
-                view = view[os.write(fd, view):]
+            for part in data if isinstance(data, list) else [data]:
+                view = memoryview(part).cast("B")
+                while view:
+                    view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -89,11 +92,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 CHECKSUM_PREFIX = "xxh3_128:"
 
 
-def checksum_of(data: bytes | memoryview) -> str:
-    """``xxh3_128:<hex>`` of ``data``."""
+def checksum_of(data: bytes | memoryview | list[Any]) -> str:
+    """``xxh3_128:<hex>`` of ``data`` (bytes, or a list of buffers one after the other)."""
     import xxhash
 
-    return CHECKSUM_PREFIX + xxhash.xxh3_128(data).hexdigest()
+    digest = xxhash.xxh3_128()
+    for part in data if isinstance(data, list) else [data]:
+        digest.update(part)
+    return CHECKSUM_PREFIX + digest.hexdigest()
 
 
 def file_checksum(path: str | os.PathLike[str]) -> str:

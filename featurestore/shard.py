@@ -25,6 +25,7 @@ with the recorded offsets.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import secrets
 import stat
@@ -174,11 +175,13 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
                 attrs: dict[str, Any]) -> dict[str, Any]:
     """Write ``buffer`` as ``STORE/shards/NAME`` crash-safely; return its manifest entry.
 
-    The HDF5 file is built in memory (h5py's ``core`` driver without backing store) and its
-    bytes are written with :func:`~featurestore._atomic.write_bytes_atomic`: under a temporary
-    name, fsynced, renamed into place, the directory fsynced. HDF5 never writes to disk, so a
-    full disk is a plain :class:`OSError` (HDF5 reported one through tracebacks printed from
-    destructors, and at some sizes crashed). Only the manifest makes the shard part of the store.
+    HDF5 lays the file out in memory (metadata and row columns; the feature datasets' space
+    is reserved, not filled) and the file's bytes, the features taken straight from their
+    arrays, are written with :func:`~featurestore._atomic.write_bytes_atomic`: under a
+    temporary name, fsynced, renamed into place, the directory fsynced. HDF5 never writes to
+    disk, so a full disk is a plain :class:`OSError` (HDF5 reported one through tracebacks
+    printed from destructors, and at some sizes crashed). Only the manifest makes the shard
+    part of the store.
 
     ``layers`` maps every output to its row shape, so that a shard holding only aliases
     still has every (empty) feature dataset.
@@ -202,7 +205,9 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     directory = store / SHARD_DIR
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
-    with memory_file(final) as f:
+    features = {out: np.ascontiguousarray(values.astype(dtype, copy=False)) for out, values in features.items()}
+    metadata = _WrittenPieces()
+    with h5py.File(metadata, "w", libver="latest", **ALIGNED) as f:
         f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
         for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
             data, string_dtype = fixed_strings(values)
@@ -211,8 +216,8 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
         data, string_dtype = fixed_strings(buffer.paths)
         f.create_dataset("paths", data=data, dtype=string_dtype)
         group = f.create_group("features")
-        for out, values in features.items():
-            group.create_dataset(out, data=values.astype(dtype, copy=False))
+        for out, values in features.items():  # space reserved, bytes written below straight from the arrays
+            group.create_dataset(out, shape=values.shape, dtype=values.dtype, dcpl=_reserved())
         aliases = f.create_group("aliases")
         columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
         aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
@@ -222,16 +227,94 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
         f.attrs.update(attrs)
         f.flush()
         layout = {out: _layout(group[out]) for out in features}
-        image = f.id.get_file_image()
-    write_bytes_atomic(final, image)
+    parts = metadata.assemble({item.offset: memoryview(features[out]).cast("B")
+                               for out, item in layout.items() if item.offset is not None and features[out].nbytes})
+    write_bytes_atomic(final, parts)
     return {
         "file": f"{SHARD_DIR}/{name}",
         "rows": len(buffer),
         "aliases": len(buffer.aliases),
-        "checksum": checksum_of(image),
+        "checksum": checksum_of(parts),
         "layout": {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()},
         "stats": {out: layer_stats(values) for out, values in features.items()},
     }
+
+
+def _reserved() -> Any:
+    """Creation properties of a feature dataset whose space HDF5 reserves at creation and never fills:
+    its bytes are written by :func:`write_shard` from the array itself."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+class _WrittenPieces(io.RawIOBase):
+    """A file object for h5py (``h5py.File(fileobj)``) that keeps in memory what HDF5 writes, by offset.
+
+    HDF5 writes only a shard's metadata and row columns through it (the feature datasets are
+    reserved, never written, see :func:`_reserved`); :meth:`assemble` then lays the file out
+    with the feature bytes taken from the arrays, so nothing large is copied and HDF5 itself
+    never touches the disk.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[tuple[int, bytes]] = []
+        self.position = 0
+        self.end = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset + (0 if whence == 0 else self.position if whence == 1 else self.end)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data)
+        self.pieces.append((self.position, piece))
+        self.position += len(piece)
+        self.end = max(self.end, self.position)
+        return len(piece)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self.end - self.position))
+        view[:count] = bytes(count)
+        for offset, piece in self.pieces:  # in write order: a later write wins
+            low, high = max(offset, self.position), min(offset + len(piece), self.position + count)
+            if low < high:
+                view[low - self.position:high - self.position] = piece[low - offset:high - offset]
+        self.position += count
+        return count
+
+    def truncate(self, size: int | None = None) -> int:
+        self.end = self.position if size is None else size
+        return self.end
+
+    def assemble(self, regions: dict[int, memoryview]) -> list[Any]:
+        """The file's bytes, in order, as a list of buffers: the written pieces (a later write winning
+        over an earlier one), ``regions`` (offset -> bytes) and zeros between them."""
+        spans = [(offset, offset + len(piece), piece) for offset, piece in self.pieces]
+        spans += [(offset, offset + len(region), region) for offset, region in regions.items()]
+        end = max([self.end] + [stop for _, stop, _ in spans])
+        cuts = sorted({0, end} | {edge for start, stop, _ in spans for edge in (start, stop)})
+        parts: list[Any] = []
+        for low, high in zip(cuts, cuts[1:]):
+            source = next(((start, data) for start, stop, data in reversed(spans) if start <= low and high <= stop),
+                          None)
+            parts.append(bytes(high - low) if source is None else memoryview(source[1])[low - source[0]:high - source[0]])
+        return parts
 
 
 def memory_file(final: Path) -> h5py.File:
