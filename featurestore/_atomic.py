@@ -103,12 +103,13 @@ def checksum_of(data: bytes | memoryview | list[Any]) -> str:
 
 
 def file_checksum(path: str | os.PathLike[str]) -> str:
-    """``xxh3_128:<hex>`` of a file's bytes (the checksum of shards and row indexes)."""
+    """``xxh3_128:<hex>`` of a file's bytes (the checksum of shards and row indexes), read without
+    following a link (:class:`~featurestore.errors.NotAFileError` for a link or a non-regular file)."""
     import xxhash
 
     digest = xxhash.xxh3_128()
     buffer = memoryview(bytearray(1 << 22))
-    with open(path, "rb", buffering=0) as fh:
+    with open(open_regular_file(path, follow_links=False), "rb", buffering=0) as fh:
         while got := fh.readinto(buffer):
             digest.update(buffer[:got])
     return CHECKSUM_PREFIX + digest.hexdigest()
