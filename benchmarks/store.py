@@ -358,7 +358,8 @@ def _tables(cases: list[dict[str, Any]], rows: int, subset: int, repeats: int) -
     write = [[case_name(c), _gbs(v(c, "ours write_arrays")), _gbs(v(c, "np.save")), _gbs(v(c, "np.save + fsync")),
               _gbs(v(c, "torch.save")), ratio_cell(c["ratios"]["write ours/np.save (speed)"])] for c in cases]
     read = [[case_name(c), _gbs(v(c, "ours open_store().load()")), _gbs(v(c, "ours load() (opened)")),
-             _gbs(v(c, "ours load(check=False) (opened)")), ratio_cell(c["ratios"]["checksummed/unchecked load (time)"]),
+             _gbs(v(c, "ours load(check=False) (opened)")),
+             ratio_cell(c["ratios"]["checksummed/unchecked load (time)"]),
              _gbs(v(c, "np.load")), _gbs(v(c, "np.load + keys, labels")), _gbs(v(c, "torch.load")),
              ratio_cell(c["ratios"]["read ours/np.load (speed)"]),
              ratio_cell(c["ratios"]["read ours/np.load+index (speed)"])]

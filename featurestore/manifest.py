@@ -154,9 +154,10 @@ def _entry_ok(entry: Any) -> bool:
         if type(stats) is not dict:
             return False
         for item in stats.values():
-            if type(item) is not dict or type(item.get("count")) not in _NUMBER or type(item.get("sum")) not in _NUMBER \
-                    or type(item.get("sumsq")) not in _NUMBER or type(item.get("min")) not in _NUMBER \
-                    or type(item.get("max")) not in _NUMBER or type(item.get("norm_sum", 0.0)) not in _NUMBER:
+            if type(item) is not dict or type(item.get("count")) not in _NUMBER \
+                    or type(item.get("sum")) not in _NUMBER or type(item.get("sumsq")) not in _NUMBER \
+                    or type(item.get("min")) not in _NUMBER or type(item.get("max")) not in _NUMBER \
+                    or type(item.get("norm_sum", 0.0)) not in _NUMBER:
                 return False
     return True
 

@@ -313,7 +313,8 @@ class _WrittenPieces(io.RawIOBase):
         for low, high in zip(cuts, cuts[1:]):
             source = next(((start, data) for start, stop, data in reversed(spans) if start <= low and high <= stop),
                           None)
-            parts.append(bytes(high - low) if source is None else memoryview(source[1])[low - source[0]:high - source[0]])
+            parts.append(bytes(high - low) if source is None
+                         else memoryview(source[1])[low - source[0]:high - source[0]])
         return parts
 
 

@@ -162,7 +162,10 @@ def test_extract_into_a_store_whose_lock_is_a_link_is_one_line_and_keeps_the_sto
     write_good_images(folder, n=3)
     store = tmp_path / "store"
     extract(tiny_onnx, folder, store, OPTS)
-    committed = lambda: {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name != ".lock"}  # noqa: E731
+
+    def committed() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name != ".lock"}
+
     before = committed()
     for path in write_good_images(tmp_path / "more", n=2, seed=7):
         path.rename(folder / f"more_{path.name}")
@@ -250,7 +253,8 @@ def test_a_malformed_journal_record_is_one_damaged_store_line(tmp_path):
     with open(store / JOURNAL_NAME, "ab") as fh:
         fh.write(encode_record({"seq": base + 1, "failures": [{"path": 3}]}))
     message = (f"{store / JOURNAL_NAME}: record {base + 1}: failures[0] is {{'path': 3}}, expected "
-               "{path, key, error, message}; the store is damaged (restore the file, or extract again into a new store)")
+               "{path, key, error, message}; the store is damaged (restore the file, or extract again into a "
+               "new store)")
     with pytest.raises(StoreDamagedError) as caught:
         open_store(store)
     assert str(caught.value) == message
