@@ -9,7 +9,8 @@ every way, interleaved and repeated, in four groups per case:
   keys, statistics, manifest) vs ``np.save`` of one ``.npy`` per layer (also followed by fsync,
   for a like-for-like durability figure) vs ``torch.save`` of a dict of tensors (CLIP_benchmark's
   feature cache). A fresh directory every time.
-- **full read**: ``open_store(path).load()`` (and ``load()`` on an already opened store) vs
+- **full read**: ``open_store(path).load()`` (and ``load()`` on an already opened store, with
+  and without the checksum check of every shard read whole: ``load(check=False)``) vs
   ``np.load`` of every layer, vs ``np.load`` of every layer plus a keys and a labels ``.npy``
   (what our load returns beside the features), vs ``torch.load(weights_only=True)``.
 - **rows**: ``load(rows=...)`` of K sorted random rows and of a contiguous K-row slice, on an
@@ -149,6 +150,7 @@ def _read_variants(case: _Case, opened) -> list[Variant]:
     return [
         Variant("ours open_store().load()", lambda _: open_store(case.store_path).load(), gb, "GB"),
         Variant("ours load() (opened)", lambda _: opened.load(), gb, "GB"),
+        Variant("ours load(check=False) (opened)", lambda _: opened.load(check=False), gb, "GB"),
         Variant("ours open+load, 2048-row shards", lambda _: open_store(case.small_shards_path).load(), gb, "GB"),
         Variant("np.load", lambda _: _np_load_all(case.npy_dir, names), gb, "GB"),
         Variant("np.load + keys, labels", lambda _: (_np_load_all(case.npy_dir, names),
@@ -211,14 +213,15 @@ _WRITE_PARTS = {
     "checkpoint: manifest (save)": ("manifest.py", "save"),
     "opening the written store": ("store.py", "__init__"),
     "  layer statistics (in write_shard)": ("shard.py", "layer_stats"),
-    "  shard checksum (in write_shard)": ("_atomic.py", "file_checksum"),
+    "  shard checksum (in write_shard)": ("_atomic.py", "checksum_of"),
     "  fsync (all)": ("~", "<built-in method posix.fsync>"),
 }
 _READ_PARTS = {
     "open: manifest, journal, row index": ("store.py", "__init__"),
+    "shard layout checks (before _fill)": ("shard.py", "check_feature_layouts"),
     "feature arrays (_fill)": ("store.py", "_fill"),
     "  row index (in open)": ("row_index.py", "read_row_index"),
-    "  shard layout checks (in _fill)": ("shard.py", "check_feature_layouts"),
+    "  checksummed shard reads (in _fill)": ("store.py", "_fill_checked"),
 }
 
 
@@ -257,6 +260,8 @@ def _ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         "read ours opened/np.load (speed)": speed_ratio(stats, "ours load() (opened)", "np.load"),
         "read ours/np.load+index (speed)": speed_ratio(stats, "ours open_store().load()", "np.load + keys, labels"),
         "read ours/torch.load (speed)": speed_ratio(stats, "ours open_store().load()", "torch.load"),
+        "checksummed/unchecked load (time)": time_ratio(stats, "ours load() (opened)",
+                                                        "ours load(check=False) (opened)"),
         "ours random/slice (time)": time_ratio(stats, "ours random rows", "ours slice"),
         "ours random/full read (time)": time_ratio(stats, "ours random rows", "ours full (opened)",
                                                    work_normalised=False),
@@ -287,7 +292,9 @@ def _targets(case: dict[str, Any], layer_case: dict[str, Any] | None, rows: int,
                  + ", ".join(f"{label.strip()} {rd[label]:.3f} s" for label in [*_READ_PARTS, "other"])
                  + f". On an opened store load() alone is {r['read ours opened/np.load (speed)']['value']:.2f}x "
                    f"np.load of the features only; with the shards `extract` writes (2048 rows) open+load is "
-                   f"{r['read ours 2048-row shards/np.load+index (speed)']['value']:.2f}x.")
+                   f"{r['read ours 2048-row shards/np.load+index (speed)']['value']:.2f}x. Checking every "
+                   f"shard's checksum while reading it whole costs "
+                   f"{r['checksummed/unchecked load (time)']['value']:.2f}x the time of load(check=False).")
     rows_note = (f"{subset} sorted random rows of {rows}: ours takes {r['ours random/full read (time)']['value']:.2f}x "
                  f"the time of loading every row; np.load(mmap) random/slice = "
                  f"{r['np mmap random/slice (time)']['value']:.2f}x; ours random / np mmap random = "
@@ -351,6 +358,8 @@ def _tables(cases: list[dict[str, Any]], rows: int, subset: int, repeats: int) -
     write = [[case_name(c), _gbs(v(c, "ours write_arrays")), _gbs(v(c, "np.save")), _gbs(v(c, "np.save + fsync")),
               _gbs(v(c, "torch.save")), ratio_cell(c["ratios"]["write ours/np.save (speed)"])] for c in cases]
     read = [[case_name(c), _gbs(v(c, "ours open_store().load()")), _gbs(v(c, "ours load() (opened)")),
+             _gbs(v(c, "ours load(check=False) (opened)")),
+             ratio_cell(c["ratios"]["checksummed/unchecked load (time)"]),
              _gbs(v(c, "np.load")), _gbs(v(c, "np.load + keys, labels")), _gbs(v(c, "torch.load")),
              ratio_cell(c["ratios"]["read ours/np.load (speed)"]),
              ratio_cell(c["ratios"]["read ours/np.load+index (speed)"])]
@@ -362,8 +371,9 @@ def _tables(cases: list[dict[str, Any]], rows: int, subset: int, repeats: int) -
         table(f"Write, GB/s (N = {rows:,}; median of {repeats} ±half-spread)",
               ["case", "ours write_arrays", "np.save", "np.save+fsync", "torch.save", "ours/np.save"], write),
         table("Full read, GB/s (page cache)",
-              ["case", "ours open+load", "ours load (opened)", "np.load", "np.load + keys, labels", "torch.load",
-               "ours/np.load", "ours/(np.load + keys, labels)"], read),
+              ["case", "ours open+load", "ours load (opened)", "ours load(check=False)", "checked/unchecked (time)",
+               "np.load", "np.load + keys, labels", "torch.load", "ours/np.load", "ours/(np.load + keys, labels)"],
+              read),
         table(f"{subset:,} rows, ms: sorted random rows vs a contiguous slice",
               ["case", "ours random", "ours slice", "np mmap random", "np mmap slice", "torch.load random",
                "torch mmap random", "ours random/slice (time)"], subsets),

@@ -28,7 +28,7 @@ from .decode import decode_or_error
 from .errors import FeatureStoreError, SourceChangedError, StoreMismatchError
 from .session import FeatureModel
 from .shard import ShardBuffer, write_shard
-from .sources import content_key
+from .sources import SourceItem, content_key
 from .spec import Preprocessing
 
 __all__ = ["CRASH_ENV", "decode_block", "array_to_bytes", "InferenceWorker"]
@@ -49,7 +49,7 @@ def _read(path: str, key: str, array: bytes) -> bytes | np.ndarray:
     """The item's content: the shipped array, else the file re-read and checked against its key."""
     if array:
         return np.load(io.BytesIO(array), allow_pickle=False)
-    data = Path(path).read_bytes()
+    data = SourceItem(path).read()  # regular files only, at most the default MAX_FILE_BYTES
     if content_key(data) != key:
         raise SourceChangedError("the file changed after it was listed; rerun to extract its new content")
     return data

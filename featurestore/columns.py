@@ -17,14 +17,18 @@ def encode_categories(values: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_strings(raw: np.ndarray) -> np.ndarray:
-    """Fixed-length utf-8 bytes as an object array of str (numpy decodes ASCII without a Python loop)."""
+    """Fixed-length utf-8 bytes as an object array of str (numpy decodes ASCII without a Python loop).
+
+    Bytes that are not valid UTF-8 (a file name stored as its own bytes) decode with
+    ``surrogateescape``, giving back the str Python uses for that name (``os.fsdecode``).
+    """
     if raw.dtype.kind != "S":
         return np.asarray(raw, dtype=object)
     if not len(raw):
         return np.array([], dtype=object)
     if np.frombuffer(raw.tobytes(), dtype=np.uint8).max(initial=0) < 128:
         return raw.astype(str).astype(object)
-    return np.array([b.decode("utf-8") for b in raw.tolist()], dtype=object)
+    return np.array([b.decode("utf-8", "surrogateescape") for b in raw.tolist()], dtype=object)
 
 
 @dataclass

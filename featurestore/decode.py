@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ._atomic import read_regular_file
 from .errors import ImageDecodeError
+from .sources.item import MAX_FILE_BYTES
 from .spec import Preprocessing
 
 __all__ = ["BACKGROUND", "MAX_PIXELS", "decode_any", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode", "decode_or_error"]
@@ -56,7 +58,8 @@ def decode_image(
     Parameters
     ----------
     source : str, Path or bytes
-        Image file path, or the file's bytes.
+        Image file path, or the file's bytes. A path is read only if it is a regular file
+        of at most :data:`~featurestore.sources.MAX_FILE_BYTES` (a device or FIFO is never opened).
     preprocessing : Preprocessing
         The model's preprocessing (from its spec).
     max_pixels : int, default=MAX_PIXELS
@@ -79,23 +82,26 @@ def decode_image(
     ImageDecodeError
         Empty, truncated, non-image or over-sized input; ``cause`` names the exception
         (``DecompressionBombError`` for every size refusal).
+    OSError
+        A path that cannot be read: ``FileNotFoundError``,
+        :class:`~featurestore.errors.NotAFileError` (device, FIFO, socket, folder),
+        :class:`~featurestore.errors.FileTooLargeError`.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes):
+        source = read_regular_file(source, max_bytes=MAX_FILE_BYTES)
     try:
         with warnings.catch_warnings():
             # Pillow warns from MAX_PIXELS on; the explicit check below decides instead,
             # so the refusal always has the same cause and honours ``max_pixels``.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fp = io.BytesIO(source) if isinstance(source, bytes) else source
-            with Image.open(fp) as img:
+            with Image.open(io.BytesIO(source)) as img:
                 _check_size(img.width, img.height, preprocessing, name, max_pixels)
                 if draft and img.format == "JPEG":
                     _apply_draft(img, preprocessing)
                 img.load()
                 return _preprocess(img, preprocessing, name, max_pixels)
     except ImageDecodeError:
-        raise
-    except FileNotFoundError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning,
             EOFError, MemoryError) as exc:

@@ -111,12 +111,13 @@ def _worker_args(model_path: Path, spec: ModelSpec, config: StoreConfig, writer:
     }
 
 
-def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar: Any) -> list[dict[str, Any]]:
+def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar: Any,
+          max_file_bytes: int) -> list[dict[str, Any]]:
     """Key every item; skip, alias or fail it as the local engine does; return the items left to do."""
     report, todo, in_flight = committer.report, [], set()
     for item in src:
         try:
-            data = item.read()
+            data = item.read(max_file_bytes)
         except OSError as exc:
             bar.update(1)
             committer.failure(item.path, "", type(exc).__name__, str(exc))
@@ -191,7 +192,7 @@ def extract_distributed(
     bar = tqdm(total=len(src), unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
     committer = ShardCommitter(writer, report, options.strict, progress=bar.update)
     try:
-        todo = _list(src, writer, committer, bar)
+        todo = _list(src, writer, committer, bar, options.max_file_bytes)
         if todo:
             with ray_session(opts) as (ray, local):
                 check_resources(ray, opts, fixed=local)

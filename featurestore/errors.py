@@ -29,6 +29,8 @@ __all__ = [
     "MissingOutputError",
     "ContentTypeError",
     "SourceChangedError",
+    "NotAFileError",
+    "FileTooLargeError",
     "PipelineError",
     "WorkerError",
     "PackageError",
@@ -152,6 +154,15 @@ class ContentTypeError(FeatureStoreError, TypeError):
 
 class SourceChangedError(FeatureStoreError, OSError):
     """A file changed between being listed (and keyed) and being read."""
+
+
+class NotAFileError(FeatureStoreError, OSError):
+    """A path that must be a regular file is a device, FIFO, socket or folder (or a link where links are
+    refused); it is never read."""
+
+
+class FileTooLargeError(FeatureStoreError, OSError):
+    """A file is larger than the bound set for reading it (``--max-file-bytes``); it is refused before it is read."""
 
 
 class PipelineError(FeatureStoreError, ValueError):

@@ -29,7 +29,7 @@ from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
 from .manifest import StoreConfig
 from .session import DEVICES, FeatureModel
-from .sources import ImageSource, SourceItem, content_key, open_source
+from .sources import MAX_FILE_BYTES, ImageSource, SourceItem, content_key, open_source
 from .spec import Preprocessing
 from .writer import StoreWriter, check_shard_rows
 
@@ -58,6 +58,10 @@ class ExtractOptions:
     dtype : {'float32', 'float16'}, default='float32'
     strict : bool, default=False
         Stop at the first bad input instead of recording it and carrying on.
+    max_file_bytes : int, default=268435456 (256 MiB)
+        Image files larger than this are recorded as failures without being read
+        (:data:`~featurestore.sources.MAX_FILE_BYTES`). Only regular files are read: devices,
+        FIFOs and sockets are recorded as failures without being opened.
     progress : bool, default=True
         Show a progress bar (images/s and ETA) on stderr.
     io_binding : bool or None, default=None
@@ -85,6 +89,9 @@ class ExtractOptions:
     augment: tuple[str, ...] = option((), f"comma-separated augmentations: {', '.join(AUGMENTATIONS)}", kind="list")
     dtype: str = option("float32", "stored feature dtype", choices=("float32", "float16"))
     strict: bool = option(False, "stop at the first bad input", kind="switch")
+    max_file_bytes: int = option(
+        MAX_FILE_BYTES, "image files larger than this many bytes are recorded as failures without being read "
+                        "(default 268435456 = 256 MiB, an uncompressed RGB image of the largest size decoded)")
     progress: bool = option(True, "no progress bar", kind="negated", toml=False)
     io_binding: bool | None = option(None, "onnxruntime IO binding (auto: on with CUDA)", kind="tristate", toml=False)
     inflight: int = option(2, "batches in flight on the inference thread", cli=False, toml=False)
@@ -97,6 +104,9 @@ class ExtractOptions:
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
         check_shard_rows(self.shard_rows)
+        if isinstance(self.max_file_bytes, bool) or not isinstance(self.max_file_bytes, int) \
+                or self.max_file_bytes < 1:
+            raise OptionsError(f"max_file_bytes must be an integer >= 1, got {self.max_file_bytes!r}")
         if self.decode not in DECODERS:
             raise OptionsError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.decode == "device" and self.views:
@@ -300,7 +310,7 @@ def extract(
             for item in src:
                 bar.update(1)
                 try:
-                    data = item.read()
+                    data = item.read(options.max_file_bytes)
                 except OSError as exc:
                     runner.take(_Decoded(item, "", None, (type(exc).__name__, str(exc))))
                     continue

@@ -105,6 +105,144 @@ def _show(value: Any) -> str:
     return ", ".join(value) if isinstance(value, tuple) else str(value)
 
 
+_DAMAGED = "the store is damaged (restore the file, or extract again into a new store)"
+
+
+class _Malformed(Exception):
+    """What is wrong in a manifest or journal record (turned into a StoreDamagedError naming the file)."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _need(ok: bool, where: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise _Malformed(f"{where} is {_short(value)}, expected {expected}")
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _strings(value: Any) -> bool:
+    return type(value) is list and all(type(v) is str for v in value)
+
+
+_STAT_FIELDS = ("count", "sum", "sumsq", "min", "max")
+
+
+_NUMBER = (int, float)
+
+
+def _entry_ok(entry: Any) -> bool:
+    """Whether a shard entry is well-formed: the fast path of :func:`check_shard_entry` (run for
+    every shard at every open), which only says where an entry is wrong."""
+    if type(entry) is not dict or type(entry.get("file")) is not str or not _count(entry.get("rows")) \
+            or not _count(entry.get("aliases", 0)) or type(entry.get("checksum", entry.get("sha256"))) is not str:
+        return False
+    layout, stats = entry.get("layout"), entry.get("stats")
+    if layout is not None:
+        if type(layout) is not dict:
+            return False
+        for item in layout.values():
+            if type(item) is not list or len(item) != 2 or not (item[0] is None or _count(item[0])) \
+                    or type(item[1]) is not list or not all(_count(d) for d in item[1]):
+                return False
+    if stats is not None:
+        if type(stats) is not dict:
+            return False
+        for item in stats.values():
+            if type(item) is not dict or type(item.get("count")) not in _NUMBER \
+                    or type(item.get("sum")) not in _NUMBER or type(item.get("sumsq")) not in _NUMBER \
+                    or type(item.get("min")) not in _NUMBER or type(item.get("max")) not in _NUMBER \
+                    or type(item.get("norm_sum", 0.0)) not in _NUMBER:
+                return False
+    return True
+
+
+def check_shard_entry(entry: Any, where: str) -> None:
+    """Raise _Malformed unless ``entry`` has a shard entry's structure (file, rows, checksum, layout, stats)."""
+    _need(type(entry) is dict, where, entry, "an object")
+    _need(type(entry.get("file")) is str, f"{where}.file", entry.get("file"), "a string")
+    _need(_count(entry.get("rows")), f"{where}.rows", entry.get("rows"), "an integer >= 0")
+    _need(_count(entry.get("aliases", 0)), f"{where}.aliases", entry.get("aliases"), "an integer >= 0")
+    checksum = entry.get("checksum", entry.get("sha256"))
+    _need(type(checksum) is str, f"{where}.checksum", checksum, "a string")
+    layout = entry.get("layout")
+    if layout is not None:
+        _need(type(layout) is dict, f"{where}.layout", layout, "an object")
+        for out, item in layout.items():
+            _need(type(item) is list and len(item) == 2 and (item[0] is None or _count(item[0]))
+                  and type(item[1]) is list and all(_count(d) for d in item[1]),
+                  f"{where}.layout[{out!r}]", item, "[offset, row shape]")
+    stats = entry.get("stats")
+    if stats is not None:
+        _need(type(stats) is dict, f"{where}.stats", stats, "an object")
+        for out, item in stats.items():
+            _need(type(item) is dict and all(type(item.get(k)) in (int, float) for k in _STAT_FIELDS)
+                  and type(item.get("norm_sum", 0.0)) in (int, float),
+                  f"{where}.stats[{out!r}]", item, f"numbers {', '.join(_STAT_FIELDS)}, norm_sum")
+
+
+def check_failures(failures: Any, where: str) -> None:
+    """Raise _Malformed unless ``failures`` is a list of {path, key, error, message} records."""
+    _need(type(failures) is list, where, failures, "a list")
+    for i, failure in enumerate(failures):
+        _need(type(failure) is dict and type(failure.get("path")) is str
+              and (failure.get("key") is None or type(failure.get("key")) is str)
+              and type(failure.get("error")) is str and type(failure.get("message")) is str,
+              f"{where}[{i}]", failure, "{path, key, error, message}")
+
+
+def check_structure(data: dict[str, Any]) -> None:
+    """Raise _Malformed unless a checkpoint has the structure the reader relies on.
+
+    Checked once, when the manifest is read, so that nothing later meets a wrong type: the
+    config and model spec must build, and every shard entry, failure, class, run and the
+    index entry must have their fields' types.
+    """
+    _need(type(data.get("fingerprint")) is str, "fingerprint", data.get("fingerprint"), "a string")
+    config = data.get("config")
+    _need(type(config) is dict, "config", config, "an object")
+    try:
+        StoreConfig(**config)
+        ModelSpec.from_dict(data.get("model_spec") if type(data.get("model_spec")) is dict else {})
+    except (TypeError, ValueError) as exc:  # StoreError and SpecError are ValueErrors
+        raise _Malformed(f"config or model_spec does not build ({exc})") from None
+    _need(_strings(config["layers"]) and _strings(config["augment"]) and _count(config.get("views", 0)),
+          "config", config, "layers and augment as lists of strings, views an integer")
+    _need(_strings(data.get("classes")), "classes", data.get("classes"), "a list of strings")
+    shards = data.get("shards")
+    _need(type(shards) is list, "shards", shards, "a list")
+    for i, entry in enumerate(shards):
+        if not _entry_ok(entry):
+            check_shard_entry(entry, f"shards[{i}]")
+            raise _Malformed(f"shards[{i}] is {_short(entry)}, expected a shard entry")
+    check_failures(data.get("failures"), "failures")
+    runs = data.get("runs", [])
+    _need(type(runs) is list and all(type(r) is dict for r in runs), "runs", runs, "a list of objects")
+    _need(_count(data.get("journal_seq", 0)), "journal_seq", data.get("journal_seq"), "an integer >= 0")
+    index = data.get("index")
+    if index is not None:
+        _need(type(index) is dict and type(index.get("file")) is str and _count(index.get("rows"))
+              and _count(index.get("shards")) and type(index.get("checksum")) is str
+              and type(index.get("layout", {})) is dict, "index", index, "{file, rows, checksum, shards, layout}")
+
+
+def check_record(record: dict[str, Any]) -> None:
+    """Raise _Malformed unless a journal record's shard entry, classes, failures and run are well-formed."""
+    if "shard" in record and not _entry_ok(record["shard"]):
+        check_shard_entry(record["shard"], "shard")
+        raise _Malformed(f"shard is {_short(record['shard'])}, expected a shard entry")
+    _need(_strings(record.get("classes", [])), "classes", record.get("classes"), "a list of strings")
+    if "failures" in record:
+        check_failures(record["failures"], "failures")
+    if "run" in record:
+        _need(type(record["run"]) is dict, "run", record["run"], "an object")
+
+
 class Manifest:
     """A store's committed state: the checkpoint in ``manifest.json`` with the journal's records applied.
 
@@ -197,21 +335,27 @@ class Manifest:
 
     @classmethod
     def _read_checkpoint(cls, store: Path) -> "Manifest":
+        from .shard import check_shard_name, read_store_file  # the shard layer sits below the manifest
+
         path = store / MANIFEST_NAME
-        if not path.is_file():
-            raise StoreError(f"{store} is not a feature store: {MANIFEST_NAME} is missing")
         try:
-            data = json.loads(path.read_bytes())
+            raw = read_store_file(path, "manifest")  # never through a link
+        except (FileNotFoundError, NotADirectoryError):
+            raise StoreError(f"{store} is not a feature store: {MANIFEST_NAME} is missing") from None
+        try:
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is not valid JSON ({exc}); the store is damaged") from None
         if not isinstance(data, dict) or data.get("schema_version") not in READABLE_SCHEMAS:
             version = data.get("schema_version") if isinstance(data, dict) else None
             raise StoreError(f"{path} has store schema version {version!r}; this featurestore reads versions "
                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
-        from .shard import check_shard_name  # the shard layer sits below the manifest
-
-        for shard in data.get("shards", []):
-            check_shard_name(shard.get("file") if isinstance(shard, dict) else None)
+        try:
+            check_structure(data)
+        except _Malformed as exc:
+            raise StoreDamagedError(f"{path}: {exc}; {_DAMAGED}") from None
+        for shard in data["shards"]:
+            check_shard_name(shard["file"])
         manifest = cls(data, data.get("journal_seq", 0))
         index = data.get("index")
         if index is not None and (not isinstance(index, dict) or index.get("shards") != len(data["shards"])):
@@ -345,12 +489,14 @@ def check_missing_journal(store: Path, manifest: "Manifest") -> None:
 def committed_digest(store: str | Path) -> str | None:
     """sha256 of what a store has committed (its checkpoint and the journal's valid records), or
     None when there is no store: it changes exactly when a commit changes the store."""
+    from .shard import read_store_file
+
     store = Path(store)
     try:
-        digest = hashlib.sha256((store / MANIFEST_NAME).read_bytes())
+        digest = hashlib.sha256(read_store_file(store / MANIFEST_NAME, "manifest"))
     except FileNotFoundError:
         return None
     journal = read_journal(store)
     if journal.valid_bytes:
-        digest.update((store / JOURNAL_NAME).read_bytes()[:journal.valid_bytes])
+        digest.update(read_store_file(store / JOURNAL_NAME, "journal")[:journal.valid_bytes])
     return digest.hexdigest()

@@ -26,13 +26,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from ._atomic import checksum_of, file_checksum, replacing
+from ._atomic import checksum_of, write_bytes_atomic
 from .errors import StoreDamagedError
 from .columns import RowColumns, decode_strings
-from .shard import ALIGNED, fixed_strings, open_shard, store_file, store_folder
+from .shard import fixed_strings, memory_file, open_shard, read_store_file, store_file, store_folder
 
 __all__ = ["INDEX_DIR", "write_row_index", "read_row_index", "check_row_index_file", "index_file",
            "stale_index_files"]
@@ -46,33 +45,35 @@ _KINDS = {"S": 1 << 16, "u": 8}
 
 
 def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, Any]:
-    """Write ``columns`` as ``STORE/index/NAME`` (temporary file, fsync, rename); return its manifest entry."""
+    """Write ``columns`` as ``STORE/index/NAME`` (built in memory, then temporary file, fsync, rename);
+    return its manifest entry."""
     directory = store_folder(store, INDEX_DIR)
     directory.mkdir(exist_ok=True)
     final = directory / name
-    with replacing(final) as tmp:
-        with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
-            f.create_dataset("keys", data=np.asarray(columns.keys, dtype="S64"))
-            for column, codes, names in (("label", columns.label_codes, columns.label_names),
-                                         ("split", columns.split_codes, columns.split_names)):
-                f.create_dataset(f"{column}_codes", data=np.asarray(codes, dtype=np.uint32))
-                data, string_dtype = fixed_strings([str(n) for n in names])
-                f.create_dataset(f"{column}_names", data=data, dtype=string_dtype)
-            f.create_dataset("view", data=np.asarray(columns.views, dtype=np.uint16))
-            if columns.raw_paths.dtype.kind == "S":  # still as read from an index: written as it is
-                f.create_dataset("paths", data=columns.raw_paths)
-            else:
-                data, string_dtype = fixed_strings(list(columns.paths))
-                f.create_dataset("paths", data=data, dtype=string_dtype)
-            group = f.create_group("aliases")
-            group.create_dataset("keys", data=np.asarray(columns.aliases["keys"], dtype="S64"))
-            for column in ("paths", "labels", "split"):
-                data, string_dtype = fixed_strings(list(columns.aliases[column]))
-                group.create_dataset(column, data=data, dtype=string_dtype)
-            f.flush()
-            layout = {name: [None if f[name].id.get_offset() is None else int(f[name].id.get_offset()),
-                             list(f[name].shape), f[name].dtype.str] for name in _DATASETS}
-    return {"file": f"{INDEX_DIR}/{name}", "rows": len(columns), "checksum": file_checksum(final), "layout": layout}
+    with memory_file(final) as f:
+        f.create_dataset("keys", data=np.asarray(columns.keys, dtype="S64"))
+        for column, codes, names in (("label", columns.label_codes, columns.label_names),
+                                     ("split", columns.split_codes, columns.split_names)):
+            f.create_dataset(f"{column}_codes", data=np.asarray(codes, dtype=np.uint32))
+            data, string_dtype = fixed_strings([str(n) for n in names])
+            f.create_dataset(f"{column}_names", data=data, dtype=string_dtype)
+        f.create_dataset("view", data=np.asarray(columns.views, dtype=np.uint16))
+        if columns.raw_paths.dtype.kind == "S":  # still as read from an index: written as it is
+            f.create_dataset("paths", data=columns.raw_paths)
+        else:
+            data, string_dtype = fixed_strings(list(columns.paths))
+            f.create_dataset("paths", data=data, dtype=string_dtype)
+        group = f.create_group("aliases")
+        group.create_dataset("keys", data=np.asarray(columns.aliases["keys"], dtype="S64"))
+        for column in ("paths", "labels", "split"):
+            data, string_dtype = fixed_strings(list(columns.aliases[column]))
+            group.create_dataset(column, data=data, dtype=string_dtype)
+        f.flush()
+        layout = {name: [None if f[name].id.get_offset() is None else int(f[name].id.get_offset()),
+                         list(f[name].shape), f[name].dtype.str] for name in _DATASETS}
+        image = f.id.get_file_image()
+    write_bytes_atomic(final, image)  # HDF5 never writes to disk: a full disk is a plain OSError
+    return {"file": f"{INDEX_DIR}/{name}", "rows": len(columns), "checksum": checksum_of(image), "layout": layout}
 
 
 def index_file(store: Path, file: Any) -> Path:
@@ -97,7 +98,7 @@ def read_row_index(store: Path, entry: dict[str, Any]) -> RowColumns:
         holds anything the writer does not produce (links, external storage, filters...).
     """
     path = index_file(store, entry.get("file"))
-    data = path.read_bytes()
+    data = read_store_file(path, "row index")
     if checksum_of(data) != entry.get("checksum"):
         raise StoreDamagedError(f"row index {path} differs from its checksum in the manifest; the store is "
                                 "damaged (run `featurestore verify`)")

@@ -29,7 +29,11 @@ none; repair recommits those when their columns read).
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +42,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._atomic import CHECKSUM_PREFIX, file_checksum, replacing
+from ._atomic import CHECKSUM_PREFIX, checksum_of, read_regular_file, write_bytes_atomic
 from .columns import RowColumns, decode_strings
-from .errors import StoreDamagedError, StoreError, UnsafeStoreError
+from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
 
 __all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "shard_dir", "uncommitted_shards",
            "check_shard_name", "shard_file", "open_shard",
-           "check_feature_layouts", "ALIGNED",
+           "check_feature_layouts", "ALIGNED", "memory_file", "read_store_file", "open_store_file",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
            "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry", "content_checksum",
            "CONTENT_CHECKSUM_ATTR", "WRITTEN_ATTR"]
@@ -65,11 +69,16 @@ ALIGNED = {"alignment_threshold": 4096, "alignment_interval": 4096}
 
 
 def fixed_strings(values: list[str] | tuple[str, ...]) -> tuple[np.ndarray, Any]:
-    """``values`` as a fixed-length utf-8 column (data and HDF5 dtype), as long as the longest entry."""
+    """``values`` as a fixed-length utf-8 column (data and HDF5 dtype), as long as the longest entry.
+
+    Strings are encoded with ``surrogateescape``: a file name that is not valid UTF-8 (which
+    Python holds with surrogate escapes, as ``os.listdir`` returns it) is stored as its own
+    bytes, and :func:`~featurestore.columns.decode_strings` gives back the same str.
+    """
     try:  # ASCII, the common case: numpy encodes it without a Python loop
         data = np.array(values, dtype=str).astype("S") if len(values) else np.array([], dtype="S1")
     except UnicodeEncodeError:
-        data = np.array([v.encode("utf-8") for v in values], dtype="S")
+        data = np.array([v.encode("utf-8", "surrogateescape") for v in values], dtype="S")
     width = max(data.dtype.itemsize, 1)
     string_dtype = h5py.string_dtype("utf-8", length=width)
     return data.astype(string_dtype), string_dtype
@@ -180,8 +189,13 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
                 attrs: dict[str, Any]) -> dict[str, Any]:
     """Write ``buffer`` as ``STORE/shards/NAME`` crash-safely; return its manifest entry.
 
-    The file is written under a temporary name, flushed, fsynced and renamed into place,
-    and the directory is fsynced. Only the manifest makes it part of the store.
+    HDF5 lays the file out in memory (metadata and row columns; the feature datasets' space
+    is reserved, not filled) and the file's bytes, the features taken straight from their
+    arrays, are written with :func:`~featurestore._atomic.write_bytes_atomic`: under a
+    temporary name, fsynced, renamed into place, the directory fsynced. HDF5 never writes to
+    disk, so a full disk is a plain :class:`OSError` (HDF5 reported one through tracebacks
+    printed from destructors, and at some sizes crashed). Only the manifest makes the shard
+    part of the store.
 
     ``layers`` maps every output to its row shape, so that a shard holding only aliases
     still has every (empty) feature dataset.
@@ -190,6 +204,8 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     ------
     StoreError
         ``dtype='float16'`` and a value would overflow it (|x| > 65504).
+    OSError
+        The file system refused the write (nothing is left under the temporary name).
     """
     features = {out: _joined(buffer.features.get(out), shape) for out, shape in layers.items()}
     if dtype == "float16":
@@ -203,36 +219,38 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     directory = store / SHARD_DIR
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
-    with replacing(final) as tmp:
-        with h5py.File(tmp, "w", libver="latest", **ALIGNED) as f:
-            f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
-            for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
-                data, string_dtype = fixed_strings(values)
-                f.create_dataset(column, data=data, dtype=string_dtype)
-            f.create_dataset("view", data=np.array(buffer.views, dtype=np.uint16))
-            data, string_dtype = fixed_strings(buffer.paths)
-            f.create_dataset("paths", data=data, dtype=string_dtype)
-            group = f.create_group("features")
-            stored = {out: np.ascontiguousarray(values, dtype=dtype) for out, values in features.items()}
-            for out, values in stored.items():
-                group.create_dataset(out, data=values)
-            aliases = f.create_group("aliases")
-            columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
-            aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
-            for col, values in zip(("paths", "labels", "split"), columns[1:]):
-                data, string_dtype = fixed_strings(values)
-                aliases.create_dataset(col, data=data, dtype=string_dtype)
-            f.attrs.update(attrs)
-            f.attrs[WRITTEN_ATTR] = time.time_ns()
-            f.attrs[CONTENT_CHECKSUM_ATTR] = content_checksum(f, stored)
-            del stored
-            f.flush()
-            layout = {out: _layout(group[out]) for out in features}
+    features = {out: np.ascontiguousarray(values.astype(dtype, copy=False)) for out, values in features.items()}
+    metadata = _WrittenPieces()
+    with h5py.File(metadata, "w", libver="latest", **ALIGNED) as f:
+        f.create_dataset("keys", data=np.array(buffer.keys, dtype="S64"))
+        for column, values in (("labels", buffer.labels), ("split", buffer.splits)):
+            data, string_dtype = fixed_strings(values)
+            f.create_dataset(column, data=data, dtype=string_dtype)
+        f.create_dataset("view", data=np.array(buffer.views, dtype=np.uint16))
+        data, string_dtype = fixed_strings(buffer.paths)
+        f.create_dataset("paths", data=data, dtype=string_dtype)
+        group = f.create_group("features")
+        for out, values in features.items():  # space reserved, bytes written below straight from the arrays
+            group.create_dataset(out, shape=values.shape, dtype=values.dtype, dcpl=_reserved())
+        aliases = f.create_group("aliases")
+        columns = list(zip(*buffer.aliases)) if buffer.aliases else [(), (), (), ()]
+        aliases.create_dataset("keys", data=np.array(columns[0], dtype="S64"))
+        for col, values in zip(("paths", "labels", "split"), columns[1:]):
+            data, string_dtype = fixed_strings(values)
+            aliases.create_dataset(col, data=data, dtype=string_dtype)
+        f.attrs.update(attrs)
+        f.attrs[WRITTEN_ATTR] = time.time_ns()
+        f.attrs[CONTENT_CHECKSUM_ATTR] = content_checksum(f, features)
+        f.flush()
+        layout = {out: _layout(group[out]) for out in features}
+    parts = metadata.assemble({item.offset: memoryview(features[out]).cast("B")
+                               for out, item in layout.items() if item.offset is not None and features[out].nbytes})
+    write_bytes_atomic(final, parts)
     return {
         "file": f"{SHARD_DIR}/{name}",
         "rows": len(buffer),
         "aliases": len(buffer.aliases),
-        "checksum": file_checksum(final),
+        "checksum": checksum_of(parts),
         "layout": {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()},
         "stats": {out: layer_stats(values) for out, values in features.items()},
     }
@@ -256,6 +274,92 @@ def content_checksum(f: h5py.File, features: dict[str, np.ndarray] | None = None
         digest.update(f"{name}|{values.dtype.str}|{values.shape}|".encode())
         digest.update(memoryview(values).cast("B") if values.size else b"")
     return CHECKSUM_PREFIX + digest.hexdigest()
+
+
+def _reserved() -> Any:
+    """Creation properties of a feature dataset whose space HDF5 reserves at creation and never fills:
+    its bytes are written by :func:`write_shard` from the array itself."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+class _WrittenPieces(io.RawIOBase):
+    """A file object for h5py (``h5py.File(fileobj)``) that keeps in memory what HDF5 writes, by offset.
+
+    HDF5 writes only a shard's metadata and row columns through it (the feature datasets are
+    reserved, never written, see :func:`_reserved`); :meth:`assemble` then lays the file out
+    with the feature bytes taken from the arrays, so nothing large is copied and HDF5 itself
+    never touches the disk.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[tuple[int, bytes]] = []
+        self.position = 0
+        self.end = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset + (0 if whence == 0 else self.position if whence == 1 else self.end)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data)
+        self.pieces.append((self.position, piece))
+        self.position += len(piece)
+        self.end = max(self.end, self.position)
+        return len(piece)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self.end - self.position))
+        view[:count] = bytes(count)
+        for offset, piece in self.pieces:  # in write order: a later write wins
+            low, high = max(offset, self.position), min(offset + len(piece), self.position + count)
+            if low < high:
+                view[low - self.position:high - self.position] = piece[low - offset:high - offset]
+        self.position += count
+        return count
+
+    def truncate(self, size: int | None = None) -> int:
+        self.end = self.position if size is None else size
+        return self.end
+
+    def assemble(self, regions: dict[int, memoryview]) -> list[Any]:
+        """The file's bytes, in order, as a list of buffers: the written pieces (a later write winning
+        over an earlier one), ``regions`` (offset -> bytes) and zeros between them."""
+        spans = [(offset, offset + len(piece), piece) for offset, piece in self.pieces]
+        spans += [(offset, offset + len(region), region) for offset, region in regions.items()]
+        end = max([self.end] + [stop for _, stop, _ in spans])
+        cuts = sorted({0, end} | {edge for start, stop, _ in spans for edge in (start, stop)})
+        parts: list[Any] = []
+        for low, high in zip(cuts, cuts[1:]):
+            source = next(((start, data) for start, stop, data in reversed(spans) if start <= low and high <= stop),
+                          None)
+            parts.append(bytes(high - low) if source is None
+                         else memoryview(source[1])[low - source[0]:high - source[0]])
+        return parts
+
+
+def memory_file(final: Path) -> h5py.File:
+    """A new, empty HDF5 file held in memory only (``core`` driver, no backing store), with the
+    writer's settings; take its bytes with ``f.id.get_file_image()`` once written and flushed.
+    The name (``final`` plus a random suffix) only keeps HDF5 from taking it for another open file."""
+    return h5py.File(f"{final}.{secrets.token_hex(8)}", "w", libver="latest", driver="core", backing_store=False,
+                     **ALIGNED)
 
 
 def layouts_of_entry(entry: dict[str, Any], dtype: np.dtype) -> dict[str, FeatureLayout] | None:
@@ -310,6 +414,53 @@ def store_file(store: Path, folder: str, file: Any, what: str) -> Path:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UnsafeStoreError(f"{what} {path} is a link or not a regular file; refusing to read it")
     return path
+
+
+def read_store_file(path: Path, what: str) -> bytes:
+    """The bytes of a store's own file, opened without following a link (``O_NOFOLLOW``).
+
+    Raises
+    ------
+    UnsafeStoreError
+        The path is a link, a FIFO, a device or anything but a regular file.
+    FileNotFoundError
+        It does not exist.
+    """
+    try:
+        return read_regular_file(path, follow_links=False)
+    except NotAFileError as exc:
+        raise UnsafeStoreError(f"{what} {path} is {_kind_of(path)}, not a regular file; refusing the store (it must "
+                               f"never make us read or lock anything outside it)") from exc
+
+
+def open_store_file(path: Path, what: str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """Open a store's own file without following a link (``O_NOFOLLOW``, ``O_NONBLOCK``); return the descriptor.
+
+    Raises
+    ------
+    UnsafeStoreError
+        The path is a link or, once open, not a regular file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UnsafeStoreError(f"{what} {path} is a symbolic link; refusing the store (it must never make us read "
+                               "or lock anything outside it)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeStoreError(f"{what} {path} is not a regular file; refusing the store")
+    return fd
+
+
+def _kind_of(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "not a regular file"
+    return "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "a FIFO" \
+        if stat.S_ISFIFO(mode) else "a special file"
 
 
 def shard_dir(store: Path) -> Path:
@@ -445,10 +596,14 @@ class open_shard:
         self.groups = groups
 
     def __enter__(self) -> h5py.File:
-        if self.path.is_symlink():
-            raise UnsafeStoreError(f"shard {self.path} is a symbolic link; refusing to read it")
+        seen = os.lstat(self.path)
+        if not stat.S_ISREG(seen.st_mode):
+            raise UnsafeStoreError(f"shard {self.path} is {_kind_of(self.path)}, not a regular file; refusing to read it")
         self.file = h5py.File(self.path, "r")
         try:
+            opened = os.fstat(self.file.id.get_vfd_handle())
+            if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):  # swapped for a link meanwhile
+                raise UnsafeStoreError(f"shard {self.path} changed while being opened; refusing to read it")
             _check_objects(self.file, self.path, self.groups)
         except BaseException:
             self.file.close()

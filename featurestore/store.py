@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import CHECKSUM_PREFIX
 from .columns import RowColumns
 from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreDamagedError, StoreError
 from .manifest import Manifest
 from .row_index import read_row_index
-from .shard import (FeatureLayout, check_feature_layouts, layouts_of_entry, open_shard, read_columns, read_layouts,
-                    shard_file)
+from .shard import (FeatureLayout, check_feature_layouts, layouts_of_entry, open_shard, open_store_file, read_columns,
+                    read_layouts, shard_file)
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
@@ -257,8 +258,16 @@ class FeatureStore:
             raise KeyNotInStoreError(f"key {exc.args[0][0]!r} (view {view}) is not in store {self.path}") from None
 
     def load(self, layers: Sequence[str] | str | None = None, split: str | None = None, view: int | None = 0,
-             rows: np.ndarray | None = None) -> FeatureSet:
+             rows: np.ndarray | None = None, check: bool = True) -> FeatureSet:
         """Load features and row metadata.
+
+        Every shard whose rows are all read, first to last in one block (a load of the whole
+        store, or of a split or view that covers the shard), is checked against its checksum in
+        the manifest as it is read: its whole file is hashed (xxh3-128) while the feature bytes
+        go straight into the returned arrays, and a mismatch raises
+        :class:`~featurestore.errors.StoreDamagedError` naming the shard. Reads of part of a
+        shard (scattered rows, a split or view that covers part of it) are not checked, since
+        that would mean reading the whole file; ``featurestore verify`` checks every shard.
 
         Parameters
         ----------
@@ -270,16 +279,26 @@ class FeatureStore:
             Only this view (0 = clean images); None loads every view.
         rows : numpy.ndarray, optional
             Explicit row indices (any order); overrides ``split`` and ``view``.
+        check : bool, default=True
+            Check the checksum of every shard read whole (see above); False skips it.
 
         Returns
         -------
         FeatureSet
+
+        Raises
+        ------
+        StoreDamagedError
+            A shard read whole differs from its checksum, or a shard's feature datasets are not
+            where or of the shape the manifest records (checked before any array is allocated).
         """
         wanted = self.layers if layers is None else ([layers] if isinstance(layers, str) else list(layers))
         names = [self.output_name(n) for n in wanted]
         selected = self._check_rows(rows) if rows is not None else self.rows(split, view)
-        out = {name: _page_aligned_empty((len(selected),) + self._row_shape(name), self.dtype) for name in names}
-        self._fill(out, selected)
+        plan = self._plan(selected)
+        shapes = self._checked_row_shapes(names, plan)  # before allocating: the manifest is untrusted
+        out = {name: _page_aligned_empty((len(selected),) + shapes[name], self.dtype) for name in names}
+        self._fill(out, plan, check)
         classes = self.classes
         lookup = {c: i for i, c in enumerate(classes)}
         rows = self._rows
@@ -308,38 +327,73 @@ class FeatureStore:
                     return layout[name].shape[1:]
         return (self.dims[name],)
 
-    def _fill(self, out: dict[str, np.ndarray], selected: np.ndarray) -> None:
-        """Read each shard once, straight into the preallocated arrays.
-
-        A block of consecutive rows is one ``readinto`` at the dataset's offset in the file
-        (no intermediate copy); scattered rows are gathered from a read-only memory map of
-        the dataset, touching only the pages those rows lie on.
-        """
+    def _plan(self, selected: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(shard, positions in the result, rows inside the shard) of every shard holding selected rows."""
         if not len(selected):
-            return
+            return []
         starts = np.concatenate([[0], np.cumsum(self._shard_rows)])
         shard_of = np.searchsorted(starts, selected, side="right") - 1
         order = np.argsort(shard_of, kind="stable")
         bounds = np.searchsorted(shard_of[order], np.arange(len(self._shard_rows) + 1))
-        for s, shard in enumerate(self.manifest.shards):
-            dest = order[bounds[s]:bounds[s + 1]]
-            if not len(dest):
-                continue
-            local = selected[dest] - starts[s]
+        return [(s, order[bounds[s]:bounds[s + 1]], selected[order[bounds[s]:bounds[s + 1]]] - starts[s])
+                for s in range(len(self._shard_rows)) if bounds[s + 1] > bounds[s]]
+
+    def _checked_row_shapes(self, names: list[str], plan: list[tuple[int, np.ndarray, np.ndarray]]
+                            ) -> dict[str, tuple[int, ...]]:
+        """Each layer's row shape, once every shard to be read has confirmed its recorded layout.
+
+        A manifest recording a wider row than its shards hold would otherwise allocate the
+        result (rows x that width) before any shard is opened.
+        """
+        shapes: dict[str, tuple[int, ...]] = {}
+        for s, _, _ in plan:
+            file = shard_file(self.path, self.manifest.shards[s]["file"])
+            with self._reading(file):
+                self._check_layouts(s, file, names)
+            layouts = self._layout(s)
+            for name in names:
+                if name in layouts and shapes.setdefault(name, layouts[name].shape[1:]) != layouts[name].shape[1:]:
+                    raise StoreDamagedError(f"shard {file}: layer {name} has rows of shape {layouts[name].shape[1:]}, "
+                                            f"other shards {shapes[name]}; the store is damaged (run `featurestore "
+                                            f"verify {self.path}`)")
+        return {name: shapes[name] if name in shapes else self._row_shape(name) for name in names}
+
+    @contextmanager
+    def _reading(self, file: Path) -> Iterator[None]:
+        """Turn what reading a damaged shard raises into one StoreError naming it."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise StoreError(f"cannot read shard {file}: {exc}; run `featurestore verify {self.path}`") from None
+
+    def _fill(self, out: dict[str, np.ndarray], plan: list[tuple[int, np.ndarray, np.ndarray]],
+              check: bool = True) -> None:
+        """Read each shard once, straight into the preallocated arrays.
+
+        A block of consecutive rows is one ``readinto`` at the dataset's offset in the file
+        (no intermediate copy); scattered rows are gathered from a read-only memory map of
+        the dataset, touching only the pages those rows lie on. A shard read whole, with
+        ``check``, is read front to back and hashed on the way (:func:`_fill_checked`).
+        """
+        for s, dest, local in plan:
+            shard = self.manifest.shards[s]
             file = shard_file(self.path, shard["file"])
-            try:
-                self._check_layouts(s, file, out)
+            with self._reading(file):
                 layouts = self._layout(s)
+                raw = {name: layouts.get(name) for name in out}
+                raw = {name: layout for name, layout in raw.items() if layout is not None
+                       and layout.offset is not None and layout.dtype == out[name].dtype}
+                whole = _is_range(dest) and _is_range(local) and local[0] == 0 and len(local) == self._shard_rows[s]
+                if check and whole:
+                    _fill_checked(file, shard, {name: (layout, out[name][dest[0]:dest[-1] + 1])
+                                                for name, layout in raw.items()})
                 for name, array in out.items():
-                    layout = layouts.get(name)
-                    if layout is None or layout.offset is None or layout.dtype != array.dtype:
+                    if name not in raw:
                         _fill_h5py(file, name, array, dest, local)
-                    else:
-                        _fill_raw(file, layout, array, dest, local)
-            except StoreError:
-                raise
-            except (OSError, ValueError, KeyError) as exc:
-                raise StoreError(f"cannot read shard {file}: {exc}; run `featurestore verify {self.path}`") from None
+                    elif not (check and whole):
+                        _fill_raw(file, raw[name], array, dest, local)
 
     # --- splits, duplicates, leakage ---------------------------------------------------------
     def stratified_split(self, test_size: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -411,7 +465,7 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
     """Copy rows ``local`` of a contiguous dataset into ``array[dest]`` straight from the file."""
     if _is_range(local) and _is_range(dest):
         target = memoryview(array[dest[0]:dest[-1] + 1]).cast("B")
-        with open(file, "rb", buffering=0) as fh:
+        with open(open_store_file(file, "shard"), "rb", buffering=0) as fh:
             fh.seek(layout.offset + int(local[0]) * layout.row_bytes)
             done = 0
             while done < len(target):
@@ -420,7 +474,8 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
                     raise StoreError(f"the file ends {len(target) - done} bytes early")
                 done += got
         return
-    mapped = np.memmap(file, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
+    with open(open_store_file(file, "shard"), "rb", buffering=0) as fh:
+        mapped = np.memmap(fh, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
     try:
         # mode="clip" (the rows are checked already): with the default mode numpy buffers `out`,
         # which made gathering 5,000 rows 4x slower
@@ -430,6 +485,53 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
             array[dest] = np.take(mapped, local, axis=0, mode="clip")
     finally:
         del mapped
+
+
+#: Bytes read and hashed at a time by a checked read: small enough to stay in the CPU's cache
+#: between the copy and the hash, large enough that the system calls do not count.
+_HASHED_PIECE = 1 << 20
+
+
+def _fill_checked(file: Path, shard: dict[str, Any], targets: dict[str, tuple[FeatureLayout, np.ndarray]]) -> None:
+    """Read a shard front to back, each layer of ``targets`` straight into its array and the rest
+    into a scratch buffer, hashing every byte; raise StoreDamagedError unless the hash is the
+    shard's checksum in the manifest (xxh3-128; sha256 in entries written before schema 2)."""
+    expected = shard.get("checksum")
+    if isinstance(expected, str) and expected.startswith(CHECKSUM_PREFIX):
+        import xxhash
+
+        digest, prefix = xxhash.xxh3_128(), CHECKSUM_PREFIX
+    else:
+        digest, prefix, expected = hashlib.sha256(), "", shard.get("sha256")
+    regions = sorted(((layout.offset, memoryview(array).cast("B")) for layout, array in targets.values()),
+                     key=lambda region: region[0])
+    scratch = memoryview(bytearray(1 << 20))
+    with open(open_store_file(file, "shard"), "rb", buffering=0) as fh:
+        position = 0
+        for offset, target in regions + [(None, None)]:
+            while offset is None or position < offset:  # bytes before the next layer, or after the last one
+                got = fh.readinto(scratch[:len(scratch) if offset is None else min(len(scratch), offset - position)])
+                if not got:
+                    break
+                digest.update(scratch[:got])
+                position += got
+            if offset is None:
+                break
+            if position != offset:  # the file ends first, or layers overlap
+                raise StoreDamagedError(f"shard {file}: its recorded layout does not fit the file; the store is "
+                                        "damaged (run `featurestore verify`)")
+            done = 0
+            while done < len(target):  # in pieces hashed while they are still in the CPU's cache
+                got = fh.readinto(target[done:done + _HASHED_PIECE])
+                if not got:
+                    raise StoreDamagedError(f"shard {file} ends {len(target) - done} bytes early; the store is "
+                                            "damaged (run `featurestore verify`)")
+                digest.update(target[done:done + got])
+                done += got
+            position += done
+    if prefix + digest.hexdigest() != expected:
+        raise StoreDamagedError(f"shard {file} differs from its checksum in the manifest (its bytes changed since "
+                                "it was written); the store is damaged: run `featurestore verify`")
 
 
 def _fill_h5py(file: Path, name: str, array: np.ndarray, dest: np.ndarray, local: np.ndarray) -> None:

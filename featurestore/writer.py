@@ -22,7 +22,8 @@ from .columns import RowColumns
 from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from .row_index import INDEX_DIR, read_row_index, stale_index_files, write_row_index
-from .shard import SHARD_DIR, ShardBuffer, open_shard, read_columns, shard_file, uncommitted_shards, write_shard
+from .shard import (SHARD_DIR, ShardBuffer, open_shard, open_store_file, read_columns, shard_file,
+                    uncommitted_shards, write_shard)
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]
@@ -197,7 +198,7 @@ class StoreWriter:
             raise
 
     def _acquire_lock(self) -> int:
-        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_store_file(self.path / LOCK_NAME, "lock file", os.O_RDWR | os.O_CREAT)  # never through a link
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -88,6 +88,7 @@ def test_store_covers_every_case_and_target(results):
     single = next(c for c in doc["cases"] if (c["layout"], c["dtype"]) == ("single", "float32"))
     assert {"ours write_arrays", "np.save", "torch.save", "ours random rows", "ours slice"} <= set(single["variants"])
     assert single["breakdown"]["write_arrays"]["total"] > 0
+    assert "checksummed/unchecked load (time)" in single["ratios"] and "ours load(check=False) (opened)" in single["variants"]
 
 
 def test_store_scale_reports_each_milestone(results):

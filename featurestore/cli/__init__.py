@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 failure reported, 2 usage error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if callable(getattr(sys.stdout, "reconfigure", None)):  # a file name that is not UTF-8 prints as its bytes
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return int(args._run(args) or 0)
     except (FeatureStoreError, OSError) as exc:  # bad input, or a file the system refuses: one line

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fingerprint  {info['fingerprint']}")
     print(f"rows         {info['rows']} ({info['images']} images, {info['views']} augmented views each), "
           f"{info['dtype']}, {info['shards']} shards, {info['bytes'] / 1e6:.1f} MB")
-    print(f"splits       " + ", ".join(f"{s} {n}" for s, n in info["splits"].items()))
+    print("splits       " + ", ".join(f"{s} {n}" for s, n in info["splits"].items()))
     print(f"classes      {len(info['classes'])}: " + ", ".join(f"{c} ({n})" for c, n in info["classes"].items()))
     print("layers")
     for name, st in info["layers"].items():

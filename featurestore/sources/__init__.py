@@ -17,7 +17,7 @@ from ..errors import SourceError
 from .arrays import ArraySource
 from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_ENV, FashionMnistSource
 from .folder import FolderSource
-from .item import ImageSource, SourceItem, array_key_hasher, content_key
+from .item import MAX_FILE_BYTES, ImageSource, SourceItem, array_key_hasher, content_key
 from .table import CsvSource
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_ENV",
     "IMAGE_EXTENSIONS",
+    "MAX_FILE_BYTES",
     "SPLIT_NAMES",
     "ArraySource",
     "CsvSource",

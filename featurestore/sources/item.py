@@ -6,14 +6,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .._atomic import read_regular_file
 from ..errors import ContentTypeError, SourceError
 
-__all__ = ["SourceItem", "content_key", "array_key_hasher", "ImageSource", "ItemListSource"]
+__all__ = ["SourceItem", "content_key", "array_key_hasher", "ImageSource", "ItemListSource", "MAX_FILE_BYTES"]
+
+#: Default bound on the size of an image file (``--max-file-bytes``): 256 MiB, the size of an
+#: uncompressed 8-bit RGB image of :data:`~featurestore.decode.MAX_PIXELS` pixels (89,478,485 x 3
+#: bytes), the largest the decoder accepts; any real encoded image is far smaller.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,17 +53,27 @@ class SourceItem:
         if self.array is not None and not isinstance(self.array, np.ndarray):
             raise SourceError(f"SourceItem array must be a numpy array or None, got {type(self.array).__name__}")
 
-    def read(self) -> bytes | np.ndarray:
+    def read(self, max_bytes: int | None = MAX_FILE_BYTES) -> bytes | np.ndarray:
         """Return :attr:`array` if set, else the bytes of the file at :attr:`path`.
+
+        Only regular files are read (links to them are followed): a device, FIFO or socket is
+        refused without being opened, and a file over ``max_bytes`` before it is read.
+
+        Parameters
+        ----------
+        max_bytes : int or None, default=MAX_FILE_BYTES
+            Refuse files larger than this (None: no bound).
 
         Raises
         ------
         OSError
-            The file cannot be read (``FileNotFoundError`` when it is missing).
+            The file cannot be read (``FileNotFoundError`` when it is missing;
+            :class:`~featurestore.errors.NotAFileError` for a device, FIFO, socket or folder;
+            :class:`~featurestore.errors.FileTooLargeError` over ``max_bytes``).
         """
         if self.array is not None:
             return self.array
-        return Path(self.path).read_bytes()
+        return read_regular_file(self.path, max_bytes=max_bytes)
 
 
 def content_key(data: bytes | bytearray | memoryview | np.ndarray) -> str:
