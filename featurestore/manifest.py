@@ -231,18 +231,6 @@ def check_structure(data: dict[str, Any]) -> None:
               and type(index.get("layout", {})) is dict, "index", index, "{file, rows, checksum, shards, layout}")
 
 
-def check_record(record: dict[str, Any]) -> None:
-    """Raise _Malformed unless a journal record's shard entry, classes, failures and run are well-formed."""
-    if "shard" in record and not _entry_ok(record["shard"]):
-        check_shard_entry(record["shard"], "shard")
-        raise _Malformed(f"shard is {_short(record['shard'])}, expected a shard entry")
-    _need(_strings(record.get("classes", [])), "classes", record.get("classes"), "a list of strings")
-    if "failures" in record:
-        check_failures(record["failures"], "failures")
-    if "run" in record:
-        _need(type(record["run"]) is dict, "run", record["run"], "an object")
-
-
 class Manifest:
     """A store's committed state: the checkpoint in ``manifest.json`` with the journal's records applied.
 

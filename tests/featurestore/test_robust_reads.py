@@ -252,9 +252,9 @@ def test_a_malformed_journal_record_is_one_damaged_store_line(tmp_path):
     base = read_journal(store).base
     with open(store / JOURNAL_NAME, "ab") as fh:
         fh.write(encode_record({"seq": base + 1, "failures": [{"path": 3}]}))
-    message = (f"{store / JOURNAL_NAME}: record {base + 1}: failures[0] is {{'path': 3}}, expected "
-               "{path, key, error, message}; the store is damaged (restore the file, or extract again into a "
-               "new store)")
+    message = (f"{store / JOURNAL_NAME}: line 2 (record {base + 1}) is not a valid commit: its failures are "
+               f"malformed; the store is damaged, nothing was changed: run `featurestore repair {store}` to "
+               "rebuild it from its shard files")
     with pytest.raises(StoreDamagedError) as caught:
         open_store(store)
     assert str(caught.value) == message
