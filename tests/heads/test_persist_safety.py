@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 import scipy.special
 import skops.io as sio
-from PIL import Image
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, normalize
 from sklearn.utils._testing import assert_run_python_script_without_output
 
-from featurestore import ArraySource, ExtractOptions, Preprocessing, extract
 from featurestore._atomic import file_sha256
 from heads import UnsafeHeadError, load_head
 from heads.bench import build_estimator
@@ -33,24 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "featurestore", *map(str, args)], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
-
-
-@pytest.fixture(scope="module")
-def pixels(tmp_path_factory):
-    """An 8 x 8 grey pixels model, a store of 60 images of it, and a folder of 4 PNG files."""
-    from export import export_backbone
-
-    root = tmp_path_factory.mktemp("pixels")
-    prep = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,), std=(1.0,), color_mode="L")
-    export_backbone("pixels", root / "p.onnx", preprocessing=prep)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
-    extract(root / "p.onnx", ArraySource(images, labels=[str(i % 3) for i in range(60)]), root / "store",
-            ExtractOptions(device="cpu", progress=False))
-    (root / "pngs").mkdir()
-    for i in range(4):
-        Image.fromarray(images[i]).save(root / "pngs" / f"{i}.png")
-    return root
 
 
 def write_old_format(estimator, path: Path, metadata: dict) -> Path:
