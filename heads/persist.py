@@ -249,7 +249,7 @@ def load_head(path: str | Path) -> tuple[Any, dict[str, Any]]:
     estimator, facts = _unwrap(loaded, path)
     if facts is not None:
         _check_facts(facts, metadata, path)
-    _check_sidecar(estimator, metadata, path)
+    _check_sidecar(estimator, metadata, path, exact_classes=facts is None)
     return estimator, metadata
 
 
@@ -279,8 +279,12 @@ def _check_facts(facts: dict[str, Any], metadata: dict[str, Any], path: Path) ->
                 f"{_short(facts[key])}; the sidecar was edited or belongs to another head: restore it or refit")
 
 
-def _check_sidecar(estimator: Any, metadata: dict[str, Any], path: Path) -> None:
-    """Checks every head passes, with or without facts inside: distinct layers, labels within the classes."""
+def _check_sidecar(estimator: Any, metadata: dict[str, Any], path: Path, *, exact_classes: bool) -> None:
+    """Checks every head passes, with or without facts inside: distinct layers, labels within the classes.
+
+    With ``exact_classes`` (a head saved without facts, whose sidecar alone names the classes)
+    the head must predict exactly as many classes as the sidecar names.
+    """
     side = sidecar_path(path).name
     layers = metadata.get("layers")
     if layers is not None and (not isinstance(layers, list) or not layers
@@ -297,7 +301,8 @@ def _check_sidecar(estimator: Any, metadata: dict[str, Any], path: Path) -> None
     if labels is None:
         return
     labels = np.asarray(labels)
-    if labels.size == 0 or labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(classes):
+    if labels.size == 0 or labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(classes) \
+            or (exact_classes and len(labels) != len(classes)):
         raise HeadModelMismatchError(
-            f"head file {path} predicts {len(labels)} class indices up to {_short(labels.max().item())}, but its "
-            f"sidecar {side} names {len(classes)} classes; restore the sidecar or refit the head")
+            f"head file {path} predicts {len(labels)} class(es) ({_short(labels.tolist())}), but its sidecar {side} "
+            f"names {len(classes)}; restore the sidecar or refit the head")
