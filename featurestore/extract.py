@@ -103,6 +103,11 @@ class ExtractOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name, flag in (("decode_workers", "--workers"), ("intra_op_threads", "--threads")):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise OptionsError(f"{flag} must be >= 1 (or left out for the default), got {getattr(self, name)}")
+        if self.views < 0 or self.inflight < 1:
+            raise OptionsError(f"views must be >= 0 and inflight >= 1, got {self.views} and {self.inflight}")
         check_shard_rows(self.shard_rows)
         if isinstance(self.max_file_bytes, bool) or not isinstance(self.max_file_bytes, int) \
                 or self.max_file_bytes < 1:

@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailableError, ModelInputError, OptionsError
+from .errors import BackendUnavailableError, ModelInputError, OptionsError, SpecError
 from .spec import ModelSpec, read_spec
 
-__all__ = ["DEVICES", "resolve_providers", "FeatureModel"]
+__all__ = ["DEVICES", "resolve_providers", "check_graph", "FeatureModel"]
 
 DEVICES = ("auto", "cpu", "cuda")
+_CLASSES_KEY = "featurestore.classes"  # the metadata `featurestore package` writes (cli.package.CLASSES_KEY)
 
 
 #: CUDA provider options: cuDNN picks the fastest convolution algorithm once per shape
@@ -50,6 +51,58 @@ def _cuda_device_present() -> bool:
     """Whether an NVIDIA driver exposes a GPU here (onnxruntime-gpu lists CUDA even without one)."""
     gpus = Path("/proc/driver/nvidia/gpus")
     return os.environ.get("CUDA_VISIBLE_DEVICES", "") != "-1" and gpus.is_dir() and any(gpus.iterdir())
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions onnxruntime raises for a file it cannot make a session of (plain ``Exception`` subclasses)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NotImplemented", "RuntimeException")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name)) + (RuntimeError, ValueError)
+
+
+def check_graph(session: Any, spec: ModelSpec, path: Path) -> None:
+    """Refuse a model whose graph is not the one its spec describes (a spec copied onto another model).
+
+    The graph must take one uint8 input named as the spec says, of shape ``(batch, H, W, C)``,
+    and give every layer's output as float32 ``(batch, dim)`` (dimensions the graph leaves
+    symbolic are not compared); a classifier from ``featurestore package`` gives ``label`` and
+    ``probabilities`` instead.
+
+    Raises
+    ------
+    SpecError
+    """
+    def refuse(what: str) -> None:
+        raise SpecError(f"model {path} does not match the featurestore spec it carries ({what}); it was not "
+                        "written by `featurestore export` for that spec: export the model again")
+
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != spec.input_name:
+        refuse(f"inputs {[i.name for i in inputs]}, spec {spec.input_name!r}")
+    if inputs[0].type != "tensor(uint8)":
+        refuse(f"input {inputs[0].name!r} is {inputs[0].type}, not tensor(uint8)")
+    shape = list(inputs[0].shape)
+    if len(shape) != 4 or any(isinstance(got, int) and got != want
+                              for got, want in zip(shape[1:], spec.input_shape)):
+        refuse(f"input shape {shape}, spec (batch, {', '.join(map(str, spec.input_shape))})")
+    outputs = {output.name: output for output in session.get_outputs()}
+    if _CLASSES_KEY in session.get_modelmeta().custom_metadata_map:  # `featurestore package`: label, probabilities
+        if not {"label", "probabilities"} <= set(outputs):
+            refuse(f"a packaged classifier without outputs label and probabilities: {sorted(outputs)}")
+        return
+    for layer in spec.layers:
+        output = outputs.get(layer.output)
+        if output is None:
+            refuse(f"no output {layer.output!r}")
+        if output.type != "tensor(float)":
+            refuse(f"output {layer.output!r} is {output.type}, not tensor(float)")
+        dims = list(output.shape)
+        if layer.pooling == "none" and layer.stride is not None:  # unpooled maps (C, H, W) or tokens (L, C)
+            if len(dims) not in (3, 4):
+                refuse(f"output {layer.output!r} has shape {dims}, spec an unpooled map or token sequence")
+        elif len(dims) != 2 or (isinstance(dims[1], int) and dims[1] != layer.dim):
+            refuse(f"output {layer.output!r} has shape {dims}, spec (batch, {layer.dim})")
 
 
 class FeatureModel:
@@ -88,8 +141,14 @@ class FeatureModel:
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
         self.providers = resolve_providers(device, device_id)
-        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except _ort_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpecError(f"onnxruntime cannot load model {self.path} ({first[:200]}); give the file "
+                            "`featurestore export` wrote") from None
         self.outputs = [layer.output for layer in self.spec.layers]
+        check_graph(self.session, self.spec, self.path)
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_id = device_id
         self.io_binding = self.on_cuda if io_binding is None else bool(io_binding)

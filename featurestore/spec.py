@@ -282,7 +282,7 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
     FileNotFoundError
         The file does not exist.
     SpecError
-        The model carries no featurestore spec, or an unsupported version of it.
+        The file is not an ONNX model, or carries no featurestore spec, or an unsupported version of it.
     UnsafeModelError
         The file's external data lies outside its folder (see :func:`check_external_data`).
 
@@ -292,15 +292,13 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
     >>> [layer.name for layer in spec.layers]  # doctest: +SKIP
     ['pre_logits']
     """
-    import onnx
-
     where = "model"
     if isinstance(model, (str, Path)):
         where = str(model)
         if not Path(model).is_file():
             raise ModelNotFoundError(f"ONNX model {where!r} does not exist")
         model_path = Path(model)
-        model = onnx.load(str(model), load_external_data=False)
+        model = _load_onnx(model_path)
         check_external_data(model, model_path)
     for prop in model.metadata_props:
         if prop.key == SPEC_KEY:
@@ -309,6 +307,18 @@ def read_spec(model: str | Path | Any) -> ModelSpec:
         f"{where} carries no featurestore spec (metadata key {SPEC_KEY!r}); "
         "export it with `featurestore export`"
     )
+
+
+def _load_onnx(path: Path) -> Any:
+    """``onnx.load`` of ``path`` without its external data; a file that is no ONNX model is a :class:`SpecError`."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, TypeError, RuntimeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path} is not an ONNX model ({type(exc).__name__}); give the file "
+                        "`featurestore export` wrote") from None
 
 
 def _tensors(graph: Any) -> Any:

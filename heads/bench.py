@@ -111,6 +111,9 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
         augmented = _augmented_views(store, names, data.keys[labelled]) if use_views else None
         if labelled.sum() < 2:
             raise HeadDataError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
+        if len(np.unique(data.y[labelled])) < 2:
+            raise HeadDataError(f"store {path} has labelled rows of one class only; a head needs two or more: "
+                                "extract images of other classes into it")
         splits = data.splits[labelled]
         test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
         out.append(StoreData(

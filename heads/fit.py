@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import cross_val_score
+from sklearn.utils._param_validation import InvalidParameterError
 
 from featurestore import open_store
 from featurestore._time import utc_timestamp
 from featurestore._version import __version__
 
 from .bench import build_estimator
-from .errors import HeadDataError
+from .errors import HeadDataError, HeadParamError
 from .persist import save_head
 from .registry import method_used
 
@@ -56,11 +57,19 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
         raise HeadDataError(f"store {store_path} has no labelled rows to fit on")
     test = labelled & (data.splits == "test")
     train = labelled & ~test
+    present = np.unique(data.y[train])
+    if len(present) < 2:
+        raise HeadDataError(f"store {store_path} has training rows of {len(present)} class(es) "
+                            f"({', '.join(str(data.classes[c]) for c in present) or 'none'}); a head needs two or "
+                            "more: extract images of other classes into it")
     X = data.matrix(names).astype(np.float32, copy=False)
     blocks = [data.X[n].reshape(len(data), -1).shape[1] for n in names]
     estimator = build_estimator(head, fusion if len(names) > 1 else "none", blocks, seed, search, **(params or {}))
     start = time.perf_counter()
-    estimator.fit(X[train], data.y[train])
+    try:
+        estimator.fit(X[train], data.y[train])
+    except InvalidParameterError as exc:  # scikit-learn checks its estimators' parameters when fitting
+        raise HeadParamError(f"head {head}: {str(exc).splitlines()[0]} (check --param)") from None
     fit_seconds = time.perf_counter() - start
     if test.any():
         scores = {"evaluation": "test split", "accuracy": float(accuracy_score(data.y[test], estimator.predict(X[test])))}
@@ -76,11 +85,12 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
         "model_sha256": store.manifest.config.model_sha256,
         "backbone": store.spec.backbone,
         "layers": names,
+        "blocks": blocks,
         "fusion": fusion if len(names) > 1 else "none",
         "head": head,
         "params": params or {},
         "method": method_used(final),
-        "classes": list(data.classes),
+        "classes": [str(name) for name in data.classes],
         "trained_rows": int(train.sum()),
         "fit_seconds": fit_seconds,
         "scores": scores,

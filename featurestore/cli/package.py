@@ -33,7 +33,7 @@ from .._atomic import write_bytes_atomic
 from ..errors import PackageError
 from ..spec import SPEC_KEY, read_spec
 from . import package_graphs as graphs
-from .predict import check_head_model
+from .predict import check_head_model, check_head_width
 
 __all__ = ["CLASSES_KEY", "HEAD_KEY", "package_head"]
 
@@ -353,6 +353,7 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     estimator, metadata = load_head(head_path)
     check_head_model(model_path, [layer.output for layer in spec.layers], metadata, head_path)
     layers = list(metadata["layers"])
+    check_head_width(estimator, [spec.layer(name).dim for name in layers], metadata, head_path, model_path)
     width = sum(spec.layer(name).dim for name in layers)
     head = _head_graph(estimator, width, spec.opset)
     metadata = {**metadata, "probabilities": hasattr(estimator, "predict_proba"),  # a Pipeline has it if its head has

@@ -21,7 +21,7 @@ from ..errors import MissingOutputError
 from ..session import FeatureModel
 from ..sources import content_key, open_source
 
-__all__ = ["check_head_model", "predict_source", "predict_packaged"]
+__all__ = ["check_head_model", "check_head_width", "predict_source", "predict_packaged"]
 
 
 def check_head_model(model_path: Path, outputs: list[str], metadata: dict[str, Any], head: Path) -> None:
@@ -37,9 +37,34 @@ def check_head_model(model_path: Path, outputs: list[str], metadata: dict[str, A
             f"head {head} was trained on a store of model {metadata.get('backbone')} "
             f"(sha256 {str(metadata.get('model_sha256'))[:12]}...), another model than {model_path} "
             f"(sha256 {model_sha[:12]}...); use the model the store was extracted with")
-    missing = [name for name in metadata["layers"] if name not in outputs]
+    layers = metadata.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers) \
+            or not isinstance(metadata.get("classes"), list):
+        raise HeadModelMismatchError(f"the sidecar of head {head} lacks its layers or classes (a list each); "
+                                     "restore it or refit the head")
+    missing = [name for name in layers if name not in outputs]
     if missing:
         raise HeadModelMismatchError(f"model {model_path} has no output(s) {', '.join(missing)} needed by {head}")
+
+
+def check_head_width(estimator: Any, dims: list[int], metadata: dict[str, Any], head: Path, model_path: Path) -> None:
+    """Refuse a head whose input is not the model's layers it names, laid side by side.
+
+    ``dims`` are the model's dimensions of the head's layers, in the sidecar's order.
+
+    Raises
+    ------
+    HeadModelMismatchError
+    """
+    blocks = metadata.get("blocks")
+    if blocks is not None and list(blocks) != list(dims):
+        raise HeadModelMismatchError(f"head {head} was fitted on layers of {blocks} features; model {model_path} gives "
+                                     f"{list(dims)} for its layers {', '.join(metadata['layers'])}")
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and int(expected) != sum(dims):
+        raise HeadModelMismatchError(f"head {head} takes {int(expected)} features; model {model_path}'s layers "
+                                     f"{', '.join(metadata['layers'])} give {sum(dims)}: restore the head's sidecar "
+                                     "or use the model and layers it was fitted on")
 
 
 def _decode(item, prep):
@@ -71,6 +96,7 @@ def predict_source(model_path: str | Path, head_path: str | Path, source: Any, o
     check_head_model(model.path, model.outputs, metadata, head_path)
     estimator, metadata = load_head(head_path)
     layers = list(metadata["layers"])
+    check_head_width(estimator, [model.spec.layer(name).dim for name in layers], metadata, head_path, model.path)
 
     def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         feats = model.run(images, layers)
