@@ -181,6 +181,8 @@ def extract_distributed(
     options = options or ExtractOptions()
     opts = ray_options or RayOptions()
     model_path = Path(model.path if isinstance(model, FeatureModel) else model)
+    if not isinstance(model, FeatureModel):
+        FeatureModel(model_path, device="cpu", intra_op_threads=1)  # the graph checked against its spec, before the store is made
     spec = read_spec(model_path)
     _worker_device(options.device, opts.gpus_per_worker)
     config = StoreConfig.from_spec(spec, file_sha256(model_path), views=options.views, augment=options.augment,

@@ -90,6 +90,7 @@ def test_a_file_that_is_not_an_exported_model(work, tmp_path, capsys, model):
     bad = work / model
     what = "does not match the featurestore spec" if model == "copied.onnx" else "is not an ONNX model"
     for args in (["extract", bad, work / "imgs", "-o", tmp_path / "store"],
+                 ["extract", bad, work / "imgs", "-o", tmp_path / "store", "--engine", "ray"],
                  ["predict", bad, work / "head.skops", work / "imgs", "-o", tmp_path / "p.csv", "--device", "cpu"],
                  ["predict", bad, work / "imgs", "-o", tmp_path / "p.csv", "--device", "cpu"],
                  ["classify", bad, work / "imgs" / "0.png", "--device", "cpu"]):
