@@ -61,10 +61,10 @@ def token_blocks(model: nn.Module, outputs: dict[str, torch.Tensor], described: 
 
 def _declared_stages(model: nn.Module, described: Described) -> list[str]:
     """The stages a model declares in timm's ``feature_info`` (a list of dicts naming ``module`` and
-    ``reduction``), when every module it names was traced; quarters of depth when they all share
+    ``reduction``), when it names at least three and every module it names was traced; quarters of depth when they all share
     one reduction (plain ViTs list every block)."""
     info = getattr(model, "feature_info", None)
-    if not isinstance(info, list) or not info or not all(isinstance(i, dict) and "module" in i for i in info):
+    if not isinstance(info, list) or len(info) < 3 or not all(isinstance(i, dict) and "module" in i for i in info):
         return []
     names = [str(i["module"]) for i in info]
     if not all(described.get(n, (None,))[0] is not None for n in names):
