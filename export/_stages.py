@@ -5,8 +5,9 @@ hierarchical transformers, the module that ends each stride. The modules on the 
 main path are listed in execution order (a container is opened up when its own children
 change stride more than once, i.e. it holds several stages, as ``features`` or
 ``trunk_output`` do; a module that changes stride once, such as a downsampling layer, stays
-whole); each maximal run of one stride contributes its last module. Global pools, what
-follows them and layout-only modules (permutes, dropouts) are no stage. For plain ViTs,
+whole); each maximal run of one stride contributes its last module. Global pools, modules
+whose output is one (SqueezeNet's convolution classifier), what follows them and layout-only
+modules (permutes, dropouts) are no stage. For plain ViTs,
 whose blocks all keep one resolution, the stages are the last block of each quarter of
 depth. A model that declares its stages in timm's ``feature_info`` gets those.
 """
@@ -114,8 +115,10 @@ def stage_names(model: nn.Module, order: list[str], described: Described, pools:
     def main_path(prefix: str, module: nn.Module) -> list[str]:
         path: list[str] = []
         for name, child in kids(prefix, module):
-            if name in pools:
-                path.append("")  # the head starts here: nothing after a global pool is a stage
+            if name in pools or (is_map(name) and not spans(name, child) and any(
+                    n.startswith(name + ".") and described[n][2] == described[name][2] for n in pools)):
+                # the head starts here: a global pool, or a module whose output is one (SqueezeNet's classifier)
+                path.append("")
             elif is_map(name) and not spans(name, child):
                 path.append(name)
             else:

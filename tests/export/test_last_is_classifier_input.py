@@ -136,3 +136,18 @@ def test_timm_last_is_forward_head_pre_logits(name):
 
 def test_the_timm_sample_spans_at_least_100_models():
     assert len(TIMM) >= 100 and _TIMM_IMG_SIZE <= set(TIMM)
+
+
+def test_stages_skip_a_pooling_classifier_and_cover_cait_patch_blocks():
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    squeezenet = torchvision.models.squeezenet1_1(weights=None)
+    stages = select_layers(trace_layers(squeezenet, (64, 64)), "last,stages")
+    assert [(c.layer.name, c.layer.channels) for c in stages] == [
+        ("pre_logits", 512), ("features.1", 64), ("features.4", 128), ("features.7", 256), ("features.12", 512)]
+    cait = timm.create_model("cait_xxs24_224", pretrained=False, img_size=64)
+    stages = select_layers(trace_layers(cait, (64, 64)), "stages")
+    assert [(c.layer.name, c.layer.prefix_tokens, c.pooling) for c in stages] == [
+        (f"blocks.{i}", 0, "mean") for i in (5, 11, 17, 23)], "patch tokens only: no class token to pool"
