@@ -5,7 +5,8 @@ random weights and seeded normalisation statistics: the exported module (``Featu
 uint8 images in) at ``last`` equals the reference within 1e-4 of its scale (1e-3 for
 transformers). The reference is timm's ``forward_head(forward_features(x), pre_logits=True)``,
 or the input of the torchvision model's final Linear/Conv classifier, averaged over space as
-the logits are (``reference.classifier_input``). Inputs are the smallest each model takes.
+the logits are (``reference.classifier_input``); ``logits`` equals the model's output alongside.
+Inputs are the smallest each model takes.
 A smaller sample also goes through ONNX and onnxruntime (``test_any_backbone_parity``).
 """
 
@@ -41,7 +42,7 @@ TIMM: dict[str, int] = {
     "edgenext_xx_small": 64, "efficientformer_l1": 224, "efficientformerv2_s0": 64, "efficientnetv2_rw_t": 64,
     "efficientvim_m1": 64, "efficientvit_b0": 64, "ese_vovnet19b_slim_dw": 64, "eva02_tiny_patch14_224": 64,
     "fasternet_t0": 64, "fbnetc_100": 64, "gcvit_xxtiny": 64, "gernet_s": 64, "ghostnet_050": 64,
-    "gmixer_12_224": 64, "gmlp_ti16_224": 64, "haloregnetz_b": 224, "hrnet_w18_small": 64, "iformer_t": 64,
+    "gmixer_12_224": 64, "gmlp_ti16_224": 64, "hrnet_w18_small": 64, "iformer_t": 64,
     "inception_next_atto": 64, "inception_v3": 96, "lambda_resnet26t": 64, "lcnet_035": 64, "lcnetv2_small": 64,
     "legacy_seresnet18": 64, "legacy_xception": 64, "levit_128s": 64, "lowformer_b0": 64, "mambaout_femto": 64,
     "maxvit_pico_rw_256": 64, "maxxvit_rmlp_nano_rw_256": 64, "maxxvitv2_nano_rw_256": 64, "mixer_s16_224": 64,
@@ -86,14 +87,19 @@ def _is_transformer(model: nn.Module) -> bool:
 def _check_last(model: nn.Module, size: int, mean, std) -> None:
     model = randomize_norm_statistics(model, seed=1)
     prep = Preprocessing(crop_size=(size, size), resize_size=size, mean=tuple(mean), std=tuple(std))
-    choices = select_layers(trace_layers(model, (size, size)), "last")
-    assert [c.layer.name for c in choices] == ["pre_logits"], [c.layer.name for c in choices]
+    layers = trace_layers(model, (size, size))
+    classes = any(layer.name == "logits" for layer in layers)  # timm models built without classifier have none
+    choices = select_layers(layers, "last,logits" if classes else "last")
+    assert [c.layer.name for c in choices] == ["pre_logits", "logits"][:len(choices)], [c.layer.name for c in choices]
     images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    x = normalise(images, prep)
     with torch.no_grad(), no_attention_fast_path():
-        got = FeatureGraph(model, choices, prep)(torch.from_numpy(images))[0].numpy()
-        want = classifier_input(model, normalise(images, prep)).numpy()
-    assert choices[0].layer.shape == want.shape[1:]
-    assert_close_to_scale(got, want, 1e-3 if _is_transformer(model) else 1e-4, "last")
+        got = [t.numpy() for t in FeatureGraph(model, choices, prep)(torch.from_numpy(images))]
+        want = [classifier_input(model, x).numpy(), model(x).numpy()]
+    assert choices[0].layer.shape == want[0].shape[1:]
+    rtol = 1e-3 if _is_transformer(model) else 1e-4
+    for name, actual, expected in zip(("last", "logits"), got, want):
+        assert_close_to_scale(actual, expected, rtol, name)
 
 
 def _torchvision_model(name: str) -> tuple[nn.Module, int]:
