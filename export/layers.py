@@ -141,7 +141,7 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
     try:
         with torch.no_grad(), no_attention_fast_path():
             x = torch.zeros(1, in_channels, *input_hw)
-            if has_timm_head(model):
+            if _has_timm_head(model):
                 features = model.forward_features(x)
                 pre_logits = model.forward_head(features, pre_logits=True)
                 result = model.forward_head(features)  # last, so the head's hooks record the full pass
@@ -179,7 +179,7 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
     return layers
 
 
-def has_timm_head(model: nn.Module) -> bool:
+def _has_timm_head(model: nn.Module) -> bool:
     """Whether ``model`` is a timm model with ``forward_features`` and ``forward_head(x, pre_logits)``."""
     import inspect
 
