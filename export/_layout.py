@@ -5,7 +5,9 @@ input's aspect, a channels-last map ``(N, H, W, C)`` (Swin, ConvNeXt blocks in t
 its middle two do; when both fit (``C == H == W``) the model's own ``output_fmt`` decides,
 else channels-first. A 3-D output is a token sequence ``(N, L, C)`` whose patch grid is
 the input divided by a patch size; the tokens before it (class, distillation, registers)
-are the model's ``num_prefix_tokens`` when it says so, else what is left over.
+are the model's ``num_prefix_tokens`` when it says so, else what is left over; a sequence of
+patch tokens alone also fits a model that declares prefix tokens (CaiT adds its class token
+after its patch blocks).
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def _prefix_tokens(model: nn.Module, length: int, input_hw: tuple[int, int]) -> 
         if height % patch or width % patch:
             continue
         prefix = length - (height // patch) * (width // patch)
-        if prefix == declared or (declared is None and 0 <= prefix <= MAX_PREFIX_TOKENS):
-            fits.append((prefix, patch))
-    return min(fits) if fits else None
+        if 0 <= prefix <= MAX_PREFIX_TOKENS and (declared is None or prefix in (0, declared)):
+            fits.append((prefix != declared, prefix, patch))
+    return min(fits)[1:] if fits else None
 
 
 def has_class_token(model: nn.Module, prefix_tokens: int) -> bool:

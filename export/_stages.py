@@ -5,8 +5,9 @@ hierarchical transformers, the module that ends each stride. The modules on the 
 main path are listed in execution order (a container is opened up when its own children
 change stride more than once, i.e. it holds several stages, as ``features`` or
 ``trunk_output`` do; a module that changes stride once, such as a downsampling layer, stays
-whole); each maximal run of one stride contributes its last module. Global pools, what
-follows them and layout-only modules (permutes, dropouts) are no stage. For plain ViTs,
+whole); each maximal run of one stride contributes its last module. Global pools, modules
+whose output is one (SqueezeNet's convolution classifier), what follows them and layout-only
+modules (permutes, dropouts) are no stage. For plain ViTs,
 whose blocks all keep one resolution, the stages are the last block of each quarter of
 depth. A model that declares its stages in timm's ``feature_info`` gets those.
 """
@@ -61,10 +62,10 @@ def token_blocks(model: nn.Module, outputs: dict[str, torch.Tensor], described: 
 
 def _declared_stages(model: nn.Module, described: Described) -> list[str]:
     """The stages a model declares in timm's ``feature_info`` (a list of dicts naming ``module`` and
-    ``reduction``), when every module it names was traced; quarters of depth when they all share
+    ``reduction``), when it names at least three and every module it names was traced; quarters of depth when they all share
     one reduction (plain ViTs list every block)."""
     info = getattr(model, "feature_info", None)
-    if not isinstance(info, list) or not info or not all(isinstance(i, dict) and "module" in i for i in info):
+    if not isinstance(info, list) or len(info) < 3 or not all(isinstance(i, dict) and "module" in i for i in info):
         return []
     names = [str(i["module"]) for i in info]
     if not all(described.get(n, (None,))[0] is not None for n in names):
@@ -114,8 +115,10 @@ def stage_names(model: nn.Module, order: list[str], described: Described, pools:
     def main_path(prefix: str, module: nn.Module) -> list[str]:
         path: list[str] = []
         for name, child in kids(prefix, module):
-            if name in pools:
-                path.append("")  # the head starts here: nothing after a global pool is a stage
+            if name in pools or (is_map(name) and not spans(name, child) and any(
+                    n.startswith(name + ".") and described[n][2] == described[name][2] for n in pools)):
+                # the head starts here: a global pool, or a module whose output is one (SqueezeNet's classifier)
+                path.append("")
             elif is_map(name) and not spans(name, child):
                 path.append(name)
             else:

@@ -13,7 +13,13 @@ from torch import nn
 
 from featurestore.spec import Preprocessing
 
-__all__ = ["torchvision_names", "torchvision_preprocessing", "torchvision_build", "torchvision_classes"]
+__all__ = ["torchvision_names", "torchvision_preprocessing", "torchvision_build", "torchvision_classes",
+           "torchvision_training_only"]
+
+#: Models whose pretrained weights are used without their training-only auxiliary classifiers and
+#: with ``transform_input`` on (torchvision's builders do the same when given weights), with the
+#: key prefixes of those auxiliary heads.
+_AUXILIARY = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 
 
 @lru_cache(maxsize=1)
@@ -36,10 +42,21 @@ def torchvision_preprocessing(name: str) -> Preprocessing:
 
 
 def torchvision_build(name: str) -> nn.Module:
-    """The architecture with fresh weights (nothing is downloaded)."""
+    """The architecture with fresh weights (nothing is downloaded).
+
+    GoogLeNet and Inception-v3 are built as their pretrained weights run: without the auxiliary
+    classifiers (used in training only) and with ``transform_input`` on.
+    """
     from torchvision import models
 
+    if name in _AUXILIARY:
+        return models.get_model(name, weights=None, aux_logits=False, transform_input=True, init_weights=True)
     return models.get_model(name, weights=None)
+
+
+def torchvision_training_only(name: str) -> tuple[str, ...]:
+    """Key prefixes of the training-only auxiliary heads a weights file of ``name`` may hold (dropped)."""
+    return _AUXILIARY.get(name, ())
 
 
 def torchvision_classes(name: str) -> tuple[str, ...]:

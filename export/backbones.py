@@ -19,7 +19,8 @@ from torch import nn
 from featurestore.spec import Preprocessing
 
 from ._timm import TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing
-from ._torchvision import torchvision_build, torchvision_classes, torchvision_names, torchvision_preprocessing
+from ._torchvision import (torchvision_build, torchvision_classes, torchvision_names, torchvision_preprocessing,
+                           torchvision_training_only)
 from .errors import UnknownBackboneError, close_matches_hint
 
 __all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones"]
@@ -44,6 +45,9 @@ class BackboneEntry:
         Returns ``(path, source)`` of weights installed with a Python package, or None.
     class_names : callable or None
         Returns the names of the classifier's classes (for the ``logits`` layer).
+    training_only : tuple of str
+        Key prefixes of training-only heads (auxiliary classifiers) that the built model
+        lacks; a weights file's keys under them are dropped rather than refused.
     """
 
     name: str
@@ -51,6 +55,7 @@ class BackboneEntry:
     preprocessing: Preprocessing
     offline_weights: Callable[[], tuple[str, str]] | None = None
     class_names: Callable[[], tuple[str, ...]] | None = None
+    training_only: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -79,7 +84,7 @@ def get_backbone(name: str) -> BackboneEntry:
                              lambda: timm_classes(model))
     if name in torchvision_names():
         return BackboneEntry(name, lambda: torchvision_build(name), torchvision_preprocessing(name), None,
-                             lambda: torchvision_classes(name))
+                             lambda: torchvision_classes(name), torchvision_training_only(name))
     bare = name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
     candidates = list_backbones()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)

@@ -65,7 +65,7 @@ def build_backbone(
         torch.manual_seed(RANDOM_INIT_SEED)
         module = entry.build()
     if weights is not None:
-        sha = load_weights_file(module, weights)
+        sha = load_weights_file(module, weights, entry.training_only)
         return module, WeightsInfo(f"file:{Path(weights).name}", sha, False)
     if random_init:
         return module, WeightsInfo("random-init", state_dict_sha256(module), True)
@@ -75,7 +75,7 @@ def build_backbone(
             f"--weights PATH, or --random-init for an untrained network"
         )
     path, source = entry.offline_weights()
-    sha = load_weights_file(module, path)
+    sha = load_weights_file(module, path, entry.training_only)
     return module, WeightsInfo(source, sha, False)
 
 

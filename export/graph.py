@@ -99,13 +99,28 @@ class FeatureGraph(nn.Module):
         x = (x / 255.0 - self.mean) / self.std
         captured: dict[tuple[str, str], torch.Tensor] = {}
         modules = dict(self.backbone.named_modules())
+        wanted = list(dict.fromkeys((c.layer.module, c.layer.capture) for c in self.choices))
+        head = ("", "pre_logits") in wanted  # timm's forward_head: run the model as features, then head
         handles = []
-        for module_name, capture in dict.fromkeys((c.layer.module, c.layer.capture) for c in self.choices):
+        for module_name, capture in wanted:
+            if module_name == "" and (head or capture == "pre_logits"):
+                continue
             def hook(module, args, output, key=(module_name, capture)):
-                captured[key] = args[0] if key[1] == "input" else output
+                if key[1] == "input":
+                    value = args[0]
+                    captured[key] = value.mean(dim=(2, 3)) if value.dim() == 4 else value  # a conv classifier
+                else:
+                    captured[key] = output
             handles.append(modules[module_name].register_forward_hook(hook))
         try:
-            self.backbone(x.to(self.compute_dtype))
+            x = x.to(self.compute_dtype)
+            if head:
+                features = self.backbone.forward_features(x)
+                captured[("", "pre_logits")] = self.backbone.forward_head(features, pre_logits=True)
+                if ("", "output") in wanted:
+                    captured[("", "output")] = self.backbone.forward_head(features)
+            else:
+                self.backbone(x)
         finally:
             for handle in handles:
                 handle.remove()

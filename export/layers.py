@@ -6,14 +6,16 @@ layout, channels and stride follow (:mod:`export._layout`). Names:
 - any module name (``features.18``, ``layer3.1``, ``blocks.11``) whose output is a map
   (``NCHW``, or channels-last ``NHWC`` as in Swin), a token sequence (``NLC``, as in ViTs) or
   a vector (``NC``);
-- ``pre_logits``: the input of the final ``nn.Linear`` classifier, i.e. exactly what the
-  model's own classifier reads;
+- ``pre_logits``: exactly what the model's own classifier reads: for timm models
+  ``forward_head(forward_features(x), pre_logits=True)`` (timm's own pre-logits, final norms
+  and hidden head layers included, for every family); otherwise the input of the final
+  classifier layer, a ``nn.Linear`` or a convolution (SqueezeNet's), averaged over space when
+  the classifier reads a map;
 - ``logits``: the model's own output.
 
 Shorthands:
 
-- ``last``: ``pre_logits`` (or the last stage, pooled, for a model without a linear
-  classifier);
+- ``last``: ``pre_logits`` (or the last stage, pooled, for a model without a classifier);
 - ``stages``: one layer per resolution stage (:mod:`export._stages`): for CNNs and
   hierarchical transformers the module that ends each stride, never a sub-layer of a block;
   for plain ViTs the last block of each quarter of depth;
@@ -57,8 +59,9 @@ class LayerInfo:
         Module name, ``pre_logits`` or ``logits``.
     module : str
         The module whose output (or, for ``pre_logits``, input) it is; ``""`` is the model.
-    capture : {'output', 'input'}
-        Whether the hook takes the module's output or its first input.
+    capture : {'output', 'input', 'pre_logits'}
+        Whether the hook takes the module's output or its first input (averaged over space
+        when it is a map); ``pre_logits`` is timm's ``forward_head(..., pre_logits=True)``.
     shape : tuple of int
         Per-sample shape as the model produces it: ``(C, H, W)``, ``(H, W, C)``, ``(L, C)`` or ``(C,)``.
     stride : int or None
@@ -134,9 +137,16 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
+    pre_logits = None
     try:
         with torch.no_grad(), no_attention_fast_path():
-            result = model(torch.zeros(1, in_channels, *input_hw))
+            x = torch.zeros(1, in_channels, *input_hw)
+            if _has_timm_head(model):
+                features = model.forward_features(x)
+                pre_logits = model.forward_head(features, pre_logits=True)
+                result = model.forward_head(features)  # last, so the head's hooks record the full pass
+            else:
+                result = model(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -155,16 +165,51 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
         if layout is None:
             continue
         layers.append(LayerInfo(name, name, "output", _shape(outputs[name]), stride, name in blocks, layout, prefix,
-                                name in stages, layout == "NLC" and has_class_token(model, prefix)))
+                                name in stages, layout == "NLC" and prefix > 0 and has_class_token(model, prefix)))
     if isinstance(result, torch.Tensor) and result.dim() == 2:
-        if getattr(model, "num_classes", None) == 0:  # a timm model built without classifier returns its pre-logits
+        if getattr(model, "num_classes", None) == 0:  # a model built without classifier returns its pre-logits
             layers.append(LayerInfo(PRE_LOGITS, "", "output", _shape(result), None, False, "NC"))
             return layers
-        final = [n for n in order if outputs[n] is result and isinstance(modules[n], nn.Linear)]
-        if final and inputs[final[-1]].dim() == 2:
-            layers.append(LayerInfo(PRE_LOGITS, final[-1], "input", _shape(inputs[final[-1]]), None, False, "NC"))
+        if isinstance(pre_logits, torch.Tensor) and pre_logits.dim() == 2:
+            layers.append(LayerInfo(PRE_LOGITS, "", "pre_logits", _shape(pre_logits), None, False, "NC"))
+        elif (final := _final_classifier(order, modules, outputs, inputs, result)) is not None:
+            layers.append(LayerInfo(PRE_LOGITS, final, "input", (_classifier_width(modules[final]),), None, False,
+                                    "NC"))
         layers.append(LayerInfo(LOGITS, "", "output", _shape(result), None, False, "NC"))
     return layers
+
+
+def _has_timm_head(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm model with ``forward_features`` and ``forward_head(x, pre_logits)``."""
+    import inspect
+
+    if not type(model).__module__.startswith("timm.") or not callable(getattr(model, "forward_features", None)):
+        return False
+    head = getattr(model, "forward_head", None)
+    try:
+        return callable(head) and "pre_logits" in inspect.signature(head).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _final_classifier(order: list[str], modules: dict[str, nn.Module], outputs: dict[str, torch.Tensor],
+                      inputs: dict[str, torch.Tensor], result: torch.Tensor) -> str | None:
+    """The module that computes the logits: a ``nn.Linear`` whose output is the model's, or a convolution
+    with one output channel per class that is the last module with parameters to run (SqueezeNet)."""
+    linear = [n for n in order if outputs[n] is result and isinstance(modules[n], nn.Linear)]
+    if linear:
+        return linear[-1] if inputs.get(linear[-1]) is not None and inputs[linear[-1]].dim() == 2 else None
+    leaves = [n for n in order if not any(True for _ in modules[n].children())
+              and any(True for _ in modules[n].parameters(recurse=False))]
+    if leaves and isinstance(modules[leaves[-1]], nn.Conv2d) and inputs.get(leaves[-1]) is not None:
+        conv = modules[leaves[-1]]
+        if conv.out_channels == result.shape[1] and inputs[leaves[-1]].dim() == 4:
+            return leaves[-1]
+    return None
+
+
+def _classifier_width(module: nn.Module) -> int:
+    return int(module.in_features if isinstance(module, nn.Linear) else module.in_channels)
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:

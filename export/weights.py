@@ -25,12 +25,22 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_weights_file(module: nn.Module, path: str | Path) -> str:
+def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[str, ...] = ()) -> str:
     """Load a state_dict file into ``module`` strictly; return the file's sha256.
 
     Accepts a bare state_dict or a checkpoint dict holding one under ``state_dict`` or
     ``model``, saved with ``torch.save`` (only tensors are unpickled:
     ``torch.load(..., weights_only=True)``) or as ``.safetensors``.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The backbone to load into.
+    path : str or Path
+        The weights file.
+    training_only : tuple of str, default=()
+        Key prefixes of training-only heads the module was built without (GoogLeNet's
+        ``aux1.``): the file's keys under them that the module lacks are dropped.
 
     Raises
     ------
@@ -62,6 +72,8 @@ def load_weights_file(module: nn.Module, path: str | Path) -> str:
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state_dict")
     expected = module.state_dict()
+    if training_only:
+        state = {k: v for k, v in state.items() if k in expected or not str(k).startswith(training_only)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(

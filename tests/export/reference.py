@@ -31,47 +31,72 @@ def _pool(x: torch.Tensor, pooling: str, layout: str = "NCHW", prefix: int = 0) 
     raise ValueError(pooling)
 
 
+def is_timm(model: nn.Module) -> bool:
+    """A timm model: its classifier reads ``forward_head(forward_features(x), pre_logits=True)``."""
+    return type(model).__module__.startswith("timm.") and hasattr(model, "forward_head")
+
+
 def classifier_name(model: nn.Module) -> str | None:
-    """The model's own final classifier: timm's ``get_classifier()``, else its last ``nn.Linear``."""
+    """The model's own final classifier: timm's ``get_classifier()``, else its last ``nn.Linear`` (its last
+    ``nn.Conv2d`` when it has no linear layer, as SqueezeNet)."""
     modules = dict(model.named_modules())
     if hasattr(model, "get_classifier"):
         head = model.get_classifier()
         return next((name for name, m in modules.items() if m is head and isinstance(m, nn.Linear)), None)
-    return ([name for name, m in modules.items() if isinstance(m, nn.Linear)] or [None])[-1]
+    for kind in (nn.Linear, nn.Conv2d):
+        found = [name for name, m in modules.items() if isinstance(m, kind)]
+        if found:
+            return found[-1]
+    return None
+
+
+def classifier_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the model's own classifier reads for (normalised) ``x``: timm's pre-logits, else the input of
+    the final classifier layer as that layer sees it (a map averaged over space, as the logits are)."""
+    with torch.no_grad():
+        if is_timm(model):
+            return model.forward_head(model.forward_features(x), pre_logits=True)
+        captured = []
+        handle = dict(model.named_modules())[classifier_name(model)].register_forward_hook(
+            lambda m, a, o: captured.append(a[0]))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+    value = captured[-1]
+    return value.mean(dim=(2, 3)) if value.dim() == 4 else value.flatten(1)
+
+
+def normalise(images: np.ndarray, prep) -> torch.Tensor:
+    """uint8 NHWC images as the model's float NCHW input."""
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(prep.mean).view(1, -1, 1, 1)) / torch.tensor(prep.std).view(1, -1, 1, 1)
 
 
 def reference_outputs(model: nn.Module, spec: ModelSpec, images: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``model`` (eval mode) on uint8 NHWC ``images`` the textbook way; return each spec layer pooled."""
     model.eval()
-    prep = spec.preprocessing
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std).view(1, -1, 1, 1)
-    x = (x - mean) / std
+    x = normalise(images, spec.preprocessing)
     modules = dict(model.named_modules())
-    classifier = classifier_name(model)
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for layer in spec.layers:
-        if layer.name == "logits":
+        if layer.name in ("logits", "pre_logits"):
             continue
-        if layer.name == "pre_logits" and classifier is None:  # no classifier: the model returns pre-logits
-            continue
-        if layer.name == "pre_logits":
-            handles.append(modules[classifier].register_forward_hook(
-                lambda m, a, o, key=layer.output: captured.__setitem__(key, a[0])))
-        else:
-            handles.append(modules[layer.name].register_forward_hook(
-                lambda m, a, o, key=layer.output: captured.__setitem__(key, o)))
+        handles.append(modules[layer.name].register_forward_hook(
+            lambda m, a, o, key=layer.output: captured.__setitem__(key, o)))
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # torch's fused attention differs from the exported math
     try:
         with torch.no_grad():
             logits = model(x)
+        for h in handles:
+            h.remove()
+        if any(layer.name == "pre_logits" for layer in spec.layers):
+            # a model without classifier returns its pre-logits
+            captured["pre_logits"] = logits if getattr(model, "num_classes", None) == 0 else classifier_input(model, x)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
-    for h in handles:
-        h.remove()
     out = {}
     for layer in spec.layers:
         value = logits if layer.output not in captured else captured[layer.output]

@@ -177,3 +177,29 @@ def test_transformer_reexport_is_byte_identical_and_fp16_holds(tmp_path):
     for layer in first.layers:
         assert half[layer.output].dtype == np.float32
         assert_close_to_scale(half[layer.output], full[layer.output], 2e-2, layer.output)
+
+
+@pytest.mark.parametrize("name, aux", [("googlenet", ("aux1.", "aux2.")), ("inception_v3", ("AuxLogits.",))])
+def test_weights_with_or_without_auxiliary_heads_load_as_pretrained_models_run(name, aux, tmp_path):
+    import torchvision
+
+    from export import build_backbone
+
+    torch.manual_seed(0)
+    trained = torchvision.models.get_model(name, weights=None, aux_logits=True, transform_input=True,
+                                           init_weights=True)
+    full = trained.state_dict()  # as torchvision's own weight files, which keep the auxiliary heads
+    bare = {k: v for k, v in full.items() if not k.startswith(aux)}  # as the pretrained models' state_dict()
+    assert len(bare) < len(full)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        want = trained.eval()(x)
+    for state in (full, bare):
+        torch.save(state, tmp_path / "w.pth")
+        model, info = build_backbone(name, weights=tmp_path / "w.pth")
+        assert model.transform_input and not any(k.startswith(aux) for k in model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x), want, rtol=0, atol=0)
+    torch.save({**bare, "fc.extra": torch.zeros(1)}, tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match="unexpected keys: fc.extra"):
+        build_backbone(name, weights=tmp_path / "w.pth")

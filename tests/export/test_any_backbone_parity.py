@@ -3,7 +3,8 @@
 Random weights with non-trivial normalisation statistics, batch 1 and 3, at ``last`` and
 ``stages``: each output within 1e-4 of its scale (1e-3 for transformers) of an independent
 torch reference (hooks on the original model, pooled in torch by layout), and ``last`` is
-exactly the input of the model's own final classifier.
+exactly what the model's own classifier reads (timm's ``forward_head(..., pre_logits=True)``, the input
+of a torchvision model's final Linear or, averaged over space, Conv classifier).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from export import export_backbone, get_backbone
 from featurestore.session import FeatureModel
-from reference import assert_close_to_scale, classifier_name, reference_outputs
+from reference import assert_close_to_scale, classifier_name, is_timm, reference_outputs
 
 #: name -> (transformer, slow)
 MODELS = {
@@ -37,6 +38,13 @@ MODELS = {
     "timm:resnet18d": (False, False),
     "timm:regnetx_002": (False, False),
     "timm:mobilenetv3_small_100": (False, False),
+    # `last` beyond a linear classifier's input: a convolution classifier, models built without their
+    # auxiliary heads and with transform_input, timm's final norm / MLP head, CaiT's class-attention blocks
+    "squeezenet1_1": (False, False),
+    "googlenet": (False, False),
+    "timm:efficientformerv2_s0": (True, True),
+    "timm:convformer_s18": (False, True),
+    "timm:cait_xxs24_224": (True, True),
 }
 
 
@@ -81,8 +89,9 @@ def test_ort_equals_torch_at_last_and_stages(name, tmp_path):
     stages = [layer for layer in spec.layers if layer.name != "pre_logits"]
     assert len(stages) >= 3, [layer.name for layer in spec.layers]
     assert len({layer.stride for layer in stages}) == len(stages) or all(l.layout == "NLC" for l in stages)
-    # `last` is what the model's own classifier reads
+    # `last` is what the model's own classifier reads (checked by value in check_parity)
     assert spec.layers[0].name == "pre_logits"
-    classifier = dict(model.named_modules())[classifier_name(model)]
-    assert spec.layers[0].dim == classifier.in_features
+    if not is_timm(model):
+        classifier = dict(model.named_modules())[classifier_name(model)]
+        assert spec.layers[0].dim == getattr(classifier, "in_features", getattr(classifier, "in_channels", None))
     check_parity(model, spec, path, 1e-3 if transformer else 1e-4)
