@@ -3,9 +3,9 @@
 Stages mean one thing across families, as timm's ``feature_info`` does: for CNNs and
 hierarchical transformers, the module that ends each stride. The modules on the model's
 main path are listed in execution order (a container is opened up when its own children
-change stride more than once, i.e. it holds several stages, as ``features`` or
-``trunk_output`` do; a module that changes stride once, such as a downsampling layer, stays
-whole); each maximal run of one stride contributes its last module. Global pools, modules
+run at three strides or more, i.e. it holds several stages, as ``features`` or
+``trunk_output`` do; a module whose children run at two, such as a downsampling layer or an
+Inception block whose parallel branches downsample, stays whole); each maximal run of one stride contributes its last module. Global pools, modules
 whose output is one (SqueezeNet's convolution classifier), what follows them and layout-only
 modules (permutes, dropouts) are no stage. For plain ViTs,
 whose blocks all keep one resolution, the stages are the last block of each quarter of
@@ -108,9 +108,9 @@ def stage_names(model: nn.Module, order: list[str], described: Described, pools:
             yield name, child
 
     def spans(name: str, module: nn.Module) -> bool:
-        strides = [described[n][2] for n, _ in kids(name + ".", module) if is_map(n)]
-        changes = [i for i in range(1, len(strides)) if strides[i] != strides[0]]
-        return bool(changes) and len(set(strides[changes[0]:])) >= 2
+        # three strides or more among its children: it holds several stages. Two are one
+        # downsampling, also when parallel branches alternate between them (Inception's Mixed_6a).
+        return len({described[n][2] for n, _ in kids(name + ".", module) if is_map(n)}) >= 3
 
     def main_path(prefix: str, module: nn.Module) -> list[str]:
         path: list[str] = []

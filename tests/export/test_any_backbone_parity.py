@@ -42,6 +42,7 @@ MODELS = {
     # auxiliary heads and with transform_input, timm's final norm / MLP head, CaiT's class-attention blocks
     "squeezenet1_1": (False, False),
     "googlenet": (False, False),
+    "inception_v3": (False, False),
     "timm:efficientformerv2_s0": (True, True),
     "timm:convformer_s18": (False, True),
     "timm:cait_xxs24_224": (True, True),

@@ -157,3 +157,14 @@ def test_stages_skip_a_pooling_classifier_and_cover_cait_patch_blocks():
     stages = select_layers(trace_layers(cait, (64, 64)), "stages")
     assert [(c.layer.name, c.layer.prefix_tokens, c.pooling) for c in stages] == [
         (f"blocks.{i}", 0, "mean") for i in (5, 11, 17, 23)], "patch tokens only: no class token to pool"
+
+
+def test_inception_v3_stages_are_its_blocks_not_branches():
+    """Inception blocks whose parallel branches downsample are one stage each, not a run of branches
+    (the five stages timm's inception_v3 declares in its feature_info)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    stages = select_layers(trace_layers(model.eval(), (299, 299)), "stages")
+    assert [c.layer.name for c in stages] == ["Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c"]
