@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import write_bytes_atomic
-from .errors import StoreDamagedError, StoreError
+from ._atomic import _kind, read_regular_file, write_bytes_atomic
+from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
 
 __all__ = ["JOURNAL_NAME", "JOURNAL_VERSION", "JournalState", "read_journal", "salvage_records", "record_problem",
            "append_record", "reset_journal", "cut_torn_tail", "encode_record"]
@@ -176,6 +176,17 @@ def _read_header(path: Path, data: bytes) -> tuple[int, int, int]:
     return header["base"], version, len(first) + 1
 
 
+def _journal_bytes(path: Path) -> bytes | None:
+    """The journal's bytes (None when there is none), opened without following a link."""
+    try:
+        return read_regular_file(path, follow_links=False)
+    except FileNotFoundError:
+        return None
+    except NotAFileError:
+        raise UnsafeStoreError(f"journal {path} is {_kind(os.lstat(path).st_mode)}, not a regular file; refusing the "
+                               "store (it must never make us read anything outside it)") from None
+
+
 def read_journal(store: str | Path) -> JournalState:
     """The records of ``STORE/journal.log``; a torn last line is left out.
 
@@ -193,11 +204,8 @@ def read_journal(store: str | Path) -> JournalState:
         The file is a link, or has a journal format version this featurestore does not read.
     """
     path = Path(store) / JOURNAL_NAME
-    if path.is_symlink():
-        raise StoreError(f"{path} is a link; refusing the store (it must never make us read outside it)")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = _journal_bytes(path)
+    if data is None:
         return JournalState(None)
     base, version, position = _read_header(path, data)
     state = JournalState(base, valid_bytes=position, size=len(data), version=version)
@@ -241,12 +249,8 @@ def salvage_records(store: str | Path) -> list[dict[str, Any]]:
     StoreError
         The journal is a link.
     """
-    path = Path(store) / JOURNAL_NAME
-    if path.is_symlink():
-        raise StoreError(f"{path} is a link; refusing the store (it must never make us read outside it)")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = _journal_bytes(Path(store) / JOURNAL_NAME)
+    if data is None:
         return []
     out: list[dict[str, Any]] = []
     seen: set[int] = set()

@@ -195,6 +195,24 @@ def test_a_manifest_that_is_a_link_is_refused_by_reader_writer_and_cli(tmp_path)
         assert line.startswith(f"featurestore {command}: error: {message}"), line
 
 
+def test_a_journal_that_is_a_link_or_a_fifo_is_refused_without_reading_it(tmp_path):
+    from featurestore.journal import JOURNAL_NAME
+
+    store = _small_store(tmp_path)
+    outside = tmp_path / "outside.log"
+    (store / JOURNAL_NAME).rename(outside)
+    (store / JOURNAL_NAME).symlink_to(outside)
+    message = f"journal {store / JOURNAL_NAME} is a symbolic link, not a regular file; refusing the store"
+    with pytest.raises(UnsafeStoreError, match=message):
+        open_store(store)
+    line = _error_line(_cli("info", str(store)))
+    assert line.startswith(f"featurestore info: error: {message}"), line
+    (store / JOURNAL_NAME).unlink()
+    os.mkfifo(store / JOURNAL_NAME)  # opening it to read would wait for a writer forever
+    with pytest.raises(UnsafeStoreError, match="is a FIFO, not a regular file"):
+        open_store(store)
+
+
 def test_a_row_index_or_shard_swapped_for_a_link_is_refused(tmp_path):
     store = _small_store(tmp_path)
     entry = json.loads((store / MANIFEST_NAME).read_text())
