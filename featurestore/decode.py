@@ -4,7 +4,7 @@ The host only decodes, converts the colour mode, resizes and crops, exactly as t
 model's :class:`~featurestore.spec.Preprocessing` says; casting, scaling and mean/std
 normalisation happen inside the ONNX graph.
 
-Colour-mode rule (documented in the README):
+Colour-mode rule (documented in docs/extract.md):
 
 - EXIF orientation is applied first (``ImageOps.exif_transpose``).
 - 16-bit and 32-bit integer modes (``I;16*``, ``I``) are scaled from 0..65535 to 0..255

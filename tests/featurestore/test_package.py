@@ -71,7 +71,7 @@ def test_packaged_classifier_equals_predict(head, layers, fusion, precision, fit
     bad = [(f.name, classes[i], expected[str(f.resolve())]) for i, f in zip(label, files)
            if classes[i] != expected[str(f.resolve())][0]]
     # fp16: the backbone's features move by ~0.5% of their scale, which flips near-ties (measured: 99.4-99.8%
-    # of labels here, 99.74% with MobileNetV2 on Fashion-MNIST; README)
+    # of labels here, 99.74% with MobileNetV2 on Fashion-MNIST; docs/packaging.md)
     assert len(files) >= 500 and agree >= (0.999 if precision == "fp32" else 0.98), bad
     if head not in ("linear-svm", "svm"):  # predict writes no probabilities for a head without predict_proba
         want = np.array([expected[str(f.resolve())][1] for f in files])
