@@ -1,10 +1,11 @@
 """The backbones `featurestore export` knows by name.
 
-Registered entries (with offline ImageNet weights: MobileNetV2, EfficientNet-Lite0/1/2)
-come first; then every torchvision classification model by its name and every timm model
-as ``timm:NAME``. Each entry builds an untrained ``nn.Module`` and carries the
+Registered entries (with offline ImageNet weights installed as Python packages: MobileNetV2,
+EfficientNet-Lite0/1/2) come first; then every torchvision classification model by its name
+(``NAME`` for its default weights, ``NAME:ENUM`` for another member of its weights enum) and
+every timm model as ``timm:NAME``. Each entry builds an untrained ``nn.Module``, carries the
 preprocessing its pretrained weights expect, so the config travels with the weights (as in
-timm).
+timm), and knows how to load those weights from the library's cache.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from featurestore.spec import Preprocessing
+from featurestore.spec import Preprocessing, WeightsInfo
 
 from ._timm import TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing
-from ._torchvision import (torchvision_build, torchvision_classes, torchvision_names, torchvision_preprocessing,
-                           torchvision_training_only)
+from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
+                           torchvision_names, torchvision_preprocessing, torchvision_rename, torchvision_training_only,
+                           torchvision_weights)
 from .errors import UnknownBackboneError, close_matches_hint
 
 __all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones"]
@@ -48,6 +50,10 @@ class BackboneEntry:
     training_only : tuple of str
         Key prefixes of training-only heads (auxiliary classifiers) that the built model
         lacks; a weights file's keys under them are dropped rather than refused.
+    pretrained : callable or None
+        ``pretrained(offline, image_size)`` returns ``(module, WeightsInfo)`` with the named
+        pretrained weights loaded from the library's cache (downloaded into it by the library's
+        client unless ``offline``), or None.
     """
 
     name: str
@@ -56,6 +62,7 @@ class BackboneEntry:
     offline_weights: Callable[[], tuple[str, str]] | None = None
     class_names: Callable[[], tuple[str, ...]] | None = None
     training_only: tuple[str, ...] = ()
+    pretrained: Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -82,9 +89,11 @@ def get_backbone(name: str) -> BackboneEntry:
         model = name[len(TIMM_PREFIX):]
         return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model), None,
                              lambda: timm_classes(model))
-    if name in torchvision_names():
-        return BackboneEntry(name, lambda: torchvision_build(name), torchvision_preprocessing(name), None,
-                             lambda: torchvision_classes(name), torchvision_training_only(name))
+    model, tag = split_tag(name)
+    if model in torchvision_names():
+        return BackboneEntry(name, lambda: torchvision_build(model, tag), torchvision_preprocessing(model, tag),
+                             None, lambda: torchvision_classes(model, tag), torchvision_training_only(model),
+                             _torchvision_pretrained(model, tag))
     bare = name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
     candidates = list_backbones()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
@@ -109,13 +118,27 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     return names
 
 
+def _torchvision_pretrained(model: str, tag: str | None) -> Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]]:
+    def pretrained(offline: bool, image_size: int | None) -> tuple[nn.Module, WeightsInfo]:
+        from .exporter import seeded
+        from .weights import load_weights_file
+
+        path, source = torchvision_checkpoint(model, tag, offline)
+        with seeded():
+            module = torchvision_build(model, tag)
+        sha = load_weights_file(module, path, torchvision_training_only(model), torchvision_rename(model))
+        return module, WeightsInfo(source, sha, False, family="torchvision",
+                                   tag=torchvision_weights(model, tag).name)
+    return pretrained
+
+
 def _torchvision_entry(name: str, interpolation: str, resize: int, offline=None) -> BackboneEntry:
     preprocessing = Preprocessing(
         crop_size=(224, 224), resize_size=resize, interpolation=interpolation,
         mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
     )
     return BackboneEntry(name, lambda: torchvision_build(name), preprocessing, offline,
-                         lambda: torchvision_classes(name))
+                         lambda: torchvision_classes(name, "IMAGENET1K_V1"))
 
 
 def _mobilenet_v2_offline() -> tuple[str, str]:
@@ -146,18 +169,9 @@ def _lite_offline(variant: int) -> Callable[[], tuple[str, str]]:
     return offline
 
 
-# Resize sizes follow torchvision's weights (the IMAGENET1K_V1 weights for mobilenet_v2,
-# which are the ones installed offline).
-for _name, _interp, _resize, _offline in [
-    ("mobilenet_v2", "bilinear", 256, _mobilenet_v2_offline),
-    ("mobilenet_v3_small", "bilinear", 256, None),
-    ("mobilenet_v3_large", "bilinear", 232, None),
-    ("resnet18", "bilinear", 256, None),
-    ("resnet50", "bilinear", 232, None),
-    ("efficientnet_b0", "bicubic", 256, None),
-    ("convnext_tiny", "bilinear", 236, None),
-]:
-    register_backbone(_torchvision_entry(_name, _interp, _resize, _offline))
+# MobileNetV2's IMAGENET1K_V1 weights are installed offline (resized from 256); other torchvision
+# models, and mobilenet_v2:ENUM, take their weights from torch.hub's cache.
+register_backbone(_torchvision_entry("mobilenet_v2", "bilinear", 256, _mobilenet_v2_offline))
 
 # EfficientNet-Lite0/1/2: ImageNet weights shipped as Python packages; inputs 224/240/260,
 # mean = std = 0.5, resized by 256/224 (the reference evaluation's crop of 0.875).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,7 +26,8 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[str, ...] = ()) -> str:
+def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[str, ...] = (),
+                      rename: Callable[[str], str] | None = None) -> str:
     """Load a state_dict file into ``module`` strictly; return the file's sha256.
 
     Accepts a bare state_dict or a checkpoint dict holding one under ``state_dict`` or
@@ -41,6 +43,8 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
     training_only : tuple of str, default=()
         Key prefixes of training-only heads the module was built without (GoogLeNet's
         ``aux1.``): the file's keys under them that the module lacks are dropped.
+    rename : callable, optional
+        Maps the file's key names to the module's (published weights saved under older names).
 
     Raises
     ------
@@ -72,6 +76,8 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state_dict")
     expected = module.state_dict()
+    if rename is not None:
+        state = {rename(str(k)): v for k, v in state.items()}
     if training_only:
         state = {k: v for k, v in state.items() if k in expected or not str(k).startswith(training_only)}
     missing = sorted(set(expected) - set(state))
