@@ -11,16 +11,15 @@ downloaded by torch.hub's own client when missing and online, and read with
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
-from urllib.parse import urlparse
 
 from torch import nn
 
 from featurestore.spec import Preprocessing
 
-from .errors import UnknownBackboneError, WeightsDownloadError, WeightsNotCachedError, close_matches_hint
+from ._cache import torch_hub_checkpoint
+from .errors import UnknownBackboneError, close_matches_hint
 
 __all__ = ["torchvision_names", "torchvision_preprocessing", "torchvision_build", "torchvision_classes",
            "torchvision_training_only", "torchvision_weights", "torchvision_checkpoint", "torchvision_rename",
@@ -132,26 +131,6 @@ def torchvision_checkpoint(name: str, tag: str | None, offline: bool) -> tuple[s
     WeightsDownloadError
         Online and the download failed.
     """
-    import torch.hub
-
     weights = torchvision_weights(name, tag)
     label = f"{name}:{weights.name}"
-    filename = os.path.basename(urlparse(weights.url).path)
-    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
-    path = os.path.join(folder, filename)
-    source = f"torchvision:{label}"
-    if os.path.isfile(path):
-        return path, source
-    fill = (f"run `featurestore fetch {label}` on a connected machine and copy $TORCH_HOME/hub/checkpoints/"
-            f"{filename} into {folder}, or pass --weights PATH / --random-init")
-    if offline:
-        raise WeightsNotCachedError(f"{label}: weights file {filename} is not in torch.hub's cache {folder} "
-                                    f"(offline); {fill}")
-    os.makedirs(folder, exist_ok=True)
-    match = torch.hub.HASH_REGEX.search(filename)
-    try:
-        torch.hub.download_url_to_file(weights.url, path, match.group(1) if match else None, progress=True)
-    except Exception as exc:  # network errors come in many types
-        raise WeightsDownloadError(f"{label}: cannot download {weights.url} into {folder} "
-                                   f"({type(exc).__name__}: {exc}); {fill}") from None
-    return path, source
+    return torch_hub_checkpoint(label, weights.url, offline), f"torchvision:{label}"

@@ -19,7 +19,8 @@ from torch import nn
 
 from featurestore.spec import Preprocessing, WeightsInfo
 
-from ._timm import TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing
+from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing,
+                    timm_pretrained, timm_tags)
 from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
                            torchvision_names, torchvision_preprocessing, torchvision_rename, torchvision_training_only,
                            torchvision_weights)
@@ -53,7 +54,7 @@ class BackboneEntry:
     pretrained : callable or None
         ``pretrained(offline, image_size)`` returns ``(module, WeightsInfo)`` with the named
         pretrained weights loaded from the library's cache (downloaded into it by the library's
-        client unless ``offline``), or None.
+        client unless ``offline``), or None when the library has none for the model.
     """
 
     name: str
@@ -62,7 +63,7 @@ class BackboneEntry:
     offline_weights: Callable[[], tuple[str, str]] | None = None
     class_names: Callable[[], tuple[str, ...]] | None = None
     training_only: tuple[str, ...] = ()
-    pretrained: Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]] | None = None
+    pretrained: Callable[[bool, int | None], tuple[nn.Module, WeightsInfo] | None] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -74,9 +75,12 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
     return entry
 
 
-def get_backbone(name: str) -> BackboneEntry:
+def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     """Return the entry called ``name``: a registered backbone, any torchvision classification
-    model, or ``timm:NAME`` for any of timm's models.
+    model (``NAME`` or ``NAME:ENUM``), or ``timm:NAME``, ``timm:NAME.TAG``, ``timm:hf-hub:ORG/REPO``
+    for timm's models.
+
+    ``offline`` keeps a ``timm:hf-hub:`` name from downloading its ``config.json``.
 
     Raises
     ------
@@ -85,10 +89,12 @@ def get_backbone(name: str) -> BackboneEntry:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name.startswith(TIMM_PREFIX) and name[len(TIMM_PREFIX):] in timm_names():
-        model = name[len(TIMM_PREFIX):]
-        return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model), None,
-                             lambda: timm_classes(model))
+    model = name[len(TIMM_PREFIX):]
+    if name.startswith(TIMM_PREFIX) and (model in timm_names() or model in timm_tags()
+                                         or model.startswith(HF_HUB_PREFIX)):
+        return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model, offline), None,
+                             lambda: timm_classes(model),
+                             pretrained=lambda off, size: timm_pretrained(model, off, size))
     model, tag = split_tag(name)
     if model in torchvision_names():
         return BackboneEntry(name, lambda: torchvision_build(model, tag), torchvision_preprocessing(model, tag),

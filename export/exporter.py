@@ -97,9 +97,11 @@ def build_backbone(
         return module, WeightsInfo("random-init" if random_init else "module", state_dict_sha256(module), random_init)
     if backbone == PIXELS:
         return Pixels(), WeightsInfo("none", None, False)
-    entry = get_backbone(backbone)
+    entry = get_backbone(backbone, is_offline(offline))
     if weights is None and not random_init and entry.offline_weights is None and entry.pretrained is not None:
-        return entry.pretrained(is_offline(offline), image_size)
+        loaded = entry.pretrained(is_offline(offline), image_size)
+        if loaded is not None:
+            return loaded
     with seeded():
         module = entry.build()
     if weights is not None:
@@ -118,7 +120,7 @@ def build_backbone(
 
 
 def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale: bool,
-                   preprocessing: Preprocessing | None) -> Preprocessing:
+                   preprocessing: Preprocessing | None, offline: bool = False) -> Preprocessing:
     if preprocessing is not None:
         return preprocessing
     if backbone == PIXELS:
@@ -129,7 +131,7 @@ def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale:
                              color_mode="L" if grayscale else "RGB")
     if grayscale:
         raise ExportOptionsError("--grayscale applies to the `pixels` backbone only (backbones take RGB)")
-    base = get_backbone(backbone).preprocessing if isinstance(backbone, str) else Preprocessing(
+    base = get_backbone(backbone, offline).preprocessing if isinstance(backbone, str) else Preprocessing(
         crop_size=(224, 224), resize_size=256)
     if image_size is None:
         return base
@@ -231,7 +233,7 @@ def export_backbone(
         raise ExportOptionsError(f"opset {opset} is too old; use {MIN_OPSET} or later")
     if precision not in ("fp32", "fp16"):
         raise ExportOptionsError(f"precision {precision!r} is not supported; choose fp32 or fp16")
-    prep = _preprocessing(backbone, image_size, grayscale, preprocessing)
+    prep = _preprocessing(backbone, image_size, grayscale, preprocessing, is_offline(offline))
     module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init, offline=offline,
                                           image_size=image_size)
     module.eval()
@@ -240,7 +242,7 @@ def export_backbone(
     backbone_name = name or (backbone if isinstance(backbone, str) else type(backbone).__name__)
     class_names = None
     if isinstance(backbone, str) and backbone != PIXELS and any(c.layer.name == LOGITS for c in choices):
-        entry = get_backbone(backbone)
+        entry = get_backbone(backbone, is_offline(offline))
         class_names = entry.class_names() if entry.class_names else None
     spec = ModelSpec(
         backbone=backbone_name,
