@@ -31,7 +31,7 @@ from ._cache import HF_WEIGHTS_FILES, hf_hub_cache, hf_hub_mode, hf_hub_weights,
 from .errors import WeightsDownloadError, WeightsNotCachedError
 
 __all__ = ["TIMM_PREFIX", "HF_HUB_PREFIX", "timm_names", "timm_tags", "timm_preprocessing", "timm_build",
-           "timm_classes", "timm_pretrained", "hub_offline"]
+           "timm_classes", "timm_pretrained", "timm_weights_file", "hub_offline"]
 
 TIMM_PREFIX = "timm:"
 HF_HUB_PREFIX = "hf-hub:"
@@ -131,13 +131,9 @@ def _create(name: str, image_size: int | None, **kwargs) -> nn.Module:
     return timm.create_model(name, **kwargs)
 
 
-def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[nn.Module, WeightsInfo] | None:
-    """The model with its tag's pretrained weights, or None when timm has none for it.
-
-    The weights file is found (or, unless ``offline``, downloaded) in the Hugging Face Hub
-    cache, or torch.hub's for tags published by URL only, and handed to
-    ``timm.create_model(name, pretrained=True)``; ``image_size`` is passed as ``img_size`` to
-    the models that take it (timm resamples their position embeddings on load).
+def timm_weights_file(name: str, offline: bool) -> tuple[str, str, str | None, dict] | None:
+    """(path, label, tag, pretrained_cfg) of the tag's weights file in the cache (downloaded into
+    it unless ``offline``), or None when timm has no pretrained weights for ``name``.
 
     Raises
     ------
@@ -156,11 +152,31 @@ def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[n
         label = TIMM_PREFIX + (f"{arch}.{tag}" if tag else arch)
     if hub_id:
         filenames = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HF_WEIGHTS_FILES
-        path = hf_hub_weights(label, hub_id, offline, filenames)
-    elif url:
-        path = torch_hub_checkpoint(label, url, offline)
-    else:
+        return hf_hub_weights(label, hub_id, offline, filenames), label, tag, cfg
+    if url:
+        return torch_hub_checkpoint(label, url, offline), label, tag, cfg
+    return None
+
+
+def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[nn.Module, WeightsInfo] | None:
+    """The model with its tag's pretrained weights, or None when timm has none for it.
+
+    The weights file is found (or, unless ``offline``, downloaded) in the Hugging Face Hub
+    cache, or torch.hub's for tags published by URL only, and handed to
+    ``timm.create_model(name, pretrained=True)``; ``image_size`` is passed as ``img_size`` to
+    the models that take it (timm resamples their position embeddings on load).
+
+    Raises
+    ------
+    WeightsNotCachedError
+        Offline and the file is not cached.
+    WeightsDownloadError
+        The download failed.
+    """
+    found = timm_weights_file(name, offline)
+    if found is None:
         return None
+    path, label, tag, cfg = found
     from .exporter import seeded
 
     overlay = {"file": path, "source": "file"}

@@ -20,13 +20,13 @@ from torch import nn
 from featurestore.spec import Preprocessing, WeightsInfo
 
 from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing,
-                    timm_pretrained, timm_tags)
+                    timm_pretrained, timm_tags, timm_weights_file)
 from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
                            torchvision_names, torchvision_preprocessing, torchvision_rename, torchvision_training_only,
                            torchvision_weights)
 from .errors import UnknownBackboneError, close_matches_hint
 
-__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones"]
+__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones", "fetch_weights"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,6 +107,40 @@ def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     hint = f"did you mean: {', '.join(close[:8])}" if close else close_matches_hint(name, candidates)
     raise UnknownBackboneError(f"unknown backbone {name!r}; {hint} (`featurestore layers --list FILTER` lists "
                                f"all {len(candidates)})")
+
+
+def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
+    """Fill the library's cache with the pretrained weights ``name`` takes; return ``(path, source)``.
+
+    torchvision weights go to torch.hub's checkpoint cache (``torch.hub.download_url_to_file``),
+    timm tags to the Hugging Face Hub cache (``huggingface_hub.hf_hub_download``; a
+    ``timm:hf-hub:`` model's ``config.json`` too). Copy the filled cache to a machine without
+    network to export there offline.
+
+    Raises
+    ------
+    UnknownBackboneError
+        ``name`` is not a backbone.
+    WeightsRequiredError
+        The library has no pretrained weights for it.
+    WeightsNotCachedError, WeightsDownloadError
+        ``offline`` and not cached, or the download failed.
+    """
+    from .errors import WeightsRequiredError
+    from .exporter import is_offline
+
+    offline = is_offline(offline)
+    entry = get_backbone(name, offline)
+    if entry.offline_weights is not None:
+        return entry.offline_weights()
+    if name.startswith(TIMM_PREFIX):
+        found = timm_weights_file(name[len(TIMM_PREFIX):], offline)
+        if found is not None:
+            return found[0], found[1]
+    elif entry.pretrained is not None:
+        model, tag = split_tag(name)
+        return torchvision_checkpoint(model, tag, offline)
+    raise WeightsRequiredError(f"backbone {name!r} has no pretrained weights to fetch")
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:

@@ -125,3 +125,18 @@ def test_package_weights_stay_the_default_of_mobilenet_v2():
     assert spec.weights.source.startswith("offline:") and spec.preprocessing.resize_size == 256
     with pytest.raises(WeightsNotCachedError, match="mobilenet_v2-7ebf99e0.pth"):
         export_backbone("mobilenet_v2:IMAGENET1K_V2", offline=True)
+
+
+def test_fetch_reports_cached_weights_and_fails_in_one_line_without_network(capsys, monkeypatch):
+    cached = _cached(torchvision.models.resnet18(), "resnet18-f37072fd.pth", 1)
+    assert main(["fetch", "resnet18", "--offline"]) == 0
+    assert f"resnet18: {cached} (torchvision:resnet18:IMAGENET1K_V1, sha256 {file_sha256(cached)})" in \
+        capsys.readouterr().out
+    assert main(["fetch", "resnet18:IMAGENET1K_V1", "resnet50"]) == 1  # the conftest blocks the download
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "\n" not in err and "resnet50:IMAGENET1K_V2: cannot download" in err and "resnet18:" in captured.out
+    monkeypatch.setenv("FEATURESTORE_OFFLINE", "1")
+    assert main(["fetch", "timm:resnet18.a1_in1k"]) == 1
+    assert "not in the Hugging Face cache" in capsys.readouterr().err
+    assert not any((Path(torch.hub.get_dir()) / "checkpoints").glob("resnet50*"))
