@@ -15,6 +15,8 @@ from .errors import WeightsError, WeightsFileNotFoundError
 
 __all__ = ["file_sha256", "state_dict_sha256", "load_weights_file"]
 
+_BATCHES_TRACKED = ".num_batches_tracked"
+
 
 def state_dict_sha256(module: nn.Module) -> str:
     """Hex sha256 over a module's state_dict (names, dtypes, shapes and bytes, sorted by name)."""
@@ -80,7 +82,9 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
         state = {rename(str(k)): v for k, v in state.items()}
     if training_only:
         state = {k: v for k, v in state.items() if k in expected or not str(k).startswith(training_only)}
-    missing = sorted(set(expected) - set(state))
+    # BatchNorm fills a num_batches_tracked that files saved before torch 0.4.1 lack (torchvision's
+    # published ResNet and DenseNet weights among them); it plays no part in inference.
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(_BATCHES_TRACKED))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(
         k for k in set(expected) & set(state)
@@ -97,5 +101,9 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
             f"weights file {str(path)!r} does not fit {type(module).__name__}: " + "; ".join(parts)
             + ". Check that the file was saved from this architecture."
         )
-    module.load_state_dict(state, strict=True)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights file {str(path)!r} does not fit {type(module).__name__}: "
+                           f"{str(exc).splitlines()[-1].strip()}") from None
     return file_sha256(path)

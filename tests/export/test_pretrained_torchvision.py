@@ -140,3 +140,15 @@ def test_fetch_reports_cached_weights_and_fails_in_one_line_without_network(caps
     assert main(["fetch", "timm:resnet18.a1_in1k"]) == 1
     assert "not in the Hugging Face cache" in capsys.readouterr().err
     assert not any((Path(torch.hub.get_dir()) / "checkpoints").glob("resnet50*"))
+
+
+def test_densenet_weights_under_their_published_key_names_load(tmp_path):
+    """As published: layer keys named ``norm.1``, and no ``num_batches_tracked`` (saved before torch 0.4.1)."""
+    model = torchvision.models.densenet121()
+    state = {key.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): value
+             for key, value in model.state_dict().items() if not key.endswith("num_batches_tracked")}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in state
+    path = _checkpoints() / "densenet121-a639ec97.pth"
+    torch.save(state, path)
+    spec, _ = export_backbone("densenet121", image_size=64)
+    assert spec.weights.sha256 == file_sha256(path)
