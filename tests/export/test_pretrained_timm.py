@@ -14,8 +14,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from export import export_backbone, get_backbone
-from export.errors import WeightsNotCachedError
+from export import build_backbone, export_backbone, get_backbone
+from export.errors import WeightsError, WeightsNotCachedError
 from featurestore._atomic import file_sha256
 from featurestore.cli import main
 from featurestore.session import FeatureModel
@@ -40,9 +40,10 @@ def _put(repo_folder: Path, filename: str, data: bytes) -> Path:
     return link
 
 
-def cache_tag(name: str, seed: int) -> Path:
-    """Seeded random weights of ``name`` (``ARCH.TAG``) as its Hugging Face repo's
-    ``model.safetensors`` in the cache; returns the snapshot path."""
+def cache_tag(name: str, seed: int, filename: str = "model.safetensors", state=None) -> Path:
+    """Seeded random weights of ``name`` (``ARCH.TAG``) as its Hugging Face repo's ``filename``
+    (``model.safetensors``, or ``pytorch_model.bin`` holding ``state`` when given) in the cache;
+    returns the snapshot path."""
     from timm.models._hub import save_config_for_hf
 
     repo = timm.models.get_pretrained_cfg(name).hf_hub_id
@@ -52,9 +53,12 @@ def cache_tag(name: str, seed: int) -> Path:
     folder = _hf_cache() / ("models--" + repo.replace("/", "--"))
     tmp = folder / "tmp"
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    if filename == "model.safetensors":
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / filename)
+    else:
+        torch.save(model.state_dict() if state is None else state, tmp / filename)
     save_config_for_hf(model, tmp / "config.json")
-    path = _put(folder, "model.safetensors", (tmp / "model.safetensors").read_bytes())
+    path = _put(folder, filename, (tmp / filename).read_bytes())
     _put(folder, "config.json", (tmp / "config.json").read_bytes())
     for item in tmp.iterdir():
         item.unlink()
@@ -128,3 +132,23 @@ def test_offline_without_cached_tag_is_one_line(tmp_path, capsys):
         assert part in err, part
     with pytest.raises(WeightsNotCachedError):
         export_backbone("timm:hf-hub:timm/resnet18.a1_in1k", offline=True)
+
+
+class Hostile:
+    """Not a tensor: unpickling it would run code of the file's choosing."""
+
+
+def test_pytorch_model_bin_loads_as_tensors_only(monkeypatch):
+    cached = cache_tag("resnet18.a1_in1k", seed=2, filename="pytorch_model.bin")
+    spec, _ = export_backbone("timm:resnet18.a1_in1k", image_size=64)
+    assert spec.weights.sha256 == file_sha256(cached)
+    model = timm_offline_reference("resnet18.a1_in1k", monkeypatch)
+    built, _ = build_backbone("timm:resnet18.a1_in1k")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, built.state_dict()[key]), key
+
+
+def test_a_pickled_object_in_the_cache_is_refused():
+    cache_tag("resnet18.a1_in1k", seed=2, filename="pytorch_model.bin", state={"fc.weight": Hostile()})
+    with pytest.raises(WeightsError, match="as tensors"):
+        export_backbone("timm:resnet18.a1_in1k", image_size=64)
