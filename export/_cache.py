@@ -17,6 +17,10 @@ HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _fill(label: str, what: str) -> str:
     return (f"run `featurestore fetch {label}` on a connected machine and copy {what}, "
             f"or pass --weights PATH / --random-init")
@@ -52,7 +56,7 @@ def torch_hub_checkpoint(label: str, url: str, offline: bool) -> str:
         torch.hub.download_url_to_file(url, path, match.group(1) if match else None, progress=True)
     except Exception as exc:  # network errors come in many types
         raise WeightsDownloadError(f"{label}: cannot download {url} into {folder} "
-                                   f"({type(exc).__name__}: {exc}); {fill}") from None
+                                   f"({type(exc).__name__}: {_one_line(exc)}); {fill}") from None
     return path
 
 
@@ -126,6 +130,6 @@ def hf_hub_weights(label: str, hub_id: str, offline: bool, filenames: tuple[str,
                 continue
             except Exception as exc:  # network and hub errors come in many types
                 raise WeightsDownloadError(f"{label}: cannot download {filename} of Hugging Face repo {repo} into "
-                                           f"{cache} ({type(exc).__name__}: {exc}); {fill}") from None
+                                           f"{cache} ({type(exc).__name__}: {_one_line(exc)}); {fill}") from None
     raise WeightsDownloadError(f"Hugging Face repo {repo} has none of {', '.join(filenames)}; "
                                f"pass --weights PATH or --random-init")
