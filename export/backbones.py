@@ -1,10 +1,11 @@
 """The backbones `featurestore export` knows by name.
 
-Registered entries (with offline ImageNet weights: MobileNetV2, EfficientNet-Lite0/1/2)
-come first; then every torchvision classification model by its name and every timm model
-as ``timm:NAME``. Each entry builds an untrained ``nn.Module`` and carries the
+Registered entries (with offline ImageNet weights installed as Python packages: MobileNetV2,
+EfficientNet-Lite0/1/2) come first; then every torchvision classification model by its name
+(``NAME`` for its default weights, ``NAME:ENUM`` for another member of its weights enum) and
+every timm model as ``timm:NAME``. Each entry builds an untrained ``nn.Module``, carries the
 preprocessing its pretrained weights expect, so the config travels with the weights (as in
-timm).
+timm), and knows how to load those weights from the library's cache.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from featurestore.spec import Preprocessing
+from featurestore.spec import Preprocessing, WeightsInfo
 
-from ._timm import TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing
-from ._torchvision import (torchvision_build, torchvision_classes, torchvision_names, torchvision_preprocessing,
-                           torchvision_training_only)
+from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing,
+                    timm_pretrained, timm_tags, timm_weights_file)
+from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
+                           torchvision_names, torchvision_preprocessing, torchvision_rename, torchvision_training_only,
+                           torchvision_weights)
 from .errors import UnknownBackboneError, close_matches_hint
 
-__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones"]
+__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones", "fetch_weights"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,6 +51,10 @@ class BackboneEntry:
     training_only : tuple of str
         Key prefixes of training-only heads (auxiliary classifiers) that the built model
         lacks; a weights file's keys under them are dropped rather than refused.
+    pretrained : callable or None
+        ``pretrained(offline, image_size)`` returns ``(module, WeightsInfo)`` with the named
+        pretrained weights loaded from the library's cache (downloaded into it by the library's
+        client unless ``offline``), or None when the library has none for the model.
     """
 
     name: str
@@ -56,6 +63,7 @@ class BackboneEntry:
     offline_weights: Callable[[], tuple[str, str]] | None = None
     class_names: Callable[[], tuple[str, ...]] | None = None
     training_only: tuple[str, ...] = ()
+    pretrained: Callable[[bool, int | None], tuple[nn.Module, WeightsInfo] | None] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -67,9 +75,12 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
     return entry
 
 
-def get_backbone(name: str) -> BackboneEntry:
+def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     """Return the entry called ``name``: a registered backbone, any torchvision classification
-    model, or ``timm:NAME`` for any of timm's models.
+    model (``NAME`` or ``NAME:ENUM``), or ``timm:NAME``, ``timm:NAME.TAG``, ``timm:hf-hub:ORG/REPO``
+    for timm's models.
+
+    ``offline`` keeps a ``timm:hf-hub:`` name from downloading its ``config.json``.
 
     Raises
     ------
@@ -78,13 +89,17 @@ def get_backbone(name: str) -> BackboneEntry:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name.startswith(TIMM_PREFIX) and name[len(TIMM_PREFIX):] in timm_names():
-        model = name[len(TIMM_PREFIX):]
-        return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model), None,
-                             lambda: timm_classes(model))
-    if name in torchvision_names():
-        return BackboneEntry(name, lambda: torchvision_build(name), torchvision_preprocessing(name), None,
-                             lambda: torchvision_classes(name), torchvision_training_only(name))
+    model = name[len(TIMM_PREFIX):]
+    if name.startswith(TIMM_PREFIX) and (model in timm_names() or model in timm_tags()
+                                         or model.startswith(HF_HUB_PREFIX)):
+        return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model, offline), None,
+                             lambda: timm_classes(model),
+                             pretrained=lambda off, size: timm_pretrained(model, off, size))
+    model, tag = split_tag(name)
+    if model in torchvision_names():
+        return BackboneEntry(name, lambda: torchvision_build(model, tag), torchvision_preprocessing(model, tag),
+                             None, lambda: torchvision_classes(model, tag), torchvision_training_only(model),
+                             _torchvision_pretrained(model, tag))
     bare = name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else name
     candidates = list_backbones()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
@@ -92,6 +107,40 @@ def get_backbone(name: str) -> BackboneEntry:
     hint = f"did you mean: {', '.join(close[:8])}" if close else close_matches_hint(name, candidates)
     raise UnknownBackboneError(f"unknown backbone {name!r}; {hint} (`featurestore layers --list FILTER` lists "
                                f"all {len(candidates)})")
+
+
+def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
+    """Fill the library's cache with the pretrained weights ``name`` takes; return ``(path, source)``.
+
+    torchvision weights go to torch.hub's checkpoint cache (``torch.hub.download_url_to_file``),
+    timm tags to the Hugging Face Hub cache (``huggingface_hub.hf_hub_download``; a
+    ``timm:hf-hub:`` model's ``config.json`` too). Copy the filled cache to a machine without
+    network to export there offline.
+
+    Raises
+    ------
+    UnknownBackboneError
+        ``name`` is not a backbone.
+    WeightsRequiredError
+        The library has no pretrained weights for it.
+    WeightsNotCachedError, WeightsDownloadError
+        ``offline`` and not cached, or the download failed.
+    """
+    from .errors import WeightsRequiredError
+    from .exporter import is_offline
+
+    offline = is_offline(offline)
+    entry = get_backbone(name, offline)
+    if entry.offline_weights is not None:
+        return entry.offline_weights()
+    if name.startswith(TIMM_PREFIX):
+        found = timm_weights_file(name[len(TIMM_PREFIX):], offline)
+        if found is not None:
+            return found[0], found[1]
+    elif entry.pretrained is not None:
+        model, tag = split_tag(name)
+        return torchvision_checkpoint(model, tag, offline)
+    raise WeightsRequiredError(f"backbone {name!r} has no pretrained weights to fetch")
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:
@@ -109,13 +158,27 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     return names
 
 
+def _torchvision_pretrained(model: str, tag: str | None) -> Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]]:
+    def pretrained(offline: bool, image_size: int | None) -> tuple[nn.Module, WeightsInfo]:
+        from .exporter import seeded
+        from .weights import load_weights_file
+
+        path, source = torchvision_checkpoint(model, tag, offline)
+        with seeded():
+            module = torchvision_build(model, tag)
+        sha = load_weights_file(module, path, torchvision_training_only(model), torchvision_rename(model))
+        return module, WeightsInfo(source, sha, False, family="torchvision",
+                                   tag=torchvision_weights(model, tag).name)
+    return pretrained
+
+
 def _torchvision_entry(name: str, interpolation: str, resize: int, offline=None) -> BackboneEntry:
     preprocessing = Preprocessing(
         crop_size=(224, 224), resize_size=resize, interpolation=interpolation,
         mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
     )
     return BackboneEntry(name, lambda: torchvision_build(name), preprocessing, offline,
-                         lambda: torchvision_classes(name))
+                         lambda: torchvision_classes(name, "IMAGENET1K_V1"))
 
 
 def _mobilenet_v2_offline() -> tuple[str, str]:
@@ -146,18 +209,9 @@ def _lite_offline(variant: int) -> Callable[[], tuple[str, str]]:
     return offline
 
 
-# Resize sizes follow torchvision's weights (the IMAGENET1K_V1 weights for mobilenet_v2,
-# which are the ones installed offline).
-for _name, _interp, _resize, _offline in [
-    ("mobilenet_v2", "bilinear", 256, _mobilenet_v2_offline),
-    ("mobilenet_v3_small", "bilinear", 256, None),
-    ("mobilenet_v3_large", "bilinear", 232, None),
-    ("resnet18", "bilinear", 256, None),
-    ("resnet50", "bilinear", 232, None),
-    ("efficientnet_b0", "bicubic", 256, None),
-    ("convnext_tiny", "bilinear", 236, None),
-]:
-    register_backbone(_torchvision_entry(_name, _interp, _resize, _offline))
+# MobileNetV2's IMAGENET1K_V1 weights are installed offline (resized from 256); other torchvision
+# models, and mobilenet_v2:ENUM, take their weights from torch.hub's cache.
+register_backbone(_torchvision_entry("mobilenet_v2", "bilinear", 256, _mobilenet_v2_offline))
 
 # EfficientNet-Lite0/1/2: ImageNet weights shipped as Python packages; inputs 224/240/260,
 # mean = std = 0.5, resized by 256/224 (the reference evaluation's crop of 0.875).

@@ -12,6 +12,8 @@ __all__ = [
     "WeightsError",
     "WeightsRequiredError",
     "WeightsFileNotFoundError",
+    "WeightsNotCachedError",
+    "WeightsDownloadError",
     "LayerSelectionError",
     "ExportOptionsError",
     "close_matches_hint",
@@ -40,6 +42,15 @@ class WeightsRequiredError(ExportError, ValueError):
 
 class WeightsFileNotFoundError(ExportError, FileNotFoundError):
     """A weights file that was named does not exist."""
+
+
+class WeightsNotCachedError(ExportError, FileNotFoundError):
+    """Pretrained weights are wanted offline but are not in the library's cache (torch.hub's, the
+    Hugging Face Hub's)."""
+
+
+class WeightsDownloadError(ExportError, ConnectionError):
+    """Pretrained weights are not cached and downloading them into the cache failed."""
 
 
 class LayerSelectionError(ExportError, ValueError):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -21,12 +24,29 @@ from .layers import LOGITS, LayerChoice, LayerInfo, no_attention_fast_path, sele
 from .pixels import Pixels
 from .weights import file_sha256, load_weights_file, state_dict_sha256
 
-__all__ = ["export_backbone", "build_backbone", "PIXELS", "INPUT_NAME", "RANDOM_INIT_SEED"]
+__all__ = ["export_backbone", "build_backbone", "is_offline", "seeded", "PIXELS", "INPUT_NAME", "RANDOM_INIT_SEED",
+           "OFFLINE_ENV"]
 
 PIXELS = "pixels"
 INPUT_NAME = "images"
 RANDOM_INIT_SEED = 0
 MIN_OPSET = 17
+#: Environment variables that switch downloads off (as ``--offline`` does) when set to 1/true/yes/on.
+OFFLINE_ENV = ("FEATURESTORE_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def is_offline(offline: bool = False) -> bool:
+    """True when ``offline`` is, or ``FEATURESTORE_OFFLINE`` / ``HF_HUB_OFFLINE`` is set true."""
+    return offline or any(os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
+                          for key in OFFLINE_ENV)
+
+
+@contextmanager
+def seeded() -> Iterator[None]:
+    """Seed torch's CPU generator with :data:`RANDOM_INIT_SEED` for the duration (restored afterwards)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
 
 
 def build_backbone(
@@ -34,8 +54,15 @@ def build_backbone(
     *,
     weights: str | Path | None = None,
     random_init: bool = False,
+    offline: bool = False,
+    image_size: int | None = None,
 ) -> tuple[nn.Module, WeightsInfo]:
     """Build (or take) a backbone and load its weights, never silently random.
+
+    Without ``weights`` or ``random_init``, a named backbone takes its pretrained weights:
+    those installed with a Python package, else the library's (torch.hub's checkpoint cache
+    for torchvision, the Hugging Face Hub cache for timm), downloaded into that cache by the
+    library's client unless offline.
 
     Parameters
     ----------
@@ -45,10 +72,20 @@ def build_backbone(
         A state_dict file (loaded with ``weights_only=True``, keys checked strictly).
     random_init : bool, default=False
         Keep the architecture's seeded random initialisation (recorded in the spec).
+    offline : bool, default=False
+        Use the caches only (also when ``FEATURESTORE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set).
+    image_size : int, optional
+        Input size the pretrained model is created for (timm models that resample their
+        position embeddings); None keeps the weights' own.
 
     Returns
     -------
     (nn.Module, WeightsInfo)
+
+    Raises
+    ------
+    WeightsNotCachedError
+        Offline and the pretrained weights are not cached.
     """
     if weights is not None and random_init:
         raise ExportOptionsError("pass either weights or random_init, not both")
@@ -60,9 +97,12 @@ def build_backbone(
         return module, WeightsInfo("random-init" if random_init else "module", state_dict_sha256(module), random_init)
     if backbone == PIXELS:
         return Pixels(), WeightsInfo("none", None, False)
-    entry = get_backbone(backbone)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
+    entry = get_backbone(backbone, is_offline(offline))
+    if weights is None and not random_init and entry.offline_weights is None and entry.pretrained is not None:
+        loaded = entry.pretrained(is_offline(offline), image_size)
+        if loaded is not None:
+            return loaded
+    with seeded():
         module = entry.build()
     if weights is not None:
         sha = load_weights_file(module, weights, entry.training_only)
@@ -71,7 +111,7 @@ def build_backbone(
         return module, WeightsInfo("random-init", state_dict_sha256(module), True)
     if entry.offline_weights is None:
         raise WeightsRequiredError(
-            f"backbone {backbone!r} has no offline weights installed; pass a state_dict with "
+            f"backbone {backbone!r} has no pretrained weights; pass a state_dict with "
             f"--weights PATH, or --random-init for an untrained network"
         )
     path, source = entry.offline_weights()
@@ -80,7 +120,7 @@ def build_backbone(
 
 
 def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale: bool,
-                   preprocessing: Preprocessing | None) -> Preprocessing:
+                   preprocessing: Preprocessing | None, offline: bool = False) -> Preprocessing:
     if preprocessing is not None:
         return preprocessing
     if backbone == PIXELS:
@@ -91,7 +131,7 @@ def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale:
                              color_mode="L" if grayscale else "RGB")
     if grayscale:
         raise ExportOptionsError("--grayscale applies to the `pixels` backbone only (backbones take RGB)")
-    base = get_backbone(backbone).preprocessing if isinstance(backbone, str) else Preprocessing(
+    base = get_backbone(backbone, offline).preprocessing if isinstance(backbone, str) else Preprocessing(
         crop_size=(224, 224), resize_size=256)
     if image_size is None:
         return base
@@ -130,6 +170,7 @@ def export_backbone(
     precision: str = "fp32",
     image_size: int | None = None,
     grayscale: bool = False,
+    offline: bool = False,
     preprocessing: Preprocessing | None = None,
     name: str | None = None,
     opset: int = MIN_OPSET,
@@ -163,6 +204,9 @@ def export_backbone(
         Override the input size (the resize size keeps its ratio to the crop).
     grayscale : bool, default=False
         For ``pixels`` only: one input channel.
+    offline : bool, default=False
+        Take pretrained weights from the library's cache only, never downloading (also when
+        ``FEATURESTORE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
     preprocessing : Preprocessing, optional
         Override the preprocessing entirely (required knowledge for custom modules
         whose weights expect something other than ImageNet's 256/224 and mean/std).
@@ -178,7 +222,8 @@ def export_backbone(
 
     Raises
     ------
-    UnknownBackboneError, LayerNotFoundError, WeightsError, WeightsRequiredError, ExportError
+    UnknownBackboneError, LayerNotFoundError, WeightsError, WeightsRequiredError, WeightsNotCachedError,
+    ExportError
 
     Examples
     --------
@@ -188,15 +233,16 @@ def export_backbone(
         raise ExportOptionsError(f"opset {opset} is too old; use {MIN_OPSET} or later")
     if precision not in ("fp32", "fp16"):
         raise ExportOptionsError(f"precision {precision!r} is not supported; choose fp32 or fp16")
-    prep = _preprocessing(backbone, image_size, grayscale, preprocessing)
-    module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init)
+    prep = _preprocessing(backbone, image_size, grayscale, preprocessing, is_offline(offline))
+    module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init, offline=offline,
+                                          image_size=image_size)
     module.eval()
     choices = _layer_choices(module, backbone, prep, layers, pooling)
     layer_specs = tuple(_layer_spec(c) for c in choices)
     backbone_name = name or (backbone if isinstance(backbone, str) else type(backbone).__name__)
     class_names = None
     if isinstance(backbone, str) and backbone != PIXELS and any(c.layer.name == LOGITS for c in choices):
-        entry = get_backbone(backbone)
+        entry = get_backbone(backbone, is_offline(offline))
         class_names = entry.class_names() if entry.class_names else None
     spec = ModelSpec(
         backbone=backbone_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from featurestore._atomic import file_sha256
 from .errors import WeightsError, WeightsFileNotFoundError
 
 __all__ = ["file_sha256", "state_dict_sha256", "load_weights_file"]
+
+_BATCHES_TRACKED = ".num_batches_tracked"
 
 
 def state_dict_sha256(module: nn.Module) -> str:
@@ -25,7 +28,8 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[str, ...] = ()) -> str:
+def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[str, ...] = (),
+                      rename: Callable[[str], str] | None = None) -> str:
     """Load a state_dict file into ``module`` strictly; return the file's sha256.
 
     Accepts a bare state_dict or a checkpoint dict holding one under ``state_dict`` or
@@ -41,6 +45,8 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
     training_only : tuple of str, default=()
         Key prefixes of training-only heads the module was built without (GoogLeNet's
         ``aux1.``): the file's keys under them that the module lacks are dropped.
+    rename : callable, optional
+        Maps the file's key names to the module's (published weights saved under older names).
 
     Raises
     ------
@@ -72,9 +78,13 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state_dict")
     expected = module.state_dict()
+    if rename is not None:
+        state = {rename(str(k)): v for k, v in state.items()}
     if training_only:
         state = {k: v for k, v in state.items() if k in expected or not str(k).startswith(training_only)}
-    missing = sorted(set(expected) - set(state))
+    # BatchNorm fills a num_batches_tracked that files saved before torch 0.4.1 lack (torchvision's
+    # published ResNet and DenseNet weights among them); it plays no part in inference.
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(_BATCHES_TRACKED))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(
         k for k in set(expected) & set(state)
@@ -91,5 +101,9 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
             f"weights file {str(path)!r} does not fit {type(module).__name__}: " + "; ".join(parts)
             + ". Check that the file was saved from this architecture."
         )
-    module.load_state_dict(state, strict=True)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights file {str(path)!r} does not fit {type(module).__name__}: "
+                           f"{str(exc).splitlines()[-1].strip()}") from None
     return file_sha256(path)

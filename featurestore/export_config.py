@@ -36,6 +36,8 @@ class ExportConfig:
         Input size override (square).
     grayscale : bool, default=False
         One input channel (``pixels`` only).
+    offline : bool, default=False
+        Take pretrained weights from the libraries' caches only, never downloading.
     """
 
     layers: str = option("last", "comma-separated layer names or shorthands: last (default), stages, all, logits; "
@@ -53,6 +55,10 @@ class ExportConfig:
                             choices=("fp32", "fp16"))
     image_size: int | None = option(None, "input size override (square)")
     grayscale: bool = option(False, "one input channel (pixels backbone only)", kind="switch")
+    offline: bool = option(False, "take pretrained weights from the caches only (torch.hub's $TORCH_HOME/hub/"
+                                  "checkpoints, the Hugging Face Hub cache), never downloading; also "
+                                  "FEATURESTORE_OFFLINE=1 or HF_HUB_OFFLINE=1 (pipeline files: those variables)",
+                             kind="switch", toml=False)
 
     def as_keywords(self) -> dict[str, Any]:
         """The keywords of :func:`export.export_backbone`."""

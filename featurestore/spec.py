@@ -170,17 +170,29 @@ class WeightsInfo:
     Parameters
     ----------
     source : str
-        ``offline:<package>``, ``file:<name>``, ``module`` (an in-memory ``nn.Module``)
-        or ``random-init``.
+        ``offline:<package>``, ``torchvision:<model>:<ENUM>``, ``timm:<model>.<tag>``,
+        ``file:<name>``, ``module`` (an in-memory ``nn.Module``) or ``random-init``.
     sha256 : str or None
         Hash of the weights file, or of the state_dict's tensors for a module.
     random_init : bool
         True when the weights were not trained; never silent.
+    family : str, optional
+        Library the pretrained weights were named in (``torchvision``, ``timm``).
+    tag : str, optional
+        The weights' name in that library (torchvision's enum member, timm's tag or hub repo).
+    license : str, optional
+        The weights' license, where the library records one.
     """
 
     source: str
     sha256: str | None
     random_init: bool
+    family: str | None = None
+    tag: str | None = None
+    license: str | None = None
+
+
+_OPTIONAL_WEIGHTS_KEYS = ("family", "tag", "license")
 
 
 @dataclass(frozen=True)
@@ -228,7 +240,11 @@ class ModelSpec:
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, so equal specs give equal bytes."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        data = asdict(self)
+        for key in _OPTIONAL_WEIGHTS_KEYS:  # absent rather than null: specs without them keep their bytes
+            if data["weights"][key] is None:
+                del data["weights"][key]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":

@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 SUBCOMMANDS = {
     "export": "export_cmd",
     "layers": "layers_cmd",
+    "fetch": "fetch_cmd",
     "classify": "classify_cmd",
     "extract": "extract_cmd",
     "info": "info_cmd",

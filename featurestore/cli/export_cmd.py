@@ -14,10 +14,12 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         name,
         help="export a PyTorch backbone to ONNX with pooled layer outputs",
         description=(
-            "Export a backbone (any torchvision classification model by name, timm:NAME for timm's models, "
-            "efficientnet_lite0/1/2, or `pixels`) to an ONNX file whose "
+            "Export a backbone (any torchvision classification model by name, NAME:ENUM for other torchvision "
+            "weights, timm:NAME for timm's models, efficientnet_lite0/1/2, or `pixels`) to an ONNX file whose "
             "named outputs are the chosen layers, pooled inside the graph. The graph takes uint8 NHWC "
-            "images and embeds its preprocessing and layer spec in its metadata."
+            "images and embeds its preprocessing and layer spec in its metadata. Named backbones are "
+            "pretrained: weights come from the library's cache (torch.hub's $TORCH_HOME/hub/checkpoints), "
+            "downloaded into it unless --offline."
         ),
     )
     p.add_argument("backbone", help="backbone name (see `featurestore layers --list`) or `pixels`")

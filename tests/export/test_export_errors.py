@@ -10,7 +10,9 @@ import torch
 from export import (
     ExportError, LayerNotFoundError, UnknownBackboneError, WeightsError, WeightsRequiredError, export_backbone,
 )
+from export import BackboneEntry, register_backbone
 from featurestore.cli import main
+from featurestore.spec import Preprocessing
 from tiny_models import TinyNet, tiny_net
 
 
@@ -43,9 +45,10 @@ def test_unknown_layer_lists_close_names(tmp_path):
 
 
 def test_missing_weights_is_never_silent(capsys):
+    register_backbone(BackboneEntry("tiny-without-weights", TinyNet, Preprocessing(crop_size=(32, 32), resize_size=36)))
     with pytest.raises(WeightsRequiredError, match="--random-init"):
-        export_backbone("resnet18")
-    assert main(["export", "resnet18", "-o", "unused.onnx"]) == 1
+        export_backbone("tiny-without-weights")
+    assert main(["export", "resnet18", "--offline", "-o", "unused.onnx"]) == 1  # nothing cached
     assert "--weights PATH" in capsys.readouterr().err
 
 
