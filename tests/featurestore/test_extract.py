@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from featurestore import (
-    ArraySource, ExtractOptions, StoreError, StoreMismatchError, extract, open_store, verify_store,
+    ArraySource, ExtractOptions, StoreError, extract, open_store, verify_store,
 )
 from featurestore.cli import main
 from images import write_bad_images, write_good_images, write_tricky_images
