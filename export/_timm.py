@@ -28,7 +28,8 @@ from featurestore._atomic import file_sha256
 from featurestore.spec import INTERPOLATIONS, Preprocessing, WeightsInfo
 
 from ._cache import HF_WEIGHTS_FILES, hf_hub_cache, hf_hub_mode, hf_hub_weights, torch_hub_checkpoint
-from .errors import WeightsDownloadError, WeightsError, WeightsNotCachedError
+from .errors import WeightsDownloadError, WeightsNotCachedError
+from .weights import read_state_dict
 
 __all__ = ["TIMM_PREFIX", "HF_HUB_PREFIX", "timm_names", "timm_tags", "timm_preprocessing", "timm_build",
            "timm_classes", "timm_pretrained", "timm_weights_file", "hub_offline"]
@@ -158,21 +159,6 @@ def timm_weights_file(name: str, offline: bool) -> tuple[str, str, str | None, d
     return None
 
 
-def _tensors_only(path: str) -> dict:
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise WeightsError(f"cannot read weights file {path!r} as tensors ({type(exc).__name__}: {exc}); "
-                           "pass --weights PATH with a .safetensors or state_dict file") from None
-    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
-    if not isinstance(state, dict):
-        raise WeightsError(f"weights file {path!r} holds a {type(state).__name__}, not a state_dict")
-    return state
-
-
 def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[nn.Module, WeightsInfo] | None:
     """The model with its tag's pretrained weights, or None when timm has none for it.
 
@@ -197,7 +183,7 @@ def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[n
     if path.endswith(".safetensors"):
         overlay = {"file": path, "source": "file"}
     else:  # read here with weights_only=True whatever timm's version does; timm still filters and loads it
-        overlay = {"state_dict": _tensors_only(path), "source": "state_dict"}
+        overlay = {"state_dict": read_state_dict(path), "source": "state_dict"}
     with hub_offline(), hf_hub_mode(True), seeded():
         module = _create(name, image_size, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=hf_hub_cache())
     return module, WeightsInfo(label, file_sha256(path), False, family="timm", tag=tag,

@@ -28,6 +28,38 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def read_state_dict(path: str | Path) -> dict:
+    """The tensors of a state_dict file: ``.safetensors``, or ``torch.save`` output read with
+    ``torch.load(..., weights_only=True)`` (a bare state_dict, or a checkpoint dict holding one
+    under ``state_dict`` or ``model``). Nothing but tensors and plain containers is unpickled.
+
+    Raises
+    ------
+    WeightsError
+        The file cannot be read as tensors, or holds no state_dict.
+    """
+    try:
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise WeightsError(
+            f"cannot read weights file {str(path)!r} as a state_dict ({type(exc).__name__}: {exc}); "
+            "save it with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
 def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[str, ...] = (),
                       rename: Callable[[str], str] | None = None) -> str:
     """Load a state_dict file into ``module`` strictly; return the file's sha256.
@@ -58,25 +90,7 @@ def load_weights_file(module: nn.Module, path: str | Path, training_only: tuple[
     path = Path(path)
     if not path.is_file():
         raise WeightsFileNotFoundError(f"weights file {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path, device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise WeightsError(
-            f"cannot read weights file {str(path)!r} as a state_dict ({type(exc).__name__}: {exc}); "
-            "save it with torch.save(model.state_dict(), path)"
-        ) from None
-    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise WeightsError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state_dict")
+    state = read_state_dict(path)
     expected = module.state_dict()
     if rename is not None:
         state = {rename(str(k)): v for k, v in state.items()}
