@@ -1,8 +1,10 @@
-"""Fixtures for the store suites: a tiny exported model and small image folders."""
+"""Fixtures for the store suites: a tiny exported model, small image folders, small real disks."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,24 @@ def tiny_onnx_other(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny_other.onnx"
     export_backbone(tiny_net(seed=1), path, layers="stages,last", image_size=32)
     return path
+
+
+@pytest.fixture
+def tmpfs(tmp_path) -> Iterator[Callable[[str, str], Path]]:
+    """``tmpfs(name, size)`` mounts a tmpfs of ``size`` at ``tmp_path / name`` (a real disk that
+    fills up); unmounted afterwards. Mounting needs root, as in CI: elsewhere the test skips."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

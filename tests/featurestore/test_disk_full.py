@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -20,26 +19,6 @@ import pytest
 from featurestore import open_store, verify_store
 from featurestore.shard import ShardBuffer, read_columns, write_shard
 from images import write_good_images
-
-
-@pytest.fixture
-def tmpfs(tmp_path) -> Iterator[Callable[[str, str], Path]]:
-    """``tmpfs(name, size)`` mounts a tmpfs of ``size`` at ``tmp_path / name``; unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(name: str, size: str) -> Path:
-        where = tmp_path / name
-        where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _extract_cli(model: Path, folder: Path, store: Path) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ import errno
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,29 +17,6 @@ import pytest
 
 from featurestore import ExtractOptions, StoreError, StoreWriteError, extract, open_store, verify_store
 from images import write_good_images
-
-
-def _mount(where: Path, options: str) -> None:
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-
-
-@pytest.fixture
-def tmpfs(tmp_path) -> Iterator[Callable[[str, str], Path]]:
-    """``tmpfs(name, size)`` mounts a tmpfs of ``size`` at ``tmp_path / name``; unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(name: str, size: str) -> Path:
-        where = tmp_path / name
-        where.mkdir()
-        _mount(where, f"size={size}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _remount(where: Path, options: str) -> None:
