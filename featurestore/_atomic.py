@@ -7,15 +7,13 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import FileTooLargeError, NotAFileError
 
-__all__ = ["fsync_dir", "write_bytes_atomic", "replacing", "file_sha256", "file_checksum", "checksum_of",
-           "CHECKSUM_PREFIX", "read_regular_file", "open_regular_file"]
+__all__ = ["fsync_dir", "write_bytes_atomic", "file_sha256", "file_checksum", "checksum_of",
+           "CHECKSUM_PREFIX", "read_regular_file", "open_regular_file", "path_kind"]
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -37,7 +35,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | memoryview | 
     :class:`OSError` and leaves no temporary file behind.
     """
     path = Path(path)
-    tmp = _temporary(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
@@ -48,27 +46,6 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | memoryview | 
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-@contextmanager
-def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Write a file crash-safely: yield a temporary path beside ``path`` to write; afterwards it is
-    fsynced, renamed to ``path`` and the folder fsynced. On any error it is removed instead."""
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -119,6 +96,14 @@ def _kind(mode: int) -> str:
     return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
             else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+
+
+def path_kind(path: str | os.PathLike[str]) -> str:
+    """What ``path`` itself is (a link is not followed), for messages: "a symbolic link", "a FIFO", ..."""
+    try:
+        return _kind(os.lstat(path).st_mode)
+    except OSError:
+        return "not a regular file"
 
 
 def _refuse_irregular(path: str | os.PathLike[str], mode: int) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import _kind, read_regular_file, write_bytes_atomic
+from ._atomic import path_kind, read_regular_file, write_bytes_atomic
 from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
 
 __all__ = ["JOURNAL_NAME", "JOURNAL_VERSION", "JournalState", "read_journal", "salvage_records", "record_problem",
@@ -183,7 +183,7 @@ def _journal_bytes(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except NotAFileError:
-        raise UnsafeStoreError(f"journal {path} is {_kind(os.lstat(path).st_mode)}, not a regular file; refusing the "
+        raise UnsafeStoreError(f"journal {path} is {path_kind(path)}, not a regular file; refusing the "
                                "store (it must never make us read anything outside it)") from None
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._atomic import CHECKSUM_PREFIX, checksum_of, read_regular_file, write_bytes_atomic
+from ._atomic import CHECKSUM_PREFIX, checksum_of, path_kind, read_regular_file, write_bytes_atomic
 from .columns import RowColumns, decode_strings
 from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
 
@@ -429,7 +429,7 @@ def read_store_file(path: Path, what: str) -> bytes:
     try:
         return read_regular_file(path, follow_links=False)
     except NotAFileError as exc:
-        raise UnsafeStoreError(f"{what} {path} is {_kind_of(path)}, not a regular file; refusing the store (it must "
+        raise UnsafeStoreError(f"{what} {path} is {path_kind(path)}, not a regular file; refusing the store (it must "
                                f"never make us read or lock anything outside it)") from exc
 
 
@@ -452,15 +452,6 @@ def open_store_file(path: Path, what: str, flags: int = os.O_RDONLY, mode: int =
         os.close(fd)
         raise UnsafeStoreError(f"{what} {path} is not a regular file; refusing the store")
     return fd
-
-
-def _kind_of(path: Path) -> str:
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return "not a regular file"
-    return "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "a FIFO" \
-        if stat.S_ISFIFO(mode) else "a special file"
 
 
 def shard_dir(store: Path) -> Path:
@@ -598,7 +589,7 @@ class open_shard:
     def __enter__(self) -> h5py.File:
         seen = os.lstat(self.path)
         if not stat.S_ISREG(seen.st_mode):
-            raise UnsafeStoreError(f"shard {self.path} is {_kind_of(self.path)}, not a regular file; refusing to read it")
+            raise UnsafeStoreError(f"shard {self.path} is {path_kind(self.path)}, not a regular file; refusing to read it")
         self.file = h5py.File(self.path, "r")
         try:
             opened = os.fstat(self.file.id.get_vfd_handle())
