@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 OUT ?= runs/photos
 
-.PHONY: install demo test test-fast fashion-mnist clean
+.PHONY: install demo test test-fast lint fashion-mnist clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: install fashion-mnist
 		$$($(PY) -c "import sklearn, pathlib; print(pathlib.Path(sklearn.__file__).parent / 'datasets/images/china.jpg')") \
 		$$($(PY) -c "import skimage, pathlib; print(pathlib.Path(skimage.__file__).parent / 'data/coffee.png')")
 	$(VENV)/bin/featurestore run examples/demo.toml
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install fashion-mnist
 	$(PY) -m pytest

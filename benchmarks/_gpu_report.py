@@ -79,7 +79,7 @@ def tables(doc: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
         rows = []
         for g in groups:
             r = g.get("ratios", {})
-            cell = lambda key: ratio_cell(r[key]) if key in r else "-"  # noqa: E731
+            cell = lambda key, r=r: ratio_cell(r[key]) if key in r else "-"  # noqa: E731
             rows.append([g["backbone"], g["precision"], g["batch_size"], _rate_cell(g, ORT_RUN),
                          _rate_cell(g, ORT_BOUND), _rate_cell(g, TORCH), cell(f"{ORT_BOUND} / {TORCH}"),
                          cell(f"{ORT_RUN} / {TORCH}"), cell(f"{ORT_NHWC} / {TORCH}")])

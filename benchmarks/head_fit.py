@@ -69,7 +69,7 @@ def _fit_store(spec: str, heads: list[str], repeats: int) -> dict[str, Any]:
     for name in heads:
         fitted: dict[str, Any] = {}  # the last repeat's head, scored below
 
-        def fit(_: object, name: str = name) -> None:
+        def fit(_: object, name: str = name, fitted: dict[str, Any] = fitted) -> None:
             fitted["head"] = create_head(name).fit(X, y)
 
         stats = measure([Variant(name, fit)], repeats)[name]

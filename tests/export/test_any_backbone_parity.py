@@ -89,7 +89,7 @@ def test_ort_equals_torch_at_last_and_stages(name, tmp_path):
     spec, _ = export_backbone(model, path, layers="last,stages", preprocessing=entry.preprocessing, name=name)
     stages = [layer for layer in spec.layers if layer.name != "pre_logits"]
     assert len(stages) >= 3, [layer.name for layer in spec.layers]
-    assert len({layer.stride for layer in stages}) == len(stages) or all(l.layout == "NLC" for l in stages)
+    assert len({layer.stride for layer in stages}) == len(stages) or all(s.layout == "NLC" for s in stages)
     # `last` is what the model's own classifier reads (checked by value in check_parity)
     assert spec.layers[0].name == "pre_logits"
     if not is_timm(model):

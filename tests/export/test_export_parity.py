@@ -62,7 +62,7 @@ def test_every_pooling_matches_torch(pooling, tmp_path):
 
 def test_stages_pick_last_block_of_each_stride(tmp_path):
     spec, _ = export_backbone(tiny_net(), tmp_path / "t.onnx", layers="stages", image_size=32)
-    assert [(l.name, l.stride, l.channels) for l in spec.layers] == [
+    assert [(s.name, s.stride, s.channels) for s in spec.layers] == [
         ("features.1", 2, 8), ("features.4", 4, 16), ("features.6", 8, 32)]
 
 

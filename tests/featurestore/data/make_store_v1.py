@@ -1,5 +1,7 @@
 """Write the schema-1 store fixture (store_v1/ and the expected features store_v1_{a,b}.npy), as featurestore 1d40a94 wrote stores."""
-import numpy as np, sys
+import sys
+
+import numpy as np
 from featurestore.manifest import StoreConfig
 from featurestore.spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 from featurestore.writer import StoreWriter
