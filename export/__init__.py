@@ -38,4 +38,5 @@ def list_layers(backbone: str, image_size: int | None = None) -> list[LayerInfo]
     """List the selectable layers of a registered backbone (architecture only, no weights)."""
     entry = get_backbone(backbone)
     size = (image_size, image_size) if image_size else entry.preprocessing.crop_size
-    return trace_layers(entry.build(), size)
+    module = entry.build_at_size(image_size) if image_size and entry.build_at_size is not None else entry.build()
+    return trace_layers(module, size)

@@ -112,13 +112,12 @@ def timm_preprocessing(name: str, offline: bool = True) -> Preprocessing:
         mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
 
 
-def timm_build(name: str) -> nn.Module:
+def timm_build(name: str, image_size: int | None = None) -> nn.Module:
     """``timm.create_model(name, pretrained=False)`` with the hub switched off (for ``hf-hub:``
-    names, reading its cached ``config.json``)."""
+    names, reading its cached ``config.json``); ``image_size`` is passed as ``img_size`` to the
+    models that take it."""
     with hub_offline(), hf_hub_mode(True):
-        import timm
-
-        return timm.create_model(name, pretrained=False, cache_dir=hf_hub_cache())
+        return _create(name, image_size, pretrained=False, cache_dir=hf_hub_cache())
 
 
 def _create(name: str, image_size: int | None, **kwargs) -> nn.Module:

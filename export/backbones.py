@@ -55,6 +55,10 @@ class BackboneEntry:
         ``pretrained(offline, image_size)`` returns ``(module, WeightsInfo)`` with the named
         pretrained weights loaded from the library's cache (downloaded into it by the library's
         client unless ``offline``), or None when the library has none for the model.
+    build_at_size : callable or None
+        ``build_at_size(image_size)`` returns the architecture built for that input size, for
+        models whose parameters depend on it (a ViT's position embeddings); None when ``build``'s
+        model takes any size.
     """
 
     name: str
@@ -64,6 +68,7 @@ class BackboneEntry:
     class_names: Callable[[], tuple[str, ...]] | None = None
     training_only: tuple[str, ...] = ()
     pretrained: Callable[[bool, int | None], tuple[nn.Module, WeightsInfo] | None] | None = None
+    build_at_size: Callable[[int], nn.Module] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -94,7 +99,8 @@ def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
                                          or model.startswith(HF_HUB_PREFIX)):
         return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model, offline), None,
                              lambda: timm_classes(model),
-                             pretrained=lambda off, size: timm_pretrained(model, off, size))
+                             pretrained=lambda off, size: timm_pretrained(model, off, size),
+                             build_at_size=lambda size: timm_build(model, size))
     model, tag = split_tag(name)
     if model in torchvision_names():
         return BackboneEntry(name, lambda: torchvision_build(model, tag), torchvision_preprocessing(model, tag),

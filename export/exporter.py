@@ -103,7 +103,8 @@ def build_backbone(
         if loaded is not None:
             return loaded
     with seeded():
-        module = entry.build()
+        module = (entry.build_at_size(image_size) if image_size is not None and entry.build_at_size is not None
+                  else entry.build())
     if weights is not None:
         sha = load_weights_file(module, weights, entry.training_only)
         return module, WeightsInfo(f"file:{Path(weights).name}", sha, False)
@@ -275,6 +276,10 @@ def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
     # fast, deterministic and writes one file; torch flags it as legacy.
     with torch.no_grad(), warnings.catch_warnings(), no_attention_fast_path():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The input size is fixed in the graph (only the batch is dynamic, and the tests run other
+        # batch sizes), so shapes read as Python numbers while tracing are constants by design; the
+        # tracer's warnings about them would only reach the user's terminal as noise.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             graph, (dummy,), buffer,
             input_names=[spec.input_name], output_names=outputs,

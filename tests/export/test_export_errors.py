@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -86,3 +88,24 @@ def test_weights_and_random_init_conflict():
         export_backbone("mobilenet_v2", weights="x.pth", random_init=True)
     with pytest.raises(ExportError, match="pixels"):
         export_backbone("mobilenet_v2", grayscale=True)
+
+
+
+@pytest.mark.parametrize("backbone, layers", [("timm:vit_tiny_patch16_224", "all:mean"),
+                                              ("timm:resnet18", "stages:grid2")])
+def test_export_prints_only_our_own_lines(tmp_path, backbone, layers):
+    """Tracing a ViT's blocks or grid pooling must not put torch's TracerWarnings (shape reads that
+    are constants by design, the input size being fixed) on the user's terminal."""
+    out = tmp_path / "m.onnx"
+    done = subprocess.run([sys.executable, "-m", "featurestore", "export", backbone, "--random-init",
+                           "--layers", layers, "--image-size", "64", "-o", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    assert out.is_file()
+
+
+def test_layers_at_another_image_size_for_a_vit(capsys):
+    """A ViT's position embeddings follow --image-size also without pretrained weights."""
+    assert main(["layers", "timm:vit_tiny_patch16_224", "--image-size", "64"]) == 0
+    assert "17x192" in capsys.readouterr().out  # 4 x 4 patches and the class token
