@@ -57,8 +57,8 @@ class ExportConfig:
     grayscale: bool = option(False, "one input channel (pixels backbone only)", kind="switch")
     offline: bool = option(False, "take pretrained weights from the caches only (torch.hub's $TORCH_HOME/hub/"
                                   "checkpoints, the Hugging Face Hub cache), never downloading; also "
-                                  "FEATURESTORE_OFFLINE=1 or HF_HUB_OFFLINE=1 (pipeline files: those variables)",
-                             kind="switch", toml=False)
+                                  "FEATURESTORE_OFFLINE=1 or HF_HUB_OFFLINE=1",
+                             kind="switch")
 
     def as_keywords(self) -> dict[str, Any]:
         """The keywords of :func:`export.export_backbone`."""

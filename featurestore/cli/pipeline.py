@@ -133,7 +133,8 @@ class _Runner:
 
         output = self.workdir / f"{step['name']}.onnx"
         self.models[step["name"]] = output
-        config = {k: step.get(k) for k in sorted(step_keys("export"))} | {"featurestore": __version__}
+        # `offline` says where the weights may come from, not which: the same file either way.
+        config = {k: step.get(k) for k in sorted(step_keys("export") - {"offline"})} | {"featurestore": __version__}
         if step.get("weights"):
             config["weights_sha256"] = file_sha256(step["weights"])
         fingerprint = _hash(config)

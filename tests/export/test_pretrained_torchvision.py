@@ -152,3 +152,21 @@ def test_densenet_weights_under_their_published_key_names_load(tmp_path):
     torch.save(state, path)
     spec, _ = export_backbone("densenet121", image_size=64)
     assert spec.weights.sha256 == file_sha256(path)
+
+
+def test_pipeline_export_step_takes_offline(tmp_path, monkeypatch):
+    """`offline = true` in an [[export]] step: a weights file that is not cached is one line saying
+    so; without the key the step would try the library's download (refused here: no network)."""
+    from featurestore.cli.pipeline import run_pipeline
+
+    monkeypatch.delenv("FEATURESTORE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    toml = tmp_path / "p.toml"
+    body = f'workdir = "{tmp_path / "work"}"\n\n[[export]]\nname = "m"\nbackbone = "resnet18"\n'
+    toml.write_text(body + "offline = true\n")
+    with pytest.raises(WeightsNotCachedError, match=r"resnet18.*not in torch.hub's cache.*featurestore fetch"):
+        run_pipeline(toml)
+    toml.write_text(body)
+    with pytest.raises(WeightsDownloadError, match="cannot download"):
+        run_pipeline(toml)
+    assert not (tmp_path / "work" / "m.onnx").exists()
