@@ -19,6 +19,8 @@ from torch import nn
 
 from featurestore.spec import Preprocessing, WeightsInfo
 
+from ._open_clip import (OPEN_CLIP_PREFIX, open_clip_build, open_clip_names, open_clip_preprocessing,
+                         open_clip_pretrained, open_clip_split, open_clip_training_only, open_clip_weights_file)
 from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing,
                     timm_pretrained, timm_tags, timm_weights_file)
 from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
@@ -95,6 +97,11 @@ def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
         return BackboneEntry(name, lambda: timm_build(model), timm_preprocessing(model, offline), None,
                              lambda: timm_classes(model),
                              pretrained=lambda off, size: timm_pretrained(model, off, size))
+    if name.startswith(OPEN_CLIP_PREFIX):
+        arch, clip_tag = open_clip_split(name[len(OPEN_CLIP_PREFIX):])
+        return BackboneEntry(name, lambda: open_clip_build(arch, clip_tag), open_clip_preprocessing(arch, clip_tag),
+                             training_only=open_clip_training_only(arch),
+                             pretrained=lambda off, size: open_clip_pretrained(arch, clip_tag, off, size))
     model, tag = split_tag(name)
     if model in torchvision_names():
         return BackboneEntry(name, lambda: torchvision_build(model, tag), torchvision_preprocessing(model, tag),
@@ -137,6 +144,10 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
         found = timm_weights_file(name[len(TIMM_PREFIX):], offline)
         if found is not None:
             return found[0], found[1]
+    elif name.startswith(OPEN_CLIP_PREFIX):
+        found = open_clip_weights_file(*open_clip_split(name[len(OPEN_CLIP_PREFIX):]), offline)
+        if found is not None:
+            return found
     elif entry.pretrained is not None:
         model, tag = split_tag(name)
         return torchvision_checkpoint(model, tag, offline)
@@ -151,11 +162,22 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     pattern : str, optional
         Keep names containing this substring (case-insensitive) or matching it as a glob.
     """
-    names = sorted(set(_REGISTRY) | set(torchvision_names()) | {TIMM_PREFIX + n for n in timm_names()})
+    names = sorted(set(_REGISTRY) | set(torchvision_names()) | {TIMM_PREFIX + n for n in timm_names()}
+                   | {OPEN_CLIP_PREFIX + n for n in _installed(open_clip_names)})
     if pattern:
         lowered = pattern.lower()
         names = [n for n in names if lowered in n.lower() or fnmatch.fnmatch(n.lower(), lowered)]
     return names
+
+
+def _installed(names: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
+    """A family's names, or none when its optional library is not installed."""
+    from featurestore.errors import BackendUnavailableError
+
+    try:
+        return names()
+    except BackendUnavailableError:
+        return ()
 
 
 def _torchvision_pretrained(model: str, tag: str | None) -> Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]]:
