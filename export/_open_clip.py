@@ -41,7 +41,7 @@ from featurestore._atomic import file_sha256
 from featurestore.errors import BackendUnavailableError
 from featurestore.spec import Preprocessing, WeightsInfo
 
-from ._cache import _fill, _one_line, hf_hub_weights
+from ._cache import _fill, _one_line, hf_cached_repos, hf_hub_weights
 from .errors import ExportOptionsError, UnknownBackboneError, WeightsDownloadError, WeightsError, WeightsNotCachedError
 from .weights import read_state_dict
 
@@ -335,9 +335,14 @@ def open_clip_pretrained(arch: str, tag: str | None, offline: bool,
 
 
 def open_clip_cached_names() -> list[str]:
-    """``open_clip:ARCH/TAG`` for each tag whose weights file the caches hold (checked offline)."""
+    """``open_clip:ARCH/TAG`` for each tag whose weights file the caches hold, found as
+    :func:`open_clip_weights_file` finds it offline."""
+    repos = hf_cached_repos()
     names = []
     for arch, tag in _pretrained():
+        hf_hub = _tag_cfg(arch, tag).get("hf_hub")
+        if hf_hub and os.path.split(hf_hub)[0] not in repos:
+            continue
         try:
             open_clip_weights_file(arch, tag, offline=True)
         except WeightsNotCachedError:

@@ -11,18 +11,28 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         description="List the layers of a backbone that `featurestore export --layers` accepts: blocks "
                     "(`all`), the `stages`, `pre_logits` (`last`) and `logits`, with each layer's layout "
                     "(NCHW, NHWC channels-last, NLC tokens with their prefix tokens). `--list [FILTER]` lists "
-                    "the backbone names: registered, torchvision and timm:NAME.",
+                    "the backbone names: registered, torchvision, timm:NAME and open_clip:ARCH/TAG; with "
+                    "--cached, only those whose pretrained weights the caches already hold (they export "
+                    "offline).",
     )
     p.add_argument("backbone", nargs="?", help="backbone name, or with --list a filter (substring or glob)")
     p.add_argument("--list", action="store_true", help="list the known backbones (those matching BACKBONE)")
+    p.add_argument("--cached", action="store_true",
+                   help="with --list: only the names whose pretrained weights are in the caches now "
+                        "(torch.hub's, the Hugging Face Hub's, installed packages)")
     p.add_argument("--all-modules", action="store_true", help="every module with a map, token or vector output")
     p.add_argument("--image-size", type=int, help="input size to trace at (default: the backbone's)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import ExportError, list_backbones, list_layers, select_layers
+    from export import ExportError, list_backbones, list_cached, list_layers, select_layers
 
+    if args.cached:
+        cached = list_cached(args.backbone)
+        if cached:
+            print("\n".join(cached))
+        return 0
     if args.list or not args.backbone:
         pattern = args.backbone if args.list else None
         names = list_backbones(pattern)
