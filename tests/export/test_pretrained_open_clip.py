@@ -168,6 +168,18 @@ def test_default_tag_is_the_first_listed_and_unknown_tags_list_the_known(tmp_pat
     assert NAME in list_backbones("open_clip:vit-b-32/")
 
 
+def test_tags_trained_with_quick_gelu_run_with_it():
+    from open_clip.model import QuickGELU
+
+    from export._open_clip import open_clip_build
+
+    def activations(tag):
+        return {type(m) for m in open_clip_build(ARCH, tag).modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+
+    assert activations("openai") == {QuickGELU}  # as open_clip's force_quick_gelu=True builds it
+    assert activations(TAG) == {torch.nn.GELU}
+
+
 @pytest.mark.parametrize("how", ["flag", "FEATURESTORE_OFFLINE", "HF_HUB_OFFLINE"])
 def test_offline_without_cached_weights_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, how):
     out = tmp_path / "m.onnx"
