@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ExportError:  # neither a classifier nor stages
         last = set()
     shown = layers if args.all_modules else [
-        layer for layer in layers if layer.is_block or layer.is_stage or layer.name in ("pre_logits", "logits")]
+        layer for layer in layers
+        if layer.is_block or layer.is_stage or layer.name in ("pre_logits", "pre_projection", "logits")]
     width = max(len(layer.name) for layer in shown)
     print(f"{'layer':<{width}}  {'channels':>8}  {'stride':>6}  {'layout':<8}  {'shape':<16}  tags")
     for layer in shown:

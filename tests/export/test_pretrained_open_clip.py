@@ -132,6 +132,34 @@ def test_image_tower_from_hugging_face_cache_equals_encode_image(tmp_path, monke
     assert f"{NAME}: {cached} ({NAME}, sha256 {weights.sha256})" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a PE-Core-T CLIP checkpoint (70M parameters) written, exported and read back
+def test_timm_tower_at_another_image_size_equals_open_clip(tmp_path, monkeypatch):
+    """PE-Core-T: a timm EVA trunk whose own classifier is the projection, squash-resized, exported
+    at 128 instead of 384 (set_input_size after loading, as open_clip's force_image_size does)."""
+    arch, tag = "PE-Core-T-16-384", "meta"
+    cached, _ = cache_open_clip(arch, tag, seed=7, tmp=tmp_path)
+    spec, data = export_backbone(f"open_clip:{arch}/{tag}", tmp_path / "m.onnx", layers="last,pre_projection",
+                                 image_size=128)
+    prep = spec.preprocessing
+    assert (prep.crop_size, prep.resize_mode, prep.resize_size, prep.interpolation) == \
+        ((128, 128), "exact", None, "bilinear")
+    assert spec.weights.sha256 == file_sha256(cached) and spec.weights.tag == tag
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(_hf_cache()))
+    model = open_clip.create_model(arch, pretrained=tag, force_image_size=128).eval()
+    images = np.random.default_rng(1).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    got = FeatureModel(tmp_path / "m.onnx", device="cpu").run(images)
+    trunk = model.visual.trunk
+    with torch.no_grad():
+        x = normalise(images, prep)
+        want = {"pre_logits": model.encode_image(x),
+                "pre_projection": trunk.forward_head(trunk.forward_features(x), pre_logits=True)}
+    for layer in spec.layers:
+        assert_close_to_scale(got[layer.output], want[layer.output].numpy(), 1e-4, layer.output)
+
+
 @pytest.mark.parametrize("arch, tag, mode", [
     ("ViT-B-32", "laion2b_s34b_b79k", "shorter_side"),  # shortest, bicubic, OpenAI mean/std
     ("ViT-B-16-SigLIP", "webli", "exact"),              # squash, bicubic, Inception mean/std
@@ -166,6 +194,14 @@ def test_default_tag_is_the_first_listed_and_unknown_tags_list_the_known(tmp_pat
     with pytest.raises(UnknownBackboneError, match="ViT-B-32"):
         get_backbone("open_clip:ViT-B-33")
     assert NAME in list_backbones("open_clip:vit-b-32/")
+
+
+def test_layers_lists_blocks_pre_projection_and_last(capsys):
+    assert main(["layers", NAME]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "block" in rows["visual.transformer.resblocks.11"] and "NLC+1" in rows["visual.transformer.resblocks.11"]
+    assert rows["pre_projection"].split()[1] == "768" and rows["pre_logits"].split()[1] == "512"
+    assert "last" in rows["pre_logits"]
 
 
 def test_tags_trained_with_quick_gelu_run_with_it():
