@@ -110,7 +110,7 @@ def hf_hub_weights(label: str, hub_id: str, offline: bool, filenames: tuple[str,
         The download failed or the repo has none of the files.
     """
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo, _, revision = hub_id.partition("@")
     cache = hf_hub_cache()
@@ -127,11 +127,14 @@ def hf_hub_weights(label: str, hub_id: str, offline: bool, filenames: tuple[str,
         for filename in filenames:
             try:
                 return hf_hub_download(repo, filename, revision=revision or None, cache_dir=cache)
-            except EntryNotFoundError:
-                continue
+            except EntryNotFoundError as exc:
+                if not isinstance(exc, LocalEntryNotFoundError):  # the repo lacks this file: try the next
+                    continue
+                failure: Exception = exc  # no connection: huggingface_hub reports a miss of its cache
             except Exception as exc:  # network and hub errors come in many types
-                raise WeightsDownloadError(f"{label}: cannot download {filename} of Hugging Face repo {repo} into "
-                                           f"{cache} ({type(exc).__name__}: {_one_line(exc)}); {fill}") from None
+                failure = exc
+            raise WeightsDownloadError(f"{label}: cannot download {filename} of Hugging Face repo {repo} into "
+                                       f"{cache} ({type(failure).__name__}: {_one_line(failure)}); {fill}") from None
     raise WeightsDownloadError(f"Hugging Face repo {repo} has none of {', '.join(filenames)}; "
                                f"pass --weights PATH or --random-init")
 

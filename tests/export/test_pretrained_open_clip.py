@@ -233,6 +233,13 @@ def test_offline_without_cached_weights_is_one_line_and_writes_nothing(tmp_path,
     assert not list(tmp_path.iterdir())
 
 
+def test_online_download_failure_is_one_line(tmp_path, capsys):
+    assert main(["fetch", NAME]) == 1  # sockets are blocked
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{NAME}: cannot download open_clip_model.safetensors of Hugging Face repo {REPO}" in err
+    assert not (_hf_cache() / ("models--" + REPO.replace("/", "--")) / "snapshots").exists()
+
+
 class Hostile:
     """Not a tensor: unpickling it would run code of the file's choosing."""
 
