@@ -6,7 +6,7 @@ model's metadata (see :mod:`featurestore.spec`).
 
 from featurestore.export_config import ExportConfig
 
-from .backbones import BackboneEntry, fetch_weights, get_backbone, list_backbones, register_backbone
+from .backbones import BackboneEntry, fetch_weights, get_backbone, list_backbones, list_cached, register_backbone
 from .errors import ExportError, LayerNotFoundError, UnknownBackboneError, WeightsError, WeightsRequiredError
 from .exporter import PIXELS, build_backbone, export_backbone
 from .layers import SHORTHANDS, LayerInfo, select_layers, trace_layers
@@ -27,6 +27,7 @@ __all__ = [
     "fetch_weights",
     "get_backbone",
     "list_backbones",
+    "list_cached",
     "list_layers",
     "register_backbone",
     "select_layers",

@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 
 from .errors import WeightsDownloadError, WeightsNotCachedError
 
-__all__ = ["torch_hub_checkpoint", "hf_hub_cache", "hf_hub_mode", "hf_hub_weights", "HF_WEIGHTS_FILES"]
+__all__ = ["torch_hub_checkpoint", "hf_hub_cache", "hf_hub_mode", "hf_hub_weights", "HF_WEIGHTS_FILES",
+           "torch_hub_cached_files", "hf_cached_repos"]
 
 #: Weights files of a Hugging Face repo, preferred first (as timm looks for them).
 HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -109,7 +110,7 @@ def hf_hub_weights(label: str, hub_id: str, offline: bool, filenames: tuple[str,
         The download failed or the repo has none of the files.
     """
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo, _, revision = hub_id.partition("@")
     cache = hf_hub_cache()
@@ -126,10 +127,31 @@ def hf_hub_weights(label: str, hub_id: str, offline: bool, filenames: tuple[str,
         for filename in filenames:
             try:
                 return hf_hub_download(repo, filename, revision=revision or None, cache_dir=cache)
-            except EntryNotFoundError:
-                continue
+            except EntryNotFoundError as exc:
+                if not isinstance(exc, LocalEntryNotFoundError):  # the repo lacks this file: try the next
+                    continue
+                failure: Exception = exc  # no connection: huggingface_hub reports a miss of its cache
             except Exception as exc:  # network and hub errors come in many types
-                raise WeightsDownloadError(f"{label}: cannot download {filename} of Hugging Face repo {repo} into "
-                                           f"{cache} ({type(exc).__name__}: {_one_line(exc)}); {fill}") from None
+                failure = exc
+            raise WeightsDownloadError(f"{label}: cannot download {filename} of Hugging Face repo {repo} into "
+                                       f"{cache} ({type(failure).__name__}: {_one_line(failure)}); {fill}") from None
     raise WeightsDownloadError(f"Hugging Face repo {repo} has none of {', '.join(filenames)}; "
                                f"pass --weights PATH or --random-init")
+
+
+def torch_hub_cached_files() -> set[str]:
+    """The file names in torch.hub's checkpoint cache now."""
+    import torch.hub
+
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    return {entry.name for entry in os.scandir(folder) if entry.is_file()} if os.path.isdir(folder) else set()
+
+
+def hf_cached_repos() -> set[str]:
+    """``ORG/NAME`` of every model repo the Hugging Face Hub cache has a folder for now
+    (``models--ORG--NAME``); whether it holds a given file is for ``try_to_load_from_cache``."""
+    cache = hf_hub_cache()
+    if not os.path.isdir(cache):
+        return set()
+    return {entry.name[len("models--"):].replace("--", "/") for entry in os.scandir(cache)
+            if entry.is_dir() and entry.name.startswith("models--")}

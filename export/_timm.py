@@ -27,12 +27,13 @@ from torch import nn
 from featurestore._atomic import file_sha256
 from featurestore.spec import INTERPOLATIONS, Preprocessing, WeightsInfo
 
-from ._cache import HF_WEIGHTS_FILES, hf_hub_cache, hf_hub_mode, hf_hub_weights, torch_hub_checkpoint
+from ._cache import (HF_WEIGHTS_FILES, hf_cached_repos, hf_hub_cache, hf_hub_mode, hf_hub_weights,
+                     torch_hub_cached_files, torch_hub_checkpoint)
 from .errors import WeightsDownloadError, WeightsNotCachedError
 from .weights import read_state_dict
 
 __all__ = ["TIMM_PREFIX", "HF_HUB_PREFIX", "timm_names", "timm_tags", "timm_preprocessing", "timm_build",
-           "timm_classes", "timm_pretrained", "timm_weights_file", "hub_offline"]
+           "timm_classes", "timm_pretrained", "timm_weights_file", "hub_offline", "timm_cached_names"]
 
 TIMM_PREFIX = "timm:"
 HF_HUB_PREFIX = "hf-hub:"
@@ -196,3 +197,30 @@ def timm_classes(name: str) -> tuple[str, ...] | None:
     from timm.data import ImageNetInfo
 
     return tuple(ImageNetInfo().label_descriptions())
+
+
+def timm_cached_names() -> list[str]:
+    """``timm:NAME.TAG`` for every tag whose weights file the caches hold (the Hugging Face Hub's,
+    or torch.hub's for tags published by URL), found as :func:`timm_weights_file` finds it offline."""
+    from urllib.parse import urlparse
+
+    repos, files = hf_cached_repos(), torch_hub_cached_files()
+    if not repos and not files:
+        return []
+    names = []
+    with hub_offline():
+        import timm
+
+        for tag in sorted(timm_tags()):
+            cfg = timm.models.get_pretrained_cfg(tag)
+            if cfg.hf_hub_id:
+                if cfg.hf_hub_id.partition("@")[0] not in repos:
+                    continue
+            elif not cfg.url or os.path.basename(urlparse(cfg.url).path) not in files:
+                continue
+            try:
+                timm_weights_file(tag, offline=True)
+            except WeightsNotCachedError:
+                continue
+            names.append(TIMM_PREFIX + tag)
+    return names

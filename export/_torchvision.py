@@ -11,19 +11,22 @@ downloaded by torch.hub's own client when missing and online, and read with
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
+
+from urllib.parse import urlparse
 
 from torch import nn
 
 from featurestore.spec import Preprocessing
 
-from ._cache import torch_hub_checkpoint
+from ._cache import torch_hub_cached_files, torch_hub_checkpoint
 from .errors import UnknownBackboneError, close_matches_hint
 
 __all__ = ["torchvision_names", "torchvision_preprocessing", "torchvision_build", "torchvision_classes",
            "torchvision_training_only", "torchvision_weights", "torchvision_checkpoint", "torchvision_rename",
-           "split_tag"]
+           "split_tag", "torchvision_cached_names"]
 
 #: DenseNet's published weights name ``norm.1`` what the modules call ``norm1`` (torchvision's
 #: builder renames the keys the same way).
@@ -134,3 +137,14 @@ def torchvision_checkpoint(name: str, tag: str | None, offline: bool) -> tuple[s
     weights = torchvision_weights(name, tag)
     label = f"{name}:{weights.name}"
     return torch_hub_checkpoint(label, weights.url, offline), f"torchvision:{label}"
+
+
+def torchvision_cached_names() -> list[str]:
+    """``NAME:ENUM`` for every weights enum member whose file torch.hub's checkpoint cache holds."""
+    from torchvision.models import get_model_weights
+
+    files = torch_hub_cached_files()
+    if not files:
+        return []
+    return [f"{name}:{weights.name}" for name in torchvision_names() for weights in get_model_weights(name)
+            if os.path.basename(urlparse(weights.url).path) in files]

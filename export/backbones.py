@@ -19,14 +19,17 @@ from torch import nn
 
 from featurestore.spec import Preprocessing, WeightsInfo
 
-from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing,
-                    timm_pretrained, timm_tags, timm_weights_file)
-from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
-                           torchvision_names, torchvision_preprocessing, torchvision_rename, torchvision_training_only,
-                           torchvision_weights)
+from ._open_clip import (OPEN_CLIP_PREFIX, open_clip_build, open_clip_cached_names, open_clip_names,
+                         open_clip_preprocessing, open_clip_pretrained, open_clip_split, open_clip_training_only,
+                         open_clip_weights_file)
+from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_cached_names, timm_classes, timm_names,
+                    timm_preprocessing, timm_pretrained, timm_tags, timm_weights_file)
+from ._torchvision import (split_tag, torchvision_build, torchvision_cached_names, torchvision_checkpoint,
+                           torchvision_classes, torchvision_names, torchvision_preprocessing, torchvision_rename,
+                           torchvision_training_only, torchvision_weights)
 from .errors import UnknownBackboneError, close_matches_hint
 
-__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones", "fetch_weights"]
+__all__ = ["BackboneEntry", "register_backbone", "get_backbone", "list_backbones", "list_cached", "fetch_weights"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,6 +104,12 @@ def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
                              lambda: timm_classes(model),
                              pretrained=lambda off, size: timm_pretrained(model, off, size),
                              build_at_size=lambda size: timm_build(model, size))
+    if name.startswith(OPEN_CLIP_PREFIX):
+        arch, clip_tag = open_clip_split(name[len(OPEN_CLIP_PREFIX):])
+        return BackboneEntry(name, lambda: open_clip_build(arch, clip_tag), open_clip_preprocessing(arch, clip_tag),
+                             training_only=open_clip_training_only(arch),
+                             pretrained=lambda off, size: open_clip_pretrained(arch, clip_tag, off, size),
+                             build_at_size=lambda size: open_clip_build(arch, clip_tag, size))
     model, tag = split_tag(name)
     if model in torchvision_names():
         return BackboneEntry(name, lambda: torchvision_build(model, tag), torchvision_preprocessing(model, tag),
@@ -143,6 +152,10 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
         found = timm_weights_file(name[len(TIMM_PREFIX):], offline)
         if found is not None:
             return found[0], found[1]
+    elif name.startswith(OPEN_CLIP_PREFIX):
+        found = open_clip_weights_file(*open_clip_split(name[len(OPEN_CLIP_PREFIX):]), offline)
+        if found is not None:
+            return found
     elif entry.pretrained is not None:
         model, tag = split_tag(name)
         return torchvision_checkpoint(model, tag, offline)
@@ -157,11 +170,55 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     pattern : str, optional
         Keep names containing this substring (case-insensitive) or matching it as a glob.
     """
-    names = sorted(set(_REGISTRY) | set(torchvision_names()) | {TIMM_PREFIX + n for n in timm_names()})
+    names = sorted(set(_REGISTRY) | set(torchvision_names()) | {TIMM_PREFIX + n for n in timm_names()}
+                   | {OPEN_CLIP_PREFIX + n for n in _installed(open_clip_names)})
+    return _matching(names, pattern)
+
+
+def list_cached(pattern: str | None = None) -> list[str]:
+    """The names whose pretrained weights are on this machine now, sorted: registered backbones
+    with their package's weights installed, ``NAME:ENUM`` for torchvision files in torch.hub's
+    checkpoint cache, ``timm:NAME.TAG`` and ``open_clip:ARCH/TAG`` for tags whose files the
+    Hugging Face Hub cache (or torch.hub's, open_clip's for URL-only tags) holds. Each exports
+    offline. Nothing is downloaded.
+
+    Parameters
+    ----------
+    pattern : str, optional
+        Keep names containing this substring (case-insensitive) or matching it as a glob.
+    """
+    names = [name for name, entry in _REGISTRY.items()
+             if entry.offline_weights is not None and _package_file(entry.offline_weights)]
+    names += torchvision_cached_names() + timm_cached_names() + list(_installed(open_clip_cached_names))
+    # Each further family adds its cached names here (the `hf:` family: _hf.hf_cached_names).
+    return _matching(sorted(set(names)), pattern)
+
+
+def _package_file(offline_weights: Callable[[], tuple[str, str]]) -> bool:
+    """Whether a weights package is installed with its file."""
+    import os
+
+    try:
+        return os.path.isfile(offline_weights()[0])
+    except ImportError:
+        return False
+
+
+def _matching(names: list[str], pattern: str | None) -> list[str]:
     if pattern:
         lowered = pattern.lower()
         names = [n for n in names if lowered in n.lower() or fnmatch.fnmatch(n.lower(), lowered)]
     return names
+
+
+def _installed(names: Callable[[], tuple[str, ...] | list[str]]) -> tuple[str, ...] | list[str]:
+    """A family's names, or none when its optional library is not installed."""
+    from featurestore.errors import BackendUnavailableError
+
+    try:
+        return names()
+    except BackendUnavailableError:
+        return ()
 
 
 def _torchvision_pretrained(model: str, tag: str | None) -> Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]]:

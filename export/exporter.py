@@ -136,8 +136,9 @@ def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale:
         crop_size=(224, 224), resize_size=256)
     if image_size is None:
         return base
-    ratio = base.resize_size / base.crop_size[0]  # type: ignore[operator]
-    return Preprocessing(crop_size=(image_size, image_size), resize_size=round(image_size * ratio),
+    # an exact resize (squash) has no resize size; a shorter-side one keeps its ratio to the crop
+    resize = None if base.resize_size is None else round(image_size * base.resize_size / base.crop_size[0])
+    return Preprocessing(crop_size=(image_size, image_size), resize_size=resize,
                          resize_mode=base.resize_mode, interpolation=base.interpolation,
                          mean=base.mean, std=base.std, color_mode=base.color_mode)
 

@@ -182,6 +182,8 @@ class WeightsInfo:
         The weights' name in that library (torchvision's enum member, timm's tag or hub repo).
     license : str, optional
         The weights' license, where the library records one.
+    revision : str, optional
+        The commit of the Hugging Face repo snapshot the cache held the file in.
     """
 
     source: str
@@ -190,9 +192,10 @@ class WeightsInfo:
     family: str | None = None
     tag: str | None = None
     license: str | None = None
+    revision: str | None = None
 
 
-_OPTIONAL_WEIGHTS_KEYS = ("family", "tag", "license")
+_OPTIONAL_WEIGHTS_KEYS = ("family", "tag", "license", "revision")
 
 
 @dataclass(frozen=True)

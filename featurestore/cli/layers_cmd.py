@@ -11,18 +11,28 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         description="List the layers of a backbone that `featurestore export --layers` accepts: blocks "
                     "(`all`), the `stages`, `pre_logits` (`last`) and `logits`, with each layer's layout "
                     "(NCHW, NHWC channels-last, NLC tokens with their prefix tokens). `--list [FILTER]` lists "
-                    "the backbone names: registered, torchvision and timm:NAME.",
+                    "the backbone names: registered, torchvision, timm:NAME and open_clip:ARCH/TAG; with "
+                    "--cached, only those whose pretrained weights the caches already hold (they export "
+                    "offline).",
     )
     p.add_argument("backbone", nargs="?", help="backbone name, or with --list a filter (substring or glob)")
     p.add_argument("--list", action="store_true", help="list the known backbones (those matching BACKBONE)")
+    p.add_argument("--cached", action="store_true",
+                   help="with --list: only the names whose pretrained weights are in the caches now "
+                        "(torch.hub's, the Hugging Face Hub's, installed packages)")
     p.add_argument("--all-modules", action="store_true", help="every module with a map, token or vector output")
     p.add_argument("--image-size", type=int, help="input size to trace at (default: the backbone's)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import ExportError, list_backbones, list_layers, select_layers
+    from export import ExportError, list_backbones, list_cached, list_layers, select_layers
 
+    if args.cached:
+        cached = list_cached(args.backbone)
+        if cached:
+            print("\n".join(cached))
+        return 0
     if args.list or not args.backbone:
         pattern = args.backbone if args.list else None
         names = list_backbones(pattern)
@@ -36,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ExportError:  # neither a classifier nor stages
         last = set()
     shown = layers if args.all_modules else [
-        layer for layer in layers if layer.is_block or layer.is_stage or layer.name in ("pre_logits", "logits")]
+        layer for layer in layers
+        if layer.is_block or layer.is_stage or layer.name in ("pre_logits", "pre_projection", "logits")]
     width = max(len(layer.name) for layer in shown)
     print(f"{'layer':<{width}}  {'channels':>8}  {'stride':>6}  {'layout':<8}  {'shape':<16}  tags")
     for layer in shown:
