@@ -19,6 +19,7 @@ from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNI
 from .folder import FolderSource
 from .item import MAX_FILE_BYTES, ImageSource, SourceItem, array_key_hasher, content_key
 from .table import CsvSource
+from .ziparchive import MAX_COMPRESSION_RATIO, ZipSource
 
 __all__ = [
     "ACCEPTED_FORMS",
@@ -26,6 +27,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_ENV",
     "IMAGE_EXTENSIONS",
+    "MAX_COMPRESSION_RATIO",
     "MAX_FILE_BYTES",
     "SPLIT_NAMES",
     "ArraySource",
@@ -34,6 +36,7 @@ __all__ = [
     "FolderSource",
     "ImageSource",
     "SourceItem",
+    "ZipSource",
     "array_key_hasher",
     "content_key",
     "open_source",
@@ -42,7 +45,8 @@ __all__ = [
 ACCEPTED_FORMS = (
     "an ImageSource object; 'fashion-mnist', 'fashion-mnist:train' or 'fashion-mnist:test'; "
     "a directory of images (root/<class>/<image>, root/<image>, root/<split>/<class>/<image> "
-    "or root/<split>/<image>); a .csv or .tsv file whose header names the columns path[,label][,split]"
+    "or root/<split>/<image>); a .zip of such a folder tree; "
+    "a .csv or .tsv file whose header names the columns path[,label][,split]"
 )
 
 
@@ -56,6 +60,7 @@ def open_source(spec: str | os.PathLike[str] | ImageSource) -> ImageSource:
         - ``'fashion-mnist:train'``, ``'fashion-mnist:test'`` or ``'fashion-mnist'`` (both,
           train first) -> :class:`FashionMnistSource`;
         - a directory -> :class:`FolderSource`;
+        - a ``.zip`` file -> :class:`ZipSource`;
         - a ``.csv`` or ``.tsv`` file -> :class:`CsvSource`.
 
     Returns
@@ -90,8 +95,10 @@ def open_source(spec: str | os.PathLike[str] | ImageSource) -> ImageSource:
         return FolderSource(path)
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
         return CsvSource(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return ZipSource(path)
     if path.is_file():
         raise SourceError(
-            f"cannot open {str(spec)!r} as an image source: it is a file but not .csv/.tsv; accepted: {ACCEPTED_FORMS}"
+            f"cannot open {str(spec)!r} as an image source: it is a file but not .csv/.tsv/.zip; accepted: {ACCEPTED_FORMS}"
         )
     raise SourceError(f"{str(spec)!r} is neither an existing path nor a known source name; accepted: {ACCEPTED_FORMS}")

@@ -1,0 +1,227 @@
+"""Archive and table sources (zip, WebDataset tar shards, Parquet/Arrow, Hugging Face datasets):
+each built from the same real images, extracted through the CLI, must give rows bit-equal to
+the image folder's, with the same keys; hostile members are recorded once and never written out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featurestore import open_store, verify_store
+from featurestore.cli import main
+from featurestore.errors import ArchiveMemberError, FileTooLargeError, SourceError
+from featurestore.sources import MAX_COMPRESSION_RATIO, ZipSource, open_source
+from featurestore.sources.members import unsafe_name
+from images import write_good_images
+
+#: The same images for every format: train/test splits, two classes each.
+LAYOUT = {("train", "cat"): 70, ("train", "dog"): 70, ("test", "cat"): 30, ("test", "dog"): 30}
+N_IMAGES = sum(LAYOUT.values())
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """``imgs/<split>/<class>/good_NNN.{jpg,png}``: 200 real JPEG and PNG images."""
+    root = tmp_path_factory.mktemp("tree") / "imgs"
+    seed = 0
+    for (split, label), n in LAYOUT.items():
+        write_good_images(root / split / label, n=n, size=(40, 30), seed=seed)
+        seed += n
+    return root
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def folder_rows(tree, tiny_onnx, tmp_path_factory) -> dict[str, tuple]:
+    """key -> (label, split, features of every layer) of the folder's extraction."""
+    store = tmp_path_factory.mktemp("folder") / "store"
+    assert _extract(tiny_onnx, tree, store) == 0
+    return _rows(store)
+
+
+def _extract(model: Path, source: Path | str, store: Path, *extra: str) -> int:
+    return main(["extract", str(model), str(source), "-o", str(store), "--device", "cpu", "--batch-size", "16",
+                 "--shard-rows", "64", "--no-progress", *extra])
+
+
+def _rows(store: Path) -> dict[str, tuple]:
+    data = open_store(store).load()
+    keys = data.keys.tolist()
+    assert len(set(keys)) == len(keys), "a key is stored twice"
+    matrix = data.matrix()
+    labels, splits = data.labels.tolist(), data.splits.tolist()
+    return {k: (labels[i], splits[i], matrix[i]) for i, k in enumerate(keys)}
+
+
+def _assert_same_rows(got: dict[str, tuple], want: dict[str, tuple]) -> None:
+    assert got.keys() == want.keys()
+    for key, (label, split, features) in want.items():
+        assert got[key][:2] == (label, split), key
+        np.testing.assert_array_equal(got[key][2], features)
+
+
+def _snapshot(root: Path, skip: Path) -> dict[str, str]:
+    """Every file under ``root`` except those under ``skip``, with its sha256 (what a run may not change)."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "link"
+            for p in sorted(root.rglob("*")) if skip not in p.parents and (p.is_file() or p.is_symlink())}
+
+
+# --------------------------------------------------------------------------------------- zip
+
+
+def _zip_tree(root: Path, archive: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in _files(root):
+            zf.write(path, prefix + path.relative_to(root).as_posix())
+    return archive
+
+
+@pytest.mark.parametrize("name", [
+    "cat/001.jpg", "a.b/c.png",
+])
+def test_safe_member_names(name):
+    assert unsafe_name(name) is None
+
+
+@pytest.mark.parametrize("name", [
+    "../evil.png", "a/../../evil.png", "/etc/evil.png", "a\\..\\evil.png", "C:/evil.png", "c:evil.png",
+    "a//b.png", "./a.png", "a/\x00.png", "",
+])
+def test_unsafe_member_names(name):
+    assert unsafe_name(name)
+
+
+def test_zip_extracts_bit_equal_to_the_folder(tree, folder_rows, tiny_onnx, tmp_path):
+    archive = _zip_tree(tree, tmp_path / "imgs.zip", prefix="imgs/")  # as `zip -r imgs.zip imgs` lays it out
+    source = open_source(archive)
+    assert isinstance(source, ZipSource) and len(source) == N_IMAGES
+    assert source.classes == ("cat", "dog")
+    first = next(iter(source))
+    assert first.path == f"{archive}#imgs/test/cat/good_000.jpg" and (first.label, first.split) == ("cat", "test")
+
+    assert _extract(tiny_onnx, archive, tmp_path / "store") == 0
+    _assert_same_rows(_rows(tmp_path / "store"), folder_rows)
+    paths = open_store(tmp_path / "store").paths.tolist()
+    assert all(p.startswith(f"{archive}#imgs/") for p in paths)
+    assert verify_store(tmp_path / "store") == []
+
+    # Incremental: a rerun decodes nothing; the same tree without its top folder gives the same keys.
+    assert _extract(tiny_onnx, archive, tmp_path / "store") == 0
+    assert len(open_store(tmp_path / "store").keys) == N_IMAGES
+    bare = _zip_tree(tree, tmp_path / "other.zip")
+    assert [(i.label, i.split) for i in open_source(bare)] == [(i.label, i.split) for i in source]
+
+
+def _patch_zip(archive: Path, member: str, *, flag: int = 0, size: int | None = None) -> None:
+    """OR ``flag`` into a member's general-purpose flags, or set its declared size, in its headers."""
+    data = bytearray(archive.read_bytes())
+    name = member.encode()
+    at = 0
+    while (at := data.find(b"PK\x01\x02", at)) >= 0:  # central directory entries
+        name_len = struct.unpack_from("<H", data, at + 28)[0]
+        if bytes(data[at + 46: at + 46 + name_len]) == name:
+            struct.pack_into("<H", data, at + 8, struct.unpack_from("<H", data, at + 8)[0] | flag)
+            if size is not None:
+                struct.pack_into("<I", data, at + 24, size)
+            local = struct.unpack_from("<I", data, at + 42)[0]
+            struct.pack_into("<H", data, local + 6, struct.unpack_from("<H", data, local + 6)[0] | flag)
+            if size is not None:
+                struct.pack_into("<I", data, local + 22, size)
+        at += 4
+    archive.write_bytes(bytes(data))
+
+
+def _hostile_zip(tmp_path: Path, good: list[Path]) -> Path:
+    archive = tmp_path / "work" / "hostile.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in good:
+            zf.write(path, f"cat/{path.name}")
+        for name in ("../evil.png", "../../evil2.png", "/tmp/abs_evil.png", "cat\\..\\..\\evil3.png", "C:/evil4.png"):
+            zf.writestr(name, good[0].read_bytes())
+        link = zipfile.ZipInfo("cat/link.png")
+        link.create_system = 3
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr("cat/twice.png", good[0].read_bytes())
+            zf.writestr("cat/twice.png", good[1].read_bytes())
+        zf.writestr("cat/bomb.png", bytes(3 << 19))  # 1.5 MiB of zeros: deflates ~1000x
+        zf.writestr("cat/big.png", np.random.default_rng(0).bytes(2_500_000), zipfile.ZIP_STORED)
+        zf.writestr("cat/secret.png", good[0].read_bytes())
+        zf.writestr("cat/liar.png", good[1].read_bytes())
+        zf.writestr("cat/notes.txt", "not an image")
+    _patch_zip(archive, "cat/secret.png", flag=0x1)
+    _patch_zip(archive, "cat/liar.png", size=100)  # declares fewer bytes than it inflates to
+    return archive
+
+
+def test_zip_hostile_members_are_recorded_once_and_never_written(tiny_onnx, tmp_path):
+    good = write_good_images(tmp_path / "good", n=3, size=(40, 30), seed=500)
+    archive = _hostile_zip(tmp_path, good)
+    before = _snapshot(tmp_path, tmp_path / "store")
+    store = tmp_path / "store"
+    assert _extract(tiny_onnx, archive, store, "--max-file-bytes", "2000000") == 0
+    failures = {f["path"].split("#", 1)[1]: (f["error"], f["message"]) for f in open_store(store).failures}
+    assert sorted(failures) == sorted([
+        "../evil.png", "../../evil2.png", "/tmp/abs_evil.png", "cat\\..\\..\\evil3.png", "C:/evil4.png",
+        "cat/link.png", "cat/twice.png", "cat/bomb.png", "cat/big.png", "cat/secret.png", "cat/liar.png"])
+    assert failures["cat/big.png"][0] == "FileTooLargeError"
+    assert "zip bomb" in failures["cat/bomb.png"][1] and str(MAX_COMPRESSION_RATIO) in failures["cat/bomb.png"][1]
+    assert "symbolic link" in failures["cat/link.png"][1]
+    assert "encrypted" in failures["cat/secret.png"][1]
+    assert "escape" in failures["../evil.png"][1] and "escape" in failures["C:/evil4.png"][1]
+    assert all(error in ("ArchiveMemberError", "FileTooLargeError") for error, _ in failures.values())
+    assert all("\n" not in message for _, message in failures.values())
+    data = open_store(store).load()
+    assert sorted(p.split("#", 1)[1] for p in data.paths.tolist()) == sorted(f"cat/{p.name}" for p in good)
+
+    # A rerun decodes nothing and records no failure twice; nothing was written outside the store.
+    assert _extract(tiny_onnx, archive, store, "--max-file-bytes", "2000000") == 0
+    assert len(open_store(store).failures) == len(failures)
+    assert _snapshot(tmp_path, tmp_path / "store") == before
+    assert not (tmp_path / "evil.png").exists() and not Path("/tmp/abs_evil.png").exists()
+    assert verify_store(store) == []
+
+
+def test_zip_member_reads_are_bounded(tmp_path):
+    archive = tmp_path / "b.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", b"x" * 5000)
+        zf.writestr("bomb.bmp", bytes(MAX_COMPRESSION_RATIO * 2 << 20))
+    items = {Path(i.path.split("#")[1]).name: i for i in ZipSource(archive)}
+    assert items["a.png"].read() == b"x" * 5000
+    with pytest.raises(FileTooLargeError, match="max-file-bytes"):
+        items["a.png"].read(4999)
+    with pytest.raises(ArchiveMemberError, match="zip bomb"):
+        items["bomb.bmp"].read(None)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "zip archive"), (b"PK\x03\x04 not really", "zip archive"),
+])
+def test_zip_that_is_not_an_archive(tmp_path, content, message):
+    path = tmp_path / "x.zip"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=message):
+        open_source(path)
+
+
+def test_zip_without_images(tmp_path):
+    archive = tmp_path / "t.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+        zf.writestr(".hidden.png", "x")
+    with pytest.raises(SourceError, match="no images"):
+        ZipSource(archive)
+    assert os.path.exists(archive)
