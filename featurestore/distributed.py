@@ -33,7 +33,7 @@ from ._ray_commit import DistributedReport, ShardCommitter
 from ._ray_job import check_resources, ray_session, run_ray_job
 from ._ray_tasks import CRASH_ENV, array_to_bytes
 from .errors import OptionsError
-from .extract import ExtractOptions, skip_known
+from .extract import ExtractOptions, skip_known, source_options
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
 from .sources import ImageSource, content_key, open_source
@@ -187,7 +187,7 @@ def extract_distributed(
     _worker_device(options.device, opts.gpus_per_worker)
     config = StoreConfig.from_spec(spec, file_sha256(model_path), views=options.views, augment=options.augment,
                                    dtype=options.dtype)
-    src = open_source(source)
+    src = open_source(source, **source_options(options))
     writer = StoreWriter(store, config, spec, shard_rows=options.shard_rows)
     report = DistributedReport(store=str(store), listed=len(src))
     started = time.perf_counter()

@@ -52,12 +52,14 @@ def unsafe_name(name: str) -> str | None:
 
 
 class Refused:
-    """The reader of a refused member: raises :class:`ArchiveMemberError` with its reason."""
+    """The reader of a refused member: raises :class:`ArchiveMemberError` with its reason (or ``error``)."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path, self.reason = path, reason
+    def __init__(self, path: str, reason: str, error: OSError | None = None) -> None:
+        self.path, self.reason, self.error = path, reason, error
 
     def __call__(self, max_bytes: int | None = None) -> bytes:
+        if self.error is not None:
+            raise self.error
         raise ArchiveMemberError(f"{self.path!r} is refused: {self.reason}; nothing was extracted")
 
 

@@ -5,9 +5,12 @@ the image folder's, with the same keys; hostile members are recorded once and ne
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import stat
 import struct
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -17,8 +20,9 @@ import pytest
 from featurestore import open_store, verify_store
 from featurestore.cli import main
 from featurestore.errors import ArchiveMemberError, FileTooLargeError, SourceError
-from featurestore.sources import MAX_COMPRESSION_RATIO, ZipSource, open_source
+from featurestore.sources import MAX_COMPRESSION_RATIO, WebDatasetSource, ZipSource, open_source
 from featurestore.sources.members import unsafe_name
+from featurestore.sources.webdataset import expand_braces
 from images import write_good_images
 
 #: The same images for every format: train/test splits, two classes each.
@@ -225,3 +229,138 @@ def test_zip_without_images(tmp_path):
     with pytest.raises(SourceError, match="no images"):
         ZipSource(archive)
     assert os.path.exists(archive)
+
+
+# -------------------------------------------------------------------------------- WebDataset
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _shard_tree(root: Path, out: Path, per_shard: int) -> list[Path]:
+    """``out/<split>/shard-NNNNNN.tar`` as webdataset's TarWriter lays samples out: key.cls, key.jpg|png, key.json, key.txt."""
+    shards = []
+    for split in ("train", "test"):
+        files = [p for p in _files(root / split)]
+        for s in range(0, len(files), per_shard):
+            shard = out / split / f"shard-{s // per_shard:06d}.tar"
+            shard.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(shard, "w") as tar:
+                for path in files[s: s + per_shard]:
+                    label = path.parent.name
+                    key = f"{split}/{label}_{path.stem}"
+                    _add(tar, f"{key}.cls", str(["cat", "dog"].index(label)).encode())
+                    _add(tar, f"{key}{path.suffix}", path.read_bytes())
+                    _add(tar, f"{key}.json", json.dumps({"label": label, "w": 40}).encode())
+                    _add(tar, f"{key}.txt", f"{label}\n".encode())
+            shards.append(shard)
+    return shards
+
+
+def test_brace_patterns():
+    assert expand_braces("a-{000..002}.tar") == ["a-000.tar", "a-001.tar", "a-002.tar"]
+    assert expand_braces("{x,y}/{8..10}.tar") == ["x/8.tar", "x/9.tar", "x/10.tar", "y/8.tar", "y/9.tar", "y/10.tar"]
+    assert expand_braces("plain.tar") == ["plain.tar"]
+    with pytest.raises(SourceError, match="neither a range"):
+        expand_braces("a-{x}.tar")
+    with pytest.raises(SourceError, match="over"):
+        expand_braces("{0..9999999}.tar")
+
+
+def test_webdataset_extracts_bit_equal_to_the_folder(tree, folder_rows, tiny_onnx, tmp_path):
+    shards = _shard_tree(tree, tmp_path / "shards", per_shard=70)
+    assert len(shards) == 3
+    pattern = f"wds:{tmp_path}/shards/{{train,test}}/shard-{{000000..000001}}.tar"
+    with pytest.raises(SourceError, match="does not exist"):
+        open_source(pattern)
+    pattern = f"wds:{tmp_path}/shards/train/shard-{{000000..000001}}.tar"
+    source = open_source(pattern, label_from="txt")
+    assert isinstance(source, WebDatasetSource) and len(source) == 140 and source.classes == ("cat", "dog")
+    first = next(iter(source))
+    assert first.path == f"{tmp_path}/shards/train/shard-000000.tar#train/cat_good_000.jpg"
+    assert (first.label, first.split) == ("cat", "train")
+    assert first.read() == (tree / "train" / "cat" / "good_000.jpg").read_bytes()
+    assert [i.label for i in open_source(pattern)][:2] == ["0", "0"]  # cls, the default
+    assert {i.label for i in open_source(pattern, label_from="json:label")} == {"cat", "dog"}
+    assert {i.label for i in open_source(pattern, label_from="none")} == {None}
+    png_only = list(open_source(pattern, image_from="png"))  # the JPEG samples have no png member
+    assert {i.path.rsplit(".", 1)[1] for i in png_only if i.label} == {"png"} and len(png_only) == 140
+    with pytest.raises(ArchiveMemberError, match=r"no image member \(png\)"):
+        next(i for i in png_only if i.label is None).read()
+
+    store = tmp_path / "store"
+    for shard in (pattern, shards[2]):  # the test shard given as a plain .tar path, appended to the store
+        assert _extract(tiny_onnx, shard, store, "--label-from", "txt") == 0
+    _assert_same_rows(_rows(store), folder_rows)
+    assert verify_store(store) == []
+    assert _extract(tiny_onnx, pattern, store, "--label-from", "txt") == 0
+    assert len(open_store(store).keys) == N_IMAGES
+
+
+def test_webdataset_hostile_members_are_recorded_once_and_never_written(tiny_onnx, tmp_path):
+    good = write_good_images(tmp_path / "good", n=4, size=(40, 30), seed=600)
+    shard = tmp_path / "work" / "hostile.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "s0.jpg", good[0].read_bytes())
+        _add(tar, "s0.cls", b"1")
+        _add(tar, "../evil.jpg", good[1].read_bytes())
+        _add(tar, "/tmp/abs_evil.jpg", good[1].read_bytes())
+        for kind, name in ((tarfile.SYMTYPE, "link.jpg"), (tarfile.LNKTYPE, "hard.jpg"), (tarfile.CHRTYPE, "dev.jpg")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "/etc/passwd"
+            tar.addfile(info)
+        _add(tar, "s1.png", good[1].read_bytes())
+        _add(tar, "s0.jpg", good[2].read_bytes())  # a second member of the same name
+        _add(tar, "big.jpg", np.random.default_rng(0).bytes(300_000))
+        _add(tar, "text_only.txt", b"no image here")
+        _add(tar, "fake.jpg", b"<html>not an image</html>")
+        _add(tar, "s2.jpg", good[3].read_bytes())
+    whole = shard.read_bytes()
+    cut = tmp_path / "work" / "truncated.tar"
+    cut.write_bytes(whole[: whole.index(good[3].read_bytes()) + 100])  # cut inside s2.jpg
+    before = _snapshot(tmp_path, tmp_path / "store")
+    store = tmp_path / "store"
+    for _ in range(2):  # the rerun records no failure twice
+        for path in (shard, cut):
+            assert _extract(tiny_onnx, path, store, "--max-file-bytes", "200000") == 0
+    failures = {f["path"].replace(str(tmp_path / "work") + "/", ""): (f["error"], f["message"])
+                for f in open_store(store).failures}
+    # fake.jpg fails once: in the truncated copy its content is already known to be bad.
+    assert sorted(failures) == sorted([
+        f"{name}.tar#{member}" for name in ("hostile", "truncated") for member in (
+            "../evil.jpg", "/tmp/abs_evil.jpg", "link.jpg", "hard.jpg", "dev.jpg", "s0.jpg", "big.jpg",
+            "text_only")] + ["hostile.tar#fake.jpg", "truncated.tar#s2.jpg"])
+    assert "came before it" in failures["hostile.tar#s0.jpg"][1]  # the second s0.jpg; the first is a row
+    assert "escapes" in failures["hostile.tar#../evil.jpg"][1]
+    assert "symbolic link" in failures["hostile.tar#link.jpg"][1] and "device" in failures["hostile.tar#dev.jpg"][1]
+    assert failures["hostile.tar#big.jpg"][0] == "FileTooLargeError"
+    assert failures["hostile.tar#fake.jpg"][0] == "UnidentifiedImageError"
+    assert "no image member" in failures["hostile.tar#text_only"][1]
+    assert "cannot be read after member 's2.jpg'" in failures["truncated.tar#s2.jpg"][1]
+    assert all("\n" not in message for _, message in failures.values())
+    paths = sorted(p.replace(str(tmp_path / "work") + "/", "") for p in open_store(store).paths.tolist())
+    assert paths == ["hostile.tar#s0.jpg", "hostile.tar#s1.png", "hostile.tar#s2.jpg"]  # truncated.tar: aliases
+    assert _snapshot(tmp_path, store) == before and not Path("/tmp/abs_evil.jpg").exists()
+    assert verify_store(store) == []
+
+
+@pytest.mark.parametrize("label_from", ["json", "cls:x", "a/b", "txt:f"])
+def test_webdataset_bad_label_from(tmp_path, label_from):
+    shard = tmp_path / "a.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "x.jpg", b"x")
+    with pytest.raises(SourceError, match="--label-from"):
+        open_source(shard, label_from=label_from)
+    with pytest.raises(SourceError, match="apply to WebDataset"):
+        open_source(_zip_one(tmp_path), label_from="txt")
+
+
+def _zip_one(tmp_path: Path) -> Path:
+    archive = tmp_path / "one.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.png", b"x")
+    return archive
