@@ -77,9 +77,11 @@ class ExtractOptions:
         :mod:`featurestore.device_decode`).
     label_from : str, optional
         WebDataset shards: the member that gives the label, ``cls`` (default), ``txt``,
-        ``json:FIELD`` or ``none``.
+        ``json:FIELD`` or ``none``. Tables: the label column, or ``none`` (default: the
+        ``ClassLabel`` feature, else a column named ``label``).
     image_from : str, optional
         WebDataset shards: the image member's suffix (default: the first image member).
+        Tables: the image column (default: the ``Image`` feature, else one named ``image``...).
     """
 
     batch_size: int = option(32, "images per onnxruntime call (default 32)")
@@ -105,9 +107,11 @@ class ExtractOptions:
                 "inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
                 "(pip install 'featurestore[gpu-decode]'; no --views)", choices=DECODERS)
     label_from: str | None = option(
-        None, "WebDataset shards: the member giving the label: cls (default), txt, json:FIELD or none")
+        None, "WebDataset shards: the member giving the label: cls (default), txt, json:FIELD or none; "
+              "Parquet/Arrow tables: the label column or none (default: the ClassLabel feature, else 'label')")
     image_from: str | None = option(
-        None, "WebDataset shards: the image member's suffix, e.g. png (default: the first image member)")
+        None, "WebDataset shards: the image member's suffix, e.g. png (default: the first image member); "
+              "Parquet/Arrow tables: the image column (default: the Image feature, else 'image', ...)")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._folder import IMAGE_EXTENSIONS, SPLIT_NAMES
+from .._folder import IMAGE_EXTENSIONS, SPLIT_NAMES, scan_images
 from ..errors import SourceError
 from .arrays import ArraySource
 from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_ENV, FashionMnistSource
 from .folder import FolderSource
 from .item import MAX_FILE_BYTES, ImageSource, SourceItem, array_key_hasher, content_key
+from .parquet import HF_MARKERS, TableSource, is_table_folder
 from .table import CsvSource
 from .webdataset import WebDatasetSource
 from .ziparchive import MAX_COMPRESSION_RATIO, ZipSource
@@ -37,6 +38,7 @@ __all__ = [
     "FolderSource",
     "ImageSource",
     "SourceItem",
+    "TableSource",
     "WebDatasetSource",
     "ZipSource",
     "array_key_hasher",
@@ -48,7 +50,8 @@ ACCEPTED_FORMS = (
     "an ImageSource object; 'fashion-mnist', 'fashion-mnist:train' or 'fashion-mnist:test'; "
     "a directory of images (root/<class>/<image>, root/<image>, root/<split>/<class>/<image> "
     "or root/<split>/<image>); a .zip of such a folder tree; WebDataset shards as 'wds:PATTERN' "
-    "(brace patterns such as shard-{000..099}.tar) or a .tar file; "
+    "(brace patterns such as shard-{000..099}.tar) or a .tar file; a .parquet or .arrow file, a folder of "
+    ".parquet files or a folder written by datasets.save_to_disk; "
     "a .csv or .tsv file whose header names the columns path[,label][,split]"
 )
 #: Suffixes of a WebDataset shard given as a plain path.
@@ -68,12 +71,15 @@ def open_source(spec: str | os.PathLike[str] | ImageSource, *, label_from: str |
         - a directory -> :class:`FolderSource`;
         - a ``.zip`` file -> :class:`ZipSource`;
         - ``'wds:PATTERN'`` (brace patterns expanded) or a ``.tar`` file -> :class:`WebDatasetSource`;
+        - a ``.parquet`` or ``.arrow`` file, a folder written by ``datasets.save_to_disk`` or a
+          folder of ``.parquet`` files (and no images) -> :class:`TableSource`;
         - a ``.csv`` or ``.tsv`` file -> :class:`CsvSource`.
     label_from, image_from : str, optional
-        Where a WebDataset source takes labels and images (see :class:`WebDatasetSource`);
+        Where a WebDataset or table source takes labels and images (see :class:`WebDatasetSource`,
+        :class:`TableSource`);
         refused for the other sources given by name (a source object is returned as it is).
     max_file_bytes : int, default=MAX_FILE_BYTES
-        Bound on the image members a streamed source (WebDataset) reads into memory; files
+        Bound on the image members a streamed source (WebDataset, tables) reads into memory; files
         and zip members are bounded when read (:meth:`SourceItem.read`).
 
     Returns
@@ -95,8 +101,8 @@ def open_source(spec: str | os.PathLike[str] | ImageSource, *, label_from: str |
     source = _open(spec, label_from, image_from, max_file_bytes)
     if source is spec:  # a source object is taken as it is
         return source
-    if (label_from is not None or image_from is not None) and not isinstance(source, WebDatasetSource):
-        raise SourceError(f"--label-from and --image-from apply to WebDataset shards, not to {source.name!r} "
+    if (label_from is not None or image_from is not None) and not isinstance(source, (WebDatasetSource, TableSource)):
+        raise SourceError(f"--label-from and --image-from apply to WebDataset shards and tables, not to {source.name!r} "
                           "(its labels come from its layout or columns)")
     return source
 
@@ -117,6 +123,9 @@ def _open(spec: str | os.PathLike[str] | ImageSource, label_from: str | None, im
     if isinstance(spec, str) and spec.startswith("wds:"):
         return WebDatasetSource(spec[4:], label_from, image_from, max_file_bytes)
     path = Path(spec)
+    if path.is_dir() and is_table_folder(path) and (any((path / m).is_file() for m in HF_MARKERS)
+                                                    or not scan_images(path)):
+        return TableSource(path, label_from, image_from, max_file_bytes)
     if path.is_dir():
         return FolderSource(path)
     suffix = path.suffix.lower()
@@ -124,11 +133,13 @@ def _open(spec: str | os.PathLike[str] | ImageSource, label_from: str | None, im
         return CsvSource(path)
     if path.is_file() and suffix == ".zip":
         return ZipSource(path)
+    if path.is_file() and suffix in (".parquet", ".arrow"):
+        return TableSource(path, label_from, image_from, max_file_bytes)
     if path.is_file() and path.name.lower().endswith(TAR_SUFFIXES):
         return WebDatasetSource(path, label_from, image_from, max_file_bytes)
     if path.is_file():
         raise SourceError(
-            f"cannot open {str(spec)!r} as an image source: it is a file but not .csv/.tsv/.zip/.tar; "
+            f"cannot open {str(spec)!r} as an image source: it is a file but not .csv/.tsv/.zip/.tar/.parquet/.arrow; "
             f"accepted: {ACCEPTED_FORMS}"
         )
     raise SourceError(f"{str(spec)!r} is neither an existing path nor a known source name; accepted: {ACCEPTED_FORMS}")

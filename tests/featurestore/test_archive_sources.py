@@ -20,7 +20,7 @@ import pytest
 from featurestore import open_store, verify_store
 from featurestore.cli import main
 from featurestore.errors import ArchiveMemberError, FileTooLargeError, SourceError
-from featurestore.sources import MAX_COMPRESSION_RATIO, WebDatasetSource, ZipSource, open_source
+from featurestore.sources import MAX_COMPRESSION_RATIO, TableSource, WebDatasetSource, ZipSource, open_source
 from featurestore.sources.members import unsafe_name
 from featurestore.sources.webdataset import expand_braces
 from images import write_good_images
@@ -364,3 +364,144 @@ def _zip_one(tmp_path: Path) -> Path:
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("a.png", b"x")
     return archive
+
+
+# ---------------------------------------------------------------- Parquet, Arrow, HF datasets
+
+CLASSES = ["cat", "dog"]
+HF_FEATURES = {"image": {"decode": True, "_type": "Image"}, "label": {"names": CLASSES, "_type": "ClassLabel"}}
+
+
+def _hf_table(pa, files: list[Path]):
+    """An HF ``Image`` column ({bytes, path}) and a ``ClassLabel`` column, with the features in the metadata."""
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "image": pa.array([{"bytes": p.read_bytes(), "path": p.name} for p in files], image_type),
+        "label": pa.array([CLASSES.index(p.parent.name) for p in files], pa.int64()),
+    })
+    return table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
+
+
+def _save_to_disk(pa, tree: Path, out: Path) -> Path:
+    """A DatasetDict laid out as ``datasets.save_to_disk`` writes it: dataset_dict.json, and per split
+    data-00000-of-00001.arrow (Arrow IPC stream), dataset_info.json and state.json."""
+    out.mkdir(parents=True)
+    (out / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    for split in ("train", "test"):
+        folder = out / split
+        folder.mkdir()
+        table = _hf_table(pa, _files(tree / split))
+        with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink:
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                for batch in table.to_batches(max_chunksize=50):
+                    writer.write_batch(batch)
+        info = {"builder_name": None, "citation": "", "config_name": None, "dataset_name": None, "dataset_size": None,
+                "description": "", "download_checksums": None, "download_size": None, "features": HF_FEATURES,
+                "homepage": "", "license": "", "post_processed": None, "post_processing_size": None,
+                "size_in_bytes": None, "splits": None, "supervised_keys": None, "version": None}
+        (folder / "dataset_info.json").write_text(json.dumps(info, indent=2))
+        state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": "0123456789abcdef",
+                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+                 "_split": split}
+        (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    return out
+
+
+def test_parquet_hub_layout_extracts_bit_equal_to_the_folder(tree, folder_rows, tiny_onnx, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    for split in ("train", "test"):  # as the Hub lays out a dataset: data/<split>-00000-of-00001.parquet
+        path = tmp_path / "hub" / "data" / f"{split}-00000-of-00001.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(_hf_table(pa, _files(tree / split)), path, row_group_size=16)
+    source = open_source(tmp_path / "hub")
+    assert isinstance(source, TableSource) and len(source) == N_IMAGES and source.classes == ("cat", "dog")
+    first = next(iter(source))
+    assert first.path == f"{tmp_path}/hub/data/test-00000-of-00001.parquet#0"
+    assert (first.label, first.split) == ("cat", "test")
+    assert first.read() == (tree / "test" / "cat" / "good_000.jpg").read_bytes()
+    assert _extract(tiny_onnx, tmp_path / "hub", tmp_path / "store") == 0
+    _assert_same_rows(_rows(tmp_path / "store"), folder_rows)
+    assert verify_store(tmp_path / "store") == []
+
+
+def test_parquet_split_column_and_plain_bytes(tree, folder_rows, tiny_onnx, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    files = _files(tree)
+    table = pa.table({"jpg": [p.read_bytes() for p in files], "label": [p.parent.name for p in files],
+                      "split": [p.parent.parent.name for p in files], "caption": ["x"] * len(files)})
+    pq.write_table(table, tmp_path / "all.parquet", row_group_size=7)
+    assert _extract(tiny_onnx, tmp_path / "all.parquet", tmp_path / "store") == 0
+    _assert_same_rows(_rows(tmp_path / "store"), folder_rows)
+    unlabelled = open_source(tmp_path / "all.parquet", label_from="none")
+    assert unlabelled.classes == () and {i.label for i in unlabelled} == {None}
+    with pytest.raises(SourceError, match="no column 'nope'"):
+        open_source(tmp_path / "all.parquet", image_from="nope")
+
+
+def test_save_to_disk_folder_extracts_bit_equal_to_the_folder(tree, folder_rows, tiny_onnx, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    saved = _save_to_disk(pa, tree, tmp_path / "saved")
+    source = open_source(saved)
+    assert isinstance(source, TableSource) and len(source) == N_IMAGES and source.classes == ("cat", "dog")
+    assert next(iter(source)).path == f"{saved}/train/data-00000-of-00001.arrow#0"
+    assert _extract(tiny_onnx, saved, tmp_path / "store") == 0
+    _assert_same_rows(_rows(tmp_path / "store"), folder_rows)
+    single = open_source(saved / "test")  # one split's folder is a Dataset of its own
+    assert len(single) == 60 and {i.split for i in single} == {"test"}
+    assert verify_store(tmp_path / "store") == []
+
+
+def test_table_hostile_cells_are_recorded_once_and_never_followed(tiny_onnx, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    good = write_good_images(tmp_path / "ds" / "images", n=3, size=(40, 30), seed=700)
+    (tmp_path / "secret.png").write_bytes(good[0].read_bytes() + b"outside")
+    (tmp_path / "ds" / "escape.png").symlink_to(tmp_path / "secret.png")
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    cells = [
+        {"bytes": good[0].read_bytes(), "path": "a.jpg"},  # 0: fine
+        {"bytes": None, "path": "images/" + good[1].name},  # 1: inside the dataset folder: read
+        {"bytes": None, "path": "../secret.png"},  # 2: escapes
+        {"bytes": None, "path": str(tmp_path / "secret.png")},  # 3: absolute
+        {"bytes": None, "path": "escape.png"},  # 4: a link leading outside
+        {"bytes": b"<html>not an image</html>", "path": None},  # 5: not an image
+        {"bytes": None, "path": None},  # 6: nothing
+        None,  # 7: null
+        {"bytes": good[2].read_bytes(), "path": None},  # 8: label out of range
+    ]
+    table = pa.table({"image": pa.array(cells, image_type), "label": pa.array([0, 1, 0, 0, 0, 1, 1, 1, 7])})
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
+    pq.write_table(table, tmp_path / "ds" / "t.parquet", row_group_size=4)
+    store = tmp_path / "store"
+    for _ in range(2):
+        assert _extract(tiny_onnx, tmp_path / "ds" / "t.parquet", store) == 0
+    failures = {int(f["path"].rsplit("#", 1)[1]): (f["error"], f["message"]) for f in open_store(store).failures}
+    assert sorted(failures) == [2, 3, 4, 5, 6, 7, 8] and len(open_store(store).failures) == 7  # each once
+    assert all("not followed" in failures[row][1] for row in (2, 3, 4))
+    assert failures[5][0] == "UnidentifiedImageError"
+    assert "not image bytes" in failures[6][1] and "null" in failures[7][1]
+    assert "class names" in failures[8][1]
+    rows = _rows(store)
+    assert len(rows) == 2 and sorted(v[0] for v in rows.values()) == ["cat", "dog"]
+
+
+def test_table_errors(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [b"x"], "b": [b"y"]}), tmp_path / "two.parquet")
+    with pytest.raises(SourceError, match="cannot tell the image column"):
+        open_source(tmp_path / "two.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(SourceError, match="cannot read"):
+        open_source(tmp_path / "bad.parquet")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "../../etc/passwd"}]}))
+    with pytest.raises(SourceError, match="not a file of that folder"):
+        open_source(saved)
