@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import struct
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -505,3 +506,53 @@ def test_table_errors(tmp_path):
     (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "../../etc/passwd"}]}))
     with pytest.raises(SourceError, match="not a file of that folder"):
         open_source(saved)
+
+
+# ------------------------------------------------------------------------------------ kills
+
+ARCHIVE_KILLS = 3
+
+
+def _pack(kind: str, folder: Path, out: Path) -> Path:
+    files = _files(folder)
+    if kind == "zip":
+        return _zip_tree(folder, out / "imgs.zip")
+    if kind == "wds":
+        shard = out / "shard-000000.tar"
+        with tarfile.open(shard, "w") as tar:
+            for path in files:
+                _add(tar, path.name, path.read_bytes())
+        return shard
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"image": [p.read_bytes() for p in files]}), out / "imgs.parquet", row_group_size=10)
+    return out / "imgs.parquet"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zip", "wds", "parquet"])
+def test_sigkill_then_resume_loses_and_duplicates_nothing(kind, tiny_onnx, tmp_path):
+    from test_kill import PER_KILL, _command, _committed, _kill_at
+
+    n = 2 * ARCHIVE_KILLS * PER_KILL
+    folder = tmp_path / "imgs"
+    write_good_images(folder, n=n, size=(96, 72), seed=11)
+    source = _pack(kind, folder, tmp_path)
+    subprocess.run(_command(tiny_onnx, folder, tmp_path / "reference"), check=True, capture_output=True)
+    reference = _rows(tmp_path / "reference")
+    store = tmp_path / "killed"
+    landed = []
+    for i in range(ARCHIVE_KILLS):
+        proc = subprocess.Popen(_command(tiny_onnx, source, store), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        if _kill_at(proc, store, _committed(store) + 1 + 5 * i, 0.01 * i):
+            landed.append(_committed(store))
+    assert len(landed) == ARCHIVE_KILLS and _committed(store) < n
+    subprocess.run(_command(tiny_onnx, source, store), check=True, capture_output=True)
+    assert verify_store(store) == []
+    final = _rows(store)  # asserts no key is stored twice
+    assert final.keys() == reference.keys()
+    for key, (_, _, features) in reference.items():
+        np.testing.assert_array_equal(final[key][2], features)
+    assert not open_store(store).failures
