@@ -127,8 +127,10 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
             bar.update(1)
             continue
         in_flight.add(key)
+        # Archive members and table cells have no file a worker could read: their bytes travel.
         todo.append({"key": key, "path": item.path, "label": item.label or "", "split": item.split or "",
-                     "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b""})
+                     "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b"",
+                     "data": bytes(data) if item.reader is not None and not isinstance(data, np.ndarray) else b""})
     return todo
 
 

@@ -556,3 +556,29 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(kind, tiny_onnx, tmp_p
     for key, (_, _, features) in reference.items():
         np.testing.assert_array_equal(final[key][2], features)
     assert not open_store(store).failures
+
+
+# ----------------------------------------------------------------------------------- Ray
+
+
+@pytest.mark.distributed
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+def test_ray_engine_reads_archive_members_as_the_local_engine_does(tree, folder_rows, tiny_onnx, tmp_path):
+    ray = pytest.importorskip("ray")
+    from featurestore import ExtractOptions
+    from featurestore.distributed import RayOptions, extract_distributed
+
+    archive = _zip_tree(tree, tmp_path / "imgs.zip", prefix="imgs/")
+    shards = _shard_tree(tree, tmp_path / "shards", per_shard=100)
+    options = ExtractOptions(batch_size=16, shard_rows=64, device="cpu", progress=False, label_from="txt")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        extract_distributed(tiny_onnx, archive, tmp_path / "zip", ExtractOptions(
+            batch_size=16, shard_rows=64, device="cpu", progress=False), RayOptions(workers=2, cpus_per_worker=0.5))
+        for shard in shards:
+            extract_distributed(tiny_onnx, shard, tmp_path / "wds", options, RayOptions(workers=2, cpus_per_worker=0.5))
+    finally:
+        ray.shutdown()
+    for store in ("zip", "wds"):
+        _assert_same_rows(_rows(tmp_path / store), folder_rows)
+        assert not open_store(tmp_path / store).failures
