@@ -123,11 +123,15 @@ def _open(spec: str | os.PathLike[str] | ImageSource, label_from: str | None, im
     if isinstance(spec, str) and spec.startswith("wds:"):
         return WebDatasetSource(spec[4:], label_from, image_from, max_file_bytes)
     path = Path(spec)
-    if path.is_dir() and is_table_folder(path) and (any((path / m).is_file() for m in HF_MARKERS)
-                                                    or not scan_images(path)):
+    if path.is_dir() and any((path / marker).is_file() for marker in HF_MARKERS):
         return TableSource(path, label_from, image_from, max_file_bytes)
     if path.is_dir():
-        return FolderSource(path)
+        try:
+            return FolderSource(path)
+        except SourceError:  # no images: a folder of Parquet files is a table
+            if scan_images(path) or not is_table_folder(path):
+                raise
+        return TableSource(path, label_from, image_from, max_file_bytes)
     suffix = path.suffix.lower()
     if path.is_file() and suffix in (".csv", ".tsv"):
         return CsvSource(path)
