@@ -21,7 +21,9 @@ import pytest
 from featurestore import open_store, verify_store
 from featurestore.cli import main
 from featurestore.errors import ArchiveMemberError, FileTooLargeError, SourceError
-from featurestore.sources import MAX_COMPRESSION_RATIO, TableSource, WebDatasetSource, ZipSource, open_source
+from featurestore.sources import (
+    MAX_COMPRESSION_RATIO, FolderSource, TableSource, WebDatasetSource, ZipSource, open_source,
+)
 from featurestore.sources.members import unsafe_name
 from featurestore.sources.webdataset import expand_braces
 from images import write_good_images
@@ -582,3 +584,40 @@ def test_ray_engine_reads_archive_members_as_the_local_engine_does(tree, folder_
     for store in ("zip", "wds"):
         _assert_same_rows(_rows(tmp_path / store), folder_rows)
         assert not open_store(tmp_path / store).failures
+
+
+# ------------------------------------------------------------------- routing and pipelines
+
+
+def test_open_source_routes_each_form(tree, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    assert isinstance(open_source(tree), FolderSource)
+    tables = tmp_path / "tables" / "train"
+    tables.mkdir(parents=True)
+    pq.write_table(pa.table({"image": [b"x"]}), tables / "part-0.parquet")
+    assert isinstance(open_source(tmp_path / "tables"), TableSource)
+    assert next(iter(open_source(tmp_path / "tables"))).split == "train"
+    write_good_images(tmp_path / "tables" / "train", n=1)  # images beside the Parquet file: a folder
+    assert isinstance(open_source(tmp_path / "tables"), FolderSource)
+    with pytest.raises(SourceError, match="not .csv/.tsv/.zip/.tar/.parquet/.arrow"):
+        open_source(_files(tree)[0])
+    with pytest.raises(SourceError, match="apply to WebDataset shards and tables"):
+        open_source(tree, label_from="txt")
+
+
+def test_pipeline_extract_step_takes_shards_and_picks_up_an_appended_one(tree, folder_rows, tiny_onnx, tmp_path):
+    from featurestore.cli.pipeline import run_pipeline
+
+    shards = _shard_tree(tree, tmp_path / "shards", per_shard=70)
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'workdir = "{tmp_path / "work"}"\n\n[[extract]]\nname = "s"\nmodel = "{tiny_onnx}"\n'
+                    f'sources = ["wds:{tmp_path}/shards/train/shard-{{000000..000001}}.tar"]\ndevice = "cpu"\n'
+                    f'label_from = "txt"\nshard_rows = 64\n')
+    (step,) = run_pipeline(toml)
+    assert step.status == "ran" and "140 rows added" in step.detail
+    toml.write_text(toml.read_text().replace('.tar"]', f'.tar", "{shards[2]}"]'))  # a shard appended to the list
+    (step,) = run_pipeline(toml)
+    assert step.status == "ran" and "60 rows added" in step.detail
+    _assert_same_rows(_rows(tmp_path / "work" / "s"), folder_rows)
