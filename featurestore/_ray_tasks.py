@@ -49,8 +49,8 @@ def _read(path: str, key: str, array: bytes, data: bytes = b"") -> bytes | np.nd
     """The item's content: the shipped array or member bytes, else the file re-read and checked against its key."""
     if array:
         return np.load(io.BytesIO(array), allow_pickle=False)
-    if data:
-        return data
+    if data:  # an archive member or table cell, after its marker byte
+        return data[1:]
     data = SourceItem(path).read()  # regular files only, at most the default MAX_FILE_BYTES
     if content_key(data) != key:
         raise SourceChangedError("the file changed after it was listed; rerun to extract its new content")

@@ -127,10 +127,12 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
             bar.update(1)
             continue
         in_flight.add(key)
-        # Archive members and table cells have no file a worker could read: their bytes travel.
+        # Archive members and table cells have no file a worker could read: their bytes travel,
+        # after a marker byte (so an empty member stays apart from "read the file").
+        member = item.reader is not None and not isinstance(data, np.ndarray)
         todo.append({"key": key, "path": item.path, "label": item.label or "", "split": item.split or "",
                      "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b"",
-                     "data": bytes(data) if item.reader is not None and not isinstance(data, np.ndarray) else b""})
+                     "data": b"M" + bytes(data) if member else b""})
     return todo
 
 
