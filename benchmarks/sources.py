@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "variants": stats, "ratios": ratios, "rss": {"file": big, "one_row_group": small, **rss}, "targets": [],
         "notes": [f"peak RSS, {mode}: {r['peak_rss_mib']:.0f} MiB" for mode, r in rss.items()],
         "tables": [table(f"Extraction images/s by source, MobileNetV2 batch {BATCH}, median of {repeats} repeats "
-                         "±half-spread; ratio to the folder with per-repeat range", ["source", "images/s", "vs folder"],
-                         rows),
+                         "±half-spread; ratio to the folder with per-repeat range",
+                         ["source", "images/s", "vs folder"], rows),
                    table(f"Peak RSS (MiB) of one process per row, Parquet file of {big['rows']} rows",
                          ["mode", "file MiB", "items", "seconds", "peak RSS MiB"], rss_rows)],
     }
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="JPEGs per source (default 512; 64 with --quick)")
     parser.add_argument("--sizes", default="640x480,500x375",
                         help="JPEG sizes WxH taken in turn (default 640x480,500x375)")
-    parser.add_argument("--rss-mib", type=int, help="size of the Parquet file for the RSS figure in MiB, at least one row group (default 2048)")
+    parser.add_argument("--rss-mib", type=int,
+                        help="MiB of the Parquet file for the RSS figure, at least one row group (default 2048)")
     parser.add_argument("--no-rss-extract", dest="rss_extract", action="store_false",
                         help="only list and hash the large file (no extraction of it)")
     return run_and_report("sources", parse_args(parser, argv), run, show_notes=True)

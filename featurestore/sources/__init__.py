@@ -76,8 +76,8 @@ def open_source(spec: str | os.PathLike[str] | ImageSource, *, label_from: str |
         - a ``.csv`` or ``.tsv`` file -> :class:`CsvSource`.
     label_from, image_from : str, optional
         Where a WebDataset or table source takes labels and images (see :class:`WebDatasetSource`,
-        :class:`TableSource`);
-        refused for the other sources given by name (a source object is returned as it is).
+        :class:`TableSource`); refused for the other sources given by name (a source object is
+        returned as it is).
     max_file_bytes : int, default=MAX_FILE_BYTES
         Bound on the image members a streamed source (WebDataset, tables) reads into memory; files
         and zip members are bounded when read (:meth:`SourceItem.read`).
@@ -101,9 +101,10 @@ def open_source(spec: str | os.PathLike[str] | ImageSource, *, label_from: str |
     source = _open(spec, label_from, image_from, max_file_bytes)
     if source is spec:  # a source object is taken as it is
         return source
-    if (label_from is not None or image_from is not None) and not isinstance(source, (WebDatasetSource, TableSource)):
-        raise SourceError(f"--label-from and --image-from apply to WebDataset shards and tables, not to {source.name!r} "
-                          "(its labels come from its layout or columns)")
+    chosen = label_from is not None or image_from is not None
+    if chosen and not isinstance(source, (WebDatasetSource, TableSource)):
+        raise SourceError(f"--label-from and --image-from apply to WebDataset shards and tables, not to "
+                          f"{source.name!r} (its labels come from its layout or columns)")
     return source
 
 

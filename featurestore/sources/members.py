@@ -2,7 +2,7 @@
 
 A member's name is untrusted: :func:`unsafe_name` refuses any name that could point outside
 the archive were it ever written out (absolute, ``..``, backslashes, drive letters, control
-characters). Members are never written to disk; their bytes go from the archive to the
+characters); ``.`` and empty parts (``./a.jpg``, as ``tar -C dir .`` writes) are harmless. Members are never written to disk; their bytes go from the archive to the
 decoder in memory, and a refused member becomes an item whose reader raises
 :class:`~featurestore.errors.ArchiveMemberError`, so ``extract`` records it as a failure.
 """
@@ -13,7 +13,7 @@ import re
 
 from ..errors import ArchiveMemberError, FileTooLargeError
 
-__all__ = ["Refused", "InMemory", "member_path", "too_large", "unsafe_name"]
+__all__ = ["Refused", "InMemory", "member_path", "plain_parts", "too_large", "unsafe_name"]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -43,12 +43,16 @@ def unsafe_name(name: str) -> str | None:
         return "its name is an absolute path: it escapes the archive"
     if _DRIVE.match(name):
         return "its name starts with a drive letter: it escapes the archive"
-    parts = name.rstrip("/").split("/")
-    if ".." in parts:
+    if ".." in name.split("/"):
         return "its name has a '..' part: it escapes the archive"
-    if "" in parts or "." in parts:
-        return "its name has an empty or '.' part"
+    if not plain_parts(name):
+        return "its name has no part but '.' and '/'"
     return None
+
+
+def plain_parts(name: str) -> tuple[str, ...]:
+    """The parts of a member name without the empty and ``.`` ones (``./cat//a.jpg`` -> ``('cat', 'a.jpg')``)."""
+    return tuple(part for part in name.split("/") if part not in ("", "."))
 
 
 class Refused:

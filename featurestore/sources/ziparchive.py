@@ -13,7 +13,7 @@ from pathlib import Path
 from .._folder import IMAGE_EXTENSIONS, folder_tags
 from ..errors import ArchiveMemberError, SourceError
 from .item import ItemListSource, SourceItem
-from .members import Refused, member_path, too_large, unsafe_name
+from .members import Refused, member_path, plain_parts, too_large, unsafe_name
 
 __all__ = ["MAX_COMPRESSION_RATIO", "RATIO_FLOOR_BYTES", "ZipSource"]
 
@@ -95,7 +95,7 @@ class ZipSource(ItemListSource):
             if reason is not None:
                 refused.setdefault(name, reason)
                 continue
-            parts = tuple(name.split("/"))
+            parts = plain_parts(name)
             if any(part.startswith(".") for part in parts) or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             images.append((parts, info))

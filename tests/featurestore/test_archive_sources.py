@@ -94,15 +94,15 @@ def _zip_tree(root: Path, archive: Path, prefix: str = "") -> Path:
 
 
 @pytest.mark.parametrize("name", [
-    "cat/001.jpg", "a.b/c.png",
+    "cat/001.jpg", "a.b/c.png", "./a.png", "a//b.png", "./cat/./a.png",
 ])
 def test_safe_member_names(name):
     assert unsafe_name(name) is None
 
 
 @pytest.mark.parametrize("name", [
-    "../evil.png", "a/../../evil.png", "/etc/evil.png", "a\\..\\evil.png", "C:/evil.png", "c:evil.png",
-    "a//b.png", "./a.png", "a/\x00.png", "",
+    "../evil.png", "a/../../evil.png", "./../evil.png", "/etc/evil.png", "a\\..\\evil.png", "C:/evil.png",
+    "c:evil.png", "a/\x00.png", "", "./", "//",
 ])
 def test_unsafe_member_names(name):
     assert unsafe_name(name)
@@ -244,7 +244,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _shard_tree(root: Path, out: Path, per_shard: int) -> list[Path]:
-    """``out/<split>/shard-NNNNNN.tar`` as webdataset's TarWriter lays samples out: key.cls, key.jpg|png, key.json, key.txt."""
+    """``out/<split>/shard-NNNNNN.tar``, samples laid out as webdataset's TarWriter writes them:
+    key.cls, key.jpg|png, key.json, key.txt."""
     shards = []
     for split in ("train", "test"):
         files = [p for p in _files(root / split)]
@@ -621,3 +622,21 @@ def test_pipeline_extract_step_takes_shards_and_picks_up_an_appended_one(tree, f
     (step,) = run_pipeline(toml)
     assert step.status == "ran" and "60 rows added" in step.detail
     _assert_same_rows(_rows(tmp_path / "work" / "s"), folder_rows)
+
+
+def test_dot_slash_member_names_are_read(tmp_path):
+    """``tar -C dir .`` and some zip tools write ``./name``: harmless, read as ``name``."""
+    good = write_good_images(tmp_path / "g", n=2, size=(40, 30))
+    shard = tmp_path / "dot.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i, path in enumerate(good):
+            _add(tar, f"./s{i}{path.suffix}", path.read_bytes())
+            _add(tar, f"./s{i}.cls", str(i).encode())
+    items = list(open_source(shard))
+    assert [(i.path.split("#")[1], i.label) for i in items] == [("./s0.jpg", "0"), ("./s1.png", "1")]
+    assert items[1].read() == good[1].read_bytes()
+    archive = tmp_path / "dot.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in good:
+            zf.write(path, f"./cat/{path.name}")
+    assert [(i.label, i.read()) for i in open_source(archive)] == [("cat", p.read_bytes()) for p in good]
