@@ -18,6 +18,7 @@ from .from_arrays import write_arrays
 from .migrate import migrate_store
 from .session import FeatureModel
 from .sources import ArraySource, CsvSource, FashionMnistSource, FolderSource, ImageSource, SourceItem, open_source
+from .sources import TableSource, WebDatasetSource, ZipSource
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo, read_spec
 from .store import FeatureSet, FeatureStore, join_stores, open_store, select_layers
 from .verify import verify_store
@@ -49,9 +50,12 @@ __all__ = [
     "StoreLockedError",
     "StoreMismatchError",
     "StoreWriteError",
+    "TableSource",
     "UnsafeModelError",
     "UnsafeStoreError",
+    "WebDatasetSource",
     "WeightsInfo",
+    "ZipSource",
     "__version__",
     "decode_image",
     "extract",

@@ -45,10 +45,12 @@ def array_to_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _read(path: str, key: str, array: bytes) -> bytes | np.ndarray:
-    """The item's content: the shipped array, else the file re-read and checked against its key."""
+def _read(path: str, key: str, array: bytes, data: bytes = b"") -> bytes | np.ndarray:
+    """The item's content: the shipped array or member bytes, else the file re-read and checked against its key."""
     if array:
         return np.load(io.BytesIO(array), allow_pickle=False)
+    if data:  # an archive member or table cell, after its marker byte
+        return data[1:]
     data = SourceItem(path).read()  # regular files only, at most the default MAX_FILE_BYTES
     if content_key(data) != key:
         raise SourceChangedError("the file changed after it was listed; rerun to extract its new content")
@@ -56,10 +58,10 @@ def _read(path: str, key: str, array: bytes) -> bytes | np.ndarray:
 
 
 def _decode_one(path: str, key: str, array: bytes, prep: Preprocessing, views: int,
-                augment: tuple[str, ...]) -> tuple[list[np.ndarray] | None, str, str, str]:
+                augment: tuple[str, ...], member: bytes = b"") -> tuple[list[np.ndarray] | None, str, str, str]:
     """(images, key to record, error, message); the key is '' when the content could not be read."""
     try:
-        data = _read(path, key, array)
+        data = _read(path, key, array, member)
     except OSError as exc:
         return None, "", type(exc).__name__, str(exc)
     image, error = decode_or_error(data, prep)
@@ -79,7 +81,8 @@ def decode_block(batch: dict[str, np.ndarray], *, preprocessing: Preprocessing, 
     keys, errors, messages = [], [], []
     for i in range(n):
         images, key, error, message = _decode_one(str(batch["path"][i]), str(batch["key"][i]),
-                                                  bytes(batch["array"][i]), preprocessing, views, augment)
+                                                  bytes(batch["array"][i]), preprocessing, views, augment,
+                                                  bytes(batch["data"][i]) if "data" in batch else b"")
         if images is not None:
             pixels[i] = np.stack(images)
         keys.append(key)

@@ -33,7 +33,7 @@ from ._ray_commit import DistributedReport, ShardCommitter
 from ._ray_job import check_resources, ray_session, run_ray_job
 from ._ray_tasks import CRASH_ENV, array_to_bytes
 from .errors import OptionsError
-from .extract import ExtractOptions, skip_known
+from .extract import ExtractOptions, skip_known, source_options
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
 from .sources import ImageSource, content_key, open_source
@@ -127,8 +127,12 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
             bar.update(1)
             continue
         in_flight.add(key)
+        # Archive members and table cells have no file a worker could read: their bytes travel,
+        # after a marker byte (so an empty member stays apart from "read the file").
+        member = item.reader is not None and not isinstance(data, np.ndarray)
         todo.append({"key": key, "path": item.path, "label": item.label or "", "split": item.split or "",
-                     "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b""})
+                     "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b"",
+                     "data": b"M" + bytes(data) if member else b""})
     return todo
 
 
@@ -187,7 +191,7 @@ def extract_distributed(
     _worker_device(options.device, opts.gpus_per_worker)
     config = StoreConfig.from_spec(spec, file_sha256(model_path), views=options.views, augment=options.augment,
                                    dtype=options.dtype)
-    src = open_source(source)
+    src = open_source(source, **source_options(options))
     writer = StoreWriter(store, config, spec, shard_rows=options.shard_rows)
     report = DistributedReport(store=str(store), listed=len(src))
     started = time.perf_counter()

@@ -31,6 +31,7 @@ __all__ = [
     "SourceChangedError",
     "NotAFileError",
     "FileTooLargeError",
+    "ArchiveMemberError",
     "PipelineError",
     "WorkerError",
     "PackageError",
@@ -163,6 +164,12 @@ class NotAFileError(FeatureStoreError, OSError):
 
 class FileTooLargeError(FeatureStoreError, OSError):
     """A file is larger than the bound set for reading it (``--max-file-bytes``); it is refused before it is read."""
+
+
+class ArchiveMemberError(FeatureStoreError, OSError):
+    """A member of an archive (zip, tar) or a cell of a table that is refused or cannot be read: a name
+    that escapes the archive, a link or device, an encrypted or duplicated member, a zip bomb, a
+    truncated or corrupt member. It is recorded as a failure and never written to disk."""
 
 
 class PipelineError(FeatureStoreError, ValueError):

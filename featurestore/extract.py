@@ -33,7 +33,7 @@ from .sources import MAX_FILE_BYTES, ImageSource, SourceItem, content_key, open_
 from .spec import Preprocessing
 from .writer import StoreWriter, check_shard_rows
 
-__all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known"]
+__all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known", "source_options"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,13 @@ class ExtractOptions:
         onnxruntime where they lie; needs the ``gpu-decode`` extra, takes no augmented
         views, and its pixels are close to but not always equal to the host's (see
         :mod:`featurestore.device_decode`).
+    label_from : str, optional
+        WebDataset shards: the member that gives the label, ``cls`` (default), ``txt``,
+        ``json:FIELD`` or ``none``. Tables: the label column, or ``none`` (default: the
+        ``ClassLabel`` feature, else a column named ``label``).
+    image_from : str, optional
+        WebDataset shards: the image member's suffix (default: the first image member).
+        Tables: the image column (default: the ``Image`` feature, else one named ``image``...).
     """
 
     batch_size: int = option(32, "images per onnxruntime call (default 32)")
@@ -99,6 +106,12 @@ class ExtractOptions:
         "host", "host: Pillow on --workers threads (default); device: JPEG batches decoded by TorchCodec on the "
                 "inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
                 "(pip install 'featurestore[gpu-decode]'; no --views)", choices=DECODERS)
+    label_from: str | None = option(
+        None, "WebDataset shards: the member giving the label: cls (default), txt, json:FIELD or none; "
+              "Parquet/Arrow tables: the label column or none (default: the ClassLabel feature, else 'label')")
+    image_from: str | None = option(
+        None, "WebDataset shards: the image member's suffix, e.g. png (default: the first image member); "
+              "Parquet/Arrow tables: the image column (default: the Image feature, else 'image', ...)")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -240,6 +253,12 @@ class _BatchRunner:
         self.report.decoded += len(batch)
 
 
+def source_options(options: ExtractOptions) -> dict[str, Any]:
+    """The keyword arguments of :func:`~featurestore.sources.open_source` that ``options`` sets."""
+    return {"label_from": options.label_from, "image_from": options.image_from,
+            "max_file_bytes": options.max_file_bytes}
+
+
 def skip_known(writer: StoreWriter, report: ExtractReport, item: SourceItem, key: str, in_flight: set[str]) -> bool:
     """Skip content already stored, known to be bad, or already queued in this run.
 
@@ -296,7 +315,7 @@ def extract(
         decoder = DeviceDecoder(model.spec.preprocessing, f"cuda:{model.device_id}" if model.on_cuda else "cpu")
     config = StoreConfig.from_spec(model.spec, file_sha256(model.path), views=options.views,
                                    augment=options.augment, dtype=options.dtype)
-    src = open_source(source)
+    src = open_source(source, **source_options(options))
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
     report = ExtractReport(store=str(store), listed=len(src))
     runner = _BatchRunner(model, writer, report, options, decoder)

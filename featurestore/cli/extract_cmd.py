@@ -21,13 +21,16 @@ _RAY_ONLY = ("address", "gpus_per_worker", "cpus_per_worker")
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         name, help="extract features of an image source into a crash-safe store",
-        description="Run an exported model over SOURCE (a folder, a CSV/TSV of path[,label][,split], or "
+        description="Run an exported model over SOURCE (a folder or a .zip of one, WebDataset shards "
+                    "(wds:shard-{000..099}.tar or a .tar), a .parquet/.arrow file or folder or a "
+                    "datasets.save_to_disk folder, a CSV/TSV of path[,label][,split], or "
                     "fashion-mnist:train / fashion-mnist:test) and append the features to STORE. Content "
                     "already stored is skipped without decoding; bad files are recorded, never fatal "
                     "(unless --strict).",
     )
     p.add_argument("model", type=Path, help="ONNX file from `featurestore export`")
-    p.add_argument("source", help="image folder, CSV/TSV file, or fashion-mnist[:train|:test]")
+    p.add_argument("source", help="image folder, .zip, wds:PATTERN or .tar, .parquet/.arrow file or folder, "
+                                  "CSV/TSV file, or fashion-mnist[:train|:test]")
     p.add_argument("-o", "--output", required=True, type=Path, help="store directory")
     add_arguments(p, ExtractOptions)
     ray = p.add_argument_group("distributed extraction (--engine ray; pip install 'featurestore[distributed]')")

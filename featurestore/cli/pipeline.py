@@ -154,12 +154,13 @@ class _Runner:
             raise PipelineError(f"model {ref!r} is neither an [[export]] name nor an existing file")
         return path
 
-    def _source(self, spec: str, limit: int | None):
+    def _source(self, spec: str, limit: int | None, options: Any):
+        from ..extract import source_options
         from ..sources import FashionMnistSource, open_source
 
         if limit and spec.startswith("fashion-mnist:"):
             return FashionMnistSource(spec.split(":", 1)[1], limit=limit)
-        source = open_source(spec)
+        source = open_source(spec, **source_options(options))
         return _Limited(source, limit) if limit else source
 
     def extract(self, step: dict[str, Any]) -> tuple[str, str]:
@@ -177,7 +178,7 @@ class _Runner:
         before = committed_digest(store)
         reports = []
         for spec in step["sources"]:
-            report = extract(model, self._source(spec, limit), store, options)
+            report = extract(model, self._source(spec, limit, options), store, options)
             self.log.info(report.summary())
             reports.append((spec, report))
         if committed_digest(store) == before:

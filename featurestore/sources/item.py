@@ -4,7 +4,7 @@ the :class:`ImageSource` protocol every source follows."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -36,12 +36,18 @@ class SourceItem:
     array : numpy.ndarray or None
         The image itself for in-memory sources; None means "read the file at ``path``".
         Not part of equality, hashing or ``repr``.
+    reader : callable, optional
+        For content that is not a file of its own (an archive member, a table cell):
+        ``reader(max_bytes)`` returns its bytes, or raises ``OSError`` (such as
+        :class:`~featurestore.errors.ArchiveMemberError`) when it is refused or unreadable.
+        Not part of equality, hashing or ``repr``.
     """
 
     path: str
     label: str | None = None
     split: str | None = None
     array: np.ndarray | None = field(default=None, compare=False, repr=False)
+    reader: Callable[[int | None], bytes] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:
@@ -52,9 +58,11 @@ class SourceItem:
                 raise SourceError(f"SourceItem {name} must be a str or None, got {value!r} for {self.path!r}")
         if self.array is not None and not isinstance(self.array, np.ndarray):
             raise SourceError(f"SourceItem array must be a numpy array or None, got {type(self.array).__name__}")
+        if self.reader is not None and (self.array is not None or not callable(self.reader)):
+            raise SourceError(f"SourceItem reader must be a callable, and only without an array, for {self.path!r}")
 
     def read(self, max_bytes: int | None = MAX_FILE_BYTES) -> bytes | np.ndarray:
-        """Return :attr:`array` if set, else the bytes of the file at :attr:`path`.
+        """Return :attr:`array` if set, else what :attr:`reader` returns, else the bytes of the file at :attr:`path`.
 
         Only regular files are read (links to them are followed): a device, FIFO or socket is
         refused without being opened, and a file over ``max_bytes`` before it is read.
@@ -73,6 +81,8 @@ class SourceItem:
         """
         if self.array is not None:
             return self.array
+        if self.reader is not None:
+            return self.reader(max_bytes)
         return read_regular_file(self.path, max_bytes=max_bytes)
 
 
