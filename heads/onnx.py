@@ -135,4 +135,9 @@ def head_to_onnx(estimator: Any, width: int, opset: int = 17) -> Any:
     >>> [output.name for output in model.graph.output]
     ['label', 'probabilities']
     """
-    return head_piece(estimator, width, opset).model
+    model = head_piece(estimator, width, opset).model
+    inner = model.graph.input[0].name  # chained pieces prefix their names
+    for node in model.graph.node:
+        node.input[:] = ["x" if name == inner else name for name in node.input]
+    model.graph.input[0].name = "x"
+    return model

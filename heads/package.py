@@ -1,7 +1,7 @@
 """One ONNX file from image to class: the exported backbone, the head's fusion and the head, merged.
 
 The exported backbone (preprocessing inside) feeds the head's layers, concatenated, into the
-fitted head converted by :func:`heads.onnx.head_to_onnx`, merged into one graph with
+fitted head converted by :mod:`heads.onnx`, merged into one graph with
 ``onnx.compose``. The result runs with onnxruntime alone: input ``images`` (uint8
 ``(N, H, W, 3)``), outputs ``label`` (int64, an index into the class names) and
 ``probabilities`` (float32 ``(N, K)``; for linear SVMs, their decision scores). Metadata:
@@ -25,7 +25,7 @@ from featurestore.errors import PackageError
 from featurestore.spec import SPEC_KEY, read_spec
 
 from .checks import check_head_model, check_head_width
-from .onnx import head_to_onnx
+from .onnx import head_piece
 from .persist import load_head
 
 __all__ = ["CLASSES_KEY", "HEAD_KEY", "PRECISIONS", "package_head"]
@@ -126,7 +126,7 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     layers = list(metadata["layers"])
     check_head_width(estimator, [spec.layer(name).dim for name in layers], metadata, head_path, model_path)
     width = sum(spec.layer(name).dim for name in layers)
-    head = head_to_onnx(estimator, width, spec.opset)
+    head = head_piece(estimator, width, spec.opset).model
     metadata = {**metadata, "probabilities": hasattr(estimator, "predict_proba"),  # a Pipeline has it if its head has
                 "backbone_precision": precision}
     backbone = onnx.load(str(model_path))
