@@ -4,13 +4,12 @@ Pickles are never loaded: a ``.pkl``/``.joblib`` file, or any file that is not a
 archive, is refused before it is opened for unpickling. A head file may name only the
 classes in :data:`TRUSTED_TYPES` (the ones this package's heads are made of, each by its
 full name) or registered with a head (``register_head(..., estimator=...)``, see
-:func:`heads.registry.trusted_head_types`) and the functions in :data:`TRUSTED_FUNCTIONS` (this
-package's own); every other
-type or function, from numpy, scipy, scikit-learn or anywhere, is refused with
-:class:`UnsafeHeadError` before anything in the file is built. XGBoost boosters travel inside the
-skops file in XGBoost's own UBJ format. The sidecar records the head file's sha256, and a
-file whose bytes changed since it was saved is refused before its content is parsed (a
-damaged booster can crash XGBoost itself).
+:func:`heads.registry.trusted_head_types`), and the functions in :data:`TRUSTED_FUNCTIONS`
+(this package's own); every other type or function, from numpy, scipy, scikit-learn or
+anywhere, is refused with :class:`UnsafeHeadError` before anything in the file is built.
+XGBoost boosters travel inside the skops file in XGBoost's own UBJ format. The sidecar records
+the head file's sha256, and a file whose bytes changed since it was saved is refused before its
+content is parsed (a damaged booster can crash XGBoost itself).
 """
 
 from __future__ import annotations

@@ -115,6 +115,14 @@ def register_head(
     >>> @register_head("my-nb", description="Gaussian naive Bayes")  # doctest: +SKIP
     ... def my_nb(var_smoothing: float = 1e-9) -> GaussianNB:
     ...     return GaussianNB(var_smoothing=var_smoothing)
+
+    A head on an estimator class of one's own names the class and its ONNX converter
+    (``tests/heads/test_new_head.py`` defines this one in full):
+
+    >>> @register_head("centroid", description="nearest class mean", estimator=CentroidHead,
+    ...                converter=centroid_onnx)  # doctest: +SKIP
+    ... def centroid(temperature: float = 0.1) -> CentroidHead:
+    ...     return CentroidHead(temperature=temperature)
     """
 
     def decorator(builder: _B) -> _B:
