@@ -46,7 +46,7 @@ def _labelled_folder(images: Path, root: Path) -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time the three variants; return the results document."""
     from featurestore import ExtractOptions, decode_image, extract
-    from featurestore.cli.package import package_head
+    from heads.package import package_head
     from featurestore.cli.predict import predict_packaged, predict_source
     from featurestore.session import FeatureModel
     from heads.fit import fit_head

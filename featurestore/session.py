@@ -15,7 +15,7 @@ from .spec import ModelSpec, read_spec
 __all__ = ["DEVICES", "resolve_providers", "check_graph", "FeatureModel"]
 
 DEVICES = ("auto", "cpu", "cuda")
-_CLASSES_KEY = "featurestore.classes"  # the metadata `featurestore package` writes (cli.package.CLASSES_KEY)
+_CLASSES_KEY = "featurestore.classes"  # the metadata `featurestore package` writes (heads.package.CLASSES_KEY)
 
 
 #: CUDA provider options: cuDNN picks the fastest convolution algorithm once per shape

@@ -22,8 +22,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import HeadParamError
+from .onnx_graph import Context, Graph, GraphBuilder, Piece, classifier_outputs
 
-__all__ = ["CosineKNN", "temperature_weights"]
+__all__ = ["CosineKNN", "cosine_knn_onnx", "temperature_weights"]
 
 _WEIGHTS = ("temperature", "uniform", "distance")
 _QUERY_BLOCK_BYTES = 128 * 2**20  # similarity block held at once while predicting
@@ -194,3 +195,46 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _cosine_knn_piece(knn: CosineKNN, context: Context) -> Piece:
+    """Cosine similarity to every training row, top k, weighted vote.
+
+    The training rows are stored (unit-normalised, float32) in the graph, so its size grows
+    with the training set (4 bytes per value).
+    """
+    width, opset = context.width, context.opset
+    b = GraphBuilder("knn.")
+    train = np.asarray(knn._unit_train, np.float32)
+    k, n_classes = int(knn.n_neighbors_), len(knn.classes_)
+    unit = b.unit_rows("x", width)
+    similarity = b.op("MatMul", [unit, b.const(train.T.copy(), "train")])                  # (N, M)
+    cos, nearest = b.op("TopK", [similarity, b.const(np.array([k], np.int64), "k")], n_out=2, axis=1,
+                        largest=1, sorted=1)
+    distance = b.op("Clip", [b.op("Sub", [b.const(np.ones(1, np.float32), "one"), cos]),
+                             b.const(np.array(0.0, np.float32), "lo"), b.const(np.array(2.0, np.float32), "hi")])
+    if knn.weights == "temperature":
+        logits = b.op("Div", [b.op("Sub", [b.const(np.ones(1, np.float32), "one"), distance]),
+                              b.const(np.array([knn.temperature], np.float32), "t")])
+        first = b.op("Slice", [logits, b.const(np.array([0], np.int64), "s"), b.const(np.array([1], np.int64), "e"),
+                               b.const(np.array([1], np.int64), "a")])  # sorted: the largest logit
+        weights = b.op("Exp", [b.op("Sub", [logits, first])])
+    elif knn.weights == "uniform":
+        weights = b.op("Mul", [distance, b.const(np.zeros(1, np.float32), "zero")])
+        weights = b.op("Add", [weights, b.const(np.ones(1, np.float32), "one")])
+    else:  # "distance": 1/d, or only the exact matches where there are any
+        exact = b.op("Cast", [b.op("Equal", [distance, b.const(np.zeros(1, np.float32), "zero")])], to=1)
+        any_exact = b.op("Greater", [b.row_sum(exact, k), b.const(np.zeros(1, np.float32), "zero")])
+        weights = b.op("Where", [any_exact, exact, b.op("Reciprocal", [distance])])
+    votes = b.op("Gather", [b.const(np.asarray(knn._y_encoded, np.int64), "labels"), nearest], axis=0)  # (N, k)
+    one_hot = b.op("OneHot", [votes, b.const(np.array(n_classes, np.int64), "depth"),
+                              b.const(np.array([0.0, 1.0], np.float32), "values")], axis=-1)   # (N, k, C)
+    tally = b.op("MatMul", [b.op("Unsqueeze", [weights, b.const(np.array([1], np.int64), "ax")]), one_hot])
+    tally = b.op("Reshape", [tally, b.const(np.array([-1, n_classes], np.int64), "shape")])    # (N, C)
+    probabilities = b.op("Div", [tally, b.row_sum(tally, n_classes)])
+    return Piece(classifier_outputs(b, probabilities, knn.classes_, width, opset), None)
+
+
+def cosine_knn_onnx(knn: CosineKNN) -> list[Graph]:
+    """The ONNX converter of a fitted :class:`CosineKNN` (registered with the ``knn`` head)."""
+    return [Graph(lambda context: _cosine_knn_piece(knn, context))]

@@ -12,6 +12,7 @@ scikit-learn versions (``LogisticRegressionCV`` changes several defaults in 1.8-
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
@@ -27,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import HeadParamError
 
-__all__ = ["SweptLogisticRegression", "DEFAULT_CS"]
+__all__ = ["SweptLogisticRegression", "DEFAULT_CS", "swept_logreg_onnx"]
 
 DEFAULT_CS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 """``np.logspace(-4, 2, 7)``: the default sweep."""
@@ -277,3 +278,8 @@ class SweptLogisticRegression(ClassifierMixin, BaseEstimator):
         """
         X = self._checked(X)
         return self.estimator_.predict(X)
+
+
+def swept_logreg_onnx(head: SweptLogisticRegression) -> list[LogisticRegression]:
+    """The ONNX converter of a fitted :class:`SweptLogisticRegression`: its refitted logistic regression."""
+    return [copy.deepcopy(head.estimator_)]

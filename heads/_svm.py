@@ -35,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import HeadParamError
 
-__all__ = ["ScalableSVC"]
+__all__ = ["ScalableSVC", "scalable_svc_onnx"]
 
 
 class ScalableSVC(ClassifierMixin, BaseEstimator):
@@ -215,3 +215,9 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self.estimator_.predict(X)
+
+
+def scalable_svc_onnx(head: ScalableSVC) -> list[SVC | Pipeline]:
+    """The ONNX converter of a fitted :class:`ScalableSVC`: the model it fitted (``[PCA ->] SVC`` or
+    ``[PCA ->] Nystroem -> LinearSVC``), whose steps convert in turn."""
+    return [head.estimator_]

@@ -21,8 +21,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import HeadDataError, HeadModelFileError, HeadParamError
+from .onnx_graph import Skl2onnx
 
-__all__ = ["XGBHead"]
+__all__ = ["XGBHead", "xgb_head_onnx"]
 
 _ATTR_CLASSES = "heads.xgb.classes"
 _ATTR_DTYPE = "heads.xgb.classes_dtype"
@@ -319,3 +320,21 @@ def _decode_classes(values: list[Any], dtype: str | None) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def xgb_head_onnx(head: XGBHead) -> list[Skl2onnx]:
+    """The ONNX converter of a fitted :class:`XGBHead`: its booster as an XGBClassifier (classes 0..K-1),
+    which onnxmltools converts; the packaged label is then mapped back to the head's classes.
+
+    onnxmltools' converter is registered with skl2onnx on first use, as skl2onnx documents for XGBoost.
+    """
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    update_registered_converter(xgb.XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+                                convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    classifier = xgb.XGBClassifier()
+    classifier.load_model(bytearray(head.booster_.save_raw("ubj")))
+    classifier.head_classes_ = np.asarray(head.classes_)  # what the indices 0..K-1 stand for
+    return [Skl2onnx(classifier)]

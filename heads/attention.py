@@ -28,8 +28,9 @@ from threadpoolctl import threadpool_limits
 
 from heads._blocks import block_slices, check_blocks, standardize_stats
 from heads.errors import HeadParamError
+from heads.onnx_graph import IR_VERSION, Context, Converter, Graph, Piece
 
-__all__ = ["AttentionFusion"]
+__all__ = ["AttentionFusion", "ONNX_CONVERTERS"]
 
 _MODES = ("attention", "scalar_mix")
 _CHUNK = 8192  # rows per forward pass outside training, bounds peak memory
@@ -295,59 +296,6 @@ class AttentionFusion(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 out[start : start + _CHUNK] = fused.numpy()
         return out
 
-    def to_onnx(self, opset: int = 17) -> bytes:
-        """The fitted fusion as an ONNX model: input ``x`` float32 ``(N, n_features_in_)``, output
-        ``y`` float32 ``(N, dim)`` (what :meth:`transform` returns), exported with torch's
-        TorchScript exporter as the backbones are.
-
-        Parameters
-        ----------
-        opset : int, default=17
-            ONNX opset of the model.
-
-        Returns
-        -------
-        bytes
-            The serialised ONNX model.
-        """
-        check_is_fitted(self)
-        import io
-        import warnings
-
-        import torch
-
-        net = self._net()
-        net.eval()
-        slices = block_slices(self.blocks_)
-        mode = self.mode
-
-        class Fused(torch.nn.Module):
-            def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
-                super().__init__()
-                self.net = net
-                self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
-                self.register_buffer("scale", torch.from_numpy(np.asarray(scale, np.float32)))
-
-            def forward(self, x):
-                return _fuse_forward(self.net, (x - self.mean) / self.scale, slices, mode)[0]
-
-        buffer = io.BytesIO()
-        fast_path = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel has no ONNX export
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                # MultiheadAttention checks its arguments' shapes in Python; the trace keeps them as the
-                # constants they are (the batch stays dynamic: tested on other batch sizes)
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                torch.onnx.export(Fused(self.mean_, self.scale_).eval(), (torch.zeros(2, self.n_features_in_),),
-                                  buffer, input_names=["x"], output_names=["y"],
-                                  dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=opset,
-                                  do_constant_folding=True, dynamo=False)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(fast_path)
-        return buffer.getvalue()
-
     # ---------------------------------------------------------- persistence
     def __getstate__(self) -> dict:
         """The state without the torch module: its parameters travel as numpy arrays.
@@ -564,3 +512,55 @@ def _train_net(net, Z, y, train_idx, val_idx, *, slices, mode, est) -> tuple[int
         net.load_state_dict(best_state)
     net.eval()
     return epoch, best_loss
+
+
+def _attention_piece(fusion: AttentionFusion, context: Context) -> Piece:
+    """The fitted fusion as a piece: input ``x`` float32 ``(N, n_features_in_)``, output ``y`` float32
+    ``(N, dim)`` (what :meth:`AttentionFusion.transform` returns), exported with torch's TorchScript
+    exporter as the backbones are."""
+    check_is_fitted(fusion)
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    net = fusion._net()
+    net.eval()
+    slices = block_slices(fusion.blocks_)
+    mode = fusion.mode
+
+    class Fused(torch.nn.Module):
+        def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
+            self.register_buffer("scale", torch.from_numpy(np.asarray(scale, np.float32)))
+
+        def forward(self, x):
+            return _fuse_forward(self.net, (x - self.mean) / self.scale, slices, mode)[0]
+
+    buffer = io.BytesIO()
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel has no ONNX export
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # MultiheadAttention checks its arguments' shapes in Python; the trace keeps them as the
+            # constants they are (the batch stays dynamic: tested on other batch sizes)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(Fused(fusion.mean_, fusion.scale_).eval(), (torch.zeros(2, fusion.n_features_in_),),
+                              buffer, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=context.opset,
+                              do_constant_folding=True, dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
+    model = onnx.load_from_string(buffer.getvalue())
+    model.ir_version = IR_VERSION
+    return Piece(model, int(fusion.dim))
+
+
+#: How a fitted :class:`AttentionFusion` converts to ONNX (see :mod:`heads.onnx`).
+ONNX_CONVERTERS: dict[type, Converter] = {
+    AttentionFusion: lambda fusion: [Graph(lambda context: _attention_piece(fusion, context))],
+}

@@ -4,7 +4,9 @@ Each builder returns a :class:`~sklearn.pipeline.Pipeline` whose scaling (if any
 step inside it, so ``clone``, ``get_params``/``set_params`` and cross-validation work and
 nothing learned on one fold leaks into another. Step names (used by ``param_grid`` and
 ``set_params``): ``scale`` for the scaler, then ``svc`` (``svm`` and ``linear-svm``),
-``logreg``, ``tree``, ``forest``, ``nb``, ``xgb``, ``knn`` or ``ensemble``.
+``logreg``, ``tree``, ``forest``, ``nb``, ``xgb``, ``knn`` or ``ensemble``. A head built on an
+estimator class of this package registers the class with its ONNX converter (defined beside
+the class); the scikit-learn steps' converters are in :mod:`heads._sklearn_onnx`.
 
 Defaults are sized for this project's machines (2 cores). Fit CPU seconds on 60,000 x 1,280
 float32 rows, 10 classes (``make_classification``, 64 informative features), measured on a
@@ -30,10 +32,10 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from ._knn import CosineKNN
-from ._logreg import DEFAULT_CS, SweptLogisticRegression
-from ._svm import ScalableSVC
-from ._xgb import XGBHead
+from ._knn import CosineKNN, cosine_knn_onnx
+from ._logreg import DEFAULT_CS, SweptLogisticRegression, swept_logreg_onnx
+from ._svm import ScalableSVC, scalable_svc_onnx
+from ._xgb import XGBHead, xgb_head_onnx
 from .errors import HeadParamError
 from .registry import create_head, list_heads, register_head
 
@@ -57,6 +59,8 @@ def _finite() -> FunctionTransformer:
     description="RBF SVM on at most 256 principal components; exact up to 60,000 rows, "
                 "Nystroem + linear SVM above",
     param_grid={"svc__C": [1.0, 10.0, 100.0]},
+    estimator=ScalableSVC,
+    converter=scalable_svc_onnx,
 )
 def svm(
     C: float = 10.0,
@@ -98,6 +102,8 @@ def linear_svm(C: float = 0.01, max_iter: int = 5000, random_state: int | None =
     "logreg",
     description="StandardScaler + L2 logistic regression, C picked by a 3-fold sweep",
     param_grid={},  # the head already selects C itself
+    estimator=SweptLogisticRegression,
+    converter=swept_logreg_onnx,
 )
 def logreg(
     Cs: Sequence[float] = DEFAULT_CS,
@@ -183,6 +189,8 @@ def nb(var_smoothing: float = 1e-9) -> Pipeline:
     "xgb",
     description="XGBoost hist trees, labels encoded internally; saves to XGBoost JSON/UBJ",
     param_grid={"xgb__max_depth": [4, 6], "xgb__learning_rate": [0.1, 0.3]},
+    estimator=XGBHead,
+    converter=xgb_head_onnx,
 )
 def xgb(
     n_estimators: int = 80,
@@ -204,6 +212,8 @@ def xgb(
     "knn",
     description="k-NN, cosine distance, k=20, votes weighted exp(cos/0.07) as in DINO",
     param_grid={"knn__n_neighbors": [10, 20, 50]},
+    estimator=CosineKNN,
+    converter=cosine_knn_onnx,
 )
 def knn(
     n_neighbors: int = 20,

@@ -10,6 +10,7 @@ scikit-learn head.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
@@ -17,8 +18,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from heads._blocks import block_slices, check_block_weights, check_blocks, standardize_stats
 from heads.errors import HeadParamError
+from heads.onnx_graph import Context, Converter, Graph, GraphBuilder, Piece, Skl2onnx
 
-__all__ = ["ConcatFusion"]
+__all__ = ["ConcatFusion", "ONNX_CONVERTERS"]
 
 _NORMS = ("none", "standardize", "l2", "power")
 
@@ -162,3 +164,49 @@ class ConcatFusion(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _as_scaler(fusion: ConcatFusion) -> Any:
+    """The fitted fusion's per-column affine map (``standardize`` or ``none``) as the equivalent StandardScaler."""
+    from sklearn.preprocessing import StandardScaler
+
+    scale = np.array(fusion.scale_, dtype=np.float64, copy=True)
+    for block, weight in zip(block_slices(fusion.blocks_), fusion.weights_):
+        scale[block] /= weight
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_, scaler.var_ = np.asarray(fusion.mean_, np.float64), scale, scale ** 2
+    scaler.n_features_in_, scaler.n_samples_seen_ = len(scale), 1
+    return scaler
+
+
+def _normalised_piece(fusion: ConcatFusion, context: Context) -> Piece:
+    """Signed square roots (``power``) and/or per-block L2 normalisation (a zero block stays zero), then
+    each block weighted."""
+    from onnx import TensorProto
+
+    width = context.width
+    b = GraphBuilder("fusion.")
+    x = "x"
+    if fusion.norm == "power":  # signed square root, then as "l2"
+        x = b.op("Mul", [b.op("Sign", [x]), b.op("Sqrt", [b.op("Abs", [x])])])
+    parts = []
+    for block, weight in zip(block_slices(fusion.blocks_), fusion.weights_):
+        part = b.op("Slice", [x, b.const(np.array([block.start], np.int64), "start"),
+                              b.const(np.array([block.stop], np.int64), "stop"),
+                              b.const(np.array([1], np.int64), "axis")])
+        part = b.unit_rows(part, block.stop - block.start)
+        if weight != 1.0:
+            part = b.op("Mul", [part, b.const(np.array([weight], np.float32), "weight")])
+        parts.append(part)
+    y = b.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0]
+    return Piece(b.model(width, {"y": (TensorProto.FLOAT, ["N", width])}, {"y": y}, context.opset), width)
+
+
+def _concat_fusion_steps(fusion: ConcatFusion) -> list[Any]:
+    if fusion.norm in ("l2", "power"):
+        return [Graph(lambda context: _normalised_piece(fusion, context))]
+    return [Skl2onnx(_as_scaler(fusion))]
+
+
+#: How a fitted :class:`ConcatFusion` converts to ONNX (see :mod:`heads.onnx`).
+ONNX_CONVERTERS: dict[type, Converter] = {ConcatFusion: _concat_fusion_steps}

@@ -3,12 +3,13 @@
 Pickles are never loaded: a ``.pkl``/``.joblib`` file, or any file that is not a skops
 archive, is refused before it is opened for unpickling. A head file may name only the
 classes in :data:`TRUSTED_TYPES` (the ones this package's heads are made of, each by its
-full name) and the functions in :data:`TRUSTED_FUNCTIONS` (this package's own); every other
-type or function, from numpy, scipy, scikit-learn or anywhere, is refused with
-:class:`UnsafeHeadError` before anything in the file is built. XGBoost boosters travel inside the
-skops file in XGBoost's own UBJ format. The sidecar records the head file's sha256, and a
-file whose bytes changed since it was saved is refused before its content is parsed (a
-damaged booster can crash XGBoost itself).
+full name) or registered with a head (``register_head(..., estimator=...)``, see
+:func:`heads.registry.trusted_head_types`), and the functions in :data:`TRUSTED_FUNCTIONS`
+(this package's own); every other type or function, from numpy, scipy, scikit-learn or
+anywhere, is refused with :class:`UnsafeHeadError` before anything in the file is built.
+XGBoost boosters travel inside the skops file in XGBoost's own UBJ format. The sidecar records
+the head file's sha256, and a file whose bytes changed since it was saved is refused before its
+content is parsed (a damaged booster can crash XGBoost itself).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from featurestore._atomic import file_sha256, write_bytes_atomic
 
 from .errors import HeadFileNotFoundError, HeadModelFileError, HeadModelMismatchError, UnsafeHeadError
+from .registry import trusted_head_types
 
 __all__ = ["HEAD_SUFFIX", "TRUSTED_TYPES", "TRUSTED_FUNCTIONS", "UnsafeHeadError", "save_head", "load_head",
            "read_sidecar", "sidecar_path"]
@@ -192,11 +194,13 @@ def _check_types(path: Path) -> list[str]:
     """Refuse a head file naming any type or function outside the allowlists; return skops' untrusted set.
 
     Two independent readings must both agree: every node of the schema (including the ones
-    skops trusts by default, such as numpy ufuncs) is in :data:`TRUSTED_TYPES` or, for a
-    function, :data:`TRUSTED_FUNCTIONS`; and every type skops itself reports as untrusted is too.
+    skops trusts by default, such as numpy ufuncs) is in :data:`TRUSTED_TYPES` or registered with a
+    head or, for a function, in :data:`TRUSTED_FUNCTIONS`; and every type skops itself reports as
+    untrusted is too.
     """
     import skops.io as sio
 
+    types = TRUSTED_TYPES | trusted_head_types()
     refused = set()
     for loader, name in _schema_nodes(path):
         if loader not in _NODE_LOADERS:
@@ -204,7 +208,7 @@ def _check_types(path: Path) -> list[str]:
         elif loader == "FunctionNode":
             if name not in TRUSTED_FUNCTIONS:
                 refused.add(name)
-        elif name not in TRUSTED_TYPES:
+        elif name not in types:
             refused.add(name)
     try:
         untrusted = sio.get_untrusted_types(file=path)
@@ -214,7 +218,7 @@ def _check_types(path: Path) -> list[str]:
         else:
             raise HeadModelFileError(f"cannot read head file {path}: {type(exc).__name__}: {exc}; "
                                      "refit the head") from None
-    refused.update(name for name in untrusted if name not in TRUSTED_TYPES | TRUSTED_FUNCTIONS)
+    refused.update(name for name in untrusted if name not in types | TRUSTED_FUNCTIONS)
     if refused:
         raise UnsafeHeadError(f"{path} holds types or functions outside the allowlist ({', '.join(sorted(refused))}); "
                               "not loading it: a head from `featurestore fit` holds none of them")
@@ -231,8 +235,8 @@ def load_head(path: str | Path) -> tuple[Any, dict[str, Any]]:
     Raises
     ------
     UnsafeHeadError
-        Not a skops archive, a pickle, or a type outside :data:`TRUSTED_TYPES` or a function
-        outside :data:`TRUSTED_FUNCTIONS`.
+        Not a skops archive, a pickle, a type outside :data:`TRUSTED_TYPES` and the classes
+        registered with heads, or a function outside :data:`TRUSTED_FUNCTIONS`.
     HeadModelFileError
         The file changed since it was saved, its sidecar is missing, or loading it failed
         (whatever the loader raised).

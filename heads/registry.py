@@ -4,6 +4,11 @@ A *head* is a plain scikit-learn estimator (usually a :class:`~sklearn.pipeline.
 with its own scaling) trained on stored features. Builders are registered by name with
 :func:`register_head`, as timm registers models; the built-in heads live in
 :mod:`heads.builtin` and are registered the first time the registry is read.
+
+A head whose builder uses an estimator class of its own names it in the same call, with its
+ONNX converter: the class joins the head-file allowlist (:mod:`heads.persist`) and the converter
+makes the head packageable (:mod:`heads.onnx`). One call, in the head's own module, makes a head
+benchable, savable and packageable.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from featurestore._hints import close_matches_hint
 
 from ._method import method_used
 from .errors import DuplicateHeadError, HeadParamError, UnknownHeadError
+from .onnx_graph import Converter
 
 __all__ = [
     "register_head",
+    "head_converters",
+    "trusted_head_types",
     "create_head",
     "list_heads",
     "head_description",
@@ -53,6 +61,8 @@ class _Entry:
     description: str
     grid: GridSpec
     params: tuple[str, ...]
+    estimator: type | None
+    converter: Converter | None
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -60,7 +70,8 @@ _builtins_loaded = False
 
 
 def register_head(
-    name: str, *, description: str, param_grid: GridSpec | None = None
+    name: str, *, description: str, param_grid: GridSpec | None = None, estimator: type | None = None,
+    converter: Converter | None = None,
 ) -> Callable[[_B], _B]:
     """Register a head builder under ``name``.
 
@@ -74,6 +85,14 @@ def register_head(
         A small grid for ``--search`` (``GridSearchCV`` over the pipeline's step
         parameters, e.g. ``{"svc__C": [0.1, 1.0, 10.0]}``), or a function taking the
         builder's keyword parameters and returning one. Defaults to an empty grid.
+    estimator : type, optional
+        The estimator class of the head's own that its builder uses (defined at the top level
+        of a module). It joins the allowlist of head files by its full name, so a fitted head
+        saves and loads (:func:`heads.persist.load_head`); a class only, never a function.
+    converter : callable, optional
+        ``converter(fitted_estimator) -> steps``: how a fitted ``estimator`` converts to ONNX
+        (see :mod:`heads.onnx_graph`), so ``featurestore package`` ships the head. Needs
+        ``estimator``.
 
     Returns
     -------
@@ -86,7 +105,9 @@ def register_head(
         If ``name`` is already registered.
     HeadParamError
         If the builder takes ``*args``/``**kwargs`` or positional-only parameters:
-        every option must be an explicit keyword so bad names can be reported.
+        every option must be an explicit keyword so bad names can be reported. If
+        ``estimator`` is not an estimator class at the top level of a module, if a converter
+        comes without it, or if another head registered the class with another converter.
 
     Examples
     --------
@@ -94,6 +115,14 @@ def register_head(
     >>> @register_head("my-nb", description="Gaussian naive Bayes")  # doctest: +SKIP
     ... def my_nb(var_smoothing: float = 1e-9) -> GaussianNB:
     ...     return GaussianNB(var_smoothing=var_smoothing)
+
+    A head on an estimator class of one's own names the class and its ONNX converter
+    (``tests/heads/test_new_head.py`` defines this one in full):
+
+    >>> @register_head("centroid", description="nearest class mean", estimator=CentroidHead,
+    ...                converter=centroid_onnx)  # doctest: +SKIP
+    ... def centroid(temperature: float = 0.1) -> CentroidHead:
+    ...     return CentroidHead(temperature=temperature)
     """
 
     def decorator(builder: _B) -> _B:
@@ -102,16 +131,39 @@ def register_head(
                 f"head {name!r} is already registered (by {_REGISTRY[name].builder.__module__}); "
                 "choose another name"
             )
+        _check_estimator(name, estimator, converter)
         _REGISTRY[name] = _Entry(
             name=name,
             builder=builder,
             description=description,
             grid={} if param_grid is None else param_grid,
             params=_keyword_params(name, builder),
+            estimator=estimator,
+            converter=converter,
         )
         return builder
 
     return decorator
+
+
+def _check_estimator(name: str, estimator: type | None, converter: Converter | None) -> None:
+    if estimator is None:
+        if converter is not None:
+            raise HeadParamError(f"head {name!r}: a converter converts the head's estimator class; "
+                                 "name it with register_head(..., estimator=...)")
+        return
+    if not isinstance(estimator, type) or not issubclass(estimator, BaseEstimator):
+        raise HeadParamError(f"head {name!r}: estimator={estimator!r} is not a scikit-learn estimator class; "
+                             "pass the class the builder uses (functions are never trusted in head files)")
+    if estimator.__qualname__ != estimator.__name__ or estimator.__module__ in (None, "__main__"):
+        raise HeadParamError(f"head {name!r}: estimator class {estimator.__qualname__} must be defined at the top "
+                             "level of an importable module, so a saved head can name it")
+    if converter is not None and not callable(converter):
+        raise HeadParamError(f"head {name!r}: converter={converter!r} is not callable")
+    for entry in _REGISTRY.values():
+        if entry.estimator is estimator and entry.converter is not converter:
+            raise DuplicateHeadError(f"head {name!r}: class {estimator.__name__} is already registered by head "
+                                     f"{entry.name!r} with another converter; pass the same one")
 
 
 def _keyword_params(name: str, builder: Builder) -> tuple[str, ...]:
@@ -287,3 +339,29 @@ def param_grid(name: str, **params: Any) -> dict[str, list[Any]]:
     _check_params(entry, params)
     grid = entry.grid(**params) if callable(entry.grid) else entry.grid
     return {key: list(copy.deepcopy(values)) for key, values in grid.items()}
+
+
+def head_converters() -> dict[type, Converter]:
+    """The ONNX converters registered with the heads, by estimator class.
+
+    Returns
+    -------
+    dict
+        ``{estimator class: converter}``, for :mod:`heads.onnx`.
+    """
+    _load_builtins()
+    return {entry.estimator: entry.converter for entry in _REGISTRY.values()
+            if entry.estimator is not None and entry.converter is not None}
+
+
+def trusted_head_types() -> frozenset[str]:
+    """Full names (``module.Class``) of the estimator classes registered with the heads.
+
+    Returns
+    -------
+    frozenset of str
+        Classes a head file may name besides :data:`heads.persist.TRUSTED_TYPES`.
+    """
+    _load_builtins()
+    return frozenset(f"{entry.estimator.__module__}.{entry.estimator.__name__}"
+                     for entry in _REGISTRY.values() if entry.estimator is not None)

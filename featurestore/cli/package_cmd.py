@@ -23,7 +23,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .package import package_head
+    from heads.package import package_head
 
     info = package_head(args.model, args.head, args.output, precision=args.precision)
     print(f"wrote {args.output} ({info['bytes'] / 1e6:.1f} MB): {info['head']} on {', '.join(info['layers'])}; "

@@ -12,59 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from heads.errors import HeadModelMismatchError
+from heads.checks import check_head_model, check_head_width
+from heads.package import CLASSES_KEY, HEAD_KEY
 from heads.persist import load_head, read_sidecar
 
-from .._atomic import file_sha256
 from ..decode import decode_or_error
 from ..errors import MissingOutputError
 from ..session import FeatureModel
 from ..sources import content_key, open_source
 
-__all__ = ["check_head_model", "check_head_width", "predict_source", "predict_packaged"]
-
-
-def check_head_model(model_path: Path, outputs: list[str], metadata: dict[str, Any], head: Path) -> None:
-    """Refuse a head whose store was extracted with another model file, or that needs outputs it lacks.
-
-    Raises
-    ------
-    HeadModelMismatchError
-    """
-    model_sha = file_sha256(model_path)
-    if metadata.get("model_sha256") != model_sha:
-        raise HeadModelMismatchError(
-            f"head {head} was trained on a store of model {metadata.get('backbone')} "
-            f"(sha256 {str(metadata.get('model_sha256'))[:12]}...), another model than {model_path} "
-            f"(sha256 {model_sha[:12]}...); use the model the store was extracted with")
-    layers = metadata.get("layers")
-    if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers) \
-            or not isinstance(metadata.get("classes"), list):
-        raise HeadModelMismatchError(f"the sidecar of head {head} lacks its layers or classes (a list each); "
-                                     "restore it or refit the head")
-    missing = [name for name in layers if name not in outputs]
-    if missing:
-        raise HeadModelMismatchError(f"model {model_path} has no output(s) {', '.join(missing)} needed by {head}")
-
-
-def check_head_width(estimator: Any, dims: list[int], metadata: dict[str, Any], head: Path, model_path: Path) -> None:
-    """Refuse a head whose input is not the model's layers it names, laid side by side.
-
-    ``dims`` are the model's dimensions of the head's layers, in the sidecar's order.
-
-    Raises
-    ------
-    HeadModelMismatchError
-    """
-    blocks = metadata.get("blocks")
-    if blocks is not None and list(blocks) != list(dims):
-        raise HeadModelMismatchError(f"head {head} was fitted on layers of {blocks} features; model {model_path} gives "
-                                     f"{list(dims)} for its layers {', '.join(metadata['layers'])}")
-    expected = getattr(estimator, "n_features_in_", None)
-    if expected is not None and int(expected) != sum(dims):
-        raise HeadModelMismatchError(f"head {head} takes {int(expected)} features; model {model_path}'s layers "
-                                     f"{', '.join(metadata['layers'])} give {sum(dims)}: restore the head's sidecar "
-                                     "or use the model and layers it was fitted on")
+__all__ = ["predict_source", "predict_packaged"]
 
 
 def _decode(item, prep):
@@ -115,8 +72,6 @@ def predict_packaged(classifier_path: str | Path, source: Any, output: str | Pat
     MissingOutputError
         The file is an exported backbone without a packaged head.
     """
-    from .package import CLASSES_KEY, HEAD_KEY
-
     model = FeatureModel(classifier_path, device=device)
     meta = model.session.get_modelmeta().custom_metadata_map
     if CLASSES_KEY not in meta:

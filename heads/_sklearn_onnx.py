@@ -1,0 +1,172 @@
+"""ONNX converters of the scikit-learn steps heads are made of: one table, :data:`ONNX_CONVERTERS`.
+
+Most steps go to skl2onnx as they are (scalers, PCA, logistic regression, linear and RBF SVMs,
+naive Bayes); trees and forests first get float32 thresholds; the Nystroem kernel map, soft
+voting and stacking are built node by node. Pipelines and searches convert what they hold;
+identity transformers and the naive Bayes head's cast to float64 (the converter computes in
+float32, tested within 1e-4) drop out. Classes are matched exactly: a subclass declares its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.ensemble import RandomForestClassifier, StackingClassifier, VotingClassifier
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.naive_bayes import GaussianNB
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import SVC, LinearSVC
+from sklearn.tree import DecisionTreeClassifier
+
+from featurestore.errors import PackageError
+
+from .builtin import _as_float64
+from .onnx_graph import (IR_VERSION, Context, Converter, Graph, GraphBuilder, Piece, Skl2onnx, chain, relabel,
+                         stacked_probabilities, vote)
+
+__all__ = ["ONNX_CONVERTERS", "sklearn_piece"]
+
+_ML_OPSET = 3
+
+
+def _as_is(estimator: Any) -> list[Any]:
+    return [Skl2onnx(estimator)]
+
+
+def _function(transformer: FunctionTransformer) -> list[Any]:
+    if transformer.func is None and transformer.inverse_func is None:
+        return []  # the identity (the tree heads' check for finite values)
+    if transformer.func is _as_float64:
+        return []  # the naive Bayes head's cast; its converter computes in float32
+    raise PackageError(f"FunctionTransformer({getattr(transformer.func, '__name__', transformer.func)}) has no ONNX "
+                       "conversion; only the identity and the naive Bayes head's cast have one")
+
+
+def _float32_thresholds(trees: Any) -> list[Any]:
+    """A copy whose split thresholds are the largest float32 at or below each float64 one.
+
+    scikit-learn compares float32 features with float64 thresholds; ONNX's tree ensembles hold
+    float32 thresholds, and rounding one up would send a value between the two the other way.
+    With the threshold rounded down, ``x <= t`` gives the same answer for every float32 ``x``.
+    """
+    trees = copy.deepcopy(trees)
+    for tree in getattr(trees, "estimators_", [trees]):
+        threshold = tree.tree_.threshold
+        single = threshold.astype(np.float32)
+        lower = np.where(single.astype(np.float64) > threshold, np.nextafter(single, np.float32(-np.inf)), single)
+        threshold[:] = np.where(tree.tree_.feature < 0, threshold, lower.astype(np.float64))
+    return [Skl2onnx(trees)]
+
+
+def _nystroem_piece(nystroem: Nystroem, context: Context) -> Piece:
+    """An RBF Nystroem map: ``rbf(x, components) @ normalization.T``."""
+    from onnx import TensorProto
+
+    if nystroem.kernel != "rbf" or nystroem.kernel_params:
+        raise PackageError(f"Nystroem(kernel={nystroem.kernel!r}) has no ONNX conversion; only the RBF kernel does")
+    width, opset = context.width, context.opset
+    components = np.asarray(nystroem.components_, np.float64)
+    gamma = float(nystroem.gamma if nystroem.gamma is not None else 1.0 / components.shape[1])
+    m = components.shape[0]
+    b = GraphBuilder("nystroem.")
+    x_sq = b.row_sum(b.op("Mul", ["x", "x"]), width)                                        # (N, 1)
+    cross = b.op("MatMul", ["x", b.const((-2.0 * components.T).astype(np.float32), "c2t")])  # (N, M)
+    dist = b.op("Add", [b.op("Add", [cross, x_sq]),
+                        b.const((components ** 2).sum(axis=1)[None, :].astype(np.float32), "csq")])
+    dist = b.op("Max", [dist, b.const(np.zeros(1, np.float32), "zero")])
+    kernel = b.op("Exp", [b.op("Mul", [dist, b.const(np.array([-gamma], np.float32), "gamma")])])
+    y = b.op("MatMul", [kernel, b.const(np.asarray(nystroem.normalization_, np.float32).T.copy(), "norm")])
+    return Piece(b.model(width, {"y": (TensorProto.FLOAT, ["N", m])}, {"y": y}, opset), m)
+
+
+def _voting(voting: VotingClassifier) -> list[Any]:
+    if voting.voting != "soft":
+        raise PackageError("VotingClassifier(voting='hard') has no ONNX conversion yet; use voting='soft'")
+
+    def build(context: Context) -> Piece:
+        members = [context.convert(member, context.width) for member in voting.estimators_]
+        return vote(members, voting.weights, np.asarray(voting.classes_), context.width, context.opset)
+
+    return [Graph(build)]
+
+
+def _stacking(stacking: StackingClassifier) -> list[Any]:
+    if stacking.passthrough or any(method != "predict_proba" for method in stacking.stack_method_):
+        raise PackageError("StackingClassifier converts only with members stacked by predict_proba and no "
+                           "passthrough; its members here: " + ", ".join(stacking.stack_method_))
+
+    def build(context: Context) -> Piece:
+        members = [context.convert(member, context.width) for member in stacking.estimators_]
+        stacked = stacked_probabilities(members, len(stacking.classes_) == 2, context.width, context.opset)
+        final = context.convert(stacking.final_estimator_, stacked.out_width)  # predicts indices into classes_
+        relabel(final.model, np.asarray(stacking.classes_), first_of_ties=False)
+        return chain(stacked, final)
+
+    return [Graph(build)]
+
+
+#: The converter of each scikit-learn class heads are made of, matched by exact class.
+ONNX_CONVERTERS: dict[type, Converter] = {
+    Pipeline: lambda pipeline: [step for _, step in pipeline.steps],
+    GridSearchCV: lambda search: [search.best_estimator_],
+    FunctionTransformer: _function,
+    StandardScaler: _as_is,
+    PCA: _as_is,
+    Nystroem: lambda nystroem: [Graph(lambda context: _nystroem_piece(nystroem, context))],
+    LogisticRegression: _as_is,
+    LinearSVC: _as_is,
+    SVC: _as_is,
+    GaussianNB: _as_is,
+    DecisionTreeClassifier: _float32_thresholds,
+    RandomForestClassifier: _float32_thresholds,
+    VotingClassifier: _voting,
+    StackingClassifier: _stacking,
+}
+
+
+def sklearn_piece(steps: list[Any], width: int, opset: int) -> Piece:
+    """A run of steps skl2onnx converts, as one piece (a classifier when the last one is)."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.pipeline import make_pipeline
+
+    final = steps[-1]
+    classifier = hasattr(final, "classes_")
+    # classifiers output probabilities (or an SVM's decision scores) as a tensor, not a list of maps
+    # (no ZipMap); LinearSVC gets an explicit option of its own, which keeps skl2onnx from offering
+    # it the ZipMap option it does not take
+    options = ({id(final): {"nocl": False} if isinstance(final, LinearSVC) else {"zipmap": False}}
+               if classifier else {})
+    with warnings.catch_warnings():  # skl2onnx reads SVC's probA_/probB_, deprecated in scikit-learn 1.9
+        warnings.filterwarnings("ignore", "Attribute `prob", FutureWarning)
+        model = to_onnx(make_pipeline(*steps), initial_types=[("x", FloatTensorType([None, width]))],
+                        target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
+    model.ir_version = IR_VERSION
+    if not classifier:
+        return Piece(model, int(model.graph.output[0].type.tensor_type.shape.dim[1].dim_value))
+    model = _rename_outputs(model, ["label", "probabilities"])  # converters name them differently (SVC: output_label)
+    if hasattr(final, "estimators_") or hasattr(final, "tree_"):
+        relabel(model, np.asarray(final.classes_), first_of_ties=True)
+    classes = getattr(final, "head_classes_", None)
+    if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
+        relabel(model, classes, first_of_ties=False)
+    return Piece(model, None)
+
+
+def _rename_outputs(model: Any, names: list[str]) -> Any:
+    """``model`` with its outputs called ``names``, in order: every name inside gets a prefix first
+    (a converter may use ``label`` for an inner edge), then Identity nodes give the outputs their names."""
+    from onnx import compose, helper
+
+    model = compose.add_prefix(model, "sk.", rename_inputs=False)
+    for output, name in zip(model.graph.output, names):
+        model.graph.node.append(helper.make_node("Identity", [output.name], [name]))
+        output.name = name
+    return model
