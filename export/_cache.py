@@ -10,12 +10,21 @@ from urllib.parse import urlparse
 
 from .errors import WeightsDownloadError, WeightsNotCachedError
 
-__all__ = ["torch_hub_checkpoint", "hf_hub_cache", "hf_hub_mode", "hf_hub_weights", "HF_WEIGHTS_FILES",
+#: Environment variables that switch downloads off (as ``--offline`` does) when set to 1/true/yes/on.
+OFFLINE_ENV = ("FEATURESTORE_OFFLINE", "HF_HUB_OFFLINE")
+
+__all__ = ["is_offline", "OFFLINE_ENV", "torch_hub_checkpoint", "hf_hub_cache", "hf_hub_mode", "hf_hub_weights", "HF_WEIGHTS_FILES",
            "torch_hub_cached_files", "hf_cached_repos"]
 
 #: Weights files of a Hugging Face repo, preferred first (as timm looks for them).
 HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def is_offline(offline: bool = False) -> bool:
+    """True when ``offline`` is, or ``FEATURESTORE_OFFLINE`` / ``HF_HUB_OFFLINE`` is set true."""
+    return offline or any(os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
+                          for key in OFFLINE_ENV)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -314,7 +314,7 @@ def open_clip_pretrained(arch: str, tag: str | None, offline: bool,
     if found is None:
         return None
     path, label = found
-    from .exporter import seeded
+    from .weights import seeded
 
     native = _model_cfg(arch)["vision_cfg"].get("image_size")
     size = None if image_size in (None, native) else image_size

@@ -178,7 +178,7 @@ def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[n
     if found is None:
         return None
     path, label, tag, cfg = found
-    from .exporter import seeded
+    from .weights import seeded
 
     if path.endswith(".safetensors"):
         overlay = {"file": path, "source": "file"}

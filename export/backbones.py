@@ -142,7 +142,7 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
         ``offline`` and not cached, or the download failed.
     """
     from .errors import WeightsRequiredError
-    from .exporter import is_offline
+    from ._cache import is_offline
 
     offline = is_offline(offline)
     entry = get_backbone(name, offline)
@@ -223,7 +223,7 @@ def _installed(names: Callable[[], tuple[str, ...] | list[str]]) -> tuple[str, .
 
 def _torchvision_pretrained(model: str, tag: str | None) -> Callable[[bool, int | None], tuple[nn.Module, WeightsInfo]]:
     def pretrained(offline: bool, image_size: int | None) -> tuple[nn.Module, WeightsInfo]:
-        from .exporter import seeded
+        from .weights import seeded
         from .weights import load_weights_file
 
         path, source = torchvision_checkpoint(model, tag, offline)

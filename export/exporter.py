@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -17,36 +14,20 @@ from featurestore._atomic import write_bytes_atomic
 from featurestore._version import __version__
 from featurestore.spec import POOLED_WIDTH, SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
+from ._cache import OFFLINE_ENV, is_offline
 from .backbones import get_backbone
 from .errors import ExportOptionsError, WeightsRequiredError
 from .graph import FeatureGraph
 from .layers import LOGITS, LayerChoice, LayerInfo, no_attention_fast_path, select_layers, trace_layers
 from .pixels import Pixels
-from .weights import file_sha256, load_weights_file, state_dict_sha256
+from .weights import RANDOM_INIT_SEED, file_sha256, load_weights_file, seeded, state_dict_sha256
 
 __all__ = ["export_backbone", "build_backbone", "is_offline", "seeded", "PIXELS", "INPUT_NAME", "RANDOM_INIT_SEED",
            "OFFLINE_ENV"]
 
 PIXELS = "pixels"
 INPUT_NAME = "images"
-RANDOM_INIT_SEED = 0
 MIN_OPSET = 17
-#: Environment variables that switch downloads off (as ``--offline`` does) when set to 1/true/yes/on.
-OFFLINE_ENV = ("FEATURESTORE_OFFLINE", "HF_HUB_OFFLINE")
-
-
-def is_offline(offline: bool = False) -> bool:
-    """True when ``offline`` is, or ``FEATURESTORE_OFFLINE`` / ``HF_HUB_OFFLINE`` is set true."""
-    return offline or any(os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
-                          for key in OFFLINE_ENV)
-
-
-@contextmanager
-def seeded() -> Iterator[None]:
-    """Seed torch's CPU generator with :data:`RANDOM_INIT_SEED` for the duration (restored afterwards)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        yield
 
 
 def build_backbone(

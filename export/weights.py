@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,9 +14,20 @@ from featurestore._atomic import file_sha256
 
 from .errors import WeightsError, WeightsFileNotFoundError
 
-__all__ = ["file_sha256", "state_dict_sha256", "load_weights_file"]
+__all__ = ["file_sha256", "state_dict_sha256", "load_weights_file", "seeded", "RANDOM_INIT_SEED"]
+
+#: Seed of the random initialisation (``--random-init``, and architectures built before loading).
+RANDOM_INIT_SEED = 0
 
 _BATCHES_TRACKED = ".num_batches_tracked"
+
+
+@contextmanager
+def seeded() -> Iterator[None]:
+    """Seed torch's CPU generator with :data:`RANDOM_INIT_SEED` for the duration (restored afterwards)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
 
 
 def state_dict_sha256(module: nn.Module) -> str:

@@ -1,4 +1,5 @@
-"""The Ray side of :mod:`featurestore.distributed`: the Ray session and the Ray Data pipeline.
+"""The Ray side of :mod:`featurestore.distributed`: its options (:class:`RayOptions`, re-exported
+there), the Ray session and the Ray Data pipeline.
 
 Ray is imported here only, and only when a function runs (:func:`import_ray`), so the rest of
 the package works without it.
@@ -11,20 +12,65 @@ import json
 import math
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import os
+from dataclasses import dataclass
+from typing import Any
 
 from ._ray_tasks import InferenceWorker, decode_block
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, OptionsError
 from .extract import ExtractOptions
 from .spec import ModelSpec
 
-if TYPE_CHECKING:
-    from .distributed import RayOptions
-
-__all__ = ["DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "run_ray_job"]
+__all__ = ["RayOptions", "DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "run_ray_job"]
 
 #: Images per decoding task, roughly (aligned with the shard size when it can be).
 DECODE_IMAGES = 32
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run a distributed extraction.
+
+    Parameters
+    ----------
+    address : str, optional
+        Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:10001``). None starts a
+        local Ray instance for the run and stops it afterwards; a Ray already initialised
+        in this process is used as it is.
+    workers : int, default=2
+        Inference actors, each with its own onnxruntime session.
+    gpus_per_worker : float, default=0
+        GPUs per actor; with any, actors run on CUDA (unless ``device='cpu'``).
+    cpus_per_worker : float, default=1
+        CPUs reserved per actor (also its onnxruntime threads, rounded up, unless set).
+    num_cpus : int, optional
+        Logical CPUs of a local instance (default: this machine's cores for decoding plus
+        the workers' CPUs, so reserving actors never starves decoding).
+    max_restarts : int, default=3
+        How often Ray restarts a dead actor and retries its batch.
+    """
+
+    address: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    num_cpus: int | None = None
+    max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise OptionsError(f"workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise OptionsError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got "
+                                    f"{self.gpus_per_worker} and {self.cpus_per_worker}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise OptionsError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.max_restarts < 0:
+            raise OptionsError(f"max_restarts must be >= 0, got {self.max_restarts}")
+
+    def local_cpus(self) -> int:
+        """Logical CPUs to give a local instance (see ``num_cpus``)."""
+        return self.num_cpus or (os.cpu_count() or 1) + math.ceil(self.workers * self.cpus_per_worker)
 
 
 def import_ray() -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import file_sha256
 from ._ray_commit import DistributedReport, ShardCommitter
-from ._ray_job import check_resources, ray_session, run_ray_job
+from ._ray_job import RayOptions, check_resources, ray_session, run_ray_job
 from ._ray_tasks import CRASH_ENV, array_to_bytes
 from .errors import OptionsError
 from .extract import ExtractOptions, skip_known, source_options
@@ -41,52 +40,6 @@ from .spec import ModelSpec, read_spec
 from .writer import StoreWriter
 
 __all__ = ["RayOptions", "DistributedReport", "extract_distributed"]
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide to run a distributed extraction.
-
-    Parameters
-    ----------
-    address : str, optional
-        Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:10001``). None starts a
-        local Ray instance for the run and stops it afterwards; a Ray already initialised
-        in this process is used as it is.
-    workers : int, default=2
-        Inference actors, each with its own onnxruntime session.
-    gpus_per_worker : float, default=0
-        GPUs per actor; with any, actors run on CUDA (unless ``device='cpu'``).
-    cpus_per_worker : float, default=1
-        CPUs reserved per actor (also its onnxruntime threads, rounded up, unless set).
-    num_cpus : int, optional
-        Logical CPUs of a local instance (default: this machine's cores for decoding plus
-        the workers' CPUs, so reserving actors never starves decoding).
-    max_restarts : int, default=3
-        How often Ray restarts a dead actor and retries its batch.
-    """
-
-    address: str | None = None
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    num_cpus: int | None = None
-    max_restarts: int = 3
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise OptionsError(f"workers must be >= 1, got {self.workers}")
-        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise OptionsError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got "
-                                    f"{self.gpus_per_worker} and {self.cpus_per_worker}")
-        if self.num_cpus is not None and self.num_cpus < 1:
-            raise OptionsError(f"num_cpus must be >= 1, got {self.num_cpus}")
-        if self.max_restarts < 0:
-            raise OptionsError(f"max_restarts must be >= 0, got {self.max_restarts}")
-
-    def local_cpus(self) -> int:
-        """Logical CPUs to give a local instance (see ``num_cpus``)."""
-        return self.num_cpus or (os.cpu_count() or 1) + math.ceil(self.workers * self.cpus_per_worker)
 
 
 def _worker_device(device: str, gpus: float) -> str:
