@@ -14,7 +14,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         name, help="fit and score heads on stored features (layers x fusion x heads)",
         description="Score every head on every stored layer (and fusions of all layers) of each store: the "
                     "test split when the store has one, else stratified k-fold CV. Writes results.csv, "
-                    "results.json, report.md and PNG plots. Reads features only; decodes no image.",
+                    "results.json, report.html (one self-contained page), report.md and PNG plots. Reads "
+                    "features only; decodes no image but the report's few thumbnails.",
     )
     p.add_argument("stores", nargs="+", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="report directory")
