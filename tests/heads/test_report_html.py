@@ -75,7 +75,8 @@ def test_report_html_is_self_contained_and_escapes_what_the_store_says(tmp_path,
     store, paths = hostile_store(tmp_path)
     assert main(["bench", str(store), "-o", str(tmp_path / "r"), "--heads", "nb,logreg", "--fusions", "",
                  "--jobs", "1"]) == 0
-    capsys.readouterr()
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("store"))
+    assert "test accuracy" in header and "cv accuracy" not in header  # scored on the test split
     out = tmp_path / "r"
     assert (out / "report.md").is_file() and (out / "confusion_best.png").is_file()
     text = (out / "report.html").read_text()
@@ -115,7 +116,7 @@ def test_report_html_under_select_names_cv_and_test_accuracy(tmp_path, capsys):
     store, _ = hostile_store(tmp_path)
     assert main(["bench", str(store), "-o", str(tmp_path / "r"), "--heads", "nb", "--fusions", "", "--select",
                  "--cv", "3", "--jobs", "1"]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
     page = Page((tmp_path / "r" / "report.html").read_text())
     chosen = page.all_text("chosen")
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -125,3 +126,10 @@ def test_report_html_under_select_names_cv_and_test_accuracy(tmp_path, capsys):
     assert "CV accuracy" in page.all_text("results") and "test accuracy" not in page.all_text("results")
     # the confusion matrix is the chosen cell's on the test split, not its CV folds'
     assert sum(map(sum, doc["focus"]["confusion"])) == selection["n_test"] == 60
+    # the terminal table names its columns as honestly: CV scores, and the chosen cell's test score
+    lines = printed.splitlines()
+    header = next(line for line in lines if line.startswith("store"))
+    assert "cv accuracy" in header and "test accuracy" in header and " accuracy " not in header.replace(
+        "cv accuracy", "").replace("test accuracy", "")
+    picked = [line for line in lines if line.endswith("<- chosen")]
+    assert len(picked) == 1 and f"{selection['test_accuracy']:.4f}" in picked[0]
