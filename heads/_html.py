@@ -33,6 +33,7 @@ h3{font-size:14px;margin:16px 0 6px}
 .big{font-size:20px;font-weight:600}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border:1px solid #e3e6eb;padding:3px 8px;text-align:left;white-space:nowrap}
+td.wrap{white-space:normal;min-width:180px;max-width:280px}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#eef1f5;position:sticky;top:0}
 th.sort{cursor:pointer;user-select:none}th.sort:after{content:" \\2195";color:#9aa3af}

@@ -61,9 +61,9 @@ def _summary(document: dict[str, Any], focus: dict[str, Any], score_label: str) 
 
 def _results(document: dict[str, Any], focus: dict[str, Any], score_label: str) -> str:
     columns = [("store", "store", False), ("layer", "layer", False), ("head", "head", False),
-               ("method", "method", False), ("accuracy", score_label, True),
-               ("balanced_accuracy", "bal. acc.", True), ("macro_f1", "macro-F1", True), ("log_loss", "log-loss", True),
-               ("fit_seconds", "fit s", True), ("predict_ms_per_1000", "predict ms/1k", True),
+               ("accuracy", score_label, True), ("balanced_accuracy", "bal. acc.", True), ("macro_f1", "macro-F1", True),
+               ("log_loss", "log-loss", True), ("fit_seconds", "fit s", True),
+               ("predict_ms_per_1000", "predict ms/1k", True), ("method", "method", False),
                ("n_train", "train rows", True), ("n_test", "scored rows", True), ("evaluation", "evaluation", False)]
     rows = sorted(document["results"], key=lambda r: -r["accuracy"])
     head = "".join(f"<th class='{'num' if numeric else ''}'>{esc(title)}</th>" for _, title, numeric in columns)
@@ -79,7 +79,7 @@ def _results(document: dict[str, Any], focus: dict[str, Any], score_label: str) 
                 shown = fmt(number, digits) if isinstance(value, float) else fmt(value)
                 cells.append(f"<td class='num' data-v='{'NaN' if math.isnan(number) else number!r}'>{esc(shown)}</td>")
             else:
-                cells.append(f"<td>{esc(value)}</td>")
+                cells.append(f"<td class='{'wrap' if key == 'method' else ''}'>{esc(value)}</td>")
         body.append(f"<tr{' class=pick' if pick else ''}>" + "".join(cells) + "</tr>")
     return (f"<h2>All results</h2><p class='muted small'>{len(rows)} cells, sorted by {esc(score_label)}; click a "
             f"column to sort by it. The chosen cell is highlighted.</p>"
