@@ -26,6 +26,9 @@ MAX_THUMBNAIL_FILE_BYTES = 64 << 20
 #: An image whose header declares more pixels than this is not decoded (skipped and counted).
 MAX_THUMBNAIL_PIXELS = 100_000_000
 
+#: The image formats a thumbnail is decoded from: common raster formats only (never EPS, which
+#: Pillow renders through Ghostscript).
+_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 _FASHION_MNIST = re.compile(r"fashion-mnist:(train|test)/(\d{1,6})")
 
 
@@ -136,7 +139,7 @@ def _open_file(path: str):
     data = read_regular_file(path, max_bytes=MAX_THUMBNAIL_FILE_BYTES)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=_FORMATS)
         if img.width * img.height > MAX_THUMBNAIL_PIXELS:
             raise ValueError(f"{img.width} x {img.height} pixels")
         if img.format == "JPEG":
