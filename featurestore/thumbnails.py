@@ -91,7 +91,11 @@ def make_thumbnails(paths: Sequence[str], size: int = 96, progress: bool = False
                 out.images[i] = _encode(_image_from_array(images[index]), size)
             continue
         try:
-            out.images[i] = _encode(_open_file(path), size)
+            img = _open_file(path)
+            if img is None:  # larger than MAX_THUMBNAIL_PIXELS
+                out.unreadable += 1
+            else:
+                out.images[i] = _encode(img, size)
         except FileNotFoundError:
             out.missing += 1
         except Exception:  # noqa: BLE001 - a file that is not a readable image is skipped, whatever Pillow raises
@@ -132,6 +136,8 @@ def _image_from_array(array: np.ndarray):
 
 
 def _open_file(path: str):
+    """The decoded image at ``path`` (shrunk in the DCT domain for a JPEG), or None when its header
+    declares more than :data:`MAX_THUMBNAIL_PIXELS` pixels."""
     from PIL import Image
 
     from ._atomic import read_regular_file
@@ -141,9 +147,9 @@ def _open_file(path: str):
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data), formats=_FORMATS)
         if img.width * img.height > MAX_THUMBNAIL_PIXELS:
-            raise ValueError(f"{img.width} x {img.height} pixels")
+            return None
         if img.format == "JPEG":
-            img.draft("RGB", (256, 256))
+            img.draft(img.mode, (256, 256))
         img.load()
     return img
 

@@ -357,7 +357,7 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total,
                             selection=selection)
     log(f"bench: {len(results)} cells in {total:.1f} s ({100 * load_seconds / total:.1f}% loading features); "
-        f"report in {output}")
+        f"report: {Path(output) / 'report.html'} (and report.md)")
     return document
 
 

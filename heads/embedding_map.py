@@ -292,7 +292,7 @@ def render_map(result: EmbeddingMap, thumbnails: dict[int, str], thumbnail_count
         quality = (f"Neighbourhoods kept: a 10-nearest-neighbour vote finds the label of {fmt(result.knn_accuracy_2d, 3)}"
                    f" of the labelled points in 2-D (5-fold CV), {fmt(result.knn_accuracy_input, 3)} in the "
                    f"{result.pca_dims}-dimensional PCA space it started from.")
-    timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    timing = "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
     legend = "".join(f"<li><span class='dot' style='background:{colours[i] if i < len(classes) else colours[-1]}'>"
                      f"</span>{esc(name)} <span class='muted'>({counts[i] if i < len(classes) else counts[-1]:,})"
                      f"</span></li>" for i, name in enumerate(legend_names))
