@@ -40,6 +40,7 @@ th.sort{cursor:pointer;user-select:none}th.sort:after{content:" \\2195";color:#9
 th.asc:after{content:" \\25B2";color:#2a7de1}th.desc:after{content:" \\25BC";color:#2a7de1}
 tr.pick td{background:#e3efff;font-weight:600}
 .scroll{max-height:55vh;overflow:auto;border:1px solid #dde1e7;display:inline-block;max-width:100%}
+.wide{max-width:100%;overflow:auto}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
 .thumb{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:6px;width:150px;font-size:12px}
 .thumb img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;display:block;margin:0 auto 4px;
@@ -119,14 +120,17 @@ def svg_heatmap(row_labels: Sequence[str], col_labels: Sequence[str], values: Se
                 colour_by: Sequence[Sequence[float]] | None = None, cell: int = 56) -> str:
     """An SVG grid of coloured cells with their values (``percent_of``: per row, the total that
     a cell's percentage of the row is taken from, printed under the value; ``colour_by``: the
-    values that colour the cells, if not ``values``)."""
+    values that colour the cells, if not ``values``). Cells narrower than 40 pixels carry their
+    value in their tooltip only."""
     finite = [v for row in values for v in row if v is not None and not math.isnan(v)]
     low = min(finite, default=0.0) if low is None else low
     high = max(finite, default=1.0) if high is None else high
     left = 12 + 7 * min(max((len(str(r)) for r in row_labels), default=4), 34)
     top = 24 + round(4.5 * min(max((len(str(c)) for c in col_labels), default=4), 28))  # labels turned 40 degrees
-    height_cell = cell if percent_of is None else cell + 8
-    width, height = left + cell * len(col_labels) + 8, top + height_cell * len(row_labels) + 8
+    show_text = cell >= 40
+    height_cell = cell + 8 if percent_of is not None and show_text else cell
+    width = max(left + cell * len(col_labels) + 8, 24 + 6 * len(f"rows: {row_title}, columns: {col_title}"))
+    height = top + height_cell * len(row_labels) + 8
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
     for j, label in enumerate(col_labels):
         x, y = left + j * cell + cell / 2, top - 6
@@ -141,23 +145,25 @@ def svg_heatmap(row_labels: Sequence[str], col_labels: Sequence[str], values: Se
             fill, ink = colour(float("nan") if shade is None else shade, low, high)
             x, y0 = left + j * cell, top + i * height_cell
             text = fmt(value, digits) if not isinstance(value, int) else str(value)
+            total = None if percent_of is None else percent_of[i]
+            share = "" if total is None else f"{100 * value / total:.0f}%" if total else "–"
+            tip = text + (f" ({share} of the row)" if share else "")
             out.append(f'<rect x="{x}" y="{y0}" width="{cell - 1}" height="{height_cell - 1}" fill="{fill}">'
-                       f"<title>{esc(row_labels[i])} / {esc(col_labels[j])}: {esc(text)}</title></rect>")
+                       f"<title>{esc(row_labels[i])} / {esc(col_labels[j])}: {esc(tip)}</title></rect>")
+            if not show_text:
+                continue
             if percent_of is None:
                 out.append(f'<text x="{x + cell / 2:.1f}" y="{y0 + height_cell / 2 + 4:.1f}" font-size="11" '
                            f'text-anchor="middle" fill="{ink}" pointer-events="none">{esc(text)}</text>')
             else:
-                total = percent_of[i]
-                share = f"{100 * value / total:.0f}%" if total else "–"
                 out.append(f'<text x="{x + cell / 2:.1f}" y="{y0 + height_cell / 2 - 2:.1f}" font-size="12" '
                            f'font-weight="600" text-anchor="middle" fill="{ink}" pointer-events="none" '
                            f'class="count">{esc(text)}</text>'
                            f'<text x="{x + cell / 2:.1f}" y="{y0 + height_cell / 2 + 12:.1f}" font-size="10" '
                            f'text-anchor="middle" fill="{ink}" pointer-events="none">{share}</text>')
-    if row_title:
-        out.append(f'<text x="4" y="12" font-size="11" fill="#5b6573">{esc(row_title)} ↓</text>')
-    if col_title:
-        out.append(f'<text x="{left}" y="12" font-size="11" fill="#5b6573">{esc(col_title)} →</text>')
+    if row_title or col_title:
+        out.append(f'<text x="4" y="12" font-size="11" fill="#5b6573">rows: {esc(row_title)}, '
+                   f'columns: {esc(col_title)}</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -22,6 +22,7 @@ from featurestore import open_store
 from featurestore.errors import BackendUnavailableError, OptionsError
 
 from ._html import category_colour, esc, fmt, json_script, page
+from .errors import HeadDataError
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "EmbeddingMap", "embed", "stratified_sample", "build_map", "render_map",
            "write_map"]
@@ -211,6 +212,8 @@ def build_map(store_path: str | Path, layer: str, *, method: str = DEFAULT_METHO
     ------
     OptionsError
         ``max_points`` below 3, an unknown method, fewer than 3 rows.
+    HeadDataError
+        A drawn row holds NaN or infinite values.
     featurestore.errors.StoreError
         The store cannot be read, or has no such layer.
     """
@@ -225,6 +228,11 @@ def build_map(store_path: str | Path, layer: str, *, method: str = DEFAULT_METHO
     data = store.load([output], rows=picked)
     read = time.perf_counter() - start
     X = data.X[output]
+    bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)
+    if bad.any():
+        raise HeadDataError(f"store {store_path}, layer {output}: {int(bad.sum())} of the {len(X)} rows drawn hold "
+                            "NaN or infinite values; a map needs finite features (featurestore verify checks the "
+                            "store)")
     coords, reduced, seconds = embed(X, method, seed=seed, progress=progress)
     point_labels = np.asarray(data.labels).astype(str)
     result = EmbeddingMap(store=str(store_path), layer=output, method=method, coords=coords, rows=picked,

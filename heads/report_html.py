@@ -150,10 +150,11 @@ def _confusion(focus: dict[str, Any]) -> str:
     # coloured by the row share, so a small class's errors show as clearly as a large one's
     shares = [[(v / t if t else math.nan) for v in row] for row, t in zip(matrix, totals)]
     svg = svg_heatmap(classes, classes, matrix, low=0.0, high=1.0, row_title="true", col_title="predicted",
-                      percent_of=totals, colour_by=shares, cell=58)
+                      percent_of=totals, colour_by=shares, cell=max(12, min(58, 1100 // max(len(classes), 1))))
     return (f"<h2>Confusion matrix: {esc(focus['store'])} / {esc(focus['layer'])} / {esc(focus['head'])}</h2>"
             f"<p class='muted small'>{esc(focus['evaluation'])}: counts, and under each its share of the true "
-            f"class's row. {sum(totals)} rows.</p><div id='confusion'>{svg}</div>")
+            f"class's row (with many classes, in each cell's tooltip). {sum(totals)} rows.</p>"
+            f"<div id='confusion' class='wide'>{svg}</div>")
 
 
 def _per_class(focus: dict[str, Any]) -> str:

@@ -85,6 +85,11 @@ def test_map_refuses_what_it_cannot_do_in_one_line(tmp_path, capsys):
     assert err.startswith("featurestore map: error:") and "nope" in err and "\n" not in err
     assert main(["map", str(store), "--layer", "f", "--max-points", "2", "-o", str(tmp_path / "m.html")]) == 1
     assert "max_points must be an integer >= 3" in capsys.readouterr().err
+    bad = np.arange(80, dtype=np.float32).reshape(20, 4)
+    bad[3, 1] = np.nan
+    write_arrays(tmp_path / "nan", {"f": bad}, labels=["a", "b"] * 10)
+    assert main(["map", str(tmp_path / "nan"), "--layer", "f", "-o", str(tmp_path / "m.html")]) == 1
+    assert "1 of the 20 rows drawn hold NaN or infinite values" in capsys.readouterr().err
     assert not (tmp_path / "m.html").exists()
 
 
