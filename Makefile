@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 OUT ?= runs/photos
 
-.PHONY: install demo test test-fast lint fashion-mnist clean
+.PHONY: install demo test test-fast lint fashion-mnist chromium clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ fashion-mnist:
 	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist)
 
+# Headless Chromium opens report.html and map.html in tests/heads/test_pages_in_browser.py (skipped without it).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
+
 demo: install fashion-mnist
 	$(VENV)/bin/featurestore export mobilenet_v2 --layers stages,logits -o $(OUT)/mobilenet_v2.onnx
 	$(VENV)/bin/featurestore classify $(OUT)/mobilenet_v2.onnx --device cpu --top 3 \
@@ -37,7 +42,7 @@ demo: install fashion-mnist
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install fashion-mnist
+test: install fashion-mnist chromium
 	$(PY) -m pytest
 
 test-fast: install

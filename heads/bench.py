@@ -30,6 +30,10 @@ from .registry import create_head, list_heads, method_used
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
            "build_estimator", "run_cell", "run_bench", "select_cell"]
 
+#: How many wrong predictions each cell keeps for the report (the most confident first).
+WRONG_KEPT = 24
+
+
 @dataclass
 class StoreData:
     """One store's labelled features, loaded once for every cell (``name``: how the report calls it)."""
@@ -49,6 +53,8 @@ class StoreData:
     joined: bool = False  # several stores matched by content key (heads.joined)
     #: per layer, the augmented views of each row: ``(views, rows, dim)``, aligned with ``X`` (None: clean only)
     augmented: dict[str, np.ndarray] | None = None
+    #: where each row's image was first seen (a file or pseudo path), for the report's thumbnails
+    paths: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ class CellResult:
     attention: list[float] | None = None
     confusion: list[list[int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the most confidently wrong held-out rows (at most :data:`WRONG_KEPT`): ``row`` (index into
+    #: the store's rows), ``true``, ``predicted`` (class indices), ``confidence`` (the head's
+    #: probability of its prediction; None for a head without probabilities)
+    wrong: list[dict[str, Any]] | None = None
 
     def row(self) -> dict[str, Any]:
         """Flat dict for CSV/JSON."""
@@ -121,7 +131,7 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
             fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
             X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
             y=data.y[labelled], keys=data.keys[labelled], test=test, classes=data.classes,
-            weights_source=store.spec.weights.source, augmented=augmented,
+            weights_source=store.spec.weights.source, augmented=augmented, paths=data.paths[labelled],
         ))
     return out
 
@@ -182,9 +192,10 @@ def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 
 def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int,
-           views: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray, float]:
+           views: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray, float, np.ndarray | None]:
     """Metrics of ``estimator`` on the test rows; with ``views`` (``(views, rows, D)``), its
-    probabilities (or decision scores) averaged over the clean row and its views."""
+    probabilities (or decision scores) averaged over the clean row and its views. Also returns the
+    predictions, the seconds they took and each prediction's probability (None without ``predict_proba``)."""
     start = time.perf_counter()
     if views is None:
         predicted = estimator.predict(X_test)
@@ -199,6 +210,7 @@ def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int,
         "macro_f1": float(f1_score(y_test, predicted, average="macro")),
         "log_loss": float("nan"),
     }
+    confidence = None
     if hasattr(estimator, "predict_proba"):
         proba = estimator.predict_proba(X_test) if views is None else \
             np.mean([estimator.predict_proba(part) for part in (X_test, *views)], axis=0)
@@ -206,7 +218,11 @@ def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int,
             proba = np.clip(proba, 1e-15, 1.0)
             proba /= proba.sum(axis=1, keepdims=True)
             metrics["log_loss"] = float(log_loss(y_test, proba, labels=np.arange(n_classes)))
-    return metrics, predicted, predict_seconds
+        classes = np.asarray(estimator.classes_)
+        if proba.shape[1] == len(classes):
+            column = np.clip(np.searchsorted(classes, predicted), 0, len(classes) - 1)
+            confidence = proba[np.arange(len(predicted)), column]
+    return metrics, predicted, predict_seconds, confidence
 
 
 def run_cell(cell: Cell, store: StoreData, config: BenchConfig) -> CellResult:
@@ -240,6 +256,7 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
     fit_seconds = predict_seconds = 0.0
     scores: list[dict[str, float]] = []
     predicted_all = np.empty_like(y)
+    confidence_all: np.ndarray | None = np.full(len(y), np.nan)
     tested = np.zeros(len(y), dtype=bool)
     estimator = None
     n_train = 0
@@ -256,10 +273,14 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
         estimator.fit(X_train, y_train)
         fit_seconds += time.perf_counter() - start
         test_views = views[:, test] if views is not None and config.views in ("average", "both") else None
-        metrics, predicted, seconds = _score(estimator, X[test], y[test], n_classes, test_views)
+        metrics, predicted, seconds, confidence = _score(estimator, X[test], y[test], n_classes, test_views)
         predict_seconds += seconds
         scores.append(metrics)
         predicted_all[test] = predicted
+        if confidence is None:
+            confidence_all = None
+        elif confidence_all is not None:
+            confidence_all[test] = confidence
         tested[test] = True
     n_test = int(tested.sum())
     attention = None
@@ -276,7 +297,18 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
         evaluation=evaluation,
         attention=attention,
         confusion=confusion_matrix(y[tested], predicted_all[tested], labels=np.arange(n_classes)).tolist(),
+        wrong=_most_confidently_wrong(y, predicted_all, tested, confidence_all),
     )
+
+
+def _most_confidently_wrong(y: np.ndarray, predicted: np.ndarray, tested: np.ndarray,
+                            confidence: np.ndarray | None) -> list[dict[str, Any]]:
+    """The held-out rows predicted wrongly, the most confident first (in row order without probabilities)."""
+    rows = np.flatnonzero(tested & (predicted != y))
+    if confidence is not None:
+        rows = rows[np.argsort(-confidence[rows], kind="stable")]
+    return [{"row": int(i), "true": int(y[i]), "predicted": int(predicted[i]),
+             "confidence": None if confidence is None else float(confidence[i])} for i in rows[:WRONG_KEPT]]
 
 
 def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchConfig | None = None,
@@ -325,7 +357,7 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total,
                             selection=selection)
     log(f"bench: {len(results)} cells in {total:.1f} s ({100 * load_seconds / total:.1f}% loading features); "
-        f"report in {output}")
+        f"report: {Path(output) / 'report.html'} (and report.md)")
     return document
 
 
@@ -354,7 +386,8 @@ def select_cell(results: Sequence[CellResult], stores: dict[str, StoreData], con
     final = _fit_and_score(best.cell, store, config, [(np.flatnonzero(~store.test), np.flatnonzero(store.test))],
                            "test split")
     chosen.update(test_accuracy=final.metrics["accuracy"], test_metrics=final.metrics,
-                  refit_seconds=final.fit_seconds, method=final.method, n_train=final.n_train, n_test=final.n_test)
+                  refit_seconds=final.fit_seconds, method=final.method, n_train=final.n_train, n_test=final.n_test,
+                  confusion=final.confusion, wrong=final.wrong)
     return chosen
 
 

@@ -1,4 +1,4 @@
-"""Write a bench's results: ``results.csv``, ``results.json``, ``report.md`` and PNG plots."""
+"""Write a bench's results: ``results.csv``, ``results.json``, ``report.html``, ``report.md`` and PNG plots."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 from featurestore._time import utc_timestamp
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "score_label", "WRONG_SHOWN"]
+
+#: How many of the chosen cell's wrong predictions ``report.html`` shows as thumbnails.
+WRONG_SHOWN = 24
 
 _COLUMNS = ["store", "layer", "fusion", "head", "method", "accuracy", "balanced_accuracy", "macro_f1", "log_loss",
             "fit_seconds", "predict_ms_per_1000", "n_train", "n_test", "evaluation", "layers"]
@@ -30,8 +33,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float,
-                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write every report file into ``output`` and return the JSON document."""
+                 selection: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Write every report file into ``output`` and return the JSON document (``progress``: a bar
+    while the thumbnails of ``report.html`` are decoded)."""
     output.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
     with open(output / "results.csv", "w", newline="") as fh:
@@ -57,10 +61,82 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
         "best": best.row() | {"confusion": best.confusion},
         "selection": selection,
     }
+    focus = _focus(document, stores, best)
+    document["focus"] = focus
     (output / "results.json").write_text(json.dumps(document, indent=1, default=str))
+    _write_html(output, document, focus, progress)
     plots = _plots(output, stores, results, best)
     (output / "report.md").write_text(_markdown(document, stores, results, best, plots))
     return document
+
+
+def score_label(document: dict[str, Any]) -> str:
+    """What the results' ``accuracy`` is: ``CV accuracy`` under ``--select`` or without a test
+    split, ``test accuracy`` when every cell was scored on the test split."""
+    evaluations = {r["evaluation"] for r in document["results"]}
+    if document.get("selection") or all("CV" in e for e in evaluations):
+        return "CV accuracy"
+    if evaluations == {"test split"}:
+        return "test accuracy"
+    return "accuracy"
+
+
+def _focus(document: dict[str, Any], stores, best) -> dict[str, Any]:
+    """The cell the report is about: under ``--select`` the chosen one, refitted and scored on the
+    test split; else the best-scoring cell. Its confusion matrix and its wrong rows with their paths."""
+    selection = document.get("selection")
+    label = score_label(document)
+    if selection and selection.get("confusion") is not None:
+        store = next(s for s in stores if s.name == selection["store"])
+        focus = {"store": selection["store"], "layer": selection["layer"], "head": selection["head"],
+                 "method": selection["method"], "accuracy": selection["test_accuracy"],
+                 "evaluation": f"test split ({selection['n_test']} rows), after refitting on {selection['n_train']} "
+                               "training rows",
+                 "score_text": f"CV accuracy {selection['cv_accuracy']:.4f} ({selection['cv_evaluation']}); "
+                               f"test accuracy {selection['test_accuracy']:.4f}",
+                 "why": f"Chosen by --select: the best CV accuracy of {selection['cells']} cells on the training "
+                        "split alone, then refitted on every training row and scored once on the test split.",
+                 "confusion": selection["confusion"], "wrong": selection["wrong"]}
+    else:
+        store = next(s for s in stores if s.name == best.cell.store)
+        chosen_by = ("Best cell by its score on the test split. Choosing by test score tunes on the test split; "
+                     "bench --select chooses by CV on the training split instead."
+                     if label == "test accuracy" else f"Best cell by {label} ({best.evaluation}).")
+        if selection:
+            chosen_by = (f"Chosen by --select: the best CV accuracy of {selection['cells']} cells; there is no "
+                         "test split to score it on.")
+        focus = {"store": best.cell.store, "layer": best.cell.layer_label, "head": best.cell.head,
+                 "method": best.method, "accuracy": best.metrics["accuracy"],
+                 "evaluation": best.evaluation if best.evaluation == "test split"
+                 else f"held-out rows of {best.evaluation}",
+                 "score_text": f"{label} {best.metrics['accuracy']:.4f} ({best.evaluation})", "why": chosen_by,
+                 "confusion": best.confusion, "wrong": best.wrong or []}
+    classes = list(store.classes)
+    wrong_total = sum(v for i, row in enumerate(focus["confusion"]) for j, v in enumerate(row) if i != j)
+    focus["classes"] = classes
+    focus["wrong_total"] = int(wrong_total)
+    focus["wrong"] = [{"path": None if store.paths is None else str(store.paths[w["row"]]),
+                       "key": str(store.keys[w["row"]]), "true": classes[w["true"]],
+                       "predicted": classes[w["predicted"]], "confidence": w["confidence"]}
+                      for w in focus["wrong"][:WRONG_SHOWN]]
+    return focus
+
+
+def _write_html(output: Path, document: dict[str, Any], focus: dict[str, Any], progress: bool) -> None:
+    from featurestore._atomic import write_bytes_atomic
+    from featurestore.thumbnails import Thumbnails, make_thumbnails
+
+    from .report_html import render_report
+
+    paths = [w["path"] for w in focus["wrong"]]
+    if all(p is not None for p in paths):
+        thumbnails = make_thumbnails(paths, progress=progress and len(paths) > 0)
+    else:  # a store that records no paths
+        thumbnails = Thumbnails(missing=len(paths))
+    for w in focus["wrong"]:
+        w["path"] = w["path"] if w["path"] is not None else f"key {w['key'][:16]}"
+    write_bytes_atomic(output / "report.html", render_report(document, focus, thumbnails,
+                                                                 score_label(document)).encode())
 
 
 def _evaluation(store, config) -> str:
@@ -87,7 +163,8 @@ def _markdown(document, stores, results, best, plots: list[str]) -> str:
     timing = document["timing"]
     parts = ["# Bench report", "",
              f"{len(results)} cells; features loaded in {timing['load_seconds']:.2f} s of "
-             f"{timing['total_seconds']:.1f} s ({100 * timing['load_fraction']:.1f}%). No image was decoded.", "",
+             f"{timing['total_seconds']:.1f} s ({100 * timing['load_fraction']:.1f}%). No image was decoded to fit or score a head; "
+             "report.html shows more (per class, the wrong predictions).", "",
              "## Stores", ""]
     parts.append(_table(["store", "backbone", "weights", "layers", "rows", "evaluation", "fingerprint"], [
         [s["name"], s["backbone"], _weights_label(s), ", ".join(s["layers"]),

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "migrate": "migrate_cmd",
     "repair": "repair_cmd",
     "bench": "bench_cmd",
+    "map": "map_cmd",
     "fit": "fit_cmd",
     "predict": "predict_cmd",
     "package": "package_cmd",

@@ -14,7 +14,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         name, help="fit and score heads on stored features (layers x fusion x heads)",
         description="Score every head on every stored layer (and fusions of all layers) of each store: the "
                     "test split when the store has one, else stratified k-fold CV. Writes results.csv, "
-                    "results.json, report.md and PNG plots. Reads features only; decodes no image.",
+                    "results.json, report.html (one self-contained page), report.md and PNG plots. Reads "
+                    "features only; decodes no image but the report's few thumbnails.",
     )
     p.add_argument("stores", nargs="+", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="report directory")
@@ -32,9 +33,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_table(document: dict) -> None:
-    """The sorted results as a plain-text table."""
+    """The sorted results as a plain-text table, its score column named for what it is: ``cv accuracy``
+    (under ``--select``, or without a test split) or ``test accuracy``; under ``--select`` the chosen
+    cell's test accuracy too, in a column of its own."""
+    from heads.report import score_label
+
+    label = score_label(document).lower()
+    selection = document.get("selection")
+    chosen = None if not selection else (selection["store"], selection["layer"], selection["head"])
+    test = selection is not None and selection["test_accuracy"] is not None
     rows = sorted(document["results"], key=lambda r: -r["accuracy"])
-    print(f"{'store':<18} {'layer':<22} {'head':<10} {'accuracy':>8} {'macro-F1':>8} {'fit s':>8}  method")
+    print(f"{'store':<18} {'layer':<22} {'head':<10} {label:>13}" + (f" {'test accuracy':>13}" if test else "")
+          + f" {'macro-F1':>8} {'fit s':>8}  method")
     for r in rows:
-        print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} {r['accuracy']:>8.4f} "
-              f"{r['macro_f1']:>8.4f} {r['fit_seconds']:>8.2f}  {r['method']}")
+        mark = (r["store"], r["layer"], r["head"]) == chosen
+        cell = f"{selection['test_accuracy']:.4f}" if mark and test else ""
+        extra = f" {cell:>13}" if test else ""
+        print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} {r['accuracy']:>13.4f}{extra} "
+              f"{r['macro_f1']:>8.4f} {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))

@@ -201,12 +201,12 @@ class _Runner:
         config = from_table(BenchConfig, step, f"[[bench]] {step['name']!r}", own_keys=STEP_KEYS["bench"])
         fingerprint = _hash({"config": {k: step.get(k) for k in sorted(step_keys("bench"))},
                              "stores": [committed_digest(s) for s in stores]})
-        if (output / "results.json").is_file() and self._done("bench", step["name"], fingerprint):
-            return "skipped", f"{output / 'report.md'} is up to date"
+        if (output / "report.html").is_file() and self._done("bench", step["name"], fingerprint):
+            return "skipped", f"{output / 'report.html'} is up to date"
         document = run_bench(stores, output, config, log=self.log.info)
         print_table(document)
         self._finish("bench", step["name"], fingerprint)
-        return "ran", f"report: {output / 'report.md'}"
+        return "ran", f"report: {output / 'report.html'}"
 
 
 class _Limited:
