@@ -37,7 +37,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from featurestore._atomic import file_sha256
+from featurestore.utils import file_sha256
 from featurestore.errors import BackendUnavailableError
 from featurestore.spec import Preprocessing, WeightsInfo
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from torch import nn
 
-from featurestore._atomic import file_sha256
+from featurestore.utils import file_sha256
 from featurestore.spec import INTERPOLATIONS, Preprocessing, WeightsInfo
 
 from ._cache import (HF_WEIGHTS_FILES, hf_cached_repos, hf_hub_cache, hf_hub_mode, hf_hub_weights,

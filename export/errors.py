@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featurestore._hints import close_matches_hint
+from featurestore.utils import close_matches_hint
 from featurestore.errors import FeatureStoreError
 
 __all__ = [

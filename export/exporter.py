@@ -10,8 +10,8 @@ import onnx
 import torch
 from torch import nn
 
-from featurestore._atomic import write_bytes_atomic
-from featurestore._version import __version__
+from featurestore.utils import write_bytes_atomic
+from featurestore import __version__
 from featurestore.spec import POOLED_WIDTH, SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
 from ._cache import OFFLINE_ENV, is_offline

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from featurestore._atomic import file_sha256
+from featurestore.utils import file_sha256
 
 from .errors import WeightsError, WeightsFileNotFoundError
 

@@ -25,6 +25,7 @@ from featurestore.bench_config import DEFAULT_HEADS, FUSIONS, BenchConfig
 
 from .errors import HeadDataError
 from .joined import join_store_data
+from .store_data import StoreData
 from .registry import create_head, list_heads, method_used
 
 __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load_store_data", "plan_cells",
@@ -32,29 +33,6 @@ __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load
 
 #: How many wrong predictions each cell keeps for the report (the most confident first).
 WRONG_KEPT = 24
-
-
-@dataclass
-class StoreData:
-    """One store's labelled features, loaded once for every cell (``name``: how the report calls it)."""
-
-    name: str
-    path: str
-    backbone: str
-    fingerprint: str
-    random_init: bool
-    layers: list[str]
-    X: dict[str, np.ndarray]
-    y: np.ndarray
-    keys: np.ndarray
-    test: np.ndarray | None
-    classes: tuple[str, ...]
-    weights_source: str = ""  # WeightsInfo.source: offline:..., file:..., module, random-init, none
-    joined: bool = False  # several stores matched by content key (heads.joined)
-    #: per layer, the augmented views of each row: ``(views, rows, dim)``, aligned with ``X`` (None: clean only)
-    augmented: dict[str, np.ndarray] | None = None
-    #: where each row's image was first seen (a file or pseudo path), for the report's thumbnails
-    paths: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

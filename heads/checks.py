@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featurestore._atomic import file_sha256
+from featurestore.utils import file_sha256
 
 from .errors import HeadModelMismatchError
 

@@ -254,7 +254,7 @@ def write_map(store_path: str | Path, layer: str, output: str | Path, *, method:
     -------
     EmbeddingMap
     """
-    from featurestore._atomic import write_bytes_atomic
+    from featurestore.utils import write_bytes_atomic
     from featurestore.thumbnails import make_thumbnails
 
     if isinstance(max_thumbnails, bool) or not isinstance(max_thumbnails, int) or max_thumbnails < 0:

@@ -12,8 +12,8 @@ from sklearn.model_selection import cross_val_score
 from sklearn.utils._param_validation import InvalidParameterError
 
 from featurestore import open_store
-from featurestore._time import utc_timestamp
-from featurestore._version import __version__
+from featurestore.utils import utc_timestamp
+from featurestore import __version__
 
 from .bench import build_estimator
 from .errors import HeadDataError, HeadParamError

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .errors import HeadDataError
-
-if TYPE_CHECKING:
-    from .bench import StoreData
+from .store_data import StoreData
 
 __all__ = ["join_store_data"]
 
@@ -32,8 +28,6 @@ def join_store_data(stores: Sequence[StoreData]) -> StoreData:
         Fewer than two stores, stores with other classes, a label that differs between stores,
         or fewer than two rows in common.
     """
-    from .bench import StoreData  # noqa: F811 (heads.bench imports this module)
-
     if len(stores) < 2:
         raise HeadDataError("joining stores needs at least two")
     first = stores[0]

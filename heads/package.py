@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from featurestore._atomic import write_bytes_atomic
+from featurestore.utils import write_bytes_atomic
 from featurestore.errors import PackageError
 from featurestore.spec import SPEC_KEY, read_spec
 

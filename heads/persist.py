@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore._atomic import file_sha256, write_bytes_atomic
+from featurestore.utils import file_sha256, write_bytes_atomic
 
 from .errors import HeadFileNotFoundError, HeadModelFileError, HeadModelMismatchError, UnsafeHeadError
 from .registry import trusted_head_types

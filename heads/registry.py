@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sklearn.base import BaseEstimator
 
-from featurestore._hints import close_matches_hint
+from featurestore.utils import close_matches_hint
 
 from ._method import method_used
 from .errors import DuplicateHeadError, HeadParamError, UnknownHeadError

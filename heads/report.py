@@ -9,7 +9,9 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-from featurestore._time import utc_timestamp
+from featurestore.utils import utc_timestamp
+
+from .report_html import weights_label
 
 __all__ = ["write_report", "score_label", "WRONG_SHOWN"]
 
@@ -123,7 +125,7 @@ def _focus(document: dict[str, Any], stores, best) -> dict[str, Any]:
 
 
 def _write_html(output: Path, document: dict[str, Any], focus: dict[str, Any], progress: bool) -> None:
-    from featurestore._atomic import write_bytes_atomic
+    from featurestore.utils import write_bytes_atomic
     from featurestore.thumbnails import Thumbnails, make_thumbnails
 
     from .report_html import render_report
@@ -147,18 +149,6 @@ def _evaluation(store, config) -> str:
     return "test split"
 
 
-def _weights_label(store: dict[str, Any]) -> str:
-    """The Stores table's weights column, from the spec's weights source."""
-    source = store.get("weights_source", "")
-    if store["random_init"]:
-        return "RANDOM INIT"
-    if source == "none":  # the pixels baseline, features written with write_arrays
-        return "none"
-    if source == "module":  # a user's nn.Module, exported with whatever weights it held
-        return "the module's own"
-    return "pretrained"
-
-
 def _markdown(document, stores, results, best, plots: list[str]) -> str:
     timing = document["timing"]
     parts = ["# Bench report", "",
@@ -167,7 +157,7 @@ def _markdown(document, stores, results, best, plots: list[str]) -> str:
              "report.html shows more (per class, the wrong predictions).", "",
              "## Stores", ""]
     parts.append(_table(["store", "backbone", "weights", "layers", "rows", "evaluation", "fingerprint"], [
-        [s["name"], s["backbone"], _weights_label(s), ", ".join(s["layers"]),
+        [s["name"], s["backbone"], weights_label(s), ", ".join(s["layers"]),
          s["rows"], s["evaluation"], s["fingerprint"][:16]] for s in document["stores"]]))
     ranked = sorted(results, key=lambda r: -r.metrics["accuracy"])
     parts += ["", "## All results (sorted by accuracy)", ""]

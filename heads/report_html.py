@@ -87,15 +87,21 @@ def _results(document: dict[str, Any], focus: dict[str, Any], score_label: str) 
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _weights(store: dict[str, Any]) -> str:
-    from .report import _weights_label
-
-    return _weights_label(store)
+def weights_label(store: dict[str, Any]) -> str:
+    """The Stores table's weights column, from the spec's weights source."""
+    source = store.get("weights_source", "")
+    if store["random_init"]:
+        return "RANDOM INIT"
+    if source == "none":  # the pixels baseline, features written with write_arrays
+        return "none"
+    if source == "module":  # a user's nn.Module, exported with whatever weights it held
+        return "the module's own"
+    return "pretrained"
 
 
 def _stores(document: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><td>{esc(s['name'])}</td><td>{esc(s['backbone'])}</td><td>{esc(_weights(s))}</td>"
+        f"<tr><td>{esc(s['name'])}</td><td>{esc(s['backbone'])}</td><td>{esc(weights_label(s))}</td>"
         f"<td>{esc(', '.join(s['layers']))}</td><td class='num'>{s['rows']}</td><td>{esc(s['evaluation'])}</td>"
         f"<td class='num'>{len(s['classes'])}</td><td><code>{esc(s['fingerprint'][:16])}</code></td>"
         f"<td class='path'>{esc(s['path'])}</td></tr>" for s in document["stores"])
