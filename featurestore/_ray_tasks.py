@@ -165,7 +165,7 @@ class InferenceWorker:
         name = f"{self.run_id}-{self.token}-{self.seq:05d}.h5"
         self.seq += 1
         entry = write_shard(self.store, name, buffer, dtype=self.dtype, layers=self.layers, attrs=self.attrs)
-        return {"entry": entry, "keys": keys, "views": views, "paths": paths, "labels": labels, "splits": splits}
+        return {"entry": entry.to_dict(), "keys": keys, "views": views, "paths": paths, "labels": labels, "splits": splits}
 
     def _maybe_crash(self) -> None:
         if self.crash_after and self.seq == self.crash_after:

@@ -45,12 +45,13 @@ import numpy as np
 from ._atomic import CHECKSUM_PREFIX, checksum_of, path_kind, read_regular_file, write_bytes_atomic
 from .columns import RowColumns, decode_strings
 from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
+from .metadata import FeatureLayout, ShardEntry
 
 __all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "shard_dir", "uncommitted_shards",
            "check_shard_name", "shard_file", "open_shard",
            "check_feature_layouts", "ALIGNED", "memory_file", "read_store_file", "open_store_file",
            "FLOAT16_MAX", "FeatureLayout", "ShardBuffer", "write_shard", "read_index", "read_aliases", "read_columns",
-           "read_layouts", "layer_stats", "fixed_strings", "read_strings", "layouts_of_entry", "content_checksum",
+           "read_layouts", "layer_stats", "fixed_strings", "read_strings", "content_checksum",
            "CONTENT_CHECKSUM_ATTR", "WRITTEN_ATTR"]
 
 SHARD_DIR = "shards"
@@ -82,28 +83,6 @@ def fixed_strings(values: list[str] | tuple[str, ...]) -> tuple[np.ndarray, Any]
     width = max(data.dtype.itemsize, 1)
     string_dtype = h5py.string_dtype("utf-8", length=width)
     return data.astype(string_dtype), string_dtype
-
-
-@dataclass(frozen=True)
-class FeatureLayout:
-    """Where one feature dataset's values lie in its shard file.
-
-    Attributes
-    ----------
-    offset : int or None
-        Byte offset of the first row; None when the dataset has no storage allocated (no
-        rows) or is not stored contiguously (then read it through h5py).
-    shape : tuple of int
-    dtype : numpy.dtype
-    """
-
-    offset: int | None
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def row_bytes(self) -> int:
-        return int(self.dtype.itemsize * np.prod(self.shape[1:], dtype=np.int64))
 
 
 @dataclass
@@ -186,7 +165,7 @@ def _finite_peak(values: np.ndarray) -> float:
 
 
 def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, layers: dict[str, tuple[int, ...]],
-                attrs: dict[str, Any]) -> dict[str, Any]:
+                attrs: dict[str, Any]) -> ShardEntry:
     """Write ``buffer`` as ``STORE/shards/NAME`` crash-safely; return its manifest entry.
 
     HDF5 lays the file out in memory (metadata and row columns; the feature datasets' space
@@ -246,14 +225,9 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     parts = metadata.assemble({item.offset: memoryview(features[out]).cast("B")
                                for out, item in layout.items() if item.offset is not None and features[out].nbytes})
     write_bytes_atomic(final, parts)
-    return {
-        "file": f"{SHARD_DIR}/{name}",
-        "rows": len(buffer),
-        "aliases": len(buffer.aliases),
-        "checksum": checksum_of(parts),
-        "layout": {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()},
-        "stats": {out: layer_stats(values) for out, values in features.items()},
-    }
+    return ShardEntry(f"{SHARD_DIR}/{name}", len(buffer), checksum_of(parts), aliases=len(buffer.aliases),
+                      layout={out: (item.offset, tuple(item.shape[1:])) for out, item in layout.items()},
+                      stats={out: layer_stats(values) for out, values in features.items()})
 
 
 def content_checksum(f: h5py.File, features: dict[str, np.ndarray] | None = None) -> str:
@@ -362,26 +336,6 @@ def memory_file(final: Path) -> h5py.File:
                      **ALIGNED)
 
 
-def layouts_of_entry(entry: dict[str, Any], dtype: np.dtype) -> dict[str, FeatureLayout] | None:
-    """The feature layouts a manifest entry records (``layout``: output -> [offset, row shape]),
-    or None for an entry written before schema 2 (read them from the file, :func:`read_layouts`).
-
-    Raises
-    ------
-    StoreDamagedError
-        The recorded layout is not well-formed.
-    """
-    recorded = entry.get("layout")
-    if recorded is None:
-        return None
-    try:
-        return {out: FeatureLayout(None if offset is None else int(offset),
-                                   (int(entry["rows"]),) + tuple(int(d) for d in shape), np.dtype(dtype))
-                for out, (offset, shape) in recorded.items()}
-    except (TypeError, ValueError) as exc:
-        raise StoreDamagedError(f"shard {entry.get('file')!r}: its recorded layout is damaged ({exc})") from None
-
-
 def store_folder(store: Path, folder: str) -> Path:
     """``STORE/<folder>``, refused if it is a link or not a folder (it would lead reads and deletions
     outside the store)."""
@@ -459,12 +413,12 @@ def shard_dir(store: Path) -> Path:
     return store_folder(store, SHARD_DIR)
 
 
-def uncommitted_shards(store: Path, shards: list[dict[str, Any]]) -> list[Path]:
+def uncommitted_shards(store: Path, shards: list[ShardEntry]) -> list[Path]:
     """Files in ``STORE/shards/`` that no committed entry names (left by a killed writer or actor), sorted."""
     directory = shard_dir(store)
     if not directory.is_dir():
         return []
-    committed = {Path(shard["file"]).name for shard in shards}
+    committed = {shard.name for shard in shards}
     return sorted(item for item in directory.iterdir() if item.name not in committed)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def old_store(tmp_path) -> Path:
 
 
 def test_the_fixture_holds_a_journal_commit_past_its_checkpoint():
-    state = read_journal(FIXTURE / "store")
-    assert state.base == 2 and [sorted(r) for r in state.records] == [["classes", "failures", "seq", "shard"]]
+    header, *records = (FIXTURE / "store" / "journal.log").read_text(encoding="utf-8").splitlines()
+    assert json.loads(header) == {"base": 2, "version": 1} and len(read_journal(FIXTURE / "store").records) == 1
+    assert [sorted(json.loads(line.split(" ", 1)[1])) for line in records] == [["classes", "failures", "seq", "shard"]]
     manifest = json.loads((FIXTURE / "store" / "manifest.json").read_text(encoding="utf-8"))
     assert len(manifest["shards"]) == 1 and manifest["index"]["shards"] == 1
 
@@ -87,3 +89,34 @@ def test_an_old_head_loads_and_predicts_as_it_did(old_store, tmp_path):
     X = open_store(old_store).load().matrix(metadata["layers"]).astype(np.float32)
     assert estimator.predict(X).tolist() == EXPECTED["head"]["predict"]
     np.testing.assert_allclose(estimator.predict_proba(X), EXPECTED["head"]["predict_proba"], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("store", [FIXTURE / "store", Path(__file__).parent / "data" / "store_v1"])
+def test_typed_metadata_gives_back_the_files_byte_for_byte(store):
+    """Manifest, shard entries, the row index entry and journal records are typed; written back
+    they are the bytes the earlier featurestore wrote (schema 2, and schema 1's sha256 entries)."""
+    from featurestore.journal import encode_record
+    from featurestore.manifest import Manifest
+    from featurestore.metadata import JournalRecord, ShardEntry
+
+    raw = (store / "manifest.json").read_bytes()
+    manifest = Manifest.from_dict(json.loads(raw))
+    assert all(isinstance(shard, ShardEntry) for shard in manifest.shards)
+    assert json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":")).encode() == raw
+    journal = store / "journal.log"
+    lines = journal.read_bytes().splitlines(keepends=True)[1:] if journal.exists() else []
+    for line in lines:
+        assert encode_record(JournalRecord.from_dict(json.loads(line[9:]))) == line
+
+
+def test_a_shard_entry_is_checked_in_one_place():
+    from featurestore.metadata import MAX_SHARD_ROWS, MalformedError, ShardEntry
+
+    entry = {"file": "shards/a.h5", "rows": 3, "checksum": "xxh3_128:00", "layout": {"f": [4096, [2]]}}
+    assert ShardEntry.from_dict(entry).to_dict() == entry and ShardEntry.from_dict(entry).name == "a.h5"
+    for change, message in (({"rows": "3"}, "shards[0].rows is '3', expected an integer >= 0"),
+                            ({"rows": MAX_SHARD_ROWS + 1}, f"expected at most {MAX_SHARD_ROWS}"),
+                            ({"checksum": None}, "shards[0].checksum is None, expected a string"),
+                            ({"layout": {"f": [1, ["2"]]}}, "expected [offset, row shape]")):
+        with pytest.raises(MalformedError, match=re.escape(message)):
+            ShardEntry.from_dict({**entry, **change}, "shards[0]")
