@@ -180,7 +180,8 @@ def _commit_rate(model: Path, workdir: Path, rows: int, levels: list[int], commi
     from featurestore import read_spec
     from featurestore._atomic import file_sha256
     from featurestore.manifest import STORE_SCHEMA_VERSION, StoreConfig
-    from featurestore.shard import ShardBuffer, write_shard
+    from featurestore.shard_buffer import ShardBuffer
+    from featurestore.shard_write import write_shard
     from featurestore.writer import StoreWriter
 
     spec = read_spec(model)

@@ -45,7 +45,8 @@ class _ShardFactory:
         import h5py
 
         from featurestore.manifest import STORE_SCHEMA_VERSION
-        from featurestore.shard import ShardBuffer, write_shard
+        from featurestore.shard_buffer import ShardBuffer
+        from featurestore.shard_write import write_shard
 
         self.store, self.rows = store, rows
         buffer = ShardBuffer()

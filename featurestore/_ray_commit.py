@@ -20,7 +20,9 @@ from . import errors
 from .errors import FeatureStoreError, ImageDecodeError, WorkerError
 from .extract import ExtractReport
 from .metadata import MalformedError, ShardEntry
-from .shard import open_shard, read_index, shard_file
+from .hdf5_checks import open_shard
+from .shard_read import read_index
+from .store_paths import shard_file
 from .writer import StoreWriter
 
 __all__ = ["DistributedReport", "ShardCommitter"]

@@ -27,7 +27,8 @@ from .augment import augment_view
 from .decode import decode_or_error
 from .errors import FeatureStoreError, SourceChangedError, StoreMismatchError
 from .session import FeatureModel
-from .shard import ShardBuffer, write_shard
+from .shard_buffer import ShardBuffer
+from .shard_write import write_shard
 from .sources import SourceItem, content_key
 from .spec import Preprocessing
 
@@ -96,7 +97,7 @@ class InferenceWorker:
     """A Ray Data actor: one onnxruntime session, each batch written as one complete shard.
 
     Every batch becomes ``STORE/shards/<run_id>-<worker>-<seq>.h5`` (temporary name,
-    fsync, rename: :func:`featurestore.shard.write_shard`); the worker returns its manifest
+    fsync, rename: :func:`featurestore.shard_write.write_shard`); the worker returns its manifest
     entry, the rows' keys/views/paths/labels, the batch's failures and its own timing. The
     driver alone commits the shard to the manifest. A restarted actor gets a new worker
     name, so a retried batch never overwrites a file.

@@ -26,6 +26,7 @@ from ._time import utc_timestamp
 from .errors import StoreDamagedError, StoreError
 from .metadata import Failure, IndexEntry, JournalRecord, MalformedError, ShardEntry, is_count, is_strings, need
 from .spec import ModelSpec
+from .store_paths import check_shard_name, read_store_file, uncommitted_shards
 
 __all__ = ["MANIFEST_NAME", "STORE_SCHEMA_VERSION", "READABLE_SCHEMAS", "StoreConfig", "Manifest", "committed_digest"]
 
@@ -294,8 +295,6 @@ class Manifest:
 
     @classmethod
     def _read_checkpoint(cls, store: Path) -> "Manifest":
-        from .shard import check_shard_name, read_store_file  # the shard layer sits below the manifest
-
         path = store / MANIFEST_NAME
         try:
             raw = read_store_file(path, "manifest")  # never through a link
@@ -323,8 +322,6 @@ class Manifest:
     def apply(self, record: JournalRecord) -> None:
         """Apply one journal record (a shard and its labels, failures, a run) to this state."""
         if record.shard is not None:
-            from .shard import check_shard_name
-
             check_shard_name(record.shard.file)
             self.add_shard(record.shard, set(record.classes or ()))
         if record.failures:
@@ -405,8 +402,6 @@ def check_missing_journal(store: Path, manifest: "Manifest") -> None:
     StoreDamagedError
         The journal is missing from a store that had one (run ``featurestore repair``).
     """
-    from .shard import uncommitted_shards
-
     extra = [p for p in uncommitted_shards(store, manifest.shards) if not p.name.startswith(".")]
     if manifest.journal_seq or extra:
         why = (f"{MANIFEST_NAME} is checkpoint {manifest.journal_seq}" if not extra
@@ -418,8 +413,6 @@ def check_missing_journal(store: Path, manifest: "Manifest") -> None:
 def committed_digest(store: str | Path) -> str | None:
     """sha256 of what a store has committed (its checkpoint and the journal's valid records), or
     None when there is no store: it changes exactly when a commit changes the store."""
-    from .shard import read_store_file
-
     store = Path(store)
     try:
         digest = hashlib.sha256(read_store_file(store / MANIFEST_NAME, "manifest"))

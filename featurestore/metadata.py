@@ -100,7 +100,7 @@ class ShardEntry:
         Output -> ``(offset, row shape)`` of each feature dataset in the file (None: written
         before schema 2; read it from the file).
     stats : dict or None
-        Output -> aggregatable statistics of its rows (see :func:`~featurestore.shard.layer_stats`).
+        Output -> aggregatable statistics of its rows (see :func:`~featurestore.shard_buffer.layer_stats`).
     checksum_field : {'checksum', 'sha256'}
         The key the checksum is stored under (``sha256`` before schema 2).
     extra : dict

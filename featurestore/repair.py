@@ -2,7 +2,7 @@
 
 Every shard describes itself: its rows (keys, labels, splits, views, paths, aliases), its
 features, the store fingerprint it was written for, when it was written, and a checksum of
-its contents in its own attributes (:func:`~featurestore.shard.content_checksum`). Repair
+its contents in its own attributes (:func:`~featurestore.shard_write.content_checksum`). Repair
 reads every file in ``shards/`` and ``orphans/``, keeps those that pass their own check,
 and commits them in their original order (the checkpoint's shards, then the others by the
 time they were written), each only if its rows are not stored yet; then it
@@ -32,8 +32,11 @@ from .journal import salvage_records
 from .manifest import MANIFEST_NAME, READABLE_SCHEMAS, Manifest, StoreConfig
 from .metadata import Failure, JournalRecord, MalformedError, ShardEntry
 from .row_index import stale_index_files, write_row_index
-from .shard import (CONTENT_CHECKSUM_ATTR, SHARD_DIR, WRITTEN_ATTR, check_shard_name, content_checksum, layer_stats,
-                    open_shard, read_columns, shard_dir)
+from .hdf5_checks import open_shard
+from .shard_buffer import layer_stats
+from .shard_read import read_columns
+from .shard_write import CONTENT_CHECKSUM_ATTR, WRITTEN_ATTR, content_checksum
+from .store_paths import SHARD_DIR, check_shard_name, shard_dir
 from .spec import ModelSpec
 from .writer import LOCK_NAME
 

@@ -31,8 +31,11 @@ import numpy as np
 from ._atomic import checksum_of, write_bytes_atomic
 from .errors import StoreDamagedError
 from .metadata import IndexEntry
-from .columns import RowColumns, decode_strings
-from .shard import fixed_strings, memory_file, open_shard, read_store_file, store_file, store_folder
+from .columns import RowColumns
+from .hdf5_checks import open_shard
+from .shard_write import memory_file
+from .store_paths import read_store_file, store_file, store_folder
+from .strings import decode_strings, encode_strings
 
 __all__ = ["INDEX_DIR", "write_row_index", "read_row_index", "check_row_index_file", "index_file",
            "stale_index_files"]
@@ -57,18 +60,18 @@ def write_row_index(store: Path, name: str, columns: RowColumns) -> IndexEntry:
         for column, codes, names in (("label", columns.label_codes, columns.label_names),
                                      ("split", columns.split_codes, columns.split_names)):
             f.create_dataset(f"{column}_codes", data=np.asarray(codes, dtype=np.uint32))
-            data, string_dtype = fixed_strings([str(n) for n in names])
+            data, string_dtype = encode_strings([str(n) for n in names])
             f.create_dataset(f"{column}_names", data=data, dtype=string_dtype)
         f.create_dataset("view", data=np.asarray(columns.views, dtype=np.uint16))
         if columns.raw_paths.dtype.kind == "S":  # still as read from an index: written as it is
             f.create_dataset("paths", data=columns.raw_paths)
         else:
-            data, string_dtype = fixed_strings(list(columns.paths))
+            data, string_dtype = encode_strings(list(columns.paths))
             f.create_dataset("paths", data=data, dtype=string_dtype)
         group = f.create_group("aliases")
         group.create_dataset("keys", data=np.asarray(columns.aliases["keys"], dtype="S64"))
         for column in ("paths", "labels", "split"):
-            data, string_dtype = fixed_strings(list(columns.aliases[column]))
+            data, string_dtype = encode_strings(list(columns.aliases[column]))
             group.create_dataset(column, data=data, dtype=string_dtype)
         f.flush()
         layout = {name: [None if f[name].id.get_offset() is None else int(f[name].id.get_offset()),
@@ -89,7 +92,7 @@ def read_row_index(store: Path, entry: IndexEntry) -> RowColumns:
     The entry records where each column lies in the file (``layout``), so the file is read
     once and its columns are taken from those bytes without parsing HDF5 (nothing it could
     point to is ever followed); entries without a layout are read through h5py after the
-    same checks :class:`~featurestore.shard.open_shard` makes.
+    same checks :class:`~featurestore.hdf5_checks.open_shard` makes.
 
     Raises
     ------
@@ -159,7 +162,7 @@ def stale_index_files(store: Path, current: str | None) -> list[Path]:
 
 
 def check_row_index_file(store: Path, entry: IndexEntry) -> None:
-    """Open the index through h5py with :class:`~featurestore.shard.open_shard`'s checks (for
+    """Open the index through h5py with :class:`~featurestore.hdf5_checks.open_shard`'s checks (for
     ``featurestore verify``): only the writer's layout, and the columns where the entry says."""
     path = index_file(store, entry.file)
     with open_shard(path, groups=_GROUPS) as f:

@@ -19,7 +19,9 @@ from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, Sto
 from .manifest import Manifest, StoreConfig
 from .row_index import read_row_index
 from .metadata import FeatureLayout, ShardEntry
-from .shard import check_feature_layouts, open_shard, open_store_file, read_columns, read_layouts, shard_file
+from .hdf5_checks import check_feature_layouts, open_shard
+from .shard_read import read_columns, read_layouts
+from .store_paths import open_store_file, shard_file
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
@@ -224,7 +226,7 @@ class FeatureStore:
 
     def check_shards(self) -> None:
         """Check every shard's feature datasets against the layout the manifest records, as
-        :meth:`load` does for the shards it reads (see :func:`~featurestore.shard.check_feature_layouts`).
+        :meth:`load` does for the shards it reads (see :func:`~featurestore.hdf5_checks.check_feature_layouts`).
 
         Raises
         ------

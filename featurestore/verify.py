@@ -13,8 +13,10 @@ from .manifest import Manifest
 from .row_index import check_row_index_file, read_row_index
 from ._orphans import ORPHAN_DIR, orphan_files_in
 from .metadata import IndexEntry, ShardEntry
-from .shard import (CONTENT_CHECKSUM_ATTR, SHARD_DIR, content_checksum, open_shard, read_columns, shard_file,
-                    uncommitted_shards)
+from .hdf5_checks import open_shard
+from .shard_read import read_columns
+from .shard_write import CONTENT_CHECKSUM_ATTR, content_checksum
+from .store_paths import SHARD_DIR, shard_file, uncommitted_shards
 
 __all__ = ["verify_store", "orphan_files"]
 

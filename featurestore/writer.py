@@ -24,8 +24,11 @@ from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from .metadata import Failure, JournalRecord, MalformedError, ShardEntry
 from .row_index import INDEX_DIR, read_row_index, stale_index_files, write_row_index
-from .shard import (SHARD_DIR, ShardBuffer, open_shard, open_store_file, read_columns, shard_file,
-                    uncommitted_shards, write_shard)
+from .hdf5_checks import open_shard
+from .shard_buffer import ShardBuffer
+from .shard_read import read_columns
+from .shard_write import write_shard
+from .store_paths import SHARD_DIR, open_store_file, shard_file, uncommitted_shards
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]

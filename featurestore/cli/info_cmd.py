@@ -21,7 +21,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def store_info(path: Path) -> dict[str, Any]:
     """Everything `info` reports, as plain JSON data."""
-    from ..shard import shard_file
+    from ..store_paths import shard_file
     from ..store import open_store
     from ..verify import orphan_files
 

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from featurestore import open_store, verify_store
-from featurestore.shard import ShardBuffer, read_columns, write_shard
+from featurestore.shard_buffer import ShardBuffer
+from featurestore.shard_read import read_columns
+from featurestore.shard_write import write_shard
 from images import write_good_images
 
 

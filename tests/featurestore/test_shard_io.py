@@ -14,7 +14,7 @@ import pytest
 
 from featurestore import open_store, write_arrays
 from featurestore.errors import StoreError, UnsafeStoreError
-from featurestore.shard import layer_stats
+from featurestore.shard_buffer import layer_stats
 
 
 @pytest.fixture()
