@@ -1,7 +1,7 @@
 """The driver's side of distributed extraction: commit worker shards exactly once, count, report.
 
 No Ray here: :class:`ShardCommitter` takes the metadata each inference worker returns
-(see :class:`featurestore._ray_tasks.InferenceWorker`) and turns it into manifest commits
+(see :class:`featurestore._ray_tasks.InferenceWorker`) and turns it into commits (journal records)
 through the one :class:`~featurestore.writer.StoreWriter` the driver holds.
 
 Duplicate rule: a shard holding a (key, view) the store already has is never committed

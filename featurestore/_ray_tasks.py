@@ -97,9 +97,9 @@ class InferenceWorker:
     """A Ray Data actor: one onnxruntime session, each batch written as one complete shard.
 
     Every batch becomes ``STORE/shards/<run_id>-<worker>-<seq>.h5`` (temporary name,
-    fsync, rename: :func:`featurestore.shard_write.write_shard`); the worker returns its manifest
+    fsync, rename: :func:`featurestore.shard_write.write_shard`); the worker returns its shard
     entry, the rows' keys/views/paths/labels, the batch's failures and its own timing. The
-    driver alone commits the shard to the manifest. A restarted actor gets a new worker
+    driver alone commits the shard (one journal record). A restarted actor gets a new worker
     name, so a retried batch never overwrites a file.
 
     Errors of this package (the model file this worker sees is not the one the driver

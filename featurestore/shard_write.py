@@ -7,19 +7,20 @@ Layout (readable with h5py or h5dump, without featurestore)::
     /split             utf-8 (rows,)        split tag, "" when none
     /view              uint16 (rows,)       0 = the clean image, k = k-th augmented view
     /paths             utf-8 (rows,)        where the content was first seen
-
-(the utf-8 columns are fixed-length strings, as long as the longest entry; shards written
-by earlier versions hold variable-length strings, which read the same)
     /features/<output> float32|float16 (rows, dim)   one dataset per exported layer
     /aliases/{keys,paths,labels,split}      other places the same content was seen
     attrs: featurestore_store_schema, fingerprint, model_sha256,
            featurestore_content_checksum (xxh3-128 of every dataset, see content_checksum),
            featurestore_written_ns (when it was written, ns since the epoch)
 
+The utf-8 columns are fixed-length strings, as long as the longest entry
+(:mod:`featurestore.strings`); shards written by earlier versions hold variable-length
+strings, which read the same.
+
 Datasets are contiguous and unfiltered, so a reader can take feature rows straight from the
-file at the dataset's byte offset, which the manifest records for each shard (``layout``):
+file at the dataset's byte offset, which the shard's entry records (``layout``):
 one ``readinto`` for a block of rows, a memory map for scattered rows, and no HDF5 parsing
-on the read path. Integrity comes from the shard's checksum in the manifest (xxh3-128;
+on the read path. Integrity comes from the shard's checksum in its entry (xxh3-128;
 sha256 in shards written before schema 2), which ``featurestore verify`` checks together
 with the recorded offsets. A shard also describes itself: its own attributes carry a checksum
 of its datasets' contents, so ``featurestore repair`` can tell a complete shard from a
@@ -89,8 +90,8 @@ def write_shard(store: Path, name: str, buffer: ShardBuffer, *, dtype: str, laye
     arrays, are written with :func:`~featurestore._atomic.write_bytes_atomic`: under a
     temporary name, fsynced, renamed into place, the directory fsynced. HDF5 never writes to
     disk, so a full disk is a plain :class:`OSError` (HDF5 reported one through tracebacks
-    printed from destructors, and at some sizes crashed). Only the manifest makes the shard
-    part of the store.
+    printed from destructors, and at some sizes crashed). Only a commit (a journal record, then
+    the checkpoint) makes the shard part of the store.
 
     ``layers`` maps every output to its row shape, so that a shard holding only aliases
     still has every (empty) feature dataset.
