@@ -29,6 +29,9 @@ MAX_SHARD_ROWS = 1 << 40
 #: The statistics every layer of a shard entry records (``norm_sum`` and ``nonfinite`` are later additions).
 _STAT_FIELDS = ("count", "sum", "sumsq", "min", "max")
 _NUMBER = (int, float)
+#: The keys a shard entry may hold, by the key its checksum is under; any other is kept in ``extra``.
+_KNOWN_SHARD_FIELDS = {"checksum": frozenset(("file", "rows", "checksum", "aliases", "layout", "stats")),
+                       "sha256": frozenset(("file", "rows", "sha256", "aliases", "layout", "stats"))}
 
 
 class MalformedError(ValueError):
@@ -51,9 +54,21 @@ def is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
+def _counts(values: list[Any]) -> bool:
+    """Whether every item of ``values`` is an integer >= 0 (a row shape: one or two items, no generator)."""
+    for value in values:
+        if type(value) is not int or value < 0:
+            return False
+    return True
+
+
 def is_strings(value: Any) -> bool:
     """Whether ``value`` is a list of str."""
     return type(value) is list and all(type(v) is str for v in value)
+
+
+def _fail(where: str, name: str, value: Any, expected: str) -> None:
+    raise MalformedError(f"{where}{name} is {_short(value)}, expected {expected}")
 
 
 def _unknown(data: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -115,8 +130,8 @@ class ShardEntry:
     stats: dict[str, dict[str, float]] | None = None
     checksum_field: str = "checksum"
     extra: dict[str, Any] = field(default_factory=dict)
-
-    _FIELDS = ("file", "rows", "checksum", "sha256", "aliases", "layout", "stats")
+    #: The JSON object (built once; a changed copy made with ``dataclasses.replace`` builds its own).
+    _json: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -127,41 +142,58 @@ class ShardEntry:
     def from_dict(cls, data: Any, where: str = "shard") -> "ShardEntry":
         """Check and build an entry from its JSON object.
 
+        Run for every shard at every open: the checks build no message unless one fails.
+
         Raises
         ------
         MalformedError
             A field is missing or of the wrong type (the message says which, under ``where``).
         """
-        need(type(data) is dict, where, data, "an object")
+        if type(data) is not dict:
+            _fail(where, "", data, "an object")
         file, rows, aliases = data.get("file"), data.get("rows"), data.get("aliases")
-        need(type(file) is str, f"{where}.file", file, "a string")
-        need(is_count(rows), f"{where}.rows", rows, "an integer >= 0")
-        need(rows <= MAX_SHARD_ROWS, f"{where}.rows", rows, f"at most {MAX_SHARD_ROWS}")
-        need(aliases is None or is_count(aliases), f"{where}.aliases", aliases, "an integer >= 0")
+        if type(file) is not str:
+            _fail(where, ".file", file, "a string")
+        if type(rows) is not int or rows < 0:
+            _fail(where, ".rows", rows, "an integer >= 0")
+        if rows > MAX_SHARD_ROWS:
+            _fail(where, ".rows", rows, f"at most {MAX_SHARD_ROWS}")
+        if aliases is not None and (type(aliases) is not int or aliases < 0):
+            _fail(where, ".aliases", aliases, "an integer >= 0")
         checksum_field = "checksum" if "checksum" in data or "sha256" not in data else "sha256"
         checksum = data.get(checksum_field)
-        need(type(checksum) is str, f"{where}.checksum", checksum, "a string")
+        if type(checksum) is not str:
+            _fail(where, ".checksum", checksum, "a string")
         layout = data.get("layout")
         if layout is not None:
-            need(type(layout) is dict, f"{where}.layout", layout, "an object")
+            if type(layout) is not dict:
+                _fail(where, ".layout", layout, "an object")
+            typed = {}
             for out, item in layout.items():
-                need(type(item) is list and len(item) == 2 and (item[0] is None or is_count(item[0]))
-                     and type(item[1]) is list and all(is_count(d) for d in item[1]),
-                     f"{where}.layout[{out!r}]", item, "[offset, row shape]")
-            layout = {out: (offset, tuple(shape)) for out, (offset, shape) in layout.items()}
+                if not (type(item) is list and len(item) == 2 and (item[0] is None or is_count(item[0]))
+                        and type(item[1]) is list and _counts(item[1])):
+                    _fail(where, f".layout[{out!r}]", item, "[offset, row shape]")
+                typed[out] = (item[0], tuple(item[1]))
+            layout = typed
         stats = data.get("stats")
         if stats is not None:
-            need(type(stats) is dict, f"{where}.stats", stats, "an object")
+            if type(stats) is not dict:
+                _fail(where, ".stats", stats, "an object")
             for out, item in stats.items():
-                need(type(item) is dict and all(type(item.get(k)) in _NUMBER for k in _STAT_FIELDS)
-                     and type(item.get("norm_sum", 0.0)) in _NUMBER,
-                     f"{where}.stats[{out!r}]", item, f"numbers {', '.join(_STAT_FIELDS)}, norm_sum")
-        other = "sha256" if checksum_field == "checksum" else "checksum"
-        known = tuple(name for name in cls._FIELDS if name != other)
-        return cls(file, rows, checksum, aliases, layout, stats, checksum_field, _unknown(data, known))
+                if not (type(item) is dict and type(item.get("count")) in _NUMBER and type(item.get("sum")) in _NUMBER
+                        and type(item.get("sumsq")) in _NUMBER and type(item.get("min")) in _NUMBER
+                        and type(item.get("max")) in _NUMBER and type(item.get("norm_sum", 0.0)) in _NUMBER):
+                    _fail(where, f".stats[{out!r}]", item, f"numbers {', '.join(_STAT_FIELDS)}, norm_sum")
+        known = _KNOWN_SHARD_FIELDS[checksum_field]
+        extra = {} if data.keys() <= known else {key: value for key, value in data.items() if key not in known}
+        entry = cls(file, rows, checksum, aliases, layout, stats, checksum_field, extra)
+        object.__setattr__(entry, "_json", data)  # what was read is what to_dict gives back
+        return entry
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object, as the manifest and the journal hold it."""
+        """The JSON object, as the manifest and the journal hold it (do not modify it)."""
+        if self._json is not None:
+            return self._json
         out: dict[str, Any] = {"file": self.file, "rows": self.rows, self.checksum_field: self.checksum}
         if self.aliases is not None:
             out["aliases"] = self.aliases
@@ -169,7 +201,9 @@ class ShardEntry:
             out["layout"] = {name: [offset, list(shape)] for name, (offset, shape) in self.layout.items()}
         if self.stats is not None:
             out["stats"] = self.stats
-        return {**self.extra, **out}
+        out = {**self.extra, **out}
+        object.__setattr__(self, "_json", out)
+        return out
 
     def feature_layouts(self, dtype: np.dtype) -> dict[str, FeatureLayout] | None:
         """Where each feature dataset lies, as recorded (None for an entry written before schema 2:

@@ -120,3 +120,15 @@ def test_a_shard_entry_is_checked_in_one_place():
                             ({"layout": {"f": [1, ["2"]]}}, "expected [offset, row shape]")):
         with pytest.raises(MalformedError, match=re.escape(message)):
             ShardEntry.from_dict({**entry, **change}, "shards[0]")
+
+
+def test_a_changed_shard_entry_writes_its_own_fields_and_keeps_unknown_ones():
+    from featurestore.metadata import FeatureLayout, ShardEntry
+
+    old = {"file": "shards/a.h5", "rows": 2, "sha256": "ab" * 32, "future": {"x": 1}}
+    entry = ShardEntry.from_dict(old)
+    assert entry.checksum_field == "sha256" and entry.extra == {"future": {"x": 1}} and entry.to_dict() == old
+    moved = entry.moved_to("shards/b.h5").with_layout({"f": FeatureLayout(4096, (2, 3), np.dtype("float32"))})
+    assert moved.to_dict() == {**old, "file": "shards/b.h5", "layout": {"f": [4096, [3]]}}
+    assert moved.feature_layouts(np.dtype("float16")) == {"f": FeatureLayout(4096, (2, 3), np.dtype("float16"))}
+    assert entry.to_dict() == old, "the original entry is unchanged"
