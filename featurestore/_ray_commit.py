@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .errors import FeatureStoreError, ImageDecodeError, WorkerError
+from .errors import FeatureStoreError, ImageDecodeError, MalformedRecordError, WorkerError
 from .extract import ExtractReport
-from .metadata import MalformedError, ShardEntry
+from .metadata import ShardEntry
 from .hdf5_checks import open_shard
 from .shard_read import read_index
 from .store_paths import shard_file
@@ -123,7 +123,7 @@ class ShardCommitter:
         if not isinstance(entry, ShardEntry):  # as a worker sends it: JSON
             try:
                 entry = ShardEntry.from_dict(entry)
-            except MalformedError as exc:
+            except MalformedRecordError as exc:
                 raise WorkerError(f"a worker returned a malformed shard entry: {exc}") from None
         if any(row in self.writer.row_ids for row in zip(keys, views)):
             self._rewrite(entry)

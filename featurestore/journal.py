@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import path_kind, read_regular_file, write_bytes_atomic
-from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
-from .metadata import JournalRecord, MalformedError
+from .errors import MalformedRecordError, NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
+from .metadata import JournalRecord
 
 __all__ = ["JOURNAL_NAME", "JOURNAL_VERSION", "JournalState", "read_journal", "salvage_records", "record_problem",
            "append_record", "reset_journal", "cut_torn_tail", "encode_record"]
@@ -87,7 +87,7 @@ def record_problem(record: Any) -> str | None:
     (see :meth:`JournalRecord.from_dict <featurestore.metadata.JournalRecord.from_dict>`)."""
     try:
         JournalRecord.from_dict(record)
-    except MalformedError as exc:
+    except MalformedRecordError as exc:
         return str(exc)
     return None
 
@@ -179,7 +179,7 @@ def read_journal(store: str | Path) -> JournalState:
         try:
             record = JournalRecord.from_dict(record)
             problem = None
-        except MalformedError as exc:
+        except MalformedRecordError as exc:
             problem = str(exc)
         if problem is None and record.seq != expected:
             problem = (f"its sequence number is {record.seq}, the one after the previous record is {expected} "
@@ -217,7 +217,7 @@ def salvage_records(store: str | Path) -> list[JournalRecord]:
             continue
         try:
             record = JournalRecord.from_dict(parsed)
-        except MalformedError:
+        except MalformedRecordError:
             continue
         if record.seq not in seen:
             seen.add(record.seq)

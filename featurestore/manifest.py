@@ -25,8 +25,8 @@ from typing import Any
 from ._atomic import write_bytes_atomic
 from .journal import JOURNAL_NAME, append_record, read_journal, reset_journal
 from ._time import utc_timestamp
-from .errors import StoreDamagedError, StoreError
-from .metadata import Failure, IndexEntry, JournalRecord, MalformedError, ShardEntry, is_count, is_strings, need
+from .errors import MalformedRecordError, StoreDamagedError, StoreError
+from .metadata import Failure, IndexEntry, JournalRecord, ShardEntry, is_count, is_strings, need
 from .spec import ModelSpec
 from .store_paths import check_shard_name, read_store_file, uncommitted_shards
 
@@ -187,7 +187,7 @@ class Manifest:
 
         Raises
         ------
-        MalformedError
+        MalformedRecordError
             Says where the document is wrong.
         """
         need(type(data.get("fingerprint")) is str, "fingerprint", data.get("fingerprint"), "a string")
@@ -197,7 +197,7 @@ class Manifest:
             store_config = StoreConfig(**config)
             spec = ModelSpec.from_dict(data.get("model_spec") if type(data.get("model_spec")) is dict else {})
         except (TypeError, ValueError) as exc:  # StoreError and SpecError are ValueErrors
-            raise MalformedError(f"config or model_spec does not build ({exc})") from None
+            raise MalformedRecordError(f"config or model_spec does not build ({exc})") from None
         need(is_strings(config["layers"]) and is_strings(config["augment"]) and is_count(config.get("views", 0)),
              "config", config, "layers and augment as lists of strings, views an integer")
         need(is_strings(data.get("classes")), "classes", data.get("classes"), "a list of strings")
@@ -314,7 +314,7 @@ class Manifest:
                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
         try:
             manifest = cls.from_dict(data)
-        except MalformedError as exc:
+        except MalformedRecordError as exc:
             raise StoreDamagedError(f"{path}: {exc}; {_DAMAGED}") from None
         for shard in manifest.shards:
             check_shard_name(shard.file)

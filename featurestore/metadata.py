@@ -7,7 +7,7 @@ these classes existed keep their bytes when they are rewritten). Nothing outside
 reads these records by string key. :class:`~featurestore.manifest.Manifest`, the checkpoint
 that holds them, is built from the same checks.
 
-``from_dict`` raises :class:`MalformedError` saying where a record is wrong (``shards[3].rows
+``from_dict`` raises :class:`MalformedRecordError` saying where a record is wrong (``shards[3].rows
 is 'four', expected an integer >= 0``); the manifest and the journal turn it into one
 :class:`~featurestore.errors.StoreDamagedError` naming their file.
 """
@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_SHARD_ROWS", "MalformedError", "FeatureLayout", "ShardEntry", "IndexEntry", "Failure",
+from .errors import MalformedRecordError
+
+__all__ = ["MAX_SHARD_ROWS", "FeatureLayout", "ShardEntry", "IndexEntry", "Failure",
            "JournalRecord"]
 
 #: The most rows an entry may say one shard holds (far beyond any shard a writer makes; the
@@ -34,19 +36,15 @@ _KNOWN_SHARD_FIELDS = {"checksum": frozenset(("file", "rows", "checksum", "alias
                        "sha256": frozenset(("file", "rows", "sha256", "aliases", "layout", "stats"))}
 
 
-class MalformedError(ValueError):
-    """What is wrong in a manifest or journal record (the reader turns it into a StoreDamagedError naming the file)."""
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def need(ok: bool, where: str, value: Any, expected: str) -> None:
-    """Raise :class:`MalformedError` ``"<where> is <value>, expected <expected>"`` unless ``ok``."""
+    """Raise :class:`MalformedRecordError` ``"<where> is <value>, expected <expected>"`` unless ``ok``."""
     if not ok:
-        raise MalformedError(f"{where} is {_short(value)}, expected {expected}")
+        raise MalformedRecordError(f"{where} is {_short(value)}, expected {expected}")
 
 
 def is_count(value: Any) -> bool:
@@ -68,7 +66,7 @@ def is_strings(value: Any) -> bool:
 
 
 def _fail(where: str, name: str, value: Any, expected: str) -> None:
-    raise MalformedError(f"{where}{name} is {_short(value)}, expected {expected}")
+    raise MalformedRecordError(f"{where}{name} is {_short(value)}, expected {expected}")
 
 
 def _unknown(data: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -146,7 +144,7 @@ class ShardEntry:
 
         Raises
         ------
-        MalformedError
+        MalformedRecordError
             A field is missing or of the wrong type (the message says which, under ``where``).
         """
         if type(data) is not dict:
@@ -254,7 +252,7 @@ class IndexEntry:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "index") -> "IndexEntry":
-        """Check and build an entry from its JSON object (raises :class:`MalformedError`)."""
+        """Check and build an entry from its JSON object (raises :class:`MalformedRecordError`)."""
         need(type(data) is dict and type(data.get("file")) is str and is_count(data.get("rows"))
              and is_count(data.get("shards")) and type(data.get("checksum")) is str
              and type(data.get("layout", {})) is dict, where, data, "{file, rows, checksum, shards, layout}")
@@ -280,7 +278,7 @@ class Failure:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "failure") -> "Failure":
-        """Check and build a failure from its JSON object (raises :class:`MalformedError`)."""
+        """Check and build a failure from its JSON object (raises :class:`MalformedRecordError`)."""
         need(type(data) is dict and type(data.get("path")) is str
              and (data.get("key") is None or type(data.get("key")) is str)
              and type(data.get("error")) is str and type(data.get("message")) is str,
@@ -331,36 +329,36 @@ class JournalRecord:
 
         Raises
         ------
-        MalformedError
+        MalformedRecordError
             Says what is wrong, as "its ..." (the journal's messages name the line).
         """
         if type(data) is not dict:
-            raise MalformedError("it is not an object")
+            raise MalformedRecordError("it is not an object")
         unknown = sorted(set(data) - set(cls._FIELDS))
         if unknown:
-            raise MalformedError(f"it has unknown field(s) {', '.join(map(repr, unknown))}")
+            raise MalformedRecordError(f"it has unknown field(s) {', '.join(map(repr, unknown))}")
         seq = data.get("seq")
         if not is_count(seq) or seq < 1:
-            raise MalformedError(f"its sequence number is {seq!r}")
+            raise MalformedRecordError(f"its sequence number is {seq!r}")
         shard = None
         if "shard" in data:
             try:
                 shard = ShardEntry.from_dict(data["shard"], "shard")
-            except MalformedError as exc:
-                raise MalformedError(f"its {exc}") from None
+            except MalformedRecordError as exc:
+                raise MalformedRecordError(f"its {exc}") from None
         classes = data.get("classes")
         if classes is not None and not is_strings(classes):
-            raise MalformedError("its classes are not a list of strings")
+            raise MalformedRecordError("its classes are not a list of strings")
         failures = data.get("failures")
         if failures is not None:
             try:
                 need(type(failures) is list, "failures", failures, "a list")
                 failures = tuple(Failure.from_dict(item) for item in failures)
-            except MalformedError:
-                raise MalformedError("its failures are malformed") from None
+            except MalformedRecordError:
+                raise MalformedRecordError("its failures are malformed") from None
         run = data.get("run")
         if "run" in data and type(run) is not dict:
-            raise MalformedError("its run is not an object")
+            raise MalformedRecordError("its run is not an object")
         return cls(seq, shard, None if classes is None else tuple(classes), failures, run)
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from typing import Any
 from ._atomic import file_checksum, file_sha256
 from ._orphans import ORPHAN_DIR, move_aside, orphan_files_in
 from .columns import RowColumns
-from .errors import FeatureStoreError, StoreError, StoreLockedError
+from .errors import FeatureStoreError, MalformedRecordError, StoreError, StoreLockedError
 from .journal import salvage_records
 from .manifest import MANIFEST_NAME, READABLE_SCHEMAS, Manifest, StoreConfig
-from .metadata import Failure, JournalRecord, MalformedError, ShardEntry
+from .metadata import Failure, JournalRecord, ShardEntry
 from .row_index import stale_index_files, write_row_index
 from .hdf5_checks import open_shard
 from .shard_buffer import layer_stats
@@ -142,8 +142,11 @@ def _checkpoint(store: Path) -> tuple[Manifest, Any]:
 
     try:
         data = json.loads(path.read_bytes())
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
+    except ValueError as exc:
+        raise refused(exc) from None
+    if not isinstance(data, dict):
+        raise refused("not a JSON object")
+    try:
         config, spec = StoreConfig(**data["config"]), ModelSpec.from_dict(data["model_spec"])
         seq = int(data.get("journal_seq", 0))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -156,7 +159,7 @@ def _checkpoint(store: Path) -> tuple[Manifest, Any]:
     for item in data.get("failures") if isinstance(data.get("failures"), list) else []:
         try:
             failures.append(Failure.from_dict(item))
-        except MalformedError:
+        except MalformedRecordError:
             continue
     runs = [run for run in data.get("runs") if isinstance(run, dict)] if isinstance(data.get("runs"), list) else []
     created = data.get("created") if isinstance(data.get("created"), str) else None
@@ -172,7 +175,7 @@ def _named(entries: Any) -> dict[str, tuple[int, ShardEntry]]:
         try:
             entry = item if isinstance(item, ShardEntry) else ShardEntry.from_dict(item)
             name = check_shard_name(entry.file)
-        except (FeatureStoreError, MalformedError):
+        except (FeatureStoreError, MalformedRecordError):
             continue
         out.setdefault(name, (i, entry))
     return out

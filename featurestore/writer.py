@@ -18,11 +18,12 @@ import numpy as np
 
 from ._version import __version__
 from ._orphans import ORPHAN_DIR, move_aside
-from .errors import OptionsError, StoreDamagedError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+from .errors import (MalformedRecordError, OptionsError, StoreDamagedError, StoreError, StoreLockedError,
+                     StoreMismatchError, StoreWriteError)
 from .columns import RowColumns
 from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
-from .metadata import Failure, JournalRecord, MalformedError, ShardEntry
+from .metadata import Failure, JournalRecord, ShardEntry
 from .row_index import INDEX_DIR, read_row_index, stale_index_files, write_row_index
 from .hdf5_checks import open_shard
 from .shard_buffer import ShardBuffer
@@ -431,7 +432,7 @@ class StoreWriter:
         if not isinstance(entry, ShardEntry):
             try:
                 entry = ShardEntry.from_dict(entry)
-            except MalformedError as exc:
+            except MalformedRecordError as exc:
                 raise StoreError(f"refusing to commit a malformed shard entry to {self.path}: {exc}") from None
         rows = list(zip(keys, (int(v) for v in views)))
         file = Path(entry.file)

@@ -110,7 +110,8 @@ def test_typed_metadata_gives_back_the_files_byte_for_byte(store):
 
 
 def test_a_shard_entry_is_checked_in_one_place():
-    from featurestore.metadata import MAX_SHARD_ROWS, MalformedError, ShardEntry
+    from featurestore.errors import MalformedRecordError
+    from featurestore.metadata import MAX_SHARD_ROWS, ShardEntry
 
     entry = {"file": "shards/a.h5", "rows": 3, "checksum": "xxh3_128:00", "layout": {"f": [4096, [2]]}}
     assert ShardEntry.from_dict(entry).to_dict() == entry and ShardEntry.from_dict(entry).name == "a.h5"
@@ -118,7 +119,7 @@ def test_a_shard_entry_is_checked_in_one_place():
                             ({"rows": MAX_SHARD_ROWS + 1}, f"expected at most {MAX_SHARD_ROWS}"),
                             ({"checksum": None}, "shards[0].checksum is None, expected a string"),
                             ({"layout": {"f": [1, ["2"]]}}, "expected [offset, row shape]")):
-        with pytest.raises(MalformedError, match=re.escape(message)):
+        with pytest.raises(MalformedRecordError, match=re.escape(message)):
             ShardEntry.from_dict({**entry, **change}, "shards[0]")
 
 
