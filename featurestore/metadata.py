@@ -22,8 +22,7 @@ import numpy as np
 
 from .errors import MalformedRecordError
 
-__all__ = ["MAX_SHARD_ROWS", "FeatureLayout", "ShardEntry", "IndexEntry", "Failure",
-           "JournalRecord"]
+__all__ = ["MAX_SHARD_ROWS", "FeatureLayout", "ShardEntry", "IndexEntry", "Failure", "JournalRecord"]
 
 #: The most rows an entry may say one shard holds (far beyond any shard a writer makes; the
 #: shard file's own row count is checked wherever the shard is read).
