@@ -145,33 +145,33 @@ def _listing_variant(folder: Path) -> Variant:
     return Variant("driver listing", run, count, "img")
 
 
-def _worker_meta(store: Path, source: Path, entry: dict[str, Any], seq: int, rows: int) -> dict[str, Any]:
+def _worker_meta(store: Path, source: Path, entry: Any, seq: int, rows: int) -> dict[str, Any]:
     """The metadata a worker returns for a new shard: a hard link of one written shard, fresh keys."""
     name = f"bench-{seq:06d}.h5"
     os.link(source, store / "shards" / name)
     keys = [f"{seq:016x}{i:048x}" for i in range(rows)]
-    shard = {"entry": dict(entry, file=f"shards/{name}"), "keys": keys, "views": [0] * rows,
+    shard = {"entry": entry.moved_to(f"shards/{name}"), "keys": keys, "views": [0] * rows,
              "paths": [f"/data/{k[:24]}.jpg" for k in keys], "labels": [""] * rows}
     return {"worker": "bench", "images": rows, "seconds": 0.0, "failures": [], "shard": shard, "error": None}
 
 
-def _commit_level(writer, entry: dict[str, Any], source: Path, prefill: int, commits: int) -> dict[str, Any]:
+def _commit_level(writer, entry: Any, source: Path, prefill: int, commits: int) -> dict[str, Any]:
     """Time ``commits`` driver commits into a manifest grown to ``prefill`` shards."""
     from featurestore._ray_commit import DistributedReport, ShardCommitter
     from featurestore.manifest import MANIFEST_NAME
 
     while len(writer.manifest.shards) < prefill:  # entries only: a commit never opens earlier shards
-        writer.manifest.add_shard(dict(entry, file=f"shards/prefill-{len(writer.manifest.shards):06d}.h5"), set())
+        writer.manifest.add_shard(entry.moved_to(f"shards/prefill-{len(writer.manifest.shards):06d}.h5"), set())
     committer = ShardCommitter(writer, DistributedReport(store=str(writer.path)))
     samples = []
     for _ in range(commits):
-        meta = _worker_meta(writer.path, source, entry, len(writer.manifest.shards), entry["rows"])
+        meta = _worker_meta(writer.path, source, entry, len(writer.manifest.shards), entry.rows)
         started = time.perf_counter()
         committer.take(meta)
         samples.append(time.perf_counter() - started)
-    stats = summarize(samples, entry["rows"], "row")
+    stats = summarize(samples, entry.rows, "row")
     return {"manifest_shards": prefill, "manifest_mib": (writer.path / MANIFEST_NAME).stat().st_size / 2**20,
-            "shard_rows": entry["rows"], "commits": commits, "commit": stats,
+            "shard_rows": entry.rows, "commits": commits, "commit": stats,
             "shards_per_s": 1.0 / stats["median_s"], "rows_per_s": stats["rate"]}
 
 
@@ -180,7 +180,8 @@ def _commit_rate(model: Path, workdir: Path, rows: int, levels: list[int], commi
     from featurestore import read_spec
     from featurestore._atomic import file_sha256
     from featurestore.manifest import STORE_SCHEMA_VERSION, StoreConfig
-    from featurestore.shard import ShardBuffer, write_shard
+    from featurestore.shard_buffer import ShardBuffer
+    from featurestore.shard_write import write_shard
     from featurestore.writer import StoreWriter
 
     spec = read_spec(model)
@@ -196,7 +197,7 @@ def _commit_rate(model: Path, workdir: Path, rows: int, levels: list[int], commi
                  "model_sha256": config.model_sha256}
         entry = write_shard(writer.path, "bench-source.h5", buffer, dtype=config.dtype,
                             layers={layer.output: (layer.dim,) for layer in spec.layers}, attrs=attrs)
-        source = writer.path / entry["file"]
+        source = writer.path / entry.file
         return [_commit_level(writer, entry, source, level, commits) for level in levels]
     finally:
         writer.close()

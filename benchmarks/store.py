@@ -208,17 +208,17 @@ def _layer_variants(case: _Case) -> list[Variant]:
 # and, indented, parts nested in them.
 _WRITE_PARTS = {
     "per-row content keys (row sha256, threads)": ("from_arrays.py", "_row_digests"),
-    "shard files (write_shard)": ("shard.py", "write_shard"),
+    "shard files (write_shard)": ("shard_write.py", "write_shard"),
     "checkpoint: row index (write_row_index)": ("row_index.py", "write_row_index"),
     "checkpoint: manifest (save)": ("manifest.py", "save"),
     "opening the written store": ("store.py", "__init__"),
-    "  layer statistics (in write_shard)": ("shard.py", "layer_stats"),
+    "  layer statistics (in write_shard)": ("shard_buffer.py", "layer_stats"),
     "  shard checksum (in write_shard)": ("_atomic.py", "checksum_of"),
     "  fsync (all)": ("~", "<built-in method posix.fsync>"),
 }
 _READ_PARTS = {
     "open: manifest, journal, row index": ("store.py", "__init__"),
-    "shard layout checks (before _fill)": ("shard.py", "check_feature_layouts"),
+    "shard layout checks (before _fill)": ("hdf5_checks.py", "check_feature_layouts"),
     "feature arrays (_fill)": ("store.py", "_fill"),
     "  row index (in open)": ("row_index.py", "read_row_index"),
     "  checksummed shard reads (in _fill)": ("store.py", "_fill_checked"),

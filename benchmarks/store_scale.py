@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ class _ShardFactory:
         import h5py
 
         from featurestore.manifest import STORE_SCHEMA_VERSION
-        from featurestore.shard import ShardBuffer, write_shard
+        from featurestore.shard_buffer import ShardBuffer
+        from featurestore.shard_write import write_shard
 
         self.store, self.rows = store, rows
         buffer = ShardBuffer()
@@ -55,7 +57,7 @@ class _ShardFactory:
                         {"f": rng.random((rows, dim), dtype=np.float32)})
         attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": "0" * 64, "model_sha256": "0" * 64}
         self.entry = write_shard(store, "template.h5", buffer, dtype="float32", layers={"f": (dim,)}, attrs=attrs)
-        template = store / self.entry["file"]
+        template = store / self.entry.file
         with h5py.File(template, "r") as f:
             self.keys_offset = int(f["keys"].id.get_offset())
         self.bytes = bytearray(template.read_bytes())
@@ -63,7 +65,7 @@ class _ShardFactory:
         self.labels = [f"class-{i % 10}" for i in range(rows)]
         self.paths = [f"images/{i:09d}.jpg" for i in range(rows)]
 
-    def make(self, number: int) -> tuple[dict[str, Any], list[str]]:
+    def make(self, number: int) -> tuple[Any, list[str]]:
         """Write shard ``number``; return its entry and keys."""
         import xxhash
 
@@ -73,8 +75,8 @@ class _ShardFactory:
         self.bytes[self.keys_offset:self.keys_offset + 64 * self.rows] = "".join(keys).encode()
         name = f"sim-{number:07d}.h5"
         (self.store / "shards" / name).write_bytes(self.bytes)
-        entry = dict(self.entry, file=f"shards/{name}",
-                     checksum=CHECKSUM_PREFIX + xxhash.xxh3_128(bytes(self.bytes)).hexdigest())
+        entry = replace(self.entry, file=f"shards/{name}",
+                        checksum=CHECKSUM_PREFIX + xxhash.xxh3_128(bytes(self.bytes)).hexdigest())
         return entry, keys
 
 
@@ -107,7 +109,7 @@ def _open_figures(store: Path) -> dict[str, float]:
     index = opened.manifest.index
     return {"open_s": statistics.median(times), "held_bytes": held, "peak_bytes": peak, "rows": len(opened),
             "manifest_bytes": (store / "manifest.json").stat().st_size,
-            "index_bytes": (store / index["file"]).stat().st_size if index else 0}
+            "index_bytes": (store / index.file).stat().st_size if index else 0}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ._atomic import fsync_dir
-from .shard import store_folder
+from .store_paths import store_folder
 
 __all__ = ["ORPHAN_DIR", "orphan_files_in", "move_aside"]
 

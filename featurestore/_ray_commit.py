@@ -1,7 +1,7 @@
 """The driver's side of distributed extraction: commit worker shards exactly once, count, report.
 
 No Ray here: :class:`ShardCommitter` takes the metadata each inference worker returns
-(see :class:`featurestore._ray_tasks.InferenceWorker`) and turns it into manifest commits
+(see :class:`featurestore._ray_tasks.InferenceWorker`) and turns it into commits (journal records)
 through the one :class:`~featurestore.writer.StoreWriter` the driver holds.
 
 Duplicate rule: a shard holding a (key, view) the store already has is never committed
@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .errors import FeatureStoreError, ImageDecodeError, WorkerError
+from .errors import FeatureStoreError, ImageDecodeError, MalformedRecordError, WorkerError
 from .extract import ExtractReport
-from .shard import open_shard, read_index, shard_file
+from .metadata import ShardEntry
+from .hdf5_checks import open_shard
+from .shard_read import read_index
+from .store_paths import shard_file
 from .writer import StoreWriter
 
 __all__ = ["DistributedReport", "ShardCommitter"]
@@ -116,22 +119,28 @@ class ShardCommitter:
 
     def _commit(self, shard: dict[str, Any]) -> None:
         keys, views = shard["keys"], shard["views"]
+        entry = shard["entry"]
+        if not isinstance(entry, ShardEntry):  # as a worker sends it: JSON
+            try:
+                entry = ShardEntry.from_dict(entry)
+            except MalformedRecordError as exc:
+                raise WorkerError(f"a worker returned a malformed shard entry: {exc}") from None
         if any(row in self.writer.row_ids for row in zip(keys, views)):
-            self._rewrite(shard["entry"])
+            self._rewrite(entry)
             return
-        self.writer.commit_external(shard["entry"], keys, views, shard["paths"], shard["labels"],
+        self.writer.commit_external(entry, keys, views, shard["paths"], shard["labels"],
                                     splits=shard.get("splits"))
         self.report.shards += 1
         self.report.decoded += len(set(keys))
 
-    def _rewrite(self, entry: dict[str, Any]) -> None:
+    def _rewrite(self, entry: ShardEntry) -> None:
         """Keep only the rows the store lacks, through the writer's own buffer; delete the file."""
-        file = shard_file(self.writer.path, entry["file"])
+        file = shard_file(self.writer.path, entry.file)
         index = read_index(file)
         keep = [i for i, row in enumerate(zip(index["keys"].tolist(), index["view"].tolist()))
                 if row not in self.writer.row_ids]
         self.report.rewritten += 1
-        self.report.dropped_rows += entry["rows"] - len(keep)
+        self.report.dropped_rows += entry.rows - len(keep)
         if keep:
             with open_shard(file) as f:
                 features = {name: f["features"][name][()][keep] for name in f["features"]}

@@ -27,7 +27,8 @@ from .augment import augment_view
 from .decode import decode_or_error
 from .errors import FeatureStoreError, SourceChangedError, StoreMismatchError
 from .session import FeatureModel
-from .shard import ShardBuffer, write_shard
+from .shard_buffer import ShardBuffer
+from .shard_write import write_shard
 from .sources import SourceItem, content_key
 from .spec import Preprocessing
 
@@ -99,9 +100,9 @@ class InferenceWorker:
     """A Ray Data actor: one onnxruntime session, each batch written as one complete shard.
 
     Every batch becomes ``STORE/shards/<run_id>-<worker>-<seq>.h5`` (temporary name,
-    fsync, rename: :func:`featurestore.shard.write_shard`); the worker returns its manifest
+    fsync, rename: :func:`featurestore.shard_write.write_shard`); the worker returns its shard
     entry, the rows' keys/views/paths/labels, the batch's failures and its own timing. The
-    driver alone commits the shard to the manifest. A restarted actor gets a new worker
+    driver alone commits the shard (one journal record). A restarted actor gets a new worker
     name, so a retried batch never overwrites a file.
 
     Errors of this package (the model file this worker sees is not the one the driver
@@ -168,7 +169,7 @@ class InferenceWorker:
         name = f"{self.run_id}-{self.token}-{self.seq:05d}.h5"
         self.seq += 1
         entry = write_shard(self.store, name, buffer, dtype=self.dtype, layers=self.layers, attrs=self.attrs)
-        return {"entry": entry, "keys": keys, "views": views, "paths": paths, "labels": labels, "splits": splits}
+        return {"entry": entry.to_dict(), "keys": keys, "views": views, "paths": paths, "labels": labels, "splits": splits}
 
     def _maybe_crash(self) -> None:
         if self.crash_after and self.seq == self.crash_after:

@@ -7,28 +7,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RowColumns", "encode_categories", "decode_strings"]
+from .strings import decode_strings
+
+__all__ = ["RowColumns", "encode_categories"]
 
 
 def encode_categories(values: Any) -> tuple[np.ndarray, np.ndarray]:
     """``values`` (strings) as codes into their sorted distinct values: ``(uint32 codes, object names)``."""
     names, codes = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
     return codes.astype(np.uint32).reshape(-1), names.astype(object)
-
-
-def decode_strings(raw: np.ndarray) -> np.ndarray:
-    """Fixed-length utf-8 bytes as an object array of str (numpy decodes ASCII without a Python loop).
-
-    Bytes that are not valid UTF-8 (a file name stored as its own bytes) decode with
-    ``surrogateescape``, giving back the str Python uses for that name (``os.fsdecode``).
-    """
-    if raw.dtype.kind != "S":
-        return np.asarray(raw, dtype=object)
-    if not len(raw):
-        return np.array([], dtype=object)
-    if np.frombuffer(raw.tobytes(), dtype=np.uint8).max(initial=0) < 128:
-        return raw.astype(str).astype(object)
-    return np.array([b.decode("utf-8", "surrogateescape") for b in raw.tolist()], dtype=object)
 
 
 @dataclass

@@ -5,7 +5,8 @@ item by content and drops what the store already has or knows to be bad, exactly
 :func:`featurestore.extract` does. The rest flows through a Ray Data pipeline: decoding in
 CPU tasks, then an actor pool where each actor holds one onnxruntime session and writes
 each batch as one complete shard straight into the store (temporary name, fsync, rename).
-Only the driver commits shards, one atomic manifest replacement each, as they arrive; a
+Only the driver commits shards, one fsynced journal record each, as they arrive (the
+journal is folded into a checkpoint now and then, as by the local engine); a
 shard that repeats a stored row is never committed as it is (see
 :mod:`featurestore._ray_commit`). A killed actor is restarted by Ray and its batch retried;
 what it wrote before dying was never committed: the driver deletes it at the end of the

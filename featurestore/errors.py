@@ -18,6 +18,7 @@ __all__ = [
     "StoreLockedError",
     "StoreWriteError",
     "StoreDamagedError",
+    "MalformedRecordError",
     "UnsafeStoreError",
     "UnsafeModelError",
     "LayerNotInStoreError",
@@ -109,6 +110,11 @@ class StoreWriteError(StoreError, OSError):
 
 class StoreDamagedError(StoreError):
     """A store's own files disagree with one another (a checksum, a row count, a recorded layout)."""
+
+
+class MalformedRecordError(StoreDamagedError):
+    """A manifest or journal record is not what a writer writes (its message says where; the
+    manifest and journal readers name their file in the :class:`StoreDamagedError` they raise)."""
 
 
 class UnsafeStoreError(StoreError):

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import path_kind, read_regular_file, write_bytes_atomic
-from .errors import NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
+from .errors import MalformedRecordError, NotAFileError, StoreDamagedError, StoreError, UnsafeStoreError
+from .metadata import JournalRecord
 
 __all__ = ["JOURNAL_NAME", "JOURNAL_VERSION", "JournalState", "read_journal", "salvage_records", "record_problem",
            "append_record", "reset_journal", "cut_torn_tail", "encode_record"]
@@ -35,12 +36,6 @@ __all__ = ["JOURNAL_NAME", "JOURNAL_VERSION", "JournalState", "read_journal", "s
 JOURNAL_NAME = "journal.log"
 #: The journal format this featurestore writes and reads (a header without ``version`` is version 1).
 JOURNAL_VERSION = 1
-#: The most rows a journal record may say one shard holds (far beyond any shard a writer makes;
-#: the shard file's own row count is checked wherever the shard is read).
-MAX_SHARD_ROWS = 1 << 40
-
-_RECORD_FIELDS = ("seq", "shard", "classes", "failures", "run")
-_FAILURE_FIELDS = ("path", "key", "error", "message")
 
 
 @dataclass
@@ -51,7 +46,7 @@ class JournalState:
     ----------
     base : int or None
         Sequence number of the checkpoint the journal continues (None: no journal file).
-    records : list of dict
+    records : list of JournalRecord
         The valid records, in order.
     valid_bytes : int
         Length of the valid prefix (header and records); anything after it is a torn tail.
@@ -62,7 +57,7 @@ class JournalState:
     """
 
     base: int | None
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[JournalRecord] = field(default_factory=list)
     valid_bytes: int = 0
     size: int = 0
     version: int = JOURNAL_VERSION
@@ -76,9 +71,10 @@ def _header(base: int) -> bytes:
     return json.dumps({"base": base, "version": JOURNAL_VERSION}, separators=(",", ":")).encode() + b"\n"
 
 
-def encode_record(record: dict[str, Any]) -> bytes:
+def encode_record(record: JournalRecord | dict[str, Any]) -> bytes:
     """One journal line: the CRC32 of the compact JSON, a space, the JSON, a newline."""
-    body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    data = record.to_dict() if isinstance(record, JournalRecord) else record
+    body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
@@ -86,56 +82,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _shard_problem(shard: Any) -> str | None:
-    if not isinstance(shard, dict):
-        return "its shard entry is not an object"
-    if not isinstance(shard.get("file"), str):
-        return "its shard entry names no file"
-    rows = shard.get("rows")
-    if not _is_int(rows) or not 0 <= rows <= MAX_SHARD_ROWS:
-        return f"its shard {shard['file']} says it holds {rows!r} rows"
-    if not isinstance(shard.get("checksum", shard.get("sha256")), str):
-        return f"its shard {shard['file']} has no checksum"
-    if "aliases" in shard and not (_is_int(shard["aliases"]) and shard["aliases"] >= 0):
-        return f"its shard {shard['file']} says it holds {shard['aliases']!r} aliases"
-    layout = shard.get("layout")
-    if layout is not None and not (isinstance(layout, dict) and all(
-            isinstance(item, list) and len(item) == 2 and (item[0] is None or _is_int(item[0]))
-            and isinstance(item[1], list) and all(_is_int(d) and d >= 0 for d in item[1]) for item in layout.values())):
-        return f"its shard {shard['file']} has a malformed layout"
-    if "stats" in shard and not isinstance(shard["stats"], dict):
-        return f"its shard {shard['file']} has malformed statistics"
-    return None
-
-
 def record_problem(record: Any) -> str | None:
-    """What is wrong with a journal record's structure, or None when it is what a writer writes.
-
-    A record is an object with an integer ``seq`` >= 1 and any of ``shard`` (``file``,
-    integer ``rows`` in [0, 2**40], a ``checksum``, and optionally ``aliases``, ``layout``
-    and ``stats``), ``classes`` (strings), ``failures`` (objects with string ``path``,
-    ``error`` and ``message`` and a string or null ``key``) and ``run`` (an object).
-    """
-    if not isinstance(record, dict):
-        return "it is not an object"
-    unknown = sorted(set(record) - set(_RECORD_FIELDS))
-    if unknown:
-        return f"it has unknown field(s) {', '.join(map(repr, unknown))}"
-    if not _is_int(record.get("seq")) or record["seq"] < 1:
-        return f"its sequence number is {record.get('seq')!r}"
-    if "shard" in record and (problem := _shard_problem(record["shard"])):
-        return problem
-    classes = record.get("classes", [])
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        return "its classes are not a list of strings"
-    failures = record.get("failures", [])
-    if not isinstance(failures, list) or not all(
-            isinstance(f, dict) and set(_FAILURE_FIELDS) <= set(f) and isinstance(f["path"], str)
-            and (f["key"] is None or isinstance(f["key"], str)) and isinstance(f["error"], str)
-            and isinstance(f["message"], str) for f in failures):
-        return "its failures are malformed"
-    if "run" in record and not isinstance(record["run"], dict):
-        return "its run is not an object"
+    """What is wrong with a journal record's structure, or None when it is what a writer writes
+    (see :meth:`JournalRecord.from_dict <featurestore.metadata.JournalRecord.from_dict>`)."""
+    try:
+        JournalRecord.from_dict(record)
+    except MalformedRecordError as exc:
+        return str(exc)
     return None
 
 
@@ -223,14 +176,18 @@ def read_journal(store: str | Path) -> JournalState:
                 break  # torn: the last line, garbled (a power cut before its fsync)
             raise _damaged(path, f"line {line} (byte {position}) does not match its checksum and "
                                  f"{len(data) - end - 1} bytes of later records follow it")
-        problem = record_problem(record)
-        if problem is None and record["seq"] != expected:
-            problem = (f"its sequence number is {record['seq']}, the one after the previous record is {expected} "
+        try:
+            record = JournalRecord.from_dict(record)
+            problem = None
+        except MalformedRecordError as exc:
+            problem = str(exc)
+        if problem is None and record.seq != expected:
+            problem = (f"its sequence number is {record.seq}, the one after the previous record is {expected} "
                        "(a repeated or missing record)")
-        if problem is None and "shard" in record:
-            if record["shard"]["file"] in files:
-                problem = f"it commits shard {record['shard']['file']} a second time"
-            files.add(record["shard"]["file"])
+        if problem is None and record.shard is not None:
+            if record.shard.file in files:
+                problem = f"it commits shard {record.shard.file} a second time"
+            files.add(record.shard.file)
         if problem:
             raise _damaged(path, f"line {line} (record {expected}) is not a valid commit: {problem}")
         state.records.append(record)
@@ -240,7 +197,7 @@ def read_journal(store: str | Path) -> JournalState:
     return state
 
 
-def salvage_records(store: str | Path) -> list[dict[str, Any]]:
+def salvage_records(store: str | Path) -> list[JournalRecord]:
     """Every record of ``STORE/journal.log`` that still reads (checksum and fields), whatever surrounds
     it, in file order, the first of each sequence number kept; for ``featurestore repair``.
 
@@ -252,17 +209,23 @@ def salvage_records(store: str | Path) -> list[dict[str, Any]]:
     data = _journal_bytes(Path(store) / JOURNAL_NAME)
     if data is None:
         return []
-    out: list[dict[str, Any]] = []
+    out: list[JournalRecord] = []
     seen: set[int] = set()
     for line in data.split(b"\n")[1:]:
-        good, record = _decode(line)
-        if good and record_problem(record) is None and record["seq"] not in seen:
-            seen.add(record["seq"])
+        good, parsed = _decode(line)
+        if not good:
+            continue
+        try:
+            record = JournalRecord.from_dict(parsed)
+        except MalformedRecordError:
+            continue
+        if record.seq not in seen:
+            seen.add(record.seq)
             out.append(record)
     return out
 
 
-def append_record(store: str | Path, record: dict[str, Any]) -> int:
+def append_record(store: str | Path, record: JournalRecord | dict[str, Any]) -> int:
     """Append one record and fsync it; returns the bytes written.
 
     One ``write`` on an ``O_APPEND`` descriptor, then ``fdatasync``: once this returns, the
@@ -273,7 +236,7 @@ def append_record(store: str | Path, record: dict[str, Any]) -> int:
     StoreError
         The record is not well-formed (:func:`record_problem`); nothing is written.
     """
-    problem = record_problem(record)
+    problem = record_problem(record.to_dict() if isinstance(record, JournalRecord) else record)
     if problem:
         raise StoreError(f"refusing to commit a malformed record to {Path(store) / JOURNAL_NAME}: {problem}")
     line = encode_record(record)

@@ -13,17 +13,22 @@ or ``featurestore migrate``, upgrades them to schema 2.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ._atomic import write_bytes_atomic
 from .journal import JOURNAL_NAME, append_record, read_journal, reset_journal
 from ._time import utc_timestamp
-from .errors import StoreDamagedError, StoreError
+from .errors import MalformedRecordError, StoreDamagedError, StoreError
+from .metadata import Failure, IndexEntry, JournalRecord, ShardEntry, is_count, is_strings, need
 from .spec import ModelSpec
+from .store_paths import check_shard_name, read_store_file, uncommitted_shards
 
 __all__ = ["MANIFEST_NAME", "STORE_SCHEMA_VERSION", "READABLE_SCHEMAS", "StoreConfig", "Manifest", "committed_digest"]
 
@@ -106,169 +111,140 @@ def _show(value: Any) -> str:
 
 
 _DAMAGED = "the store is damaged (restore the file, or extract again into a new store)"
+#: The checkpoint's fields; any other is kept as it is (:attr:`Manifest.extra`).
+_FIELDS = ("schema_version", "fingerprint", "config", "model_spec", "created", "updated", "classes", "shards",
+           "failures", "runs", "journal_seq", "index")
 
 
-class _Malformed(Exception):
-    """What is wrong in a manifest or journal record (turned into a StoreDamagedError naming the file)."""
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _need(ok: bool, where: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise _Malformed(f"{where} is {_short(value)}, expected {expected}")
-
-
-def _count(value: Any) -> bool:
-    return type(value) is int and value >= 0
-
-
-def _strings(value: Any) -> bool:
-    return type(value) is list and all(type(v) is str for v in value)
-
-
-_STAT_FIELDS = ("count", "sum", "sumsq", "min", "max")
-
-
-_NUMBER = (int, float)
-
-
-def _entry_ok(entry: Any) -> bool:
-    """Whether a shard entry is well-formed: the fast path of :func:`check_shard_entry` (run for
-    every shard at every open), which only says where an entry is wrong."""
-    if type(entry) is not dict or type(entry.get("file")) is not str or not _count(entry.get("rows")) \
-            or not _count(entry.get("aliases", 0)) or type(entry.get("checksum", entry.get("sha256"))) is not str:
-        return False
-    layout, stats = entry.get("layout"), entry.get("stats")
-    if layout is not None:
-        if type(layout) is not dict:
-            return False
-        for item in layout.values():
-            if type(item) is not list or len(item) != 2 or not (item[0] is None or _count(item[0])) \
-                    or type(item[1]) is not list or not all(_count(d) for d in item[1]):
-                return False
-    if stats is not None:
-        if type(stats) is not dict:
-            return False
-        for item in stats.values():
-            if type(item) is not dict or type(item.get("count")) not in _NUMBER \
-                    or type(item.get("sum")) not in _NUMBER or type(item.get("sumsq")) not in _NUMBER \
-                    or type(item.get("min")) not in _NUMBER or type(item.get("max")) not in _NUMBER \
-                    or type(item.get("norm_sum", 0.0)) not in _NUMBER:
-                return False
-    return True
-
-
-def check_shard_entry(entry: Any, where: str) -> None:
-    """Raise _Malformed unless ``entry`` has a shard entry's structure (file, rows, checksum, layout, stats)."""
-    _need(type(entry) is dict, where, entry, "an object")
-    _need(type(entry.get("file")) is str, f"{where}.file", entry.get("file"), "a string")
-    _need(_count(entry.get("rows")), f"{where}.rows", entry.get("rows"), "an integer >= 0")
-    _need(_count(entry.get("aliases", 0)), f"{where}.aliases", entry.get("aliases"), "an integer >= 0")
-    checksum = entry.get("checksum", entry.get("sha256"))
-    _need(type(checksum) is str, f"{where}.checksum", checksum, "a string")
-    layout = entry.get("layout")
-    if layout is not None:
-        _need(type(layout) is dict, f"{where}.layout", layout, "an object")
-        for out, item in layout.items():
-            _need(type(item) is list and len(item) == 2 and (item[0] is None or _count(item[0]))
-                  and type(item[1]) is list and all(_count(d) for d in item[1]),
-                  f"{where}.layout[{out!r}]", item, "[offset, row shape]")
-    stats = entry.get("stats")
-    if stats is not None:
-        _need(type(stats) is dict, f"{where}.stats", stats, "an object")
-        for out, item in stats.items():
-            _need(type(item) is dict and all(type(item.get(k)) in (int, float) for k in _STAT_FIELDS)
-                  and type(item.get("norm_sum", 0.0)) in (int, float),
-                  f"{where}.stats[{out!r}]", item, f"numbers {', '.join(_STAT_FIELDS)}, norm_sum")
-
-
-def check_failures(failures: Any, where: str) -> None:
-    """Raise _Malformed unless ``failures`` is a list of {path, key, error, message} records."""
-    _need(type(failures) is list, where, failures, "a list")
-    for i, failure in enumerate(failures):
-        _need(type(failure) is dict and type(failure.get("path")) is str
-              and (failure.get("key") is None or type(failure.get("key")) is str)
-              and type(failure.get("error")) is str and type(failure.get("message")) is str,
-              f"{where}[{i}]", failure, "{path, key, error, message}")
-
-
-def check_structure(data: dict[str, Any]) -> None:
-    """Raise _Malformed unless a checkpoint has the structure the reader relies on.
-
-    Checked once, when the manifest is read, so that nothing later meets a wrong type: the
-    config and model spec must build, and every shard entry, failure, class, run and the
-    index entry must have their fields' types.
-    """
-    _need(type(data.get("fingerprint")) is str, "fingerprint", data.get("fingerprint"), "a string")
-    config = data.get("config")
-    _need(type(config) is dict, "config", config, "an object")
-    try:
-        StoreConfig(**config)
-        ModelSpec.from_dict(data.get("model_spec") if type(data.get("model_spec")) is dict else {})
-    except (TypeError, ValueError) as exc:  # StoreError and SpecError are ValueErrors
-        raise _Malformed(f"config or model_spec does not build ({exc})") from None
-    _need(_strings(config["layers"]) and _strings(config["augment"]) and _count(config.get("views", 0)),
-          "config", config, "layers and augment as lists of strings, views an integer")
-    _need(_strings(data.get("classes")), "classes", data.get("classes"), "a list of strings")
-    shards = data.get("shards")
-    _need(type(shards) is list, "shards", shards, "a list")
-    for i, entry in enumerate(shards):
-        if not _entry_ok(entry):
-            check_shard_entry(entry, f"shards[{i}]")
-            raise _Malformed(f"shards[{i}] is {_short(entry)}, expected a shard entry")
-    check_failures(data.get("failures"), "failures")
-    runs = data.get("runs", [])
-    _need(type(runs) is list and all(type(r) is dict for r in runs), "runs", runs, "a list of objects")
-    _need(_count(data.get("journal_seq", 0)), "journal_seq", data.get("journal_seq"), "an integer >= 0")
-    index = data.get("index")
-    if index is not None:
-        _need(type(index) is dict and type(index.get("file")) is str and _count(index.get("rows"))
-              and _count(index.get("shards")) and type(index.get("checksum")) is str
-              and type(index.get("layout", {})) is dict, "index", index, "{file, rows, checksum, shards, layout}")
-
-
+@dataclass(eq=False)
 class Manifest:
     """A store's committed state: the checkpoint in ``manifest.json`` with the journal's records applied.
 
+    Its fields are the checkpoint's, typed (:meth:`from_dict` checks them, :meth:`to_dict`
+    gives back the JSON document key for key). Unlike the records it holds it is not frozen:
+    each commit applies one journal record in place, so that a commit costs the same in a
+    store of ten shards or a hundred thousand.
+
     Attributes
     ----------
-    data : dict
-        The JSON document: ``schema_version``, ``fingerprint``, ``config``, ``model_spec``,
-        ``classes``, ``shards`` (``file``, ``rows``, ``checksum``, ``layout``, ``stats``),
-        ``failures`` (``path``, ``key``, ``error``, ``message``), ``runs`` (provenance of each
-        extract), ``journal_seq`` (the last journal record the checkpoint holds) and ``index``
-        (the row index file covering the checkpoint's first ``index.shards`` shards, or None).
+    fingerprint : str
+    config : StoreConfig
+    spec : ModelSpec
+        The model's spec (``model_spec`` in the file).
+    schema_version : int
+    classes : tuple of str
+        Every label the committed shards hold, sorted.
+    shards : list of ShardEntry
+    failures : list of Failure
+        Inputs that gave no row (``path``, ``key``, ``error``, ``message``).
+    runs : list of dict
+        Provenance of each run that changed the store.
+    journal_seq : int
+        The last journal record the checkpoint file holds.
+    index : IndexEntry or None
+        The row index covering the checkpoint's first ``index.shards`` shards.
+    created, updated : str or None
+        When the store was created and last checkpointed (UTC).
+    extra : dict
+        Fields this featurestore does not know, kept as they are.
     seq : int
-        The last journal record applied.
+        The last journal record applied (not part of the file).
     checkpoint_shards : int
         How many of :attr:`shards` the checkpoint file itself names (the rest came from the journal).
     """
 
-    def __init__(self, data: dict[str, Any], seq: int = 0) -> None:
-        self.data = data
-        self.seq = seq
-        self.checkpoint_shards = len(data.get("shards", []))
+    fingerprint: str
+    config: StoreConfig
+    spec: ModelSpec
+    schema_version: int = STORE_SCHEMA_VERSION
+    classes: tuple[str, ...] = ()
+    shards: list[ShardEntry] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    journal_seq: int = 0
+    index: IndexEntry | None = None
+    created: str | None = None
+    updated: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    checkpoint_shards: int = 0
+
+    def __post_init__(self) -> None:
+        self.checkpoint_shards = len(self.shards)
 
     @classmethod
     def new(cls, config: StoreConfig, spec: ModelSpec) -> "Manifest":
         """The state of an empty store (write it with :meth:`save`)."""
-        return cls({
-            "schema_version": STORE_SCHEMA_VERSION,
-            "fingerprint": config.fingerprint,
-            "config": asdict(config),
-            "model_spec": spec.to_dict(),
-            "created": utc_timestamp(),
-            "classes": [],
-            "shards": [],
-            "failures": [],
-            "runs": [],
-            "journal_seq": 0,
-            "index": None,
-        })
+        return cls(config.fingerprint, config, spec, created=utc_timestamp())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        """Check a checkpoint's structure and build its state (``seq`` is its ``journal_seq``).
+
+        Checked once, when the manifest is read, so that nothing later meets a wrong type: the
+        config and model spec must build, and every shard entry, failure, class, run and the
+        index entry must have their fields' types.
+
+        Raises
+        ------
+        MalformedRecordError
+            Says where the document is wrong.
+        """
+        need(type(data.get("fingerprint")) is str, "fingerprint", data.get("fingerprint"), "a string")
+        config = data.get("config")
+        need(type(config) is dict, "config", config, "an object")
+        try:
+            store_config = StoreConfig(**config)
+            spec = ModelSpec.from_dict(data.get("model_spec") if type(data.get("model_spec")) is dict else {})
+        except (TypeError, ValueError) as exc:  # StoreError and SpecError are ValueErrors
+            raise MalformedRecordError(f"config or model_spec does not build ({exc})") from None
+        need(is_strings(config["layers"]) and is_strings(config["augment"]) and is_count(config.get("views", 0)),
+             "config", config, "layers and augment as lists of strings, views an integer")
+        need(is_strings(data.get("classes")), "classes", data.get("classes"), "a list of strings")
+        shards = data.get("shards")
+        need(type(shards) is list, "shards", shards, "a list")
+        with _gc_paused():
+            entries = [ShardEntry.from_dict(entry, f"shards[{i}]") for i, entry in enumerate(shards)]
+        failures = data.get("failures")
+        need(type(failures) is list, "failures", failures, "a list")
+        failures = [Failure.from_dict(item, f"failures[{i}]") for i, item in enumerate(failures)]
+        runs = data.get("runs", [])
+        need(type(runs) is list and all(type(r) is dict for r in runs), "runs", runs, "a list of objects")
+        seq = data.get("journal_seq", 0)
+        need(is_count(seq), "journal_seq", seq, "an integer >= 0")
+        index = data.get("index")
+        need(type(data.get("schema_version")) is int, "schema_version", data.get("schema_version"), "an integer")
+        stamps = {name: data[name] for name in ("created", "updated") if type(data.get(name)) is str}
+        extra = {k: v for k, v in data.items() if k not in _FIELDS or k in ("created", "updated") and k not in stamps}
+        return cls(data["fingerprint"], store_config, spec, schema_version=data["schema_version"],
+                   classes=tuple(data["classes"]), shards=entries, failures=failures, runs=list(runs), journal_seq=seq,
+                   index=None if index is None else IndexEntry.from_dict(index), created=stamps.get("created"),
+                   updated=stamps.get("updated"), extra=extra, seq=seq)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's JSON document, as ``manifest.json`` holds it."""
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "fingerprint": self.fingerprint,
+            "config": asdict(self.config),
+            "model_spec": self.spec.to_dict(),
+            "classes": list(self.classes),
+            "shards": [shard.to_dict() for shard in self.shards],
+            "failures": [failure.to_dict() for failure in self.failures],
+            "runs": self.runs,
+        }
+        if self.schema_version >= 2:  # schema 1 had no journal and no row index
+            out["journal_seq"] = self.journal_seq
+            out["index"] = None if self.index is None else self.index.to_dict()
+        for name in ("created", "updated"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return {**self.extra, **out}
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The JSON document (:meth:`to_dict`)."""
+        return self.to_dict()
 
     @classmethod
     def load(cls, store: str | Path) -> "Manifest":
@@ -291,10 +267,10 @@ class Manifest:
         previous = None
         for _ in range(20):
             manifest = cls._read_checkpoint(Path(store))
-            if manifest.data["schema_version"] == 1:
+            if manifest.schema_version == 1:
                 return manifest
             journal = read_journal(store)
-            base = manifest.data.get("journal_seq", 0)
+            base = manifest.journal_seq
             if journal.base is not None and journal.base > base:
                 stamp = _file_stamp(Path(store) / MANIFEST_NAME)
                 if stamp == previous:  # the same checkpoint twice: no writer is replacing it
@@ -306,16 +282,16 @@ class Manifest:
                 continue  # a checkpoint happened between the two reads
             if journal.base is None:
                 check_missing_journal(Path(store), manifest)
-            committed = {shard["file"] for shard in manifest.shards}
+            committed = {shard.file for shard in manifest.shards}
             for record in journal.records:
-                if record["seq"] > base:
-                    if "shard" in record:
-                        if record["shard"]["file"] in committed:
+                if record.seq > base:
+                    if record.shard is not None:
+                        if record.shard.file in committed:
                             raise StoreDamagedError(
-                                f"{Path(store) / JOURNAL_NAME}: record {record['seq']} commits shard "
-                                f"{record['shard']['file']} a second time; the store is damaged, nothing was "
+                                f"{Path(store) / JOURNAL_NAME}: record {record.seq} commits shard "
+                                f"{record.shard.file} a second time; the store is damaged, nothing was "
                                 f"changed: run `featurestore repair {store}`")
-                        committed.add(record["shard"]["file"])
+                        committed.add(record.shard.file)
                     manifest.apply(record)
             return manifest
         raise StoreError(f"{store}: {JOURNAL_NAME} and {MANIFEST_NAME} kept changing while being read; "
@@ -323,8 +299,6 @@ class Manifest:
 
     @classmethod
     def _read_checkpoint(cls, store: Path) -> "Manifest":
-        from .shard import check_shard_name, read_store_file  # the shard layer sits below the manifest
-
         path = store / MANIFEST_NAME
         try:
             raw = read_store_file(path, "manifest")  # never through a link
@@ -339,43 +313,39 @@ class Manifest:
             raise StoreError(f"{path} has store schema version {version!r}; this featurestore reads versions "
                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
         try:
-            check_structure(data)
-        except _Malformed as exc:
+            manifest = cls.from_dict(data)
+        except MalformedRecordError as exc:
             raise StoreDamagedError(f"{path}: {exc}; {_DAMAGED}") from None
-        for shard in data["shards"]:
-            check_shard_name(shard["file"])
-        manifest = cls(data, data.get("journal_seq", 0))
-        index = data.get("index")
-        if index is not None and (not isinstance(index, dict) or index.get("shards") != len(data["shards"])):
-            raise StoreDamagedError(f"{path}: its row index entry does not cover its {len(data['shards'])} shards; "
+        for shard in manifest.shards:
+            check_shard_name(shard.file)
+        if manifest.index is not None and manifest.index.shards != len(manifest.shards):
+            raise StoreDamagedError(f"{path}: its row index entry does not cover its {len(manifest.shards)} shards; "
                                     "the store is damaged")
         return manifest
 
-    def apply(self, record: dict[str, Any]) -> None:
+    def apply(self, record: JournalRecord) -> None:
         """Apply one journal record (a shard and its labels, failures, a run) to this state."""
-        if "shard" in record:
-            from .shard import check_shard_name
+        if record.shard is not None:
+            check_shard_name(record.shard.file)
+            self.add_shard(record.shard, set(record.classes or ()))
+        if record.failures:
+            self.add_failures(record.failures)
+        if record.run is not None:
+            self.runs.append(record.run)
+        self.seq = record.seq
 
-            check_shard_name(record["shard"].get("file") if isinstance(record["shard"], dict) else None)
-            self.add_shard(record["shard"], set(record.get("classes", [])))
-        if record.get("failures"):
-            self.add_failures(record["failures"])
-        if "run" in record:
-            self.data["runs"].append(record["run"])
-        self.seq = record["seq"]
-
-    def append(self, store: str | Path, record: dict[str, Any]) -> None:
-        """Commit ``record`` (keys ``shard``, ``classes``, ``failures``, ``run``): one fsynced journal append."""
-        record = {**record, "seq": self.seq + 1}
+    def append(self, store: str | Path, record: JournalRecord) -> None:
+        """Commit ``record`` (a shard and its classes, failures, a run): one fsynced journal append."""
+        record = record.numbered(self.seq + 1)
         append_record(store, record)
         self.apply(record)
 
-    def save(self, store: str | Path, index: dict[str, Any] | None = None) -> None:
+    def save(self, store: str | Path, index: IndexEntry | None = None) -> None:
         """Write this state as the checkpoint: replace ``manifest.json`` atomically, then reset the journal.
 
         Parameters
         ----------
-        index : dict, optional
+        index : IndexEntry, optional
             The entry of a row index covering every shard (see
             :func:`~featurestore.row_index.write_row_index`); default: the current one,
             which must then still cover every shard.
@@ -385,65 +355,52 @@ class Manifest:
         times slower on a manifest of thousands of shards.
         """
         if index is not None:
-            self.data["index"] = {**index, "shards": len(self.shards)}
-        elif self.data.get("index") and self.data["index"]["shards"] != len(self.shards):
+            self.index = replace(index, shards=len(self.shards))
+        elif self.index is not None and self.index.shards != len(self.shards):
             raise StoreError("a checkpoint needs a row index covering every shard")
-        self.data["schema_version"] = STORE_SCHEMA_VERSION
-        self.data["journal_seq"] = self.seq
-        self.data["updated"] = utc_timestamp()
-        text = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        self.schema_version = STORE_SCHEMA_VERSION
+        self.journal_seq = self.seq
+        self.updated = utc_timestamp()
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         write_bytes_atomic(Path(store) / MANIFEST_NAME, text.encode())
         reset_journal(store, self.seq)
         self.checkpoint_shards = len(self.shards)
 
     @property
-    def schema_version(self) -> int:
-        return self.data["schema_version"]
-
-    @property
-    def index(self) -> dict[str, Any] | None:
-        """The row index entry (``file``, ``rows``, ``checksum``, ``shards``), or None."""
-        return self.data.get("index")
-
-    @property
-    def config(self) -> StoreConfig:
-        return StoreConfig(**self.data["config"])
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec.from_dict(self.data["model_spec"])
-
-    @property
-    def fingerprint(self) -> str:
-        return self.data["fingerprint"]
-
-    @property
-    def shards(self) -> list[dict[str, Any]]:
-        return self.data["shards"]
-
-    @property
-    def failures(self) -> list[dict[str, Any]]:
-        return self.data["failures"]
-
-    @property
     def rows(self) -> int:
-        return sum(shard["rows"] for shard in self.shards)
+        """Rows committed."""
+        return sum(shard.rows for shard in self.shards)
 
-    def add_shard(self, entry: dict[str, Any], classes: set[str]) -> None:
+    def add_shard(self, entry: ShardEntry, classes: set[str]) -> None:
         """Record a committed shard and the labels it holds (in memory)."""
         self.shards.append(entry)
-        self.data["classes"] = sorted(set(self.data["classes"]) | classes)
+        self.classes = tuple(sorted(set(self.classes) | classes))
 
-    def add_failures(self, failures: list[dict[str, Any]]) -> int:
+    def add_failures(self, failures: Iterable[Failure]) -> int:
         """Record failures not seen before (same path and key); returns how many were new."""
-        seen = {(f["path"], f["key"]) for f in self.failures}
+        seen = {f.seen for f in self.failures}
         added = 0
         for failure in failures:
-            if (failure["path"], failure["key"]) not in seen:
+            if failure.seen not in seen:
                 self.failures.append(failure)
-                seen.add((failure["path"], failure["key"]))
+                seen.add(failure.seen)
                 added += 1
         return added
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building one entry per shard allocates enough objects
+    to trigger full collections, each walking the whole parsed document (at 10^5 shards the
+    typed manifest took about twice as long to build as the raw dict took to check, and as long
+    with collections paused). Nothing built here holds a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -464,11 +421,9 @@ def check_missing_journal(store: Path, manifest: "Manifest") -> None:
     StoreDamagedError
         The journal is missing from a store that had one (run ``featurestore repair``).
     """
-    from .shard import uncommitted_shards
-
     extra = [p for p in uncommitted_shards(store, manifest.shards) if not p.name.startswith(".")]
-    if manifest.data.get("journal_seq", 0) or extra:
-        why = (f"{MANIFEST_NAME} is checkpoint {manifest.data.get('journal_seq', 0)}" if not extra
+    if manifest.journal_seq or extra:
+        why = (f"{MANIFEST_NAME} is checkpoint {manifest.journal_seq}" if not extra
                else f"shards/ holds {len(extra)} shard file(s) that {MANIFEST_NAME} does not name")
         raise StoreDamagedError(f"{store / JOURNAL_NAME} is missing and {why}: commits may be lost; nothing was "
                                 f"changed: run `featurestore repair {store}` to rebuild the store from its shard files")
@@ -477,8 +432,6 @@ def check_missing_journal(store: Path, manifest: "Manifest") -> None:
 def committed_digest(store: str | Path) -> str | None:
     """sha256 of what a store has committed (its checkpoint and the journal's valid records), or
     None when there is no store: it changes exactly when a commit changes the store."""
-    from .shard import read_store_file
-
     store = Path(store)
     try:
         digest = hashlib.sha256(read_store_file(store / MANIFEST_NAME, "manifest"))

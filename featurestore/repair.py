@@ -2,7 +2,7 @@
 
 Every shard describes itself: its rows (keys, labels, splits, views, paths, aliases), its
 features, the store fingerprint it was written for, when it was written, and a checksum of
-its contents in its own attributes (:func:`~featurestore.shard.content_checksum`). Repair
+its contents in its own attributes (:func:`~featurestore.shard_write.content_checksum`). Repair
 reads every file in ``shards/`` and ``orphans/``, keeps those that pass their own check,
 and commits them in their original order (the checkpoint's shards, then the others by the
 time they were written), each only if its rows are not stored yet; then it
@@ -14,26 +14,30 @@ already committed are moved to ``orphans/`` and listed.
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ._atomic import file_checksum, file_sha256
 from ._orphans import ORPHAN_DIR, move_aside, orphan_files_in
 from .columns import RowColumns
-from .errors import FeatureStoreError, StoreError, StoreLockedError
+from .errors import FeatureStoreError, MalformedRecordError, StoreError, StoreLockedError
 from .journal import salvage_records
-from .manifest import MANIFEST_NAME, READABLE_SCHEMAS, Manifest
+from .manifest import MANIFEST_NAME, READABLE_SCHEMAS, Manifest, StoreConfig
+from .metadata import Failure, JournalRecord, ShardEntry
 from .row_index import stale_index_files, write_row_index
-from .shard import (CONTENT_CHECKSUM_ATTR, SHARD_DIR, WRITTEN_ATTR, check_shard_name, content_checksum, layer_stats,
-                    open_shard, read_columns, shard_dir)
+from .hdf5_checks import open_shard
+from .shard_buffer import layer_stats
+from .shard_read import read_columns
+from .shard_write import CONTENT_CHECKSUM_ATTR, WRITTEN_ATTR, content_checksum
+from .store_paths import SHARD_DIR, check_shard_name, shard_dir
+from .spec import ModelSpec
 from .writer import LOCK_NAME
 
 __all__ = ["RepairReport", "repair_store"]
@@ -99,7 +103,7 @@ class _Shard:
     """A shard file that passed its own checks, ready to commit."""
 
     path: Path
-    entry: dict[str, Any]
+    entry: ShardEntry
     columns: RowColumns
     classes: set[str]
     digest: str
@@ -126,8 +130,9 @@ def _locked(store: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _checkpoint(store: Path) -> Manifest:
-    """The checkpoint's config and spec (what repair needs from ``manifest.json``), read leniently."""
+def _checkpoint(store: Path) -> tuple[Manifest, Any]:
+    """The checkpoint's config, spec, failures and runs (what repair needs from ``manifest.json``), read
+    leniently, with its shard entries as they are (checked one by one by :func:`_named`)."""
     path = store / MANIFEST_NAME
     if not path.is_file() or path.is_symlink():
         raise StoreError(f"{store} is not a feature store ({MANIFEST_NAME} is missing or not a file); repair "
@@ -137,30 +142,46 @@ def _checkpoint(store: Path) -> Manifest:
 
     try:
         data = json.loads(path.read_bytes())
-        manifest = Manifest(data, int(data.get("journal_seq", 0)))
-        manifest.config, manifest.spec  # noqa: B018 (both must read)
+    except ValueError as exc:
+        raise refused(exc) from None
+    if not isinstance(data, dict):
+        raise refused("not a JSON object")
+    try:
+        config, spec = StoreConfig(**data["config"]), ModelSpec.from_dict(data["model_spec"])
+        seq = int(data.get("journal_seq", 0))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise refused(exc) from None
     if data.get("schema_version") not in READABLE_SCHEMAS:
         raise refused(f"store schema version {data.get('schema_version')!r}")
     if not isinstance(data.get("fingerprint"), str):
         raise refused("no fingerprint")
-    return manifest
-
-
-def _named(entries: Any) -> dict[str, tuple[int, dict[str, Any]]]:
-    """Shard file name -> (position, entry) for the well-formed entries of a list."""
-    out: dict[str, tuple[int, dict[str, Any]]] = {}
-    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+    failures = []
+    for item in data.get("failures") if isinstance(data.get("failures"), list) else []:
         try:
-            name = check_shard_name(entry.get("file") if isinstance(entry, dict) else None)
-        except FeatureStoreError:
+            failures.append(Failure.from_dict(item))
+        except MalformedRecordError:
+            continue
+    runs = [run for run in data.get("runs") if isinstance(run, dict)] if isinstance(data.get("runs"), list) else []
+    created = data.get("created") if isinstance(data.get("created"), str) else None
+    manifest = Manifest(data["fingerprint"], config, spec, failures=failures, runs=runs, journal_seq=seq,
+                        created=created, seq=seq)
+    return manifest, data.get("shards")
+
+
+def _named(entries: Any) -> dict[str, tuple[int, ShardEntry]]:
+    """Shard file name -> (position, entry) for the well-formed entries of a list."""
+    out: dict[str, tuple[int, ShardEntry]] = {}
+    for i, item in enumerate(entries if isinstance(entries, list) else []):
+        try:
+            entry = item if isinstance(item, ShardEntry) else ShardEntry.from_dict(item)
+            name = check_shard_name(entry.file)
+        except (FeatureStoreError, MalformedRecordError):
             continue
         out.setdefault(name, (i, entry))
     return out
 
 
-def _inspect(file: Path, manifest: Manifest, known: dict[str, tuple[tuple, dict[str, Any]]],
+def _inspect(file: Path, manifest: Manifest, known: dict[str, tuple[tuple, ShardEntry]],
              rank: int) -> _Shard | str:
     """The shard in ``file`` ready to commit, or why it cannot be."""
     spec = manifest.spec
@@ -197,14 +218,13 @@ def _inspect(file: Path, manifest: Manifest, known: dict[str, tuple[tuple, dict[
     checksum = file_checksum(file)
     name = file.name
     order, entry = known.get(name, ((), None))
-    if entry is not None and entry.get("rows") == rows and (
-            entry.get("checksum") == checksum if "checksum" in entry else entry.get("sha256") == file_sha256(file)):
-        entry, named = copy.deepcopy(entry), True  # as committed (keeps the statistics of the values before casting)
+    if entry is not None and entry.rows == rows and (
+            entry.checksum == checksum if entry.checksum_field == "checksum" else entry.checksum == file_sha256(file)):
+        named = True  # as committed (keeps the statistics of the values before casting)
     else:  # not the file that was committed under this name, or changed since: described afresh
         order, named = order if file.parent.name == SHARD_DIR else (), False
-        entry = {"rows": rows, "aliases": len(columns.aliases["keys"]), "checksum": checksum, "stats": stats}
-    entry["file"] = f"{SHARD_DIR}/{name}"
-    entry.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
+        entry = ShardEntry(f"{SHARD_DIR}/{name}", rows, checksum, aliases=len(columns.aliases["keys"]), stats=stats)
+    entry = entry.moved_to(f"{SHARD_DIR}/{name}").with_layout(layout)
     if not order:  # after the checkpoint's shards: in the order they were written, as one writer commits them
         when = int(written) if written is not None else file.stat().st_mtime_ns
         order = (1, when, rank, name)
@@ -243,20 +263,20 @@ def repair_store(path: str | Path) -> RepairReport:
         ``shards``, ``orphans`` or ``index`` is a link or not a folder.
     """
     store = Path(path)
-    manifest = _checkpoint(store)
+    manifest, entries = _checkpoint(store)
     report = RepairReport(store)
     with _locked(store):
         before_names: set[str] | None = None
         try:
             before = Manifest.load(store)
             report.before_rows, report.before_shards = before.rows, len(before.shards)
-            before_names = {shard["file"] for shard in before.shards}
+            before_names = {shard.file for shard in before.shards}
         except (FeatureStoreError, OSError, ValueError, KeyError, TypeError):
             pass
         base = manifest.seq
-        records = [r for r in salvage_records(store) if r["seq"] > base]
-        known = {name: ((0, i), entry) for name, (i, entry) in _named(manifest.shards).items()}
-        for name, (i, entry) in _named([r["shard"] for r in records if "shard" in r]).items():
+        records = [r for r in salvage_records(store) if r.seq > base]
+        known = {name: ((0, i), entry) for name, (i, entry) in _named(entries).items()}
+        for name, (i, entry) in _named([r.shard for r in records if r.shard is not None]).items():
             known.setdefault(name, ((), entry))
         directory = shard_dir(store)
         files = sorted(directory.iterdir()) if directory.is_dir() else []
@@ -296,12 +316,12 @@ def repair_store(path: str | Path) -> RepairReport:
             orphan, name = shard.path.parent.name == ORPHAN_DIR, shard.path.name
             if orphan:
                 shard.path = move_aside(store, shard.path, SHARD_DIR)
-                shard.entry["file"] = f"{SHARD_DIR}/{shard.path.name}"
+                shard.entry = shard.entry.moved_to(f"{SHARD_DIR}/{shard.path.name}")
             if orphan or (
-                    name not in known if before_names is None else shard.entry["file"] not in before_names):
-                report.recommitted.append(shard.entry["file"])
+                    name not in known if before_names is None else shard.entry.file not in before_names):
+                report.recommitted.append(shard.entry.file)
             if not shard.checked:
-                report.unchecked.append(shard.entry["file"])
+                report.unchecked.append(shard.entry.file)
             committed.append(shard)
         committed.sort(key=lambda c: c.order)
         _write_checkpoint(store, manifest, committed, records)
@@ -310,23 +330,19 @@ def repair_store(path: str | Path) -> RepairReport:
     return report
 
 
-def _write_checkpoint(store: Path, manifest: Manifest, committed: list[_Shard], records: list[dict[str, Any]]) -> None:
+def _write_checkpoint(store: Path, manifest: Manifest, committed: list[_Shard], records: list[JournalRecord]) -> None:
     """Commit ``committed`` as the store's checkpoint: a new row index, ``manifest.json``, an empty journal."""
-    data = manifest.data
-    data["shards"] = [s.entry for s in committed]
-    data["classes"] = sorted(set().union(*(s.classes for s in committed)))
-    for key in ("failures", "runs"):
-        if not isinstance(data.get(key), list):
-            data[key] = []
-    data["index"] = None
-    repaired = Manifest(data, max([manifest.seq] + [r["seq"] for r in records]) + 1)
+    repaired = replace(manifest, shards=[s.entry for s in committed],
+                       classes=tuple(sorted(set().union(*(s.classes for s in committed)))), index=None,
+                       failures=list(manifest.failures), runs=list(manifest.runs),
+                       seq=max([manifest.seq] + [r.seq for r in records]) + 1)
     for record in records:
-        if record.get("failures"):
-            repaired.add_failures(record["failures"])
-        if "run" in record:
-            data["runs"].append(record["run"])
+        if record.failures:
+            repaired.add_failures(record.failures)
+        if record.run is not None:
+            repaired.runs.append(record.run)
     name = f"rows-{repaired.seq:010d}-repair-{secrets.token_hex(4)}.h5"
     entry = write_row_index(store, name, RowColumns.concatenate([s.columns for s in committed]))
     repaired.save(store, index=entry)
-    for item in stale_index_files(store, entry["file"]):
+    for item in stale_index_files(store, entry.file):
         item.unlink(missing_ok=True)

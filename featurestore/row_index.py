@@ -30,8 +30,12 @@ import numpy as np
 
 from ._atomic import checksum_of, write_bytes_atomic
 from .errors import StoreDamagedError
-from .columns import RowColumns, decode_strings
-from .shard import fixed_strings, memory_file, open_shard, read_store_file, store_file, store_folder
+from .metadata import IndexEntry
+from .columns import RowColumns
+from .hdf5_checks import open_shard
+from .shard_write import memory_file
+from .store_paths import read_store_file, store_file, store_folder
+from .strings import decode_strings, encode_strings
 
 __all__ = ["INDEX_DIR", "write_row_index", "read_row_index", "check_row_index_file", "index_file",
            "stale_index_files"]
@@ -44,9 +48,10 @@ _DATASETS = ("keys", "label_codes", "label_names", "split_codes", "split_names",
 _KINDS = {"S": 1 << 16, "u": 8}
 
 
-def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, Any]:
+def write_row_index(store: Path, name: str, columns: RowColumns) -> IndexEntry:
     """Write ``columns`` as ``STORE/index/NAME`` (built in memory, then temporary file, fsync, rename);
-    return its manifest entry."""
+    return its manifest entry (covering no shard yet: :meth:`Manifest.save
+    <featurestore.manifest.Manifest.save>` sets that)."""
     directory = store_folder(store, INDEX_DIR)
     directory.mkdir(exist_ok=True)
     final = directory / name
@@ -55,25 +60,25 @@ def write_row_index(store: Path, name: str, columns: RowColumns) -> dict[str, An
         for column, codes, names in (("label", columns.label_codes, columns.label_names),
                                      ("split", columns.split_codes, columns.split_names)):
             f.create_dataset(f"{column}_codes", data=np.asarray(codes, dtype=np.uint32))
-            data, string_dtype = fixed_strings([str(n) for n in names])
+            data, string_dtype = encode_strings([str(n) for n in names])
             f.create_dataset(f"{column}_names", data=data, dtype=string_dtype)
         f.create_dataset("view", data=np.asarray(columns.views, dtype=np.uint16))
         if columns.raw_paths.dtype.kind == "S":  # still as read from an index: written as it is
             f.create_dataset("paths", data=columns.raw_paths)
         else:
-            data, string_dtype = fixed_strings(list(columns.paths))
+            data, string_dtype = encode_strings(list(columns.paths))
             f.create_dataset("paths", data=data, dtype=string_dtype)
         group = f.create_group("aliases")
         group.create_dataset("keys", data=np.asarray(columns.aliases["keys"], dtype="S64"))
         for column in ("paths", "labels", "split"):
-            data, string_dtype = fixed_strings(list(columns.aliases[column]))
+            data, string_dtype = encode_strings(list(columns.aliases[column]))
             group.create_dataset(column, data=data, dtype=string_dtype)
         f.flush()
         layout = {name: [None if f[name].id.get_offset() is None else int(f[name].id.get_offset()),
                          list(f[name].shape), f[name].dtype.str] for name in _DATASETS}
         image = f.id.get_file_image()
     write_bytes_atomic(final, image)  # HDF5 never writes to disk: a full disk is a plain OSError
-    return {"file": f"{INDEX_DIR}/{name}", "rows": len(columns), "checksum": checksum_of(image), "layout": layout}
+    return IndexEntry(f"{INDEX_DIR}/{name}", len(columns), checksum_of(image), layout=layout)
 
 
 def index_file(store: Path, file: Any) -> Path:
@@ -81,13 +86,13 @@ def index_file(store: Path, file: Any) -> Path:
     return store_file(store, INDEX_DIR, file, "index")
 
 
-def read_row_index(store: Path, entry: dict[str, Any]) -> RowColumns:
+def read_row_index(store: Path, entry: IndexEntry) -> RowColumns:
     """Read the index a manifest entry names, after checking its checksum.
 
     The entry records where each column lies in the file (``layout``), so the file is read
     once and its columns are taken from those bytes without parsing HDF5 (nothing it could
     point to is ever followed); entries without a layout are read through h5py after the
-    same checks :class:`~featurestore.shard.open_shard` makes.
+    same checks :class:`~featurestore.hdf5_checks.open_shard` makes.
 
     Raises
     ------
@@ -97,27 +102,23 @@ def read_row_index(store: Path, entry: dict[str, Any]) -> RowColumns:
         The entry names a file outside ``STORE/index/``, or (read through h5py) the file
         holds anything the writer does not produce (links, external storage, filters...).
     """
-    path = index_file(store, entry.get("file"))
+    path = index_file(store, entry.file)
     data = read_store_file(path, "row index")
-    if checksum_of(data) != entry.get("checksum"):
+    if checksum_of(data) != entry.checksum:
         raise StoreDamagedError(f"row index {path} differs from its checksum in the manifest; the store is "
                                 "damaged (run `featurestore verify`)")
-    read = _columns_from_bytes(path, data, entry["layout"]) if "layout" in entry else _columns_from_h5py(path)
+    read = _columns_from_bytes(path, data, entry.layout) if entry.layout is not None else _columns_from_h5py(path)
     keys, label_codes, split_codes, views = read["keys"], read["label_codes"], read["split_codes"], read["view"]
-    labels, splits = _strings(read["label_names"]), _strings(read["split_names"])
+    labels, splits = decode_strings(read["label_names"]), decode_strings(read["split_names"])
     rows = len(keys)
-    if rows != entry.get("rows") or not all(len(c) == rows for c in (label_codes, split_codes, views, read["paths"])) \
+    if rows != entry.rows or not all(len(c) == rows for c in (label_codes, split_codes, views, read["paths"])) \
             or (rows and (label_codes.max() >= len(labels) or split_codes.max() >= len(splits))):
-        raise StoreDamagedError(f"row index {path} does not hold the {entry.get('rows')} rows its manifest entry "
+        raise StoreDamagedError(f"row index {path} does not hold the {entry.rows} rows its manifest entry "
                                 "says; the store is damaged (run `featurestore verify`)")
-    aliases = {"keys": read["aliases/keys"], "paths": _strings(read["aliases/paths"]),
-               "labels": _strings(read["aliases/labels"]), "split": _strings(read["aliases/split"])}
+    aliases = {"keys": read["aliases/keys"], "paths": decode_strings(read["aliases/paths"]),
+               "labels": decode_strings(read["aliases/labels"]), "split": decode_strings(read["aliases/split"])}
     return RowColumns(keys, label_codes.astype(np.uint32, copy=False), labels, split_codes.astype(np.uint32, copy=False),
                       splits, views, read["paths"], aliases)
-
-
-def _strings(raw: np.ndarray) -> np.ndarray:
-    return decode_strings(raw) if raw.dtype.kind == "S" else np.asarray(raw, dtype=object)
 
 
 def _columns_from_bytes(path: Path, data: bytes, layout: Any) -> dict[str, np.ndarray]:
@@ -160,11 +161,11 @@ def stale_index_files(store: Path, current: str | None) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name != keep)
 
 
-def check_row_index_file(store: Path, entry: dict[str, Any]) -> None:
-    """Open the index through h5py with :class:`~featurestore.shard.open_shard`'s checks (for
+def check_row_index_file(store: Path, entry: IndexEntry) -> None:
+    """Open the index through h5py with :class:`~featurestore.hdf5_checks.open_shard`'s checks (for
     ``featurestore verify``): only the writer's layout, and the columns where the entry says."""
-    path = index_file(store, entry.get("file"))
+    path = index_file(store, entry.file)
     with open_shard(path, groups=_GROUPS) as f:
-        for name, (offset, shape, _) in entry.get("layout", {}).items():
+        for name, (offset, shape, _) in (entry.layout or {}).items():
             if name not in f or list(f[name].shape) != list(shape) or (offset is not None and f[name].id.get_offset() != offset):
                 raise StoreDamagedError(f"row index {path}: column {name} does not lie where the manifest says")

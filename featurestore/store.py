@@ -16,10 +16,12 @@ import numpy as np
 from ._atomic import CHECKSUM_PREFIX
 from .columns import RowColumns
 from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreDamagedError, StoreError
-from .manifest import Manifest
+from .manifest import Manifest, StoreConfig
 from .row_index import read_row_index
-from .shard import (FeatureLayout, check_feature_layouts, layouts_of_entry, open_shard, open_store_file, read_columns,
-                    read_layouts, shard_file)
+from .metadata import FeatureLayout, ShardEntry
+from .hdf5_checks import check_feature_layouts, open_shard
+from .shard_read import read_columns, read_layouts
+from .store_paths import open_store_file, shard_file
 from .spec import ModelSpec
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
@@ -90,7 +92,7 @@ class FeatureStore:
                 columns = self._read_columns()
                 break
             except FileNotFoundError:
-                index = (self.manifest.index or {}).get("file")
+                index = self.manifest.index.file if self.manifest.index is not None else None
                 if index is not None and index == missing:  # the same checkpoint twice: not a writer's doing
                     raise StoreDamagedError(f"{self.path}: its row index {index} is missing; run "
                                             f"`featurestore repair {self.path}` to rebuild it") from None
@@ -109,11 +111,11 @@ class FeatureStore:
 
     def _read_columns(self) -> RowColumns:
         index = self.manifest.index
-        covered = index["shards"] if index else 0
+        covered = index.shards if index else 0
         shards = self.manifest.shards
         dtype = np.dtype(self.manifest.config.dtype)
         parts: list[RowColumns] = []
-        self._shard_rows = [int(shard["rows"]) for shard in shards]
+        self._shard_rows = [shard.rows for shard in shards]
         self._layouts: list[dict[str, FeatureLayout] | None] = [None] * len(shards)  # built on first use
         if index:
             parts.append(read_row_index(self.path, index))
@@ -123,12 +125,12 @@ class FeatureStore:
         for s in range(covered, len(shards)):
             shard = shards[s]
             columns, layout = self._read(shard, read_columns)
-            if len(columns) != shard["rows"]:
-                raise StoreDamagedError(f"shard {shard['file']} of {self.path} has {len(columns)} rows, "
-                                        f"its commit says {shard['rows']}; the store is damaged: run "
+            if len(columns) != shard.rows:
+                raise StoreDamagedError(f"shard {shard.file} of {self.path} has {len(columns)} rows, "
+                                        f"its commit says {shard.rows}; the store is damaged: run "
                                         f"`featurestore repair {self.path}`")
             parts.append(columns)
-            self._layouts[s] = layouts_of_entry(shard, dtype) or layout
+            self._layouts[s] = shard.feature_layouts(dtype) or layout
         return RowColumns.concatenate(parts)
 
     def _layout(self, s: int) -> dict[str, FeatureLayout]:
@@ -136,14 +138,14 @@ class FeatureStore:
         layout = self._layouts[s]
         if layout is None:
             shard = self.manifest.shards[s]
-            layout = layouts_of_entry(shard, self._dtype)
+            layout = shard.feature_layouts(self._dtype)
             if layout is None:
                 layout = self._read(shard, read_layouts)
             self._layouts[s] = layout
         return layout
 
-    def _read(self, shard: dict[str, Any], reader):
-        file = shard_file(self.path, shard["file"])
+    def _read(self, shard: ShardEntry, reader):
+        file = shard_file(self.path, shard.file)
         try:
             return reader(file)
         except (OSError, KeyError) as exc:
@@ -159,6 +161,11 @@ class FeatureStore:
     @property
     def fingerprint(self) -> str:
         return self.manifest.fingerprint
+
+    @property
+    def config(self) -> StoreConfig:
+        """What the rows depend on: model sha256, layers, preprocessing, views, augmentations, dtype."""
+        return self.manifest.config
 
     @property
     def layers(self) -> list[str]:
@@ -202,11 +209,12 @@ class FeatureStore:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.manifest.data["classes"])
+        return self.manifest.classes
 
     @property
     def failures(self) -> list[dict[str, Any]]:
-        return list(self.manifest.failures)
+        """Inputs that gave no row: ``path``, ``key``, ``error``, ``message`` each."""
+        return [failure.to_dict() for failure in self.manifest.failures]
 
     def output_name(self, name: str) -> str:
         """The output name of a layer given by its output name or its layer name."""
@@ -218,14 +226,14 @@ class FeatureStore:
 
     def check_shards(self) -> None:
         """Check every shard's feature datasets against the layout the manifest records, as
-        :meth:`load` does for the shards it reads (see :func:`~featurestore.shard.check_feature_layouts`).
+        :meth:`load` does for the shards it reads (see :func:`~featurestore.hdf5_checks.check_feature_layouts`).
 
         Raises
         ------
         UnsafeStoreError, StoreDamagedError
         """
         for s, shard in enumerate(self.manifest.shards):
-            self._check_layouts(s, shard_file(self.path, shard["file"]), self._layout(s))
+            self._check_layouts(s, shard_file(self.path, shard.file), self._layout(s))
 
     def _check_layouts(self, s: int, file: Path, names: Any) -> None:
         """Check the layouts of shard ``s``'s layers ``names`` not checked yet (once per opened store)."""
@@ -348,7 +356,7 @@ class FeatureStore:
         """
         shapes: dict[str, tuple[int, ...]] = {}
         for s, _, _ in plan:
-            file = shard_file(self.path, self.manifest.shards[s]["file"])
+            file = shard_file(self.path, self.manifest.shards[s].file)
             with self._reading(file):
                 self._check_layouts(s, file, names)
             layouts = self._layout(s)
@@ -380,7 +388,7 @@ class FeatureStore:
         """
         for s, dest, local in plan:
             shard = self.manifest.shards[s]
-            file = shard_file(self.path, shard["file"])
+            file = shard_file(self.path, shard.file)
             with self._reading(file):
                 layouts = self._layout(s)
                 raw = {name: layouts.get(name) for name in out}
@@ -494,17 +502,18 @@ def _fill_raw(file: Path, layout: FeatureLayout, array: np.ndarray, dest: np.nda
 _HASHED_PIECE = 1 << 20
 
 
-def _fill_checked(file: Path, shard: dict[str, Any], targets: dict[str, tuple[FeatureLayout, np.ndarray]]) -> None:
+def _fill_checked(file: Path, shard: ShardEntry, targets: dict[str, tuple[FeatureLayout, np.ndarray]]) -> None:
     """Read a shard front to back, each layer of ``targets`` straight into its array and the rest
     into a scratch buffer, hashing every byte; raise StoreDamagedError unless the hash is the
     shard's checksum in the manifest (xxh3-128; sha256 in entries written before schema 2)."""
-    expected = shard.get("checksum")
-    if isinstance(expected, str) and expected.startswith(CHECKSUM_PREFIX):
+    expected = shard.checksum
+    if shard.checksum_field == "checksum" and expected.startswith(CHECKSUM_PREFIX):
         import xxhash
 
         digest, prefix = xxhash.xxh3_128(), CHECKSUM_PREFIX
     else:
-        digest, prefix, expected = hashlib.sha256(), "", shard.get("sha256")
+        digest, prefix = hashlib.sha256(), ""
+        expected = expected if shard.checksum_field == "sha256" else None
     regions = sorted(((layout.offset, memoryview(array).cast("B")) for layout, array in targets.values()),
                      key=lambda region: region[0])
     scratch = memoryview(bytearray(1 << 20))

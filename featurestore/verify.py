@@ -1,4 +1,4 @@
-"""Check a store end to end: every shard's sha256, readability, row counts, finiteness, unique rows."""
+"""Check a store end to end: every shard's checksum, readability, row counts, finiteness, unique rows."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from .errors import StoreError, UnsafeStoreError
 from .manifest import Manifest
 from .row_index import check_row_index_file, read_row_index
 from ._orphans import ORPHAN_DIR, orphan_files_in
-from .shard import (CONTENT_CHECKSUM_ATTR, SHARD_DIR, content_checksum, layouts_of_entry, open_shard, read_columns,
-                    shard_file, uncommitted_shards)
+from .metadata import IndexEntry, ShardEntry
+from .hdf5_checks import open_shard
+from .shard_read import read_columns
+from .shard_write import CONTENT_CHECKSUM_ATTR, content_checksum
+from .store_paths import SHARD_DIR, shard_file, uncommitted_shards
 
-__all__ = ["verify_store", "orphan_files", "require_valid"]
+__all__ = ["verify_store", "orphan_files"]
 
 _ROW_COLUMNS = ("keys", "labels", "split", "view", "paths")
 
@@ -44,60 +47,59 @@ def verify_store(path: str | Path) -> list[str]:
     seen: set[tuple[str, int]] = set()
     dtype = np.dtype(manifest.config.dtype)
     index = manifest.index
-    covered = index["shards"] if index else 0
+    covered = index.shards if index else 0
     indexed: list[RowColumns] = []
     for s, shard in enumerate(manifest.shards):
         try:
-            file = shard_file(path, shard["file"])
+            file = shard_file(path, shard.file)
         except UnsafeStoreError as exc:
-            problems.append(f"{shard['file']}: {exc}")
+            problems.append(f"{shard.file}: {exc}")
             continue
         if not file.is_file():
-            problems.append(f"{shard['file']}: missing")
+            problems.append(f"{shard.file}: missing")
             continue
         if not _checksum_matches(file, shard):
-            problems.append(f"{shard['file']}: checksum differs from the manifest (file changed or damaged)")
+            problems.append(f"{shard.file}: checksum differs from the manifest (file changed or damaged)")
             continue
         try:
             problems += _check_shard(shard, file, spec.layers, seen)
             columns, layout = read_columns(file)
-            recorded = layouts_of_entry(shard, dtype)
+            recorded = shard.feature_layouts(dtype)
             if recorded is not None and {k: (v.offset, v.shape) for k, v in recorded.items()} != \
                     {k: (v.offset, v.shape) for k, v in layout.items()}:
-                problems.append(f"{shard['file']}: the feature offsets the manifest records differ from the file's")
+                problems.append(f"{shard.file}: the feature offsets the manifest records differ from the file's")
             if s < covered:
                 indexed.append(columns)
         except UnsafeStoreError as exc:
-            problems.append(f"{shard['file']}: {exc}")
+            problems.append(f"{shard.file}: {exc}")
         except (OSError, KeyError, ValueError) as exc:
-            problems.append(f"{shard['file']}: unreadable ({type(exc).__name__}: {exc})")
+            problems.append(f"{shard.file}: unreadable ({type(exc).__name__}: {exc})")
     if index:
         problems += _check_index(path, index, indexed, covered)
     return problems
 
 
-def _checksum_matches(file: Path, shard: dict) -> bool:
+def _checksum_matches(file: Path, shard: ShardEntry) -> bool:
     """Whether a shard matches its recorded checksum (xxh3-128, or sha256 in schema-1 entries)."""
-    if "checksum" in shard:
-        expected = shard["checksum"]
-        return isinstance(expected, str) and expected.startswith(CHECKSUM_PREFIX) and file_checksum(file) == expected
-    return file_sha256(file) == shard.get("sha256")
+    if shard.checksum_field == "checksum":
+        return shard.checksum.startswith(CHECKSUM_PREFIX) and file_checksum(file) == shard.checksum
+    return file_sha256(file) == shard.checksum
 
 
-def _check_index(path: Path, index: dict, indexed: list[RowColumns], covered: int) -> list[str]:
+def _check_index(path: Path, index: IndexEntry, indexed: list[RowColumns], covered: int) -> list[str]:
     """The row index's checksum, and its rows against the shards it covers (all readable ones)."""
     try:
         rows = read_row_index(path, index)
         check_row_index_file(path, index)
     except (StoreError, OSError, KeyError, ValueError) as exc:
-        return [f"{index.get('file')}: {exc}"]
+        return [f"{index.file}: {exc}"]
     if len(indexed) < covered:
         return []  # the shards' own problems are listed; the index cannot be compared row for row
     shards = RowColumns.concatenate(indexed)
     for name in ("keys", "labels", "splits", "views", "paths"):
         mine, theirs = getattr(rows, name), getattr(shards, name)
         if len(mine) != len(theirs) or not np.array_equal(mine.astype(str), theirs.astype(str)):
-            return [f"{index['file']}: its {name} differ from those of the {covered} shards it covers"]
+            return [f"{index.file}: its {name} differ from those of the {covered} shards it covers"]
     return []
 
 
@@ -111,35 +113,29 @@ def orphan_files(path: str | Path) -> list[str]:
     return loose + [f"{ORPHAN_DIR}/{item.name}" for item in orphan_files_in(path)]
 
 
-def _check_shard(shard: dict, file: Path, layers, seen: set[tuple[str, int]]) -> list[str]:
-    rows = shard["rows"]
+def _check_shard(shard: ShardEntry, file: Path, layers, seen: set[tuple[str, int]]) -> list[str]:
+    rows = shard.rows
     problems = []
     with open_shard(file) as f:
         recorded = f.attrs.get(CONTENT_CHECKSUM_ATTR)
         if recorded is not None and recorded != content_checksum(f):
-            problems.append(f"{shard['file']}: its contents do not match the checksum in its own attributes")
+            problems.append(f"{shard.file}: its contents do not match the checksum in its own attributes")
         for column in _ROW_COLUMNS:
             if len(f[column]) != rows:
-                problems.append(f"{shard['file']}: /{column} has {len(f[column])} rows, manifest says {rows}")
+                problems.append(f"{shard.file}: /{column} has {len(f[column])} rows, manifest says {rows}")
         for layer in layers:
             dataset = f["features"][layer.output]
             if dataset.shape[0] != rows or (layer.pooling != "none" and dataset.shape[1:] != (layer.dim,)):
-                problems.append(f"{shard['file']}: layer {layer.output} has shape {dataset.shape}, "
+                problems.append(f"{shard.file}: layer {layer.output} has shape {dataset.shape}, "
                                 f"expected ({rows}, {layer.dim})")
                 continue
             values = dataset[()]
             bad = int(values.size - np.count_nonzero(np.isfinite(values)))
             if bad:
-                problems.append(f"{shard['file']}: layer {layer.output} has {bad} NaN/Inf values")
+                problems.append(f"{shard.file}: layer {layer.output} has {bad} NaN/Inf values")
         for key, view in zip(f["keys"][()].astype(str).tolist(), f["view"][()].tolist()):
             if (key, view) in seen:
-                problems.append(f"{shard['file']}: row key {key[:12]}... view {view} is stored twice")
+                problems.append(f"{shard.file}: row key {key[:12]}... view {view} is stored twice")
             seen.add((key, view))
     return problems
 
-
-def require_valid(path: str | Path) -> None:
-    """Raise :class:`StoreError` listing the problems, if any."""
-    problems = verify_store(path)
-    if problems:
-        raise StoreError(f"store {path} does not verify:\n  " + "\n  ".join(problems))

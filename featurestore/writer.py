@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 from contextlib import contextmanager
+from dataclasses import replace
 from collections import Counter
 from pathlib import Path
 from collections.abc import Iterator
@@ -17,13 +18,18 @@ import numpy as np
 
 from ._version import __version__
 from ._orphans import ORPHAN_DIR, move_aside
-from .errors import OptionsError, StoreDamagedError, StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+from .errors import (MalformedRecordError, OptionsError, StoreDamagedError, StoreError, StoreLockedError,
+                     StoreMismatchError, StoreWriteError)
 from .columns import RowColumns
 from .journal import JOURNAL_NAME, cut_torn_tail, read_journal, reset_journal
 from .manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
+from .metadata import Failure, JournalRecord, ShardEntry
 from .row_index import INDEX_DIR, read_row_index, stale_index_files, write_row_index
-from .shard import (SHARD_DIR, ShardBuffer, open_shard, open_store_file, read_columns, shard_file,
-                    uncommitted_shards, write_shard)
+from .hdf5_checks import open_shard
+from .shard_buffer import ShardBuffer
+from .shard_read import read_columns
+from .shard_write import write_shard
+from .store_paths import SHARD_DIR, open_store_file, shard_file, uncommitted_shards
 from .spec import ModelSpec
 
 __all__ = ["StoreWriter", "LOCK_NAME"]
@@ -171,10 +177,10 @@ class StoreWriter:
         self.run_id = secrets.token_hex(4)
         self._seq = 0
         self.buffer = ShardBuffer()
-        self._failures: list[dict[str, Any]] = []
+        self._failures: list[Failure] = []
         self.rows_added = 0
         self._changed = False  # whether this writer committed a shard, a failure or an alias
-        self._unsaved: list[dict[str, Any]] = []  # records of commits not yet in the journal
+        self._unsaved: list[JournalRecord] = []  # commits not yet in the journal
         self._refused: StoreWriteError | None = None  # set once the file system refused a write
         self._opened = False  # whether the store was opened (shards named after run_id are this writer's)
         with _refused_writes(self.path):
@@ -241,7 +247,7 @@ class StoreWriter:
             else:
                 move_aside(self.path, item)
         index = self.manifest.index
-        for item in stale_index_files(self.path, index["file"] if index else None):
+        for item in stale_index_files(self.path, index.file if index else None):
             item.unlink(missing_ok=True)
 
     def _load_index(self) -> None:
@@ -249,21 +255,22 @@ class StoreWriter:
         layouts a schema-1 store does not record yet)."""
         self._columns: list[RowColumns] = []
         index = self.manifest.index
-        covered = index["shards"] if index else 0
+        covered = index.shards if index else 0
         if index:
             try:
                 self._columns.append(read_row_index(self.path, index))
             except FileNotFoundError:
-                raise StoreDamagedError(f"{self.path}: its row index {index['file']} is missing; nothing was "
+                raise StoreDamagedError(f"{self.path}: its row index {index.file} is missing; nothing was "
                                         f"changed: run `featurestore repair {self.path}` to rebuild it") from None
-        for shard in self.manifest.shards[covered:]:
-            columns, layout = read_columns(shard_file(self.path, shard["file"]))
-            if len(columns) != shard["rows"]:
-                raise StoreDamagedError(f"shard {shard['file']} of {self.path} holds {len(columns)} rows, its "
-                                        f"commit says {shard['rows']}; the store is damaged, nothing was changed: "
+        shards = self.manifest.shards
+        for s in range(covered, len(shards)):
+            columns, layout = read_columns(shard_file(self.path, shards[s].file))
+            if len(columns) != shards[s].rows:
+                raise StoreDamagedError(f"shard {shards[s].file} of {self.path} holds {len(columns)} rows, its "
+                                        f"commit says {shards[s].rows}; the store is damaged, nothing was changed: "
                                         f"run `featurestore repair {self.path}`")
             self._columns.append(columns)
-            shard.setdefault("layout", {out: [item.offset, list(item.shape[1:])] for out, item in layout.items()})
+            shards[s] = shards[s].with_layout(layout)
         keys = [c.keys.astype(str).tolist() for c in self._columns]
         self.row_ids: set[tuple[str, int]] = set()
         self.seen_paths: set[tuple[str, str]] = set()
@@ -276,8 +283,8 @@ class StoreWriter:
             raise StoreDamagedError(f"{self.path}: a (key, view) row is committed twice; the store is damaged, "
                                     f"nothing was changed: run `featurestore repair {self.path}`")
         self.stored_keys = {key for key, _ in self.row_ids}
-        self._committed_names = {Path(shard["file"]).name for shard in self.manifest.shards}
-        self.failed_keys = {f["key"] for f in self.manifest.failures if f.get("key")}
+        self._committed_names = {shard.name for shard in self.manifest.shards}
+        self.failed_keys = {f.key for f in self.manifest.failures if f.key}
 
     def add_rows(self, keys: list[str], views: list[int], labels: list[str | None], splits: list[str | None],
                  paths: list[str], features: dict[str, np.ndarray]) -> None:
@@ -314,7 +321,7 @@ class StoreWriter:
 
     def add_failure(self, path: str, key: str | None, error: str, message: str) -> None:
         """Record an input that gave no row (committed with the next shard or on close)."""
-        self._failures.append({"path": path, "key": key, "error": error, "message": message})
+        self._failures.append(Failure(path, key, error, message))
         if key:
             self.failed_keys.add(key)
 
@@ -344,7 +351,7 @@ class StoreWriter:
             raise
 
     def _commit(self, save_manifest: bool) -> None:
-        record: dict[str, Any] = {}
+        record = None
         if len(self.buffer) or self.buffer.aliases:
             name = f"{self.run_id}-{self._seq:05d}.h5"
             attrs = {"featurestore_store_schema": STORE_SCHEMA_VERSION, "fingerprint": self.config.fingerprint,
@@ -353,37 +360,37 @@ class StoreWriter:
             entry = write_shard(self.path, name, self.buffer, dtype=self.config.dtype, layers=layers, attrs=attrs)
             self._seq += 1
             self.rows_added += len(self.buffer)
-            record = {"shard": entry, "classes": sorted({lab for lab in self.buffer.labels if lab})}
+            record = JournalRecord(shard=entry, classes=tuple(sorted({lab for lab in self.buffer.labels if lab})))
             self._columns.append(self.buffer.columns())
             self._committed_names.add(name)
             self.buffer = ShardBuffer()
         self._record(record, save_manifest)
 
-    def _record(self, record: dict[str, Any], save: bool) -> None:
-        """Commit ``record`` with the failures not yet committed: now (one journal append) or, with
-        ``save=False``, with the next saved commit."""
+    def _record(self, record: JournalRecord | None, save: bool) -> None:
+        """Commit ``record`` (if any) with the failures not yet committed: now (one journal append)
+        or, with ``save=False``, with the next saved commit."""
         failures = self._new_failures()
         if failures:
-            record["failures"] = failures
-        if record:
+            record = replace(record or JournalRecord(), failures=tuple(failures))
+        if record is not None:
             self._unsaved.append(record)
             self._changed = True
         if save:
             for pending in self._unsaved:
                 self.manifest.append(self.path, pending)
             self._unsaved = []
-            journal = self.manifest.seq - self.manifest.data["journal_seq"]
+            journal = self.manifest.seq - self.manifest.journal_seq
             if journal >= max(CHECKPOINT_RECORDS, self.manifest.checkpoint_shards):
                 self._checkpoint()
 
-    def _new_failures(self) -> list[dict[str, Any]]:
+    def _new_failures(self) -> list[Failure]:
         """The failures recorded since the last commit that no commit holds yet (same path and key)."""
-        seen = {(f["path"], f["key"]) for f in self.manifest.failures}
-        seen |= {(f["path"], f["key"]) for r in self._unsaved for f in r.get("failures", [])}
+        seen = {f.seen for f in self.manifest.failures}
+        seen |= {f.seen for r in self._unsaved for f in r.failures or ()}
         new = []
         for failure in self._failures:
-            if (failure["path"], failure["key"]) not in seen:
-                seen.add((failure["path"], failure["key"]))
+            if failure.seen not in seen:
+                seen.add(failure.seen)
                 new.append(failure)
         self._failures = []
         return new
@@ -391,14 +398,14 @@ class StoreWriter:
     def _checkpoint(self) -> None:
         """Fold every commit into a new row index and ``manifest.json``, and reset the journal."""
         for pending in self._unsaved:
-            self.manifest.apply({**pending, "seq": self.manifest.seq + 1})
+            self.manifest.apply(pending.numbered(self.manifest.seq + 1))
         self._unsaved = []
         columns = RowColumns.concatenate(self._columns)
         entry = write_row_index(self.path, f"rows-{self.manifest.seq:010d}-{self.run_id}.h5", columns)
         self.manifest.save(self.path, index=entry)
         self._columns = [columns]
 
-    def commit_external(self, entry: dict[str, Any], keys: list[str], views: list[int], paths: list[str],
+    def commit_external(self, entry: ShardEntry | dict[str, Any], keys: list[str], views: list[int], paths: list[str],
                         labels: list[str], splits: list[str] | None = None) -> None:
         """Commit a complete shard that another process wrote into this store's ``shards/``.
 
@@ -408,8 +415,8 @@ class StoreWriter:
 
         Parameters
         ----------
-        entry : dict
-            The manifest entry :func:`write_shard` returned for the shard.
+        entry : ShardEntry or dict
+            The manifest entry :func:`write_shard` returned for the shard (or its JSON object).
         keys, views, paths, labels : list
             The shard's rows, in order.
         splits : list, optional
@@ -422,20 +429,25 @@ class StoreWriter:
             disagrees with ``entry``, or its file is missing or already committed; nothing
             is changed.
         """
+        if not isinstance(entry, ShardEntry):
+            try:
+                entry = ShardEntry.from_dict(entry)
+            except MalformedRecordError as exc:
+                raise StoreError(f"refusing to commit a malformed shard entry to {self.path}: {exc}") from None
         rows = list(zip(keys, (int(v) for v in views)))
-        file = Path(entry["file"])
-        if len(rows) != entry["rows"] or not len(keys) == len(paths) == len(labels):
-            raise StoreError(f"shard {file.name}: the manifest entry says {entry['rows']} rows, "
+        file = Path(entry.file)
+        if len(rows) != entry.rows or not len(keys) == len(paths) == len(labels):
+            raise StoreError(f"shard {file.name}: the manifest entry says {entry.rows} rows, "
                              f"{len(rows)} keys were given")
-        path = shard_file(self.path, entry["file"])
+        path = shard_file(self.path, entry.file)
         if not path.is_file():
-            raise StoreError(f"shard {entry['file']} is not a file under {self.path / SHARD_DIR}")
+            raise StoreError(f"shard {entry.file} is not a file under {self.path / SHARD_DIR}")
         if file.name in self._committed_names:
             raise StoreError(f"shard {file.name} is already committed to {self.path}")
         with open_shard(path) as f:
             held = len(f["keys"])
-        if held != entry["rows"]:
-            raise StoreError(f"shard {file.name} holds {held} rows, its entry says {entry['rows']}; it was not committed")
+        if held != entry.rows:
+            raise StoreError(f"shard {file.name} holds {held} rows, its entry says {entry.rows}; it was not committed")
         repeated = [row for row in rows if row in self.row_ids]
         repeated += [row for row, count in Counter(rows).items() if count > 1]
         if repeated:
@@ -453,7 +465,8 @@ class StoreWriter:
         self.rows_added += len(rows)
         self._columns.append(columns)
         self._committed_names.add(file.name)
-        self._guarded(self._record, {"shard": entry, "classes": sorted({lab for lab in labels if lab})}, True)
+        self._guarded(self._record, JournalRecord(shard=entry, classes=tuple(sorted({lab for lab in labels if lab}))),
+                      True)
 
     def close(self, run: dict[str, Any] | None = None) -> None:
         """Commit what is buffered, record the run's provenance, checkpoint, and release the lock.
@@ -467,8 +480,8 @@ class StoreWriter:
                 return
             self.commit(save_manifest=False)
             if self._changed and run is not None:
-                self._unsaved.append({"run": {"featurestore": __version__, **run}})
-            if self._changed or self.manifest.seq > self.manifest.data["journal_seq"]:
+                self._unsaved.append(JournalRecord(run={"featurestore": __version__, **run}))
+            if self._changed or self.manifest.seq > self.manifest.journal_seq:
                 self._guarded(self._checkpoint)
         finally:
             self._release_lock()

@@ -117,7 +117,7 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
 def _augmented_views(store, names: Sequence[str], keys: np.ndarray) -> dict[str, np.ndarray] | None:
     """The stored augmented views (1..views) of the rows ``keys``, per layer ``(views, rows, dim)``;
     None when the store holds none."""
-    views = int(store.manifest.config.views)
+    views = int(store.config.views)
     if views == 0:
         return None
     parts = [store.load(names, rows=store.rows_for_keys(keys.tolist(), view=v)).X for v in range(1, views + 1)]

@@ -82,7 +82,7 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
         "featurestore": __version__,
         "store": str(store_path),
         "store_fingerprint": store.fingerprint,
-        "model_sha256": store.manifest.config.model_sha256,
+        "model_sha256": store.config.model_sha256,
         "backbone": store.spec.backbone,
         "layers": names,
         "blocks": blocks,

@@ -21,7 +21,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 
 def store_info(path: Path) -> dict[str, Any]:
     """Everything `info` reports, as plain JSON data."""
-    from ..shard import shard_file
+    from ..store_paths import shard_file
     from ..store import open_store
     from ..verify import orphan_files
 
@@ -32,11 +32,11 @@ def store_info(path: Path) -> dict[str, Any]:
     manifest = store.manifest
     layer_stats = {}
     for layer in spec.layers:
-        parts = [s["stats"][layer.output] for s in manifest.shards if s["rows"]]
+        parts = [s.stats[layer.output] for s in manifest.shards if s.rows]
         count = sum(p["count"] for p in parts)
         mean = sum(p["sum"] for p in parts) / count if count else float("nan")
         var = sum(p["sumsq"] for p in parts) / count - mean**2 if count else float("nan")
-        rows = sum(s["rows"] for s in manifest.shards)
+        rows = manifest.rows
         layer_stats[layer.output] = {
             "dim": layer.dim, "channels": layer.channels, "stride": layer.stride, "pooling": layer.pooling,
             "mean": mean, "std": float(np.sqrt(max(var, 0.0))) if count else float("nan"),
@@ -59,12 +59,12 @@ def store_info(path: Path) -> dict[str, Any]:
         "splits": {s or "(none)": n for s, n in sorted(Counter(store.splits[clean].tolist()).items())},
         "layers": layer_stats,
         "shards": len(manifest.shards),
-        "bytes": sum(shard_file(path, s["file"]).stat().st_size for s in manifest.shards),
+        "bytes": sum(shard_file(path, s.file).stat().st_size for s in manifest.shards),
         "failures": store.failures,
         "duplicates": {k: v for k, v in duplicates.items()},
         "leakage": store.leakage(),
         "label_conflicts": store.label_conflicts(),
-        "runs": manifest.data["runs"],
+        "runs": manifest.runs,
         "orphans": orphan_files(path),
     }
 

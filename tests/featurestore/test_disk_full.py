@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from featurestore import open_store, verify_store
-from featurestore.shard import ShardBuffer, read_columns, write_shard
+from featurestore.shard_buffer import ShardBuffer
+from featurestore.shard_read import read_columns
+from featurestore.shard_write import write_shard
 from images import write_good_images
 
 
@@ -81,8 +83,8 @@ def test_a_shard_built_in_memory_reads_like_a_file_written_by_hdf5(tmp_path):
     file = tmp_path / "shards" / "s.h5"
     with h5py.File(file, "r") as f:
         np.testing.assert_array_equal(f["features/f"][()], values)
-        assert f["features/f"].id.get_offset() == entry["layout"]["f"][0] and f.attrs["k"] == 1
-    offset = entry["layout"]["f"][0]
+        assert f["features/f"].id.get_offset() == entry.layout["f"][0] and f.attrs["k"] == 1
+    offset = entry.layout["f"][0]
     assert offset % 4096 == 0
     np.testing.assert_array_equal(np.frombuffer(file.read_bytes(), np.float32, 1500, offset).reshape(5, 300), values)
     columns, _ = read_columns(file)

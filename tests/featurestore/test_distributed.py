@@ -20,7 +20,9 @@ import pytest
 from featurestore import ExtractOptions, StoreError, extract, open_store, verify_store
 from featurestore.cli import main
 from featurestore.manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
-from featurestore.shard import SHARD_DIR, ShardBuffer, write_shard
+from featurestore.shard_buffer import ShardBuffer
+from featurestore.shard_write import write_shard
+from featurestore.store_paths import SHARD_DIR
 from featurestore.verify import orphan_files
 from images import write_bad_images, write_good_images
 

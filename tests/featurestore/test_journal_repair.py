@@ -20,7 +20,7 @@ from featurestore.errors import StoreDamagedError, StoreLockedError
 from featurestore.journal import JOURNAL_NAME, append_record, read_journal
 from featurestore.manifest import MANIFEST_NAME, Manifest
 from featurestore.repair import repair_store
-from featurestore.shard import CONTENT_CHECKSUM_ATTR
+from featurestore.shard_write import CONTENT_CHECKSUM_ATTR
 from featurestore.writer import StoreWriter
 from images import write_good_images
 

@@ -14,7 +14,7 @@ import pytest
 
 from featurestore import open_store, write_arrays
 from featurestore.errors import StoreError, UnsafeStoreError
-from featurestore.shard import layer_stats
+from featurestore.shard_buffer import layer_stats
 
 
 @pytest.fixture()
@@ -33,7 +33,7 @@ def _h5py_rows(store, name: str, rows: np.ndarray) -> np.ndarray:
     """The same rows read through h5py only (the reference)."""
     parts = []
     for shard in store.manifest.shards:
-        with h5py.File(store.path / shard["file"], "r") as f:
+        with h5py.File(store.path / shard.file, "r") as f:
             parts.append(f["features"][name][()])
     return np.concatenate(parts)[rows]
 
@@ -50,7 +50,7 @@ def test_non_ascii_columns_round_trip(store_path):
 def test_string_columns_are_fixed_length_utf8(store_path):
     path = store_path[0]
     store = open_store(path)
-    with h5py.File(path / store.manifest.shards[0]["file"], "r") as f:
+    with h5py.File(path / store.manifest.shards[0].file, "r") as f:
         info = h5py.check_string_dtype(f["paths"].dtype)
         assert info.encoding == "utf-8" and info.length is not None
 
@@ -76,7 +76,7 @@ def test_shards_with_variable_length_strings_read_the_same(store_path, tmp_path)
     path, features, labels, paths, _ = store_path
     store = open_store(path)
     for shard in store.manifest.shards:
-        with h5py.File(path / shard["file"], "r+") as f:
+        with h5py.File(path / shard.file, "r+") as f:
             for column in ("labels", "split", "paths"):
                 values = f[column].asstr()[()]
                 del f[column]
@@ -91,7 +91,7 @@ def test_chunked_datasets_are_refused(store_path):
     path, features, *_ = store_path
     store = open_store(path)
     for shard in store.manifest.shards:
-        with h5py.File(path / shard["file"], "r+") as f:
+        with h5py.File(path / shard.file, "r+") as f:
             values = f["features/a"][()]
             del f["features/a"]
             f.create_dataset("features/a", data=values, chunks=(1, values.shape[1]), compression="gzip")
@@ -102,7 +102,7 @@ def test_chunked_datasets_are_refused(store_path):
 def test_truncated_shard_is_a_store_error(store_path):
     path = store_path[0]
     store = open_store(path)
-    file = path / store.manifest.shards[-1]["file"]
+    file = path / store.manifest.shards[-1].file
     layout = store._layout(len(store.manifest.shards) - 1)["b"]
     data = file.read_bytes()
     file.write_bytes(data[: layout.offset + 5])
