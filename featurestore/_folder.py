@@ -11,6 +11,11 @@ __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "scan_images", "folder_tags"]
 
 #: File extensions (lower case) a ``FolderSource`` takes as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: The Pillow formats an image is decoded from, whatever its name says: common raster formats
+#: only. An image is untrusted input, and some formats Pillow knows hand the file to another
+#: program (EPS to Ghostscript) or to rarely exercised decoders. (A camera's multi-picture JPEG
+#: opens through JPEG.)
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 #: Top-level folder names (any case) that a ``FolderSource`` reads as split tags.
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 

@@ -28,11 +28,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ._atomic import read_regular_file
+from ._folder import IMAGE_FORMATS
 from .errors import ImageDecodeError
 from .sources.item import MAX_FILE_BYTES
 from .spec import Preprocessing
 
-__all__ = ["BACKGROUND", "MAX_PIXELS", "decode_any", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode", "decode_or_error"]
+__all__ = ["BACKGROUND", "IMAGE_FORMATS", "MAX_PIXELS", "decode_any", "decode_image", "preprocess_pil", "preprocess_array", "to_color_mode", "decode_or_error"]
 
 BACKGROUND = (255, 255, 255)
 #: Images with more pixels than this are refused before their pixels are decoded
@@ -95,7 +96,7 @@ def decode_image(
             # Pillow warns from MAX_PIXELS on; the explicit check below decides instead,
             # so the refusal always has the same cause and honours ``max_pixels``.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source)) as img:
+            with Image.open(io.BytesIO(source), formats=IMAGE_FORMATS) as img:
                 _check_size(img.width, img.height, preprocessing, name, max_pixels)
                 if draft and img.format == "JPEG":
                     _apply_draft(img, preprocessing)

@@ -26,9 +26,6 @@ MAX_THUMBNAIL_FILE_BYTES = 64 << 20
 #: An image whose header declares more pixels than this is not decoded (skipped and counted).
 MAX_THUMBNAIL_PIXELS = 100_000_000
 
-#: The image formats a thumbnail is decoded from: common raster formats only (never EPS, which
-#: Pillow renders through Ghostscript).
-_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 _FASHION_MNIST = re.compile(r"fashion-mnist:(train|test)/(\d{1,6})")
 
 
@@ -141,11 +138,12 @@ def _open_file(path: str):
     from PIL import Image
 
     from ._atomic import read_regular_file
+    from ._folder import IMAGE_FORMATS
 
     data = read_regular_file(path, max_bytes=MAX_THUMBNAIL_FILE_BYTES)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data), formats=_FORMATS)
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         if img.width * img.height > MAX_THUMBNAIL_PIXELS:
             return None
         if img.format == "JPEG":

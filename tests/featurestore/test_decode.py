@@ -524,3 +524,24 @@ def test_empty_pil_image_is_refused() -> None:
         preprocess_pil(Image.new("RGB", (0, 5)), RGB)
     assert info.value.path == "<image>"
     assert "0x5" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "ICO", "TGA", "PCX", "SGI"])
+def test_only_common_raster_formats_are_decoded(tmp_path: Path, fmt: str) -> None:
+    """An image is untrusted: a file Pillow would hand to Ghostscript (EPS), or to a rarely used
+    decoder, is refused whatever its name says, as a decode error naming the file."""
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(path, format=fmt)
+    with Image.open(path) as img:  # the control: Pillow itself identifies the file
+        assert img.format == fmt
+    with pytest.raises(ImageDecodeError, match="photo.jpg"):
+        decode_image(path, RGB)
+    with pytest.raises(ImageDecodeError):
+        decode_image(path.read_bytes(), RGB)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM"])
+def test_common_raster_formats_decode(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(path, format=fmt)
+    assert decode_image(path, RGB).shape == (32, 32, 3)
