@@ -23,6 +23,8 @@ __all__ = [
     "UnsafeModelError",
     "LayerNotInStoreError",
     "KeyNotInStoreError",
+    "TaskNotInStoreError",
+    "TaskTableError",
     "RowIndexError",
     "OptionsError",
     "BackendUnavailableError",
@@ -133,6 +135,14 @@ class LayerNotInStoreError(StoreError, KeyError):
 
 class KeyNotInStoreError(StoreError, KeyError):
     """A requested key (content hash) is not in the store."""
+
+
+class TaskNotInStoreError(StoreError, KeyError):
+    """A requested task is not attached to the store."""
+
+
+class TaskTableError(FeatureStoreError, ValueError):
+    """A table of task values (``featurestore label``) cannot be read or does not fit the task."""
 
 
 class RowIndexError(StoreError, IndexError):

@@ -26,9 +26,9 @@ from ._atomic import write_bytes_atomic
 from .journal import JOURNAL_NAME, append_record, read_journal, reset_journal
 from ._time import utc_timestamp
 from .errors import MalformedRecordError, StoreDamagedError, StoreError
-from .metadata import Failure, IndexEntry, JournalRecord, ShardEntry, is_count, is_strings, need
+from .metadata import Failure, IndexEntry, JournalRecord, ShardEntry, TaskEntry, is_count, is_strings, need
 from .spec import ModelSpec
-from .store_paths import check_shard_name, read_store_file, uncommitted_shards
+from .store_paths import TASK_DIR, check_shard_name, check_store_name, read_store_file, uncommitted_shards
 
 __all__ = ["MANIFEST_NAME", "STORE_SCHEMA_VERSION", "READABLE_SCHEMAS", "StoreConfig", "Manifest", "committed_digest"]
 
@@ -113,7 +113,7 @@ def _show(value: Any) -> str:
 _DAMAGED = "the store is damaged (restore the file, or extract again into a new store)"
 #: The checkpoint's fields; any other is kept as it is (:attr:`Manifest.extra`).
 _FIELDS = ("schema_version", "fingerprint", "config", "model_spec", "created", "updated", "classes", "shards",
-           "failures", "runs", "journal_seq", "index")
+           "failures", "runs", "journal_seq", "index", "tasks")
 
 
 @dataclass(eq=False)
@@ -145,6 +145,9 @@ class Manifest:
         The row index covering the checkpoint's first ``index.shards`` shards.
     created, updated : str or None
         When the store was created and last checkpointed (UTC).
+    tasks : dict of str to TaskEntry
+        The tasks attached to the store, by name (``tasks`` in the file, a list; absent while
+        there is none, so that stores without tasks keep their bytes).
     extra : dict
         Fields this featurestore does not know, kept as they are.
     seq : int
@@ -165,6 +168,7 @@ class Manifest:
     index: IndexEntry | None = None
     created: str | None = None
     updated: str | None = None
+    tasks: dict[str, TaskEntry] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     seq: int = 0
     checkpoint_shards: int = 0
@@ -214,12 +218,16 @@ class Manifest:
         need(is_count(seq), "journal_seq", seq, "an integer >= 0")
         index = data.get("index")
         need(type(data.get("schema_version")) is int, "schema_version", data.get("schema_version"), "an integer")
+        tasks = data.get("tasks", [])
+        need(type(tasks) is list, "tasks", tasks, "a list")
+        tasks = [TaskEntry.from_dict(item, f"tasks[{i}]") for i, item in enumerate(tasks)]
+        need(len({task.name for task in tasks}) == len(tasks), "tasks", [t.name for t in tasks], "distinct names")
         stamps = {name: data[name] for name in ("created", "updated") if type(data.get(name)) is str}
         extra = {k: v for k, v in data.items() if k not in _FIELDS or k in ("created", "updated") and k not in stamps}
         return cls(data["fingerprint"], store_config, spec, schema_version=data["schema_version"],
                    classes=tuple(data["classes"]), shards=entries, failures=failures, runs=list(runs), journal_seq=seq,
                    index=None if index is None else IndexEntry.from_dict(index), created=stamps.get("created"),
-                   updated=stamps.get("updated"), extra=extra, seq=seq)
+                   updated=stamps.get("updated"), tasks={task.name: task for task in tasks}, extra=extra, seq=seq)
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's JSON document, as ``manifest.json`` holds it."""
@@ -239,6 +247,8 @@ class Manifest:
         for name in ("created", "updated"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if self.tasks:
+            out["tasks"] = [task.to_dict() for task in self.tasks.values()]
         return {**self.extra, **out}
 
     @property
@@ -318,13 +328,20 @@ class Manifest:
             raise StoreDamagedError(f"{path}: {exc}; {_DAMAGED}") from None
         for shard in manifest.shards:
             check_shard_name(shard.file)
+        for task in manifest.tasks.values():
+            for part in task.parts:
+                check_store_name(part.file, TASK_DIR, "task file")
         if manifest.index is not None and manifest.index.shards != len(manifest.shards):
             raise StoreDamagedError(f"{path}: its row index entry does not cover its {len(manifest.shards)} shards; "
                                     "the store is damaged")
         return manifest
 
     def apply(self, record: JournalRecord) -> None:
-        """Apply one journal record (a shard and its labels, failures, a run) to this state."""
+        """Apply one journal record (a shard and its labels, failures, a task, a run) to this state."""
+        if record.task is not None:
+            for part in record.task.parts:
+                check_store_name(part.file, TASK_DIR, "task file")
+            self.tasks[record.task.name] = record.task
         if record.shard is not None:
             check_shard_name(record.shard.file)
             self.add_shard(record.shard, set(record.classes or ()))

@@ -14,6 +14,7 @@ is 'four', expected an integer >= 0``); the manifest and the journal turn it int
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from .errors import MalformedRecordError
 
 __all__ = ["MAX_SHARD_ROWS", "FeatureLayout", "ShardEntry", "IndexEntry", "Failure", "JournalRecord"]
+__all__ += ["TASK_TYPES", "TaskPart", "TaskEntry", "check_task_name"]
 
 #: The most rows an entry may say one shard holds (far beyond any shard a writer makes; the
 #: shard file's own row count is checked wherever the shard is read).
@@ -30,6 +32,10 @@ MAX_SHARD_ROWS = 1 << 40
 #: The statistics every layer of a shard entry records (``norm_sum`` and ``nonfinite`` are later additions).
 _STAT_FIELDS = ("count", "sum", "sumsq", "min", "max")
 _NUMBER = (int, float)
+#: The types a task may have: one class per row, a float per row, a set of labels per row.
+TASK_TYPES = ("classification", "regression", "multilabel")
+#: What a task name may be: it is shown in reports and used as a column and flag value.
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: The keys a shard entry may hold, by the key its checksum is under; any other is kept in ``extra``.
 _KNOWN_SHARD_FIELDS = {"checksum": frozenset(("file", "rows", "checksum", "aliases", "layout", "stats")),
                        "sha256": frozenset(("file", "rows", "sha256", "aliases", "layout", "stats"))}
@@ -294,9 +300,87 @@ class Failure:
         return self.path, self.key
 
 
+def check_task_name(name: Any) -> bool:
+    """Whether ``name`` is a valid task name: 1 to 64 of ``A-Z a-z 0-9 _ . -``, starting with a letter or digit."""
+    return type(name) is str and _TASK_NAME.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class TaskPart:
+    """One file of a task's values (``tasks/<name>.h5``, see :mod:`featurestore.tasks`).
+
+    Attributes
+    ----------
+    file : str
+        ``tasks/<name>``, relative to the store.
+    rows : int
+        Content keys it gives a value.
+    checksum : str
+        ``xxh3_128:<hex>`` of the file.
+    """
+
+    file: str
+    rows: int
+    checksum: str
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "part") -> "TaskPart":
+        """Check and build a part from its JSON object (raises :class:`MalformedRecordError`)."""
+        need(type(data) is dict and set(data) == {"file", "rows", "checksum"} and type(data["file"]) is str
+             and is_count(data["rows"]) and data["rows"] <= MAX_SHARD_ROWS and type(data["checksum"]) is str,
+             where, data, "{file, rows, checksum}")
+        return cls(data["file"], data["rows"], data["checksum"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, as the manifest and the journal hold it."""
+        return {"file": self.file, "rows": self.rows, "checksum": self.checksum}
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """A task attached to a store: its name, its type and the files holding its values.
+
+    A task gives values to content keys, so a value applies to every row (every view) of
+    that content and survives re-extraction. Its parts are read in order, a later part's
+    value for a key replacing an earlier one's.
+
+    Attributes
+    ----------
+    name : str
+        See :func:`check_task_name`.
+    type : {'classification', 'regression', 'multilabel'}
+    parts : tuple of TaskPart
+    """
+
+    name: str
+    type: str
+    parts: tuple[TaskPart, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "task") -> "TaskEntry":
+        """Check and build a task from its JSON object (raises :class:`MalformedRecordError`)."""
+        need(type(data) is dict and set(data) == {"name", "type", "parts"}, where, data, "{name, type, parts}")
+        need(check_task_name(data["name"]), f"{where}.name", data["name"],
+             "1 to 64 letters, digits, '_', '.' or '-'")
+        need(data["type"] in TASK_TYPES, f"{where}.type", data["type"], f"one of {', '.join(TASK_TYPES)}")
+        need(type(data["parts"]) is list, f"{where}.parts", data["parts"], "a list")
+        parts = tuple(TaskPart.from_dict(item, f"{where}.parts[{i}]") for i, item in enumerate(data["parts"]))
+        need(len({part.file for part in parts}) == len(parts), f"{where}.parts", data["parts"], "distinct files")
+        return cls(data["name"], data["type"], parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, as the manifest and the journal hold it."""
+        return {"name": self.name, "type": self.type, "parts": [part.to_dict() for part in self.parts]}
+
+    @property
+    def rows(self) -> int:
+        """Values its parts hold, counting a key given again by a later part twice."""
+        return sum(part.rows for part in self.parts)
+
+
 @dataclass(frozen=True)
 class JournalRecord:
-    """One commit in ``journal.log``: a shard and the labels it holds, new failures, a run's provenance.
+    """One commit in ``journal.log``: a shard and the labels it holds, new failures, a task, a run's provenance.
 
     Attributes
     ----------
@@ -308,6 +392,8 @@ class JournalRecord:
     failures : tuple of Failure or None
     run : dict or None
         Provenance of the run that ended with this commit (free-form).
+    task : TaskEntry or None
+        A task as it stands after this commit (it replaces the task of that name).
     """
 
     seq: int = 0
@@ -315,8 +401,9 @@ class JournalRecord:
     classes: tuple[str, ...] | None = None
     failures: tuple[Failure, ...] | None = None
     run: dict[str, Any] | None = None
+    task: TaskEntry | None = None
 
-    _FIELDS = ("seq", "shard", "classes", "failures", "run")
+    _FIELDS = ("seq", "shard", "classes", "failures", "run", "task")
 
     @classmethod
     def from_dict(cls, data: Any) -> "JournalRecord":
@@ -324,7 +411,8 @@ class JournalRecord:
 
         A record is an object with an integer ``seq`` >= 1 and any of ``shard`` (a shard
         entry), ``classes`` (strings), ``failures`` (objects with string ``path``, ``error``
-        and ``message`` and a string or null ``key``) and ``run`` (an object).
+        and ``message`` and a string or null ``key``), ``task`` (a :class:`TaskEntry`) and ``run``
+        (an object).
 
         Raises
         ------
@@ -358,7 +446,13 @@ class JournalRecord:
         run = data.get("run")
         if "run" in data and type(run) is not dict:
             raise MalformedRecordError("its run is not an object")
-        return cls(seq, shard, None if classes is None else tuple(classes), failures, run)
+        task = None
+        if "task" in data:
+            try:
+                task = TaskEntry.from_dict(data["task"], "task")
+            except MalformedRecordError as exc:
+                raise MalformedRecordError(f"its {exc}") from None
+        return cls(seq, shard, None if classes is None else tuple(classes), failures, run, task)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, as the journal holds it (absent fields left out)."""
@@ -371,6 +465,8 @@ class JournalRecord:
             out["failures"] = [failure.to_dict() for failure in self.failures]
         if self.run is not None:
             out["run"] = self.run
+        if self.task is not None:
+            out["task"] = self.task.to_dict()
         return out
 
     def numbered(self, seq: int) -> "JournalRecord":

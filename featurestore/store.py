@@ -15,7 +15,8 @@ import numpy as np
 
 from ._atomic import CHECKSUM_PREFIX
 from .columns import RowColumns
-from .errors import KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreDamagedError, StoreError
+from .errors import (KeyNotInStoreError, LayerNotInStoreError, RowIndexError, StoreDamagedError, StoreError,
+                     TaskNotInStoreError)
 from .manifest import Manifest, StoreConfig
 from .row_index import read_row_index
 from .metadata import FeatureLayout, ShardEntry
@@ -23,6 +24,7 @@ from .hdf5_checks import check_feature_layouts, open_shard
 from .shard_read import read_columns, read_layouts
 from .store_paths import open_store_file, shard_file
 from .spec import ModelSpec
+from .task_files import RowTargets, row_targets, task_values
 
 __all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
 
@@ -40,11 +42,19 @@ class FeatureSet:
         on first use.
     views : numpy.ndarray of int
         0 for the clean image, k for the k-th augmented view.
-    y : numpy.ndarray of int
-        Index of the label in ``classes``; -1 where unlabelled.
+    y : numpy.ndarray
+        Without a task: index of the label in ``classes`` (int), -1 where unlabelled. With a
+        task (``load(task=...)``, only rows with a value): the class index (classification),
+        the float target (regression), or a ``(rows, len(classes))`` 0/1 ``uint8`` matrix
+        (multilabel).
     classes : tuple of str
+        Class names, or the label names of a multilabel task (the columns of ``y``); empty for
+        a regression task.
     key_source, path_source : callable
         Return ``keys`` and ``paths``.
+    task : str or None
+        The task ``y`` is for (None: the labels, as ``load()`` without a task gives them).
+    task_type : {'classification', 'regression', 'multilabel'}
     """
 
     X: dict[str, np.ndarray]
@@ -55,6 +65,8 @@ class FeatureSet:
     classes: tuple[str, ...]
     key_source: Callable[[], np.ndarray] = field(repr=False, compare=False)
     path_source: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    task: str | None = None
+    task_type: str = "classification"
 
     def __len__(self) -> int:
         return len(self.y)
@@ -108,6 +120,7 @@ class FeatureStore:
         self._splits: np.ndarray | None = None
         self._checked: set[tuple[int, str]] = set()  # (shard, layer) whose recorded layout the file confirmed
         self._row_of: dict[tuple[str, int], int] | None = None
+        self._task_values: dict[str, dict[str, Any]] = {}  # task -> key -> value, read on first use
 
     def _read_columns(self) -> RowColumns:
         index = self.manifest.index
@@ -189,8 +202,15 @@ class FeatureStore:
 
     @property
     def labels(self) -> np.ndarray:
+        """Each row's label (str, ``""`` if none): as extracted, updated by the task ``label`` once one
+        is attached (``featurestore label``)."""
         if self._labels is None:
-            self._labels = self._rows.labels
+            labels = self._rows.labels
+            if "label" in self.manifest.tasks:
+                values = self._values("label")
+                labels = np.array([values.get(k, lab) for k, lab in zip(self.keys.tolist(), labels.tolist())],
+                                  dtype=object).reshape(-1)
+            self._labels = labels
         return self._labels
 
     @property
@@ -209,7 +229,48 @@ class FeatureStore:
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """The labels rows carry, sorted."""
+        if "label" in self.manifest.tasks:
+            return tuple(sorted({lab for lab in self.labels.tolist() if lab}))
         return self.manifest.classes
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        """Task name -> type: ``label`` (classification) where rows carry labels, and every task attached."""
+        out = {"label": "classification"} if self.manifest.classes else {}
+        out.update({name: task.type for name, task in self.manifest.tasks.items()})
+        return out
+
+    def _values(self, name: str) -> dict[str, Any]:
+        """Key -> value of an attached task (read once)."""
+        if name not in self._task_values:
+            try:
+                self._task_values[name] = task_values(self.path, self.manifest.tasks[name])
+            except FileNotFoundError as exc:
+                raise StoreError(f"{self.path}: task {name!r} was updated while this store was open ({exc.filename} "
+                                 "is gone); open the store again") from None
+        return self._task_values[name]
+
+    def targets(self, task: str) -> RowTargets:
+        """Each row's value for ``task`` (see :class:`~featurestore.task_files.RowTargets`).
+
+        The task ``label`` is the rows' labels (:attr:`labels`); any other is read from its files.
+
+        Raises
+        ------
+        TaskNotInStoreError
+            The store has no such task.
+        """
+        if task not in self.tasks:
+            raise TaskNotInStoreError(f"task {task!r} is not in store {self.path}; tasks: "
+                                      f"{', '.join(self.tasks) or '(none)'} (attach one with `featurestore label`)")
+        if task == "label":
+            labels = self.labels
+            classes = self.classes
+            code = {c: i for i, c in enumerate(classes)}
+            y = np.array([code.get(lab, -1) for lab in labels.tolist()], dtype=np.int64).reshape(-1)
+            return RowTargets("classification", y >= 0, y, classes)
+        return row_targets(self.keys, self.manifest.tasks[task].type, self._values(task))
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -266,7 +327,7 @@ class FeatureStore:
             raise KeyNotInStoreError(f"key {exc.args[0][0]!r} (view {view}) is not in store {self.path}") from None
 
     def load(self, layers: Sequence[str] | str | None = None, split: str | None = None, view: int | None = 0,
-             rows: np.ndarray | None = None, check: bool = True) -> FeatureSet:
+             rows: np.ndarray | None = None, check: bool = True, task: str | None = None) -> FeatureSet:
         """Load features and row metadata.
 
         Every shard read whole, all its rows first to last in one block and all its layers (a
@@ -290,6 +351,9 @@ class FeatureStore:
             Explicit row indices (any order); overrides ``split`` and ``view``.
         check : bool, default=True
             Check the checksum of every shard read whole (see above); False skips it.
+        task : str, optional
+            Load only the rows that have a value for this task (see :attr:`tasks`), with ``y``
+            and ``classes`` for it (see :class:`FeatureSet`); rows without a value are left out.
 
         Returns
         -------
@@ -300,19 +364,42 @@ class FeatureStore:
         StoreDamagedError
             A shard read whole differs from its checksum, or a shard's feature datasets are not
             where or of the shape the manifest records (checked before any array is allocated).
+        TaskNotInStoreError
+            ``task`` is not one of the store's tasks.
         """
         wanted = self.layers if layers is None else ([layers] if isinstance(layers, str) else list(layers))
         names = [self.output_name(n) for n in wanted]
         selected = self._check_rows(rows) if rows is not None else self.rows(split, view)
+        targets = None
+        if task is not None:
+            targets = self.targets(task)
+            selected = selected[targets.present[selected]]
         plan = self._plan(selected)
         shapes = self._checked_row_shapes(names, plan)  # before allocating: the manifest is untrusted
         out = {name: _page_aligned_empty((len(selected),) + shapes[name], self.dtype) for name in names}
         self._fill(out, plan, check)
+        raw_keys = self._rows.keys[selected]
+        if targets is not None:
+            y = targets.y[selected]
+            if targets.type == "classification":
+                labels = np.array(targets.classes, dtype=object)[y] if len(y) else np.array([], dtype=object)
+            elif targets.type == "regression":
+                labels = np.array([repr(v) for v in y.tolist()], dtype=object).reshape(-1)
+            else:
+                names = np.array(targets.classes, dtype=object)
+                labels = np.array(["|".join(names[np.flatnonzero(r)]) for r in y], dtype=object).reshape(-1)
+            return FeatureSet(X=out, labels=labels, splits=self.splits[selected], views=self.views[selected], y=y,
+                              classes=targets.classes, key_source=lambda: _as_str(raw_keys),
+                              path_source=lambda: self.paths[selected], task=task, task_type=targets.type)
+        if "label" in self.manifest.tasks:  # labels updated by a task: coded from the strings
+            targets = self.targets("label")
+            return FeatureSet(X=out, labels=self.labels[selected], splits=self.splits[selected],
+                              views=self.views[selected], y=targets.y[selected], classes=targets.classes,
+                              key_source=lambda: _as_str(raw_keys), path_source=lambda: self.paths[selected])
         classes = self.classes
         lookup = {c: i for i, c in enumerate(classes)}
         rows = self._rows
         y_of_code = np.array([lookup.get(name, -1) for name in rows.label_names.tolist()] or [-1], dtype=np.int64)
-        raw_keys = rows.keys[selected]
         return FeatureSet(
             X=out, labels=self.labels[selected], splits=self.splits[selected],
             views=self.views[selected], y=y_of_code[rows.label_codes[selected]], classes=classes,

@@ -19,9 +19,11 @@ from .errors import NotAFileError, UnsafeStoreError
 from .metadata import ShardEntry
 
 __all__ = ["SHARD_DIR", "store_folder", "check_store_name", "store_file", "read_store_file", "open_store_file",
-           "shard_dir", "uncommitted_shards", "check_shard_name", "shard_file"]
+           "shard_dir", "uncommitted_shards", "check_shard_name", "shard_file", "TASK_DIR", "task_file"]
 
 SHARD_DIR = "shards"
+#: Where the files of a store's tasks lie (see :mod:`featurestore.tasks`).
+TASK_DIR = "tasks"
 
 
 def store_folder(store: Path, folder: str) -> Path:
@@ -121,3 +123,8 @@ def shard_file(store: Path, file: str) -> Path:
 
 
 #: The groups a shard holds (one level below the root; datasets only inside them).
+
+
+def task_file(store: Path, file: Any) -> Path:
+    """The path of a task's file, checked to be a regular file inside ``STORE/tasks/`` (no link)."""
+    return store_file(store, TASK_DIR, file, "task file")

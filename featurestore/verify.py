@@ -17,6 +17,7 @@ from .hdf5_checks import open_shard
 from .shard_read import read_columns
 from .shard_write import CONTENT_CHECKSUM_ATTR, content_checksum
 from .store_paths import SHARD_DIR, shard_file, uncommitted_shards
+from .task_files import read_task_part
 
 __all__ = ["verify_store", "orphan_files"]
 
@@ -31,8 +32,9 @@ def verify_store(path: str | Path) -> list[str]:
     links, external storage, virtual datasets, chunks or filters), holds the manifest's row
     count in every row column and layer (with the layer's width) at the byte offsets the
     manifest records, matches the checksum of its contents in its own attributes (when it has
-    one), and has no NaN or Inf; that no (key, view) row appears twice; and that
-    the row index matches its checksum and, row for row, the shards it covers.
+    one), and has no NaN or Inf; that no (key, view) row appears twice; that
+    the row index matches its checksum and, row for row, the shards it covers; and that each
+    task's files match their checksums and hold what their entries say.
 
     Raises
     ------
@@ -76,6 +78,12 @@ def verify_store(path: str | Path) -> list[str]:
             problems.append(f"{shard.file}: unreadable ({type(exc).__name__}: {exc})")
     if index:
         problems += _check_index(path, index, indexed, covered)
+    for task in manifest.tasks.values():  # each file's checksum and contents, values of distinct keys
+        for part in task.parts:
+            try:
+                read_task_part(path, part, task.type)
+            except (StoreError, OSError, KeyError, ValueError) as exc:
+                problems.append(f"{part.file} (task {task.name}): {exc}")
     return problems
 
 

@@ -405,6 +405,17 @@ class StoreWriter:
         self.manifest.save(self.path, index=entry)
         self._columns = [columns]
 
+    def commit_record(self, record: JournalRecord) -> None:
+        """Commit ``record`` (a task, see :func:`~featurestore.tasks.attach_task`) now: one fsynced
+        journal append, with the failures not committed yet.
+
+        Raises
+        ------
+        StoreWriteError
+            The file system refused the write; nothing more is committed by this writer.
+        """
+        self._guarded(self._record, record, True)
+
     def commit_external(self, entry: ShardEntry | dict[str, Any], keys: list[str], views: list[int], paths: list[str],
                         labels: list[str], splits: list[str] | None = None) -> None:
         """Commit a complete shard that another process wrote into this store's ``shards/``.

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "classify": "classify_cmd",
     "extract": "extract_cmd",
     "info": "info_cmd",
+    "label": "label_cmd",
     "verify": "verify_cmd",
     "migrate": "migrate_cmd",
     "repair": "repair_cmd",

@@ -23,6 +23,7 @@ def store_info(path: Path) -> dict[str, Any]:
     """Everything `info` reports, as plain JSON data."""
     from ..store_paths import shard_file
     from ..store import open_store
+    from ..tasks import task_summary
     from ..verify import orphan_files
 
     store = open_store(path)
@@ -56,6 +57,7 @@ def store_info(path: Path) -> dict[str, Any]:
                   "precision": spec.precision, "input": list(spec.input_shape)},
         "dtype": manifest.config.dtype,
         "classes": {c: n for c, n in sorted(Counter(store.labels[clean].tolist()).items()) if c},
+        "tasks": task_summary(store),
         "splits": {s or "(none)": n for s, n in sorted(Counter(store.splits[clean].tolist()).items())},
         "layers": layer_stats,
         "shards": len(manifest.shards),
@@ -83,6 +85,16 @@ def run(args: argparse.Namespace) -> int:
           f"{info['dtype']}, {info['shards']} shards, {info['bytes'] / 1e6:.1f} MB")
     print("splits       " + ", ".join(f"{s} {n}" for s, n in info["splits"].items()))
     print(f"classes      {len(info['classes'])}: " + ", ".join(f"{c} ({n})" for c, n in info["classes"].items()))
+    print(f"tasks        {len(info['tasks'])}")
+    for name, task in info["tasks"].items():
+        if task["type"] == "regression":
+            detail = ("range [{:.4g}, {:.4g}], mean {:.4g}".format(*task["range"], task["mean"]) if task["range"]
+                      else "no values")
+        else:
+            shown = list((task["classes"] if task["type"] == "classification" else task["labels"]).items())
+            detail = f"{len(shown)} {'classes' if task['type'] == 'classification' else 'labels'}: " + ", ".join(
+                f"{c} ({n})" for c, n in shown[: args.limit]) + (", ..." if len(shown) > args.limit else "")
+        print(f"  {name:<22} {task['type']:<14} {task['rows']}/{task['of']} rows  {detail}")
     print("layers")
     for name, st in info["layers"].items():
         print(f"  {name:<24} dim {st['dim']:>5}  stride {st['stride'] or '-':>3}  pooling {st['pooling']:<6} "
