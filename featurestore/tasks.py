@@ -51,19 +51,19 @@ def parse_value(cell: str, task_type: str, sep: str = "|") -> Value:
     Raises
     ------
     ValueError
-        The cell is not a value of that type (a number that does not parse or is not finite,
-        a label set with no label).
+        The cell is not a value of that type (a number that does not parse; :class:`TaskTableError`
+        for one that is not finite or a label set with no label).
     """
     text = cell.strip()
     if task_type == "regression":
         number = float(text)
         if not math.isfinite(number):
-            raise ValueError(f"{text!r} is not a finite number")
+            raise TaskTableError(f"{text!r} is not a finite number")
         return number
     if task_type == "multilabel":
         labels = tuple(sorted({part.strip() for part in text.split(sep) if part.strip()}))
         if not labels:
-            raise ValueError(f"{text!r} names no label")
+            raise TaskTableError(f"{text!r} names no label")
         return labels
     return text
 
