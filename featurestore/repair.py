@@ -30,13 +30,13 @@ from .columns import RowColumns
 from .errors import FeatureStoreError, MalformedRecordError, StoreError, StoreLockedError
 from .journal import salvage_records
 from .manifest import MANIFEST_NAME, READABLE_SCHEMAS, Manifest, StoreConfig
-from .metadata import Failure, JournalRecord, ShardEntry
+from .metadata import Failure, JournalRecord, ShardEntry, TaskEntry
 from .row_index import stale_index_files, write_row_index
 from .hdf5_checks import open_shard
 from .shard_buffer import layer_stats
 from .shard_read import read_columns
 from .shard_write import CONTENT_CHECKSUM_ATTR, WRITTEN_ATTR, content_checksum
-from .store_paths import SHARD_DIR, check_shard_name, shard_dir
+from .store_paths import SHARD_DIR, check_shard_name, shard_dir, task_file
 from .spec import ModelSpec
 from .writer import LOCK_NAME
 
@@ -163,9 +163,24 @@ def _checkpoint(store: Path) -> tuple[Manifest, Any]:
             continue
     runs = [run for run in data.get("runs") if isinstance(run, dict)] if isinstance(data.get("runs"), list) else []
     created = data.get("created") if isinstance(data.get("created"), str) else None
+    tasks = {}
+    for item in data.get("tasks") if isinstance(data.get("tasks"), list) else []:
+        try:  # a task whose files are all there is kept (verify checks their contents)
+            task = TaskEntry.from_dict(item)
+        except MalformedRecordError:
+            continue
+        if all(_task_file_present(store, part.file) for part in task.parts):
+            tasks.setdefault(task.name, task)
     manifest = Manifest(data["fingerprint"], config, spec, failures=failures, runs=runs, journal_seq=seq,
-                        created=created, seq=seq)
+                        created=created, tasks=tasks, seq=seq)
     return manifest, data.get("shards")
+
+
+def _task_file_present(store: Path, file: str) -> bool:
+    try:
+        return task_file(store, file).is_file()
+    except FeatureStoreError:  # outside STORE/tasks/, or a link
+        return False
 
 
 def _named(entries: Any) -> dict[str, tuple[int, ShardEntry]]:
@@ -241,7 +256,8 @@ def repair_store(path: str | Path) -> RepairReport:
     written before shards recorded one are committed when their columns read, and listed),
     and none of its (key, view) rows is committed already; in the checkpoint's order, then in
     the order the others were written. Failures and
-    run provenance are kept from the checkpoint and the journal records that still read.
+    run provenance are kept from the checkpoint and the journal records that still read, and
+    so are tasks whose files are all in ``tasks/`` (a later record's version of a task wins).
     Files that are not committed are moved to ``orphans/``; only temporary files are deleted.
 
     Parameters
@@ -341,6 +357,8 @@ def _write_checkpoint(store: Path, manifest: Manifest, committed: list[_Shard], 
             repaired.add_failures(record.failures)
         if record.run is not None:
             repaired.runs.append(record.run)
+        if record.task is not None and all(_task_file_present(store, part.file) for part in record.task.parts):
+            repaired.tasks = {**repaired.tasks, record.task.name: record.task}  # a task committed since
     name = f"rows-{repaired.seq:010d}-repair-{secrets.token_hex(4)}.h5"
     entry = write_row_index(store, name, RowColumns.concatenate([s.columns for s in committed]))
     repaired.save(store, index=entry)

@@ -236,3 +236,36 @@ def test_a_hostile_task_entry_or_file_is_refused(tmp_path):
     path.symlink_to(tmp_path / "y.csv")
     with pytest.raises(UnsafeStoreError):
         open_store(store).load(task="y")
+
+
+_COMMIT_AND_DIE = """
+import os, sys
+from featurestore.manifest import Manifest
+from featurestore.metadata import JournalRecord, TaskEntry
+from featurestore.task_files import write_task_part
+from featurestore.writer import StoreWriter
+
+manifest = Manifest.load(sys.argv[1])
+writer = StoreWriter(sys.argv[1], manifest.config, manifest.spec)
+part = write_task_part(writer.path, "late.h5", "regression", [sys.argv[2]], [5.0])
+writer.commit_record(JournalRecord(task=TaskEntry("late", "regression", (part,))))
+os._exit(0)
+"""
+
+
+def test_repair_keeps_the_tasks_of_the_checkpoint_and_of_the_journal(tmp_path):
+    import subprocess
+    import sys
+
+    from featurestore.repair import repair_store
+
+    store = _store(tmp_path / "s")
+    attach_task(store, _table(tmp_path / "y.csv", "path,y", [("/img/0.png", "1")]))
+    key = open_store(store).keys[3]
+    subprocess.run([sys.executable, "-c", _COMMIT_AND_DIE, str(store), key], check=True)
+    assert len(read_journal(store).records) == 1
+    (store / Manifest.load(store).index.file).unlink()
+    repair_store(store)
+    opened = open_store(store)
+    assert opened.load(task="y").y.tolist() == [1.0] and opened.load(task="late").keys.tolist() == [key]
+    assert verify_store(store) == []
