@@ -29,8 +29,9 @@ from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
 from .manifest import StoreConfig
 from .session import DEVICES, FeatureModel
-from .sources import MAX_FILE_BYTES, ImageSource, SourceItem, content_key, open_source
+from .sources import MAX_FILE_BYTES, CsvSource, ImageSource, SourceItem, content_key, open_source
 from .spec import Preprocessing
+from .tasks import LabelReport, attach_table_columns, check_task_types, parse_task_types
 from .writer import StoreWriter, check_shard_rows
 
 __all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known", "source_options"]
@@ -82,6 +83,13 @@ class ExtractOptions:
     image_from : str, optional
         WebDataset shards: the image member's suffix (default: the first image member).
         Tables: the image column (default: the ``Image`` feature, else one named ``image``...).
+    task_types : tuple of str, default=()
+        A CSV/TSV image list's columns other than ``path``, ``label`` and ``split`` become tasks
+        (:mod:`featurestore.tasks`), attached once the features are stored; ``NAME=TYPE`` items
+        set a column's type instead of inferring it (numbers: regression; a value holding
+        ``task_sep``: multilabel; else classification).
+    task_sep : str, default='|'
+        Separator of a multilabel cell's labels.
     """
 
     batch_size: int = option(32, "images per onnxruntime call (default 32)")
@@ -112,6 +120,10 @@ class ExtractOptions:
     image_from: str | None = option(
         None, "WebDataset shards: the image member's suffix, e.g. png (default: the first image member); "
               "Parquet/Arrow tables: the image column (default: the Image feature, else 'image', ...)")
+    task_types: tuple[str, ...] = option(
+        (), "CSV/TSV image lists: extra columns become tasks; NAME=TYPE (classification, regression, multilabel) "
+            "sets a column's type instead of inferring it", kind="list", flag="--task-type")
+    task_sep: str = option("|", "CSV/TSV image lists: separator of a multilabel task's labels (default |)")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -131,6 +143,9 @@ class ExtractOptions:
             raise OptionsError("decode='device' takes no augmented views (they are made on the host); "
                                     "use decode='host' with views")
         object.__setattr__(self, "augment", check_augmentations(self.augment))
+        parse_task_types(self.task_types)
+        if not self.task_sep:
+            raise OptionsError("task_sep must not be empty")
 
 
 @dataclass
@@ -145,6 +160,7 @@ class ExtractReport:
     rows_added: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    tasks: list[LabelReport] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -160,6 +176,8 @@ class ExtractReport:
         ]
         for failure in self.failures:
             lines.append(f"  FAILED {failure['path']}: {failure['error']}: {failure['message']}")
+        for task in self.tasks:
+            lines.extend(task.lines())
         return "\n".join(lines)
 
 
@@ -316,6 +334,11 @@ def extract(
     config = StoreConfig.from_spec(model.spec, file_sha256(model.path), views=options.views,
                                    augment=options.augment, dtype=options.dtype)
     src = open_source(source, **source_options(options))
+    task_types = parse_task_types(options.task_types)
+    if isinstance(src, CsvSource):
+        check_task_types(src.path, task_types)  # before any work
+    elif task_types:
+        raise OptionsError("--task-type applies to a CSV/TSV image list's extra columns; this source has none")
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
     report = ExtractReport(store=str(store), listed=len(src))
     runner = _BatchRunner(model, writer, report, options, decoder)
@@ -372,4 +395,6 @@ def extract(
             **({"device_decode_host_fallbacks": decoder.host_fallbacks} if decoder is not None else {}),
         })
         report.rows_added = writer.rows_added
+    if isinstance(src, CsvSource):  # its extra columns, by path: a rerun commits only what changed
+        report.tasks = attach_table_columns(store, src.path, task_types, options.task_sep)
     return report

@@ -35,7 +35,7 @@ from .task_files import Value, task_values, write_task_part
 from .writer import StoreWriter
 
 __all__ = ["TASK_TYPES", "KEY_COLUMNS", "LabelReport", "attach_task", "infer_task_type", "parse_value",
-           "task_summary"]
+           "task_summary", "parse_task_types", "table_task_columns", "check_task_types", "attach_table_columns"]
 
 #: The column a table's rows are matched by, for each ``key`` mode.
 KEY_COLUMNS = {"path": ("path",), "sha256": ("sha256", "key")}
@@ -356,3 +356,72 @@ def task_summary(store: FeatureStore) -> dict[str, dict[str, Any]]:
             info["mean"] = float(np.mean(y)) if len(y) else None
         out[name] = info
     return out
+
+
+#: Columns of an image list that are not tasks (see :class:`~featurestore.sources.CsvSource`).
+_SOURCE_COLUMNS = ("path", "label", "split")
+
+
+def parse_task_types(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``NAME=TYPE`` items (``--task-type``) as name -> type.
+
+    Raises
+    ------
+    OptionsError
+        An item is not ``NAME=TYPE`` with a valid task name and a known type, or names a task twice.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, kind = str(item).partition("=")
+        name, kind = name.strip(), kind.strip()
+        if not sep or not check_task_name(name) or kind not in TASK_TYPES:
+            raise OptionsError(f"--task-type takes NAME=TYPE with TYPE one of {', '.join(TASK_TYPES)}, got {item!r}")
+        if name in out:
+            raise OptionsError(f"--task-type names task {name!r} twice")
+        out[name] = kind
+    return out
+
+
+def table_task_columns(table: str | Path) -> list[str]:
+    """The columns of an image list (CSV/TSV with a header) that become tasks at extraction: every
+    column but ``path``, ``label`` and ``split`` whose name is a valid task name."""
+    table = Path(table)
+    delimiter = "\t" if table.suffix.lower() == ".tsv" else ","
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None) or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TaskTableError(f"cannot read table {table}: {type(exc).__name__}: {exc}") from None
+    names = [cell.strip() for cell in header]
+    return [n for n in names if n.lower() not in _SOURCE_COLUMNS and check_task_name(n) and names.count(n) == 1]
+
+
+def check_task_types(table: str | Path, task_types: dict[str, str] | None) -> list[str]:
+    """The table's task columns, once every name in ``task_types`` is one of them.
+
+    Raises
+    ------
+    OptionsError
+        ``task_types`` names a column the table does not have as a task column.
+    """
+    columns = table_task_columns(table)
+    unknown = sorted(set(task_types or {}) - set(columns))
+    if unknown:
+        raise OptionsError(f"--task-type names {', '.join(map(repr, unknown))}, not a task column of {table} "
+                           f"(its task columns: {', '.join(columns) or 'none'})")
+    return columns
+
+
+def attach_table_columns(store: str | Path, table: str | Path, task_types: dict[str, str] | None = None,
+                         sep: str = "|") -> list[LabelReport]:
+    """Attach each task column of an image list (:func:`table_task_columns`) to the store extracted
+    from it, matched by path: the type from ``task_types`` (name -> type), else inferred.
+
+    Raises
+    ------
+    OptionsError
+        ``task_types`` names a column the table does not have as a task column.
+    """
+    columns = check_task_types(table, task_types)
+    return [attach_task(store, table, task=column, task_type=(task_types or {}).get(column), sep=sep)
+            for column in columns]

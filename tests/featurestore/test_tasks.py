@@ -269,3 +269,36 @@ def test_repair_keeps_the_tasks_of_the_checkpoint_and_of_the_journal(tmp_path):
     opened = open_store(store)
     assert opened.load(task="y").y.tolist() == [1.0] and opened.load(task="late").keys.tolist() == [key]
     assert verify_store(store) == []
+
+
+def test_a_csv_sources_extra_columns_become_tasks_at_extraction(tiny_onnx, tmp_path, capsys):
+    from featurestore import ExtractOptions, extract
+    from images import write_good_images
+
+    images = write_good_images(tmp_path / "imgs", n=4)
+    table = tmp_path / "list.csv"
+    rows = [("angle", "tags", "digit", "notes (free)")] + [(f"{i * 5 - 7.5}", "a|b" if i % 2 else "b", str(i % 2), "x")
+                                                           for i in range(4)]
+    table.write_text("path,label,split,angle,tags,digit,notes (free)\n" + "".join(
+        f"imgs/{p.name},c{i % 2},train,{','.join(rows[i + 1])}\n" for i, p in enumerate(images)), encoding="utf-8")
+    options = ExtractOptions(device="cpu", batch_size=2, progress=False, task_types=("digit=classification",))
+    report = extract(tiny_onnx, table, tmp_path / "s", options)
+    assert [(t.task, t.type, t.added) for t in report.tasks] == [
+        ("angle", "regression", 4), ("tags", "multilabel", 4), ("digit", "classification", 4)]
+    store = open_store(tmp_path / "s")
+    assert store.tasks == {"label": "classification", "angle": "regression", "tags": "multilabel",
+                           "digit": "classification"}
+    assert store.load(task="angle").y.tolist() == [-7.5, -2.5, 2.5, 7.5]
+    assert store.load(task="tags").y.tolist() == [[0, 1], [1, 1], [0, 1], [1, 1]]
+    assert store.load(task="digit").classes == ("0", "1")
+    again = extract(tiny_onnx, table, tmp_path / "s", options)
+    assert again.decoded == 0 and [t.commits for t in again.tasks] == [0, 0, 0]
+    assert verify_store(tmp_path / "s") == []
+    with pytest.raises(OptionsError, match="not a task column"):
+        extract(tiny_onnx, table, tmp_path / "t", ExtractOptions(device="cpu", task_types=("nope=regression",)))
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(OptionsError, match="NAME=TYPE"):
+        ExtractOptions(task_types=("digit=ordinal",))
+    assert main(["extract", str(tiny_onnx), str(table), "-o", str(tmp_path / "u"), "--device", "cpu",
+                 "--no-progress", "--task-type", "digit=regression,angle=regression"]) == 0
+    assert "task digit (regression)" in capsys.readouterr().out
