@@ -302,3 +302,23 @@ def test_a_csv_sources_extra_columns_become_tasks_at_extraction(tiny_onnx, tmp_p
     assert main(["extract", str(tiny_onnx), str(table), "-o", str(tmp_path / "u"), "--device", "cpu",
                  "--no-progress", "--task-type", "digit=regression,angle=regression"]) == 0
     assert "task digit (regression)" in capsys.readouterr().out
+
+
+def test_a_store_being_written_is_refused_untouched_and_info_json_lists_tasks(tmp_path, capsys):
+    from featurestore.errors import StoreLockedError
+
+    store = _store(tmp_path / "s")
+    table = _table(tmp_path / "y.csv", "path,y", [("/img/0.png", "1")])
+    manifest = Manifest.load(store)
+    before = (store / MANIFEST_NAME).read_bytes()
+    writer = StoreWriter(store, manifest.config, manifest.spec)
+    try:
+        with pytest.raises(StoreLockedError):
+            attach_task(store, table)
+    finally:
+        writer.close()
+    assert (store / MANIFEST_NAME).read_bytes() == before and not (store / "tasks").exists()
+    attach_task(store, table)
+    assert main(["info", str(store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tasks"]["y"] == {"type": "regression", "rows": 1, "of": ROWS, "range": [1.0, 1.0], "mean": 1.0}
