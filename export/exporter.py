@@ -12,7 +12,7 @@ from torch import nn
 
 from featurestore.utils import write_bytes_atomic
 from featurestore import __version__
-from featurestore.spec import POOLED_WIDTH, SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
+from featurestore.spec import POOLED_WIDTH, PRECISIONS, SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
 from ._cache import OFFLINE_ENV, is_offline
 from .backbones import get_backbone
@@ -214,8 +214,8 @@ def export_backbone(
     """
     if opset < MIN_OPSET:
         raise ExportOptionsError(f"opset {opset} is too old; use {MIN_OPSET} or later")
-    if precision not in ("fp32", "fp16"):
-        raise ExportOptionsError(f"precision {precision!r} is not supported; choose fp32 or fp16")
+    if precision not in PRECISIONS:
+        raise ExportOptionsError(f"precision {precision!r} is not supported; choose {' or '.join(PRECISIONS)}")
     prep = _preprocessing(backbone, image_size, grayscale, preprocessing, is_offline(offline))
     module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init, offline=offline,
                                           image_size=image_size)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import option
-from .spec import POOLINGS
+from .spec import POOLINGS, PRECISIONS
 
 __all__ = ["ExportConfig"]
 
@@ -52,7 +52,7 @@ class ExportConfig:
     random_init: bool = option(False, "export untrained (seeded) weights; recorded as such in the spec",
                                kind="switch")
     precision: str = option("fp32", "compute precision of the backbone; inputs/outputs stay uint8/float32",
-                            choices=("fp32", "fp16"))
+                            choices=PRECISIONS)
     image_size: int | None = option(None, "input size override (square)")
     grayscale: bool = option(False, "one input channel (pixels backbone only)", kind="switch")
     offline: bool = option(False, "take pretrained weights from the caches only (torch.hub's $TORCH_HOME/hub/"

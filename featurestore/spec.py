@@ -24,6 +24,7 @@ __all__ = [
     "LAYOUTS",
     "POOLED_WIDTH",
     "INTERPOLATIONS",
+    "PRECISIONS",
     "LayerSpec",
     "Preprocessing",
     "WeightsInfo",
@@ -47,6 +48,8 @@ POOLINGS = MAP_POOLINGS + TOKEN_POOLINGS[:-1]
 #: Layouts of a layer's per-image output: a vector, a channels-first or channels-last map,
 #: or a sequence of tokens.
 LAYOUTS = ("NC", "NCHW", "NHWC", "NLC")
+#: Compute precisions of an exported backbone (its inputs and outputs stay uint8 and float32).
+PRECISIONS = ("fp32", "fp16")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RESIZE_MODES = ("shorter_side", "exact")
 COLOR_MODES = ("RGB", "L")
@@ -221,7 +224,7 @@ class ModelSpec:
         _require(len(self.layers) > 0, "a model spec needs at least one layer")
         outputs = [layer.output for layer in self.layers]
         _require(len(set(outputs)) == len(outputs), f"duplicate output names in {outputs}")
-        _require(self.precision in ("fp32", "fp16"), f"precision {self.precision!r} not in ('fp32', 'fp16')")
+        _require(self.precision in PRECISIONS, f"precision {self.precision!r} not in {PRECISIONS}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from featurestore.utils import write_bytes_atomic
 from featurestore.errors import PackageError
-from featurestore.spec import SPEC_KEY, read_spec
+from featurestore.spec import PRECISIONS, SPEC_KEY, read_spec
 
 from .checks import check_head_model, check_head_width
 from .onnx import head_piece
@@ -35,7 +35,6 @@ CLASSES_KEY = "featurestore.classes"
 #: Metadata key of the packaged head's sidecar (JSON), with ``probabilities`` and ``backbone_precision``.
 HEAD_KEY = "featurestore.head"
 #: What the backbone may compute in; the fusion and head stay float32.
-PRECISIONS = ("fp32", "fp16")
 _FEATURES = "featurestore.features"
 
 
