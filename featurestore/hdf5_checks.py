@@ -5,7 +5,7 @@ datasets joined by hard links; external or soft links, external storage, virtual
 chunked or filtered layouts (whose plugins HDF5 would load) could make a reader open files
 outside the store, so they are refused (:class:`~featurestore.errors.UnsafeStoreError`)
 before anything they point to is followed. One checker, through HDF5's low-level API, serves
-both :class:`open_shard` (every object of a file, before h5py reads it) and
+both :func:`open_shard` (every object of a file, before h5py reads it) and
 :func:`check_feature_layouts` (the feature datasets the raw read path takes bytes from).
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,7 @@ def check_feature_layouts(path: Path, expected: dict[str, FeatureLayout], member
     the manifest records them, stored as the writer stores them.
 
     The raw read path takes feature bytes at the recorded offsets without parsing the file;
-    this check (about 0.1 ms per shard) makes it refuse what :class:`open_shard` refuses: links
+    this check (about 0.1 ms per shard) makes it refuse what :func:`open_shard` refuses: links
     (checked before anything is followed), external storage, virtual datasets, chunks and
     filters, objects in ``features/`` other than ``members`` (the stored layers), and an offset
     or shape that differs from the record.
@@ -133,8 +135,10 @@ def check_feature_layouts(path: Path, expected: dict[str, FeatureLayout], member
         fid.close()
 
 
-class open_shard:
-    """Open a shard for reading after refusing what the writer never produces.
+@contextmanager
+def open_shard(path: Path, groups: tuple[str, ...] = _GROUPS) -> Iterator[h5py.File]:
+    """Open a store's HDF5 file (a shard, the row index, a task file) for reading after refusing
+    what the writer never produces.
 
     Only plain contiguous, unfiltered datasets, and the groups ``groups`` (a shard's
     ``features`` and ``aliases`` by default), joined by hard links are accepted: external
@@ -146,25 +150,16 @@ class open_shard:
     >>> with open_shard(path) as f:  # doctest: +SKIP
     ...     keys = f["keys"][()]
     """
-
-    def __init__(self, path: Path, groups: tuple[str, ...] = _GROUPS) -> None:
-        self.path = Path(path)
-        self.groups = groups
-
-    def __enter__(self) -> h5py.File:
-        seen = os.lstat(self.path)
-        if not stat.S_ISREG(seen.st_mode):
-            raise UnsafeStoreError(f"shard {self.path} is {path_kind(self.path)}, not a regular file; refusing to read it")
-        self.file = h5py.File(self.path, "r")
-        try:
-            opened = os.fstat(self.file.id.get_vfd_handle())
-            if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):  # swapped for a link meanwhile
-                raise UnsafeStoreError(f"shard {self.path} changed while being opened; refusing to read it")
-            check_objects(self.file.id, self.path, self.groups)
-        except BaseException:
-            self.file.close()
-            raise
-        return self.file
-
-    def __exit__(self, *exc: object) -> None:
-        self.file.close()
+    path = Path(path)
+    seen = os.lstat(path)
+    if not stat.S_ISREG(seen.st_mode):
+        raise UnsafeStoreError(f"shard {path} is {path_kind(path)}, not a regular file; refusing to read it")
+    file = h5py.File(path, "r")
+    try:
+        opened = os.fstat(file.id.get_vfd_handle())
+        if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):  # swapped for a link meanwhile
+            raise UnsafeStoreError(f"shard {path} changed while being opened; refusing to read it")
+        check_objects(file.id, path, groups)
+        yield file
+    finally:
+        file.close()

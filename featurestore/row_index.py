@@ -92,7 +92,7 @@ def read_row_index(store: Path, entry: IndexEntry) -> RowColumns:
     The entry records where each column lies in the file (``layout``), so the file is read
     once and its columns are taken from those bytes without parsing HDF5 (nothing it could
     point to is ever followed); entries without a layout are read through h5py after the
-    same checks :class:`~featurestore.hdf5_checks.open_shard` makes.
+    same checks :func:`~featurestore.hdf5_checks.open_shard` makes.
 
     Raises
     ------
@@ -162,7 +162,7 @@ def stale_index_files(store: Path, current: str | None) -> list[Path]:
 
 
 def check_row_index_file(store: Path, entry: IndexEntry) -> None:
-    """Open the index through h5py with :class:`~featurestore.hdf5_checks.open_shard`'s checks (for
+    """Open the index through h5py with :func:`~featurestore.hdf5_checks.open_shard`'s checks (for
     ``featurestore verify``): only the writer's layout, and the columns where the entry says."""
     path = index_file(store, entry.file)
     with open_shard(path, groups=_GROUPS) as f:

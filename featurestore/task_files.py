@@ -14,7 +14,7 @@ Layout of a part (plain HDF5, readable with h5py or h5dump)::
     /matrix  uint8   (n, k)   multilabel: 1 where the row has label k
 
 Its xxh3-128 checksum is in the manifest and is checked before the file is parsed; the
-file is then opened with :class:`~featurestore.hdf5_checks.open_shard`'s checks (a store is
+file is then opened with :func:`~featurestore.hdf5_checks.open_shard`'s checks (a store is
 untrusted), and every dataset must hold exactly the bytes its shape says.
 """
 
