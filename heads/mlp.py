@@ -65,7 +65,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    hidden : tuple of int, default=(512,)
+    hidden : tuple of int, default=(256,)
         Widths of the one or two hidden layers.
     dropout : float, default=0.2
         Dropout probability after each hidden layer, in [0, 1).
@@ -75,9 +75,10 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         AdamW's decoupled weight decay.
     batch_size : int, default=256
         Rows per optimiser step (fewer on small data, so that an epoch makes at least 4 steps).
-    max_epochs : int, default=60
-        Most passes over the training part of the data.
-    patience : int, default=6
+    max_epochs : int, default=40
+        Most passes over the training part of the data. All 40 epochs on 60,000 x 3,000 rows took
+        223 s on a busy 2-core machine (one torch thread).
+    patience : int, default=5
         Epochs without a decrease of the monitored loss before training stops.
     validation_fraction : float, default=0.1
         Share of the rows held out (stratified) to monitor. When it is 0, or too few rows per
@@ -100,7 +101,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
     best_loss_ : float
         Best monitored loss (validation cross-entropy, or training loss without a split).
     method_ : str
-        E.g. ``"mlp 3000-512-10, dropout 0.2, 14 epochs"``.
+        E.g. ``"mlp 3000-256-10, dropout 0.2, 14 epochs"``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when ``X`` has string column names.
@@ -116,13 +117,13 @@ class MLPHead(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        hidden: Sequence[int] = (512,),
+        hidden: Sequence[int] = (256,),
         dropout: float = 0.2,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         batch_size: int = 256,
-        max_epochs: int = 60,
-        patience: int = 6,
+        max_epochs: int = 40,
+        patience: int = 5,
         validation_fraction: float = 0.1,
         random_state: int | np.random.RandomState | None = 0,
     ) -> None:
@@ -290,13 +291,13 @@ def mlp_head_onnx(head: MLPHead) -> list[Graph]:
     converter=mlp_head_onnx,
 )
 def mlp(
-    hidden: Sequence[int] = (512,),
+    hidden: Sequence[int] = (256,),
     dropout: float = 0.2,
     lr: float = 1e-3,
     weight_decay: float = 1e-2,
     batch_size: int = 256,
-    max_epochs: int = 60,
-    patience: int = 6,
+    max_epochs: int = 40,
+    patience: int = 5,
     validation_fraction: float = 0.1,
     random_state: int | None = 0,
 ) -> Pipeline:

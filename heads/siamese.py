@@ -90,9 +90,9 @@ class SiameseHead(ClassifierMixin, BaseEstimator):
         AdamW's decoupled weight decay.
     batch_size : int, default=256
         Rows per optimiser step (all of them when fewer).
-    max_epochs : int, default=100
-        Most passes over the training part of the data.
-    patience : int, default=10
+    max_epochs : int, default=40
+        Most passes over the training part of the data (all 40 on 60,000 x 3,000 rows: 111 s).
+    patience : int, default=8
         Epochs without a decrease of the monitored loss before training stops.
     validation_fraction : float, default=0.2
         Share of the rows held out (stratified) to monitor: after each epoch, the cross-entropy of
@@ -138,8 +138,8 @@ class SiameseHead(ClassifierMixin, BaseEstimator):
         lr: float = 1e-2,
         weight_decay: float = 1e-2,
         batch_size: int = 256,
-        max_epochs: int = 100,
-        patience: int = 10,
+        max_epochs: int = 40,
+        patience: int = 8,
         validation_fraction: float = 0.2,
         random_state: int | np.random.RandomState | None = 0,
     ) -> None:
@@ -426,8 +426,8 @@ def siamese(
     lr: float = 1e-2,
     weight_decay: float = 1e-2,
     batch_size: int = 256,
-    max_epochs: int = 100,
-    patience: int = 10,
+    max_epochs: int = 40,
+    patience: int = 8,
     validation_fraction: float = 0.2,
     random_state: int | None = 0,
 ) -> Pipeline:

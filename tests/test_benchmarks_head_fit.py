@@ -45,7 +45,7 @@ def test_synthetic_size_times_the_neural_heads(tmp_path):
     assert head_fit.main(argv) == 0
     (store,) = json.loads((tmp_path / "head_fit.json").read_text())["stores"]
     assert (store["train_rows"], store["test_rows"], store["features"]) == (600, 100, 48)
-    assert store["heads"]["mlp"]["method"].startswith("mlp 48-512-10, dropout 0.2, ")
+    assert store["heads"]["mlp"]["method"].startswith("mlp 48-256-10, dropout 0.2, ")
     assert store["heads"]["siamese"]["method"].startswith("siamese supcon, linear 48-128, nearest prototype, ")
     for found in store["heads"].values():
         assert 0.2 < found["test_accuracy"] <= 1.0  # chance is 0.1
