@@ -1,13 +1,16 @@
 """Each default ``bench`` head fitted on a store's whole training split, against the 5-minute budget.
 
-``python -m benchmarks.head_fit [--quick] [--stores PATH[:LAYER],...] [--heads logreg,svm,tree,nb,xgb]``
+``python -m benchmarks.head_fit [--quick] [--synthetic ROWSxFEATURES] [--stores PATH[:LAYER],...] [--heads ...]``
 
 Stores: by default the two ``pre_logits`` stores that ``featurestore run
 examples/fashion_mnist.toml`` writes under ``runs/fashion_mnist`` (60,000 training rows x 1,280
 features each): MobileNetV2 with its ImageNet weights, and the same architecture untrained,
 whose features are the slow case for lbfgs. A store that is not there is recorded as skipped,
 with the command that makes it. ``--quick`` writes a synthetic store of 300 training and 100
-test rows instead (its numbers mean nothing).
+test rows instead (its numbers mean nothing); ``--synthetic 60000x3000`` writes one of that size (and a
+sixth as many test rows): 10 classes, rectified random projections of noisy class means, for fit
+times at a given width when no store of it is at hand. Default heads: ``bench``'s, then ``mlp`` and
+``siamese``.
 
 For every store and head: ``heads.create_head(name)`` fitted on the ``train`` split (timed),
 then scored on the ``test`` split. Each fit runs alone, ``--repeats`` times (default 1: a fit
@@ -34,6 +37,19 @@ DEFAULT_STORES = ("runs/fashion_mnist/fmnist_mobilenet_v2:pre_logits",
 """The example pipeline's stores, relative to the repository root."""
 
 _MAKE_STORES = "featurestore run examples/fashion_mnist.toml"
+_NEURAL_HEADS = ("mlp", "siamese")  # measured besides bench's default heads
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"60000x3000"`` -> (60000, 3000)."""
+    rows, _, features = text.lower().partition("x")
+    try:
+        size = int(rows), int(features)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxFEATURES such as 60000x3000; got {text!r}") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"rows and features must be positive; got {text!r}")
+    return size
 
 
 def _split_spec(spec: str) -> tuple[Path, str | None]:
@@ -43,15 +59,24 @@ def _split_spec(spec: str) -> tuple[Path, str | None]:
     return resolved, layer or None
 
 
-def _synthetic_store(root: Path, seed: int) -> str:
-    """A 10-class store of Gaussian blobs (300 train / 100 test rows x 32 features) for ``--quick``."""
+def _synthetic_store(root: Path, seed: int, size: tuple[int, int] | None = None) -> str:
+    """A 10-class store: Gaussian blobs (300 train / 100 test rows x 32 features) for ``--quick``, or
+    ``size = (train rows, features)`` rectified projections of 32-dimensional noisy class means."""
     from featurestore import write_arrays
 
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, 400)
-    features = rng.normal(size=(10, 32))[labels] + rng.normal(size=(400, 32))
+    if size is None:
+        labels = rng.integers(0, 10, 400)
+        features = rng.normal(size=(10, 32))[labels] + rng.normal(size=(400, 32))
+        n_train = 300
+    else:
+        n_train, width = size
+        labels = rng.integers(0, 10, n_train + n_train // 6)
+        latent = rng.normal(size=(10, 32))[labels] + 1.5 * rng.normal(size=(len(labels), 32))
+        features = np.maximum(latent.astype(np.float32) @ rng.normal(size=(32, width)).astype(np.float32)
+                              + rng.normal(size=(len(labels), width)).astype(np.float32), 0)
     write_arrays(root / "synthetic", {"features": features.astype(np.float32)}, labels=[str(v) for v in labels],
-                 splits=["train"] * 300 + ["test"] * 100)
+                 splits=["train"] * n_train + ["test"] * (len(labels) - n_train))
     return f"{root / 'synthetic'}:features"
 
 
@@ -85,8 +110,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Fit every head on every store; return the results document."""
     budget = get_target("heads.fit_budget").threshold
     with scratch_dir(args, "head-fit") as work:
-        specs = [_synthetic_store(work, args.seed)] if args.quick and args.stores is None else \
-            list(args.stores or DEFAULT_STORES)
+        if args.synthetic is not None:
+            specs = [_synthetic_store(work, args.seed, args.synthetic)]
+        elif args.quick and args.stores is None:
+            specs = [_synthetic_store(work, args.seed)]
+        else:
+            specs = list(args.stores or DEFAULT_STORES)
         stores = [_fit_store(spec, args.heads, args.repeats) for spec in specs]
     measured = [s for s in stores if "heads" in s]
     rows = [[s["store"], f"{s['train_rows']} x {s['features']}",
@@ -116,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", type=lambda text: text.split(","),
                         help="comma-separated PATH[:LAYER] (default: the example pipeline's pre_logits stores; "
                              "with --quick a synthetic store)")
-    parser.add_argument("--heads", type=lambda text: text.split(","), default=list(DEFAULT_HEADS),
-                        help=f"comma-separated registered heads (default: bench's, {','.join(DEFAULT_HEADS)})")
+    heads = [*DEFAULT_HEADS, *(name for name in _NEURAL_HEADS if name not in DEFAULT_HEADS)]
+    parser.add_argument("--heads", type=lambda text: text.split(","), default=heads,
+                        help=f"comma-separated registered heads (default: {','.join(heads)})")
+    parser.add_argument("--synthetic", type=_size, metavar="ROWSxFEATURES",
+                        help="fit on a synthetic store of this many training rows and features instead")
     args = parse_args(parser, argv)
     args.repeats = args.repeats or 1
     return run_and_report("head_fit", args, run, show_notes=True)

@@ -56,6 +56,12 @@ class BenchConfig:
     seed : int, default=0
     max_train_rows : int, optional
         Stratified subsample of the training rows (for quick looks).
+    shots : tuple of str, default=()
+        The few-shot protocol (:mod:`heads.fewshot`): training images per class, ints or ``all``
+        (sorted, ``all`` last); every cell is fitted on ``seeds`` seeded draws of each and scored on
+        the whole test split. Empty: the usual bench.
+    seeds : int, default=5
+        Draws per number of shots.
     """
 
     heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
@@ -75,6 +81,9 @@ class BenchConfig:
                                 flag="--jobs")
     seed: int = option(0, "seed of every random choice (default 0)")
     max_train_rows: int | None = option(None, "stratified subsample of the training rows")
+    shots: tuple[str, ...] = option((), "few-shot protocol: training images per class, e.g. 1,5,10,all (each drawn "
+                                        "--seeds times; the test split whole)", kind="list")
+    seeds: int = option(5, "seeded draws per --shots value (default 5)")
 
     def __post_init__(self) -> None:
         heads = ("all",) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)
@@ -85,5 +94,19 @@ class BenchConfig:
             raise OptionsError(f"unknown fusion(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_FUSIONS)}")
         if self.cv < 2:
             raise OptionsError(f"cv must be >= 2, got {self.cv}")
+        object.__setattr__(self, "shots", _shots(self.shots, self.seeds, self.select))
         if self.views not in VIEW_USES:
             raise OptionsError(f"views must be one of {', '.join(VIEW_USES)}, got {self.views!r}")
+
+
+def _shots(shots, seeds: int, select: bool) -> tuple[str, ...]:
+    """``--shots`` checked and sorted (``all`` last), or an OptionsError."""
+    shots = tuple(str(k).strip().lower() for k in shots)
+    if any(k != "all" and not (k.isdigit() and int(k) >= 1) for k in shots) or len(set(shots)) != len(shots):
+        raise OptionsError(f"shots must be distinct positive ints or 'all' (e.g. 1,5,10,all), got {','.join(shots)}")
+    if shots and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise OptionsError(f"seeds must be >= 1, got {seeds!r}")
+    if shots and select:
+        raise OptionsError("--shots and --select do not go together: the few-shot protocol scores every cell on "
+                           "the test split")
+    return tuple(sorted(shots, key=lambda k: float("inf") if k == "all" else int(k)))

@@ -312,6 +312,10 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     load_seconds = time.perf_counter() - started
     by_name = {d.name: d for d in data}
     cells = plan_cells(data, config)
+    if config.shots:  # the few-shot protocol: every cell on seeded draws of k training rows per class
+        from .fewshot import run_shots
+
+        return run_shots(data, cells, config, output, log, started=started, load_seconds=load_seconds)
     log(f"bench: {len(cells)} cells ({len(data)} stores, heads {', '.join(config.heads)}); "
         f"features loaded in {load_seconds:.2f} s")
     n_jobs = config.n_jobs or os.cpu_count() or 1

@@ -51,7 +51,7 @@ GridSpec = Grid | Callable[..., Grid]
 
 _B = TypeVar("_B", bound=Builder)
 
-_BUILTIN_MODULES = ("heads.builtin",)
+_BUILTIN_MODULES = ("heads.builtin", "heads.mlp", "heads.siamese")
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,14 @@ def test_a_missing_store_is_recorded_as_skipped(tmp_path):
     assert doc["targets"] == [] and doc["tables"][0]["rows"] == []
     assert "featurestore run examples/fashion_mnist.toml" in doc["stores"][0]["skipped"]
     assert doc["notes"] == [f"{tmp_path / 'absent'}:pre_logits: skipped: {doc['stores'][0]['skipped']}"]
+
+
+def test_synthetic_size_times_the_neural_heads(tmp_path):
+    argv = ["--synthetic", "600x48", "--results-dir", str(tmp_path), "--heads", "mlp,siamese"]
+    assert head_fit.main(argv) == 0
+    (store,) = json.loads((tmp_path / "head_fit.json").read_text())["stores"]
+    assert (store["train_rows"], store["test_rows"], store["features"]) == (600, 100, 48)
+    assert store["heads"]["mlp"]["method"].startswith("mlp 48-256-10, dropout 0.2, ")
+    assert store["heads"]["siamese"]["method"].startswith("siamese supcon, linear 48-128, nearest prototype, ")
+    for found in store["heads"].values():
+        assert 0.2 < found["test_accuracy"] <= 1.0  # chance is 0.1

@@ -46,8 +46,8 @@ from heads.registry import (
 )
 
 SEED = 0
-EXPECTED_HEADS = ["ensemble", "forest", "knn", "linear-svm", "logreg", "nb", "svm", "tree",
-                  "xgb"]
+EXPECTED_HEADS = ["ensemble", "forest", "knn", "linear-svm", "logreg", "mlp", "nb", "siamese", "svm",
+                  "tree", "xgb"]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -23,7 +23,7 @@ from featurestore._atomic import file_sha256
 from heads import UnsafeHeadError, load_head
 from heads.bench import build_estimator
 from heads.persist import TRUSTED_FUNCTIONS, TRUSTED_TYPES, save_head, sidecar_path
-from heads.registry import list_heads
+from heads.registry import list_heads, trusted_head_types
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,4 +158,4 @@ def test_every_registered_head_saves_and_loads_under_the_allowlist(tmp_path, cla
         seen.update(sio.get_untrusted_types(file=path))
         loaded, _ = load_head(path)
         np.testing.assert_array_equal(loaded.predict(X), estimator.predict(X), err_msg=f"{head} {fusion} {params}")
-    assert seen <= TRUSTED_TYPES | TRUSTED_FUNCTIONS
+    assert seen <= TRUSTED_TYPES | TRUSTED_FUNCTIONS | trusted_head_types()  # mlp, siamese: registered with their heads
