@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._ray_tasks import InferenceWorker, decode_block
+from ._ray_units import decode_unit, key_unit
 from .errors import BackendUnavailableError, OptionsError
 from .extract import ExtractOptions
 from .spec import ModelSpec
 
-__all__ = ["RayOptions", "DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "run_ray_job"]
+__all__ = ["RayOptions", "DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "run_key_pass",
+           "run_ray_job"]
 
 #: Images per decoding task, roughly (aligned with the shard size when it can be).
 DECODE_IMAGES = 32
@@ -131,27 +133,56 @@ def decode_rows(images_per_shard: int) -> int:
     return divisor if divisor >= DECODE_IMAGES // 4 else DECODE_IMAGES
 
 
+def run_key_pass(ray: Any, units: list[Any], source: Any, max_file_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """Key the units on Ray tasks (:func:`~featurestore._ray_units.key_unit`); yield each unit's rows, in unit order."""
+    context = ray.data.DataContext.get_current()
+    bars, context.enable_progress_bars = context.enable_progress_bars, False
+    order, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:
+        ds = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=len(units))
+        ds = ds.map_batches(key_unit, batch_size=1, batch_format="numpy", num_cpus=1,
+                            fn_kwargs={"source": source, "max_file_bytes": max_file_bytes})
+        for row in ds.iter_rows():
+            yield json.loads(row["rows"])
+    finally:
+        context.enable_progress_bars, context.execution_options.preserve_order = bars, order
+
+
 def run_ray_job(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions,
-                opts: RayOptions, worker_args: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Run the Ray Data job over ``todo``; yield each shard's metadata as it completes (in no fixed order)."""
+                opts: RayOptions, worker_args: dict[str, Any], units: tuple[Any, int] | None = None
+                ) -> Iterator[dict[str, Any]]:
+    """Run the Ray Data job over ``todo``; yield each shard's metadata as it completes (in no fixed order).
+
+    ``todo`` holds listed items (:func:`~featurestore._ray_tasks.decode_block` reads them), or,
+    with ``units`` = (source, items), units with their wanted items, read by the workers
+    (:func:`~featurestore._ray_units.decode_unit`).
+    """
     context = ray.data.DataContext.get_current()
     bars, context.enable_progress_bars = context.enable_progress_bars, False  # the driver's tqdm is the bar
     try:
-        for row in _dataset(ray, todo, spec, options, opts, worker_args).iter_rows():
+        for row in _dataset(ray, todo, spec, options, opts, worker_args, units).iter_rows():
             yield json.loads(row["meta"])
     finally:
         context.enable_progress_bars = bars
 
 
 def _dataset(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions, opts: RayOptions,
-             worker_args: dict[str, Any]) -> Any:
-    """Listed items -> decode tasks -> inference actors (one shard per batch) -> one metadata row per batch."""
+             worker_args: dict[str, Any], units: tuple[Any, int] | None = None) -> Any:
+    """Listed items (or units) -> decode tasks -> inference actors (one shard per batch) -> one metadata row per batch."""
     images_per_shard = max(1, options.shard_rows // (options.views + 1))
-    blocks = math.ceil(len(todo) / decode_rows(images_per_shard))
-    ds = ray.data.from_items(todo, override_num_blocks=blocks)
-    ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", num_cpus=1, fn_kwargs={
-        "preprocessing": spec.preprocessing, "views": options.views, "augment": options.augment,
-        "shape": spec.input_shape})
+    rows = decode_rows(images_per_shard)
+    kwargs = {"preprocessing": spec.preprocessing, "views": options.views, "augment": options.augment,
+              "shape": spec.input_shape}
+    if units is None:
+        blocks = math.ceil(len(todo) / rows)
+        ds = ray.data.from_items(todo, override_num_blocks=blocks)
+        ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", num_cpus=1, fn_kwargs=kwargs)
+    else:
+        source, items = units
+        blocks = math.ceil(items / rows)
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds = ds.map_batches(decode_unit, batch_size=1, batch_format="numpy", num_cpus=1, fn_kwargs={
+            **kwargs, "source": source, "max_file_bytes": options.max_file_bytes, "rows": rows})
     with warnings.catch_warnings():
         # Ray 2.60 deprecates max_restarts / max_task_retries as map_batches keywords (gone in 2.64,
         # where Ray Data's defaults, unlimited restarts and retries, would apply).

@@ -19,6 +19,7 @@ Worker code lives in :mod:`featurestore._ray_tasks`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -30,13 +31,14 @@ from tqdm.auto import tqdm
 
 from ._atomic import file_sha256
 from ._ray_commit import DistributedReport, ShardCommitter
-from ._ray_job import RayOptions, check_resources, ray_session, run_ray_job
+from ._ray_job import RayOptions, check_resources, ray_session, run_key_pass, run_ray_job
 from ._ray_tasks import CRASH_ENV, array_to_bytes
+from ._ray_units import plan_units
 from .errors import OptionsError
 from .extract import ExtractOptions, skip_known, source_options
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
-from .sources import ImageSource, content_key, open_source
+from .sources import ImageSource, SourceItem, WebDatasetSource, content_key, open_source
 from .spec import ModelSpec, read_spec
 from .writer import StoreWriter
 
@@ -88,6 +90,38 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
                      "array": array_to_bytes(data) if isinstance(data, np.ndarray) else b"",
                      "data": b"M" + bytes(data) if member else b""})
     return todo
+
+
+def _key_units(ray: Any, units: list[Any], source: ImageSource | None, writer: StoreWriter,
+               committer: ShardCommitter, bar: Any, max_file_bytes: int) -> tuple[list[dict[str, str]], int]:
+    """Have workers key the units; skip, alias or fail each item in source order as the local engine does.
+
+    Returns the units that hold new content, each with its wanted items, and how many items
+    those are. The driver sees paths, labels and keys only, never image bytes.
+    """
+    report, todo, in_flight, wanted, listed = committer.report, [], set(), 0, 0
+    for unit, rows in zip(units, run_key_pass(ray, units, source, max_file_bytes)):
+        want = []
+        for i, row in enumerate(rows):
+            listed += 1
+            if row["error"]:
+                bar.update(1)
+                committer.failure(row["path"], "", row["error"], row["message"])
+                continue
+            key = row["key"]
+            if skip_known(writer, report, SourceItem(row["path"], row["label"], row["split"]), key, in_flight):
+                bar.update(1)
+                continue
+            in_flight.add(key)
+            want.append([i, key, row["path"]])
+        if want:
+            todo.append({"unit": json.dumps(unit), "want": json.dumps(want)})
+            wanted += len(want)
+    report.listed = listed
+    if bar.total is None:
+        bar.total = listed
+        bar.refresh()
+    return todo, wanted
 
 
 def extract_distributed(
@@ -147,20 +181,36 @@ def extract_distributed(
                                    dtype=options.dtype)
     src = open_source(source, **source_options(options))
     writer = StoreWriter(store, config, spec, shard_rows=options.shard_rows)
-    report = DistributedReport(store=str(store), listed=len(src))
+    plan = plan_units(src)
+    # Counting WebDataset samples means reading every shard: its workers count them instead.
+    listed = None if plan is not None and isinstance(src, WebDatasetSource) else len(src)
+    report = DistributedReport(store=str(store), listed=listed or 0)
     started = time.perf_counter()
-    bar = tqdm(total=len(src), unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
+    bar = tqdm(total=listed, unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
     committer = ShardCommitter(writer, report, options.strict, progress=bar.update)
+    args = _worker_args(model_path, spec, config, writer, options, opts)
+
+    def commit_all(ray: Any, todo: list[dict[str, Any]], units: tuple[Any, int] | None = None) -> None:
+        for meta in run_ray_job(ray, todo, spec, options, opts, args, units):
+            committer.take(meta)
+            bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
+                            workers=len(report.workers), refresh=False)
+
     try:
-        todo = _list(src, writer, committer, bar, options.max_file_bytes)
-        if todo:
+        if plan is None:  # items only the driver can read (in-memory arrays, zip members): it ships them
+            todo = _list(src, writer, committer, bar, options.max_file_bytes)
+            if todo:
+                with ray_session(opts) as (ray, local):
+                    check_resources(ray, opts, fixed=local)
+                    commit_all(ray, todo)
+                writer.remove_uncommitted()
+        elif plan[0]:  # units the workers read, key and decode themselves
+            units, shipped = plan
             with ray_session(opts) as (ray, local):
                 check_resources(ray, opts, fixed=local)
-                args = _worker_args(model_path, spec, config, writer, options, opts)
-                for meta in run_ray_job(ray, todo, spec, options, opts, args):
-                    committer.take(meta)
-                    bar.set_postfix(decoded=report.decoded, skipped=report.skipped, failed=len(report.failures),
-                                    workers=len(report.workers), refresh=False)
+                todo, wanted = _key_units(ray, units, shipped, writer, committer, bar, options.max_file_bytes)
+                if todo:
+                    commit_all(ray, todo, (shipped, wanted))
             writer.remove_uncommitted()
         bar.close()
     finally:

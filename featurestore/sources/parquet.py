@@ -210,14 +210,14 @@ class TableSource:
 
     # --------------------------------------------------------------------------- reading
 
-    def _batches(self, table: _Table, columns: list[str]) -> Iterator[Any]:
+    def _batches(self, table: _Table, columns: list[str], group: int | None = None) -> Iterator[Any]:
         pa = self.pa
         try:
             if table.path.suffix.lower() == ".parquet":
                 # One row group at a time: ParquetFile.iter_batches keeps every batch it read allocated
                 # (pyarrow 26: 955 MiB held after reading a 953 MiB file), read_row_group frees each one.
                 parquet = pa.parquet.ParquetFile(table.path)
-                for group in range(parquet.num_row_groups):
+                for group in range(parquet.num_row_groups) if group is None else [group]:
                     yield from parquet.read_row_group(group, columns=columns, use_threads=False).to_batches(
                         max_chunksize=BATCH_ROWS)
                 return
@@ -234,25 +234,58 @@ class TableSource:
                                      "the rows before it were read: replace the file with a complete copy") from None
 
     def __iter__(self) -> Iterator[SourceItem]:
-        for table, (image, label, classes, split_column) in zip(self.tables, self._columns):
-            columns = [c for c in dict.fromkeys((image, label, split_column)) if c is not None]
-            row = 0
-            batches = self._batches(table, columns)
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except ArchiveMemberError as exc:  # a damaged file: one failure where reading stopped
-                    where = member_path(str(table.path), str(row))
-                    yield SourceItem(where, reader=Refused(where, "", exc))
-                    break
-                cells = {name: batch.column(name).to_pylist() for name in columns}
-                for i in range(batch.num_rows):
-                    split = cells[split_column][i] if split_column else None
-                    split = str(split) if split is not None else table.split
-                    yield self._item(table, row, cells[image][i], cells[label][i] if label else None, classes, split)
-                    row += 1
+        for index in range(len(self.tables)):
+            yield from self.unit_items((index, None, 0))
+
+    def units(self) -> list[tuple[int, int | None, int]]:
+        """Parts of the source that can be read apart: ``(file index, row group, first row)``.
+
+        One per Parquet row group (from the files' footers; no rows are read), one per Arrow
+        file (row group None). Concatenating :meth:`unit_items` over them gives the source's items.
+        """
+        units: list[tuple[int, int | None, int]] = []
+        for index, table in enumerate(self.tables):
+            if table.path.suffix.lower() != ".parquet":
+                units.append((index, None, 0))
+                continue
+            try:
+                meta = self.pa.parquet.ParquetFile(table.path).metadata
+            except (OSError, self.pa.ArrowException) as exc:
+                raise SourceError(f"cannot read {str(table.path)!r}: {type(exc).__name__}: {exc}") from None
+            first = 0
+            for group in range(meta.num_row_groups):
+                units.append((index, group, first))
+                first += meta.row_group(group).num_rows
+        return units
+
+    def unit_items(self, unit: tuple[int, int | None, int]) -> Iterator[SourceItem]:
+        """The items of one unit of :meth:`units` (a file, or one row group of it), in order.
+
+        Parameters
+        ----------
+        unit : tuple
+            ``(file index, row group or None for the whole file, row index of its first row)``.
+        """
+        index, group, row = unit
+        table = self.tables[index]
+        image, label, classes, split_column = self._columns[index]
+        columns = [c for c in dict.fromkeys((image, label, split_column)) if c is not None]
+        batches = self._batches(table, columns, group)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except ArchiveMemberError as exc:  # a damaged file: one failure where reading stopped
+                where = member_path(str(table.path), str(row))
+                yield SourceItem(where, reader=Refused(where, "", exc))
+                break
+            cells = {name: batch.column(name).to_pylist() for name in columns}
+            for i in range(batch.num_rows):
+                split = cells[split_column][i] if split_column else None
+                split = str(split) if split is not None else table.split
+                yield self._item(table, row, cells[image][i], cells[label][i] if label else None, classes, split)
+                row += 1
 
     def _item(self, table: _Table, row: int, cell: Any, value: Any, classes: list[str] | None,
               split: str | None) -> SourceItem:

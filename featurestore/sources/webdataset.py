@@ -179,9 +179,22 @@ class WebDatasetSource:
         return f"WebDatasetSource({self.name!r}, {len(self.shards)} shards)"
 
     def _items(self, read_images: bool) -> Iterator[SourceItem]:
-        for shard in self.shards:
-            split = shard.parent.name if shard.parent.name.lower() in SPLIT_NAMES else None
-            yield from _ShardReader(self, str(shard), split, read_images).items()
+        for index in range(len(self.shards)):
+            yield from self.shard_items(index, read_images)
+
+    def shard_items(self, index: int, read_images: bool = True) -> Iterator[SourceItem]:
+        """The items of shard ``index`` alone, as iterating the source yields them (a unit of work on its own).
+
+        Parameters
+        ----------
+        index : int
+            Position of the shard in :attr:`shards`.
+        read_images : bool, default=True
+            Read the image members (False: their items read as empty bytes; for counting).
+        """
+        shard = self.shards[index]
+        split = shard.parent.name if shard.parent.name.lower() in SPLIT_NAMES else None
+        return _ShardReader(self, str(shard), split, read_images).items()
 
 
 class _Sample:

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -564,27 +565,61 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(kind, tiny_onnx, tmp_p
 # ----------------------------------------------------------------------------------- Ray
 
 
+def _driver_reads(monkeypatch) -> list[str]:
+    """Paths of the items read in this process (the driver): Ray workers are other processes."""
+    from featurestore.sources import SourceItem
+
+    reads: list[str] = []
+    real = SourceItem.read
+
+    def read(self, *args, **kwargs):
+        reads.append(self.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SourceItem, "read", read)
+    return reads
+
+
 @pytest.mark.distributed
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-def test_ray_engine_reads_archive_members_as_the_local_engine_does(tree, folder_rows, tiny_onnx, tmp_path):
+def test_ray_engine_reads_archive_members_as_the_local_engine_does(tree, folder_rows, tiny_onnx, tmp_path,
+                                                                   monkeypatch):
+    """Zip members are read by the driver and shipped; WebDataset shards and Parquet row groups are
+    read, keyed and decoded by the workers: the driver reads no image, and the rows are the folder's."""
     ray = pytest.importorskip("ray")
-    from featurestore import ExtractOptions
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    from featurestore import ExtractOptions, extract
     from featurestore.distributed import RayOptions, extract_distributed
 
     archive = _zip_tree(tree, tmp_path / "imgs.zip", prefix="imgs/")
     shards = _shard_tree(tree, tmp_path / "shards", per_shard=100)
-    options = ExtractOptions(batch_size=16, shard_rows=64, device="cpu", progress=False, label_from="txt")
+    files = _files(tree)
+    table = _hf_table(pa, files).append_column("split", pa.array([p.parent.parent.name for p in files]))
+    pq.write_table(table, tmp_path / "imgs.parquet", row_group_size=16)
+    options = ExtractOptions(batch_size=16, shard_rows=64, device="cpu", progress=False)
+    ray_options = RayOptions(workers=2, cpus_per_worker=0.5)
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        extract_distributed(tiny_onnx, archive, tmp_path / "zip", ExtractOptions(
-            batch_size=16, shard_rows=64, device="cpu", progress=False), RayOptions(workers=2, cpus_per_worker=0.5))
-        for shard in shards:
-            extract_distributed(tiny_onnx, shard, tmp_path / "wds", options, RayOptions(workers=2, cpus_per_worker=0.5))
+        extract_distributed(tiny_onnx, archive, tmp_path / "zip", options, ray_options)
+        reads = _driver_reads(monkeypatch)
+        for shard in shards:  # one shard per run: each run adds the new keys to the store
+            extract_distributed(tiny_onnx, shard, tmp_path / "wds", replace(options, label_from="txt"), ray_options)
+        report = extract_distributed(tiny_onnx, tmp_path / "imgs.parquet", tmp_path / "parquet", options, ray_options)
+        assert (report.listed, report.decoded) == (N_IMAGES, N_IMAGES)
+        # Again, with the shards appended to the Parquet store: the stored keys are skipped, not re-inferred.
+        again = extract_distributed(tiny_onnx, WebDatasetSource(shards, label_from="txt"), tmp_path / "parquet",
+                                    options, ray_options)
+        assert (again.listed, again.skipped, again.decoded, again.shards) == (200, 200, 0, 0)
+        assert reads == []  # no image was read, nor hashed, by the driver
+        extract(tiny_onnx, shards[0], tmp_path / "local", replace(options, label_from="txt"))
+        assert len(reads) == 100  # the local engine reads each one here: what is counted is what is read
     finally:
         ray.shutdown()
-    for store in ("zip", "wds"):
+    for store in ("zip", "wds", "parquet"):
         _assert_same_rows(_rows(tmp_path / store), folder_rows)
         assert not open_store(tmp_path / store).failures
+        assert verify_store(tmp_path / store) == []
 
 
 # ------------------------------------------------------------------- routing and pipelines
