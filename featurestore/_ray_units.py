@@ -32,8 +32,8 @@ from .spec import Preprocessing
 
 __all__ = ["UNIT_FILES", "plan_units", "unit_items", "key_unit", "decode_unit"]
 
-#: Files per unit of a folder or CSV source.
-UNIT_FILES = 256
+#: Files per unit of a folder or CSV source (as many as a decoding block: files need no streaming).
+UNIT_FILES = 32
 
 
 def plan_units(src: ImageSource) -> tuple[list[Any], ImageSource | None] | None:

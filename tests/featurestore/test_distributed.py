@@ -6,11 +6,13 @@ joins it with --address, so a killed driver leaves no Ray of its own behind.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -91,6 +93,92 @@ def test_ray_store_equals_local_store(tiny_onnx, tmp_path, ray_address):
 
     again = extract_distributed(tiny_onnx, folder, tmp_path / "ray", OPTS, _ray_options())
     assert again.decoded == 0 and again.skipped == again.listed == len(good) + 1 + len(bad)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _tables_and_shards(tmp_path: Path) -> tuple[Path, str]:
+    """A Parquet file and WebDataset shards of the same images, with a non-image cell or member, a
+    repeated image and (shards) a truncated shard."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    good = [p.read_bytes() for p in write_good_images(tmp_path / "imgs", n=24, seed=11)]
+    cells = good + [b"<html>not an image</html>", good[0]]
+    table = pa.table({"image": cells, "label": [f"c{i % 3}" for i in range(len(cells))]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=5)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    members = [(f"s{i:03d}.{'jpg' if i % 2 == 0 else 'png'}", data) for i, data in enumerate(good)]
+    _tar(shards / "s-0.tar", members[:12] + [("bad.jpg", b"<html>not an image</html>")])
+    _tar(shards / "s-1.tar", members[12:] + [("again.jpg", good[0])])
+    whole = _tar(tmp_path / "whole.tar", [(f"t{i}.jpg", data) for i, data in enumerate(good[:6])]).read_bytes()
+    (shards / "s-2.tar").write_bytes(whole[: len(whole) // 2])
+    return tmp_path / "t.parquet", f"wds:{shards}/s-{{0..2}}.tar"
+
+
+def test_parquet_and_shards_read_by_workers_equal_the_local_engine(tiny_onnx, tmp_path, ray_address, monkeypatch):
+    """--engine ray on a Parquet file and WebDataset shards: the workers read, key and decode them (the
+    driver reads no image), and the store is the local engine's: rows, keys, failures."""
+    from featurestore.sources import SourceItem
+
+    table, shards = _tables_and_shards(tmp_path)
+    reads: list[str] = []
+    real = SourceItem.read
+
+    def read(self, *args, **kwargs):
+        reads.append(self.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SourceItem, "read", read)  # in this process (the driver) only
+    for name, source in (("table", table), ("wds", shards)):
+        code = main(["extract", str(tiny_onnx), str(source), "-o", str(tmp_path / f"ray-{name}"), "--engine", "ray",
+                     "--address", ray_address, "--workers", "2", "--cpus-per-worker", "0.5", "--device", "cpu",
+                     "--batch-size", "4", "--shard-rows", "4", "--no-progress"])
+        assert code == 0
+    assert reads == []
+    listed = 0
+    for name, source in (("table", table), ("wds", shards)):
+        listed += extract(tiny_onnx, source, tmp_path / f"local-{name}", OPTS).listed
+        expected, got = _rows(tmp_path / f"local-{name}"), _rows(tmp_path / f"ray-{name}")
+        assert len(expected) == 24 and got.keys() == expected.keys()
+        assert all(np.array_equal(got[row], expected[row]) for row in expected)
+        failures = [sorted((f["path"], f["key"], f["error"]) for f in open_store(tmp_path / f"{e}-{name}").failures)
+                    for e in ("local", "ray")]
+        assert failures[0] == failures[1] and len(failures[0]) == (1 if name == "table" else 2)
+        assert verify_store(tmp_path / f"ray-{name}") == []
+    assert len(reads) == listed == 26 + 31  # the local engine reads each item here: what is counted is what is read
+
+
+def test_units_changed_after_keying_become_failures(tmp_path):
+    """No Ray: the decode step of a unit re-checks every item against the key the driver took from the key step."""
+    from featurestore._ray_units import decode_unit, key_unit, plan_units
+    from featurestore.sources import open_source
+    from featurestore.spec import Preprocessing
+
+    _, shards = _tables_and_shards(tmp_path)
+    source = open_source(shards)
+    units, shipped = plan_units(source)
+    assert units == [["wds", 0], ["wds", 1], ["wds", 2]]
+    keyed = json.loads(key_unit({"unit": np.array([json.dumps(units[0])], dtype=object)}, source=shipped,
+                                max_file_bytes=1 << 20)["rows"][0])
+    assert [r["key"] != "" for r in keyed] == [True] * 13 and keyed[0]["path"].endswith("s-0.tar#s000.jpg")
+    want = [[0, keyed[0]["key"], keyed[0]["path"]], [1, "0" * 64, keyed[1]["path"]], [99, "1" * 64, "gone#x.jpg"]]
+    prep = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,) * 3, std=(1.0,) * 3)
+    blocks = list(decode_unit({"unit": np.array([json.dumps(units[0])], dtype=object),
+                               "want": np.array([json.dumps(want)], dtype=object)}, source=shipped,
+                              max_file_bytes=1 << 20, preprocessing=prep, views=0, augment=(), shape=(8, 8, 3), rows=2))
+    assert [len(b["key"]) for b in blocks] == [2, 1]
+    rows = {str(p): (str(k), str(e)) for b in blocks for p, k, e in zip(b["path"], b["key"], b["error"])}
+    assert rows == {keyed[0]["path"]: (keyed[0]["key"], ""), keyed[1]["path"]: ("", "SourceChangedError"),
+                    "gone#x.jpg": ("", "SourceChangedError")}
 
 
 def test_killed_actor_is_restarted_and_rows_stay_exactly_once(tiny_onnx, tmp_path, ray_address, monkeypatch):
