@@ -306,6 +306,119 @@ def _notes(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+# --- the driver's reads and CPU: funnel (before) against workers reading their units (after) ---------------
+class _Funnel:
+    """A source the Ray engine cannot hand to its workers: it yields the wrapped source's items, so the
+    driver reads, hashes and ships every image (the engine's path before workers read their own units)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source, self.name, self.classes = source, f"funnel:{source.name}", source.classes
+
+    def __iter__(self):
+        return iter(self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def _driver_io() -> tuple[int, int, float, float]:
+    """(rchar, read_bytes, CPU seconds, main-thread CPU seconds) of this process so far: bytes through read
+    calls (page cache and Ray's sockets included), bytes fetched from storage, user + system time of all
+    its threads (Ray's own included) and of the calling thread (where the driver lists, keys and commits)."""
+    import resource
+
+    io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    usage, thread = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_THREAD)
+    return (int(io["rchar"]), int(io["read_bytes"]), usage.ru_utime + usage.ru_stime,
+            thread.ru_utime + thread.ru_stime)
+
+
+def _formats(files: list[Path], out: Path) -> dict[str, Path]:
+    """``files`` as a folder (hard links), as WebDataset shards (100 samples each) and as one Parquet file
+    (64-row groups)."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, shards = out / "folder", out / "wds"
+    folder.mkdir(parents=True, exist_ok=True)
+    shards.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        try:
+            os.link(path, folder / path.name)
+        except OSError:  # another filesystem
+            shutil.copyfile(path, folder / path.name)
+    for s in range(0, len(files), 100):
+        with tarfile.open(shards / f"shard-{s // 100:06d}.tar", "w") as tar:
+            for path in files[s:s + 100]:
+                info = tarfile.TarInfo(f"{path.stem}.jpg")
+                data = path.read_bytes()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    parquet = out / "images.parquet"
+    pq.write_table(pa.table({"image": [p.read_bytes() for p in files]}), parquet, row_group_size=64)
+    return {"folder": folder, "wds": shards, "parquet": parquet}
+
+
+def _driver_cost(model: Path, folder: Path, workdir: Path, options, count: int) -> list[dict[str, Any]]:
+    """Driver rchar / read_bytes / CPU of Ray runs per source and mode, each into a fresh store, on half of
+    the images and on all of them: the difference is what the other half cost the driver (Ray's and the
+    model's fixed costs cancel out), scaled to 10,000 images."""
+    from featurestore.distributed import RayOptions, extract_distributed
+    from featurestore.sources import WebDatasetSource, open_source
+
+    files = sorted(folder.iterdir())[:count]
+    sizes = (len(files) // 2, len(files))
+    sets = {n: _formats(files[:n], workdir / f"driver-{n}") for n in sizes}
+    ray_options = RayOptions(workers=1)
+    results = []
+    _start_ray(_local_cpus(1))
+    try:
+        _once(lambda store: extract_distributed(model, _Funnel(open_source(folder)), store, options, ray_options),
+              workdir / "driver-warm-up")
+        for name in ("folder", "wds", "parquet"):
+            for mode in ("driver reads (before)", "workers read (after)"):
+                cost = []
+                for n in sizes:
+                    path = sets[n][name]
+                    source = WebDatasetSource(sorted(path.iterdir())) if name == "wds" else open_source(path)
+                    if mode.startswith("driver"):
+                        source = _Funnel(source)
+                    store = workdir / f"driver-store-{len(results)}-{n}"
+                    before = _driver_io()
+                    report = extract_distributed(model, source, store, options, ray_options)
+                    after = _driver_io()
+                    shutil.rmtree(store, ignore_errors=True)
+                    if report.rows_added != n:
+                        raise RuntimeError(f"{name} {mode}: {report.rows_added} rows added for {n} images")
+                    cost.append([b - a for a, b in zip(before, after)])
+                extra = sizes[1] - sizes[0]
+                (rchar0, bytes0, cpu0, main0), (rchar1, bytes1, cpu1, main1) = cost
+                results.append({"source": name, "mode": mode, "images": list(sizes), "rchar": [rchar0, rchar1],
+                                "read_bytes": [bytes0, bytes1], "cpu_s": [cpu0, cpu1], "main_cpu_s": [main0, main1],
+                                "rchar_mib_per_10k": (rchar1 - rchar0) / 2**20 * 1e4 / extra,
+                                "cpu_s_per_10k": (cpu1 - cpu0) * 1e4 / extra,
+                                "main_cpu_s_per_10k": (main1 - main0) * 1e4 / extra})
+    finally:
+        _stop_ray()
+    return results
+
+
+def _driver_cost_table(cost: list[dict[str, Any]], mib: float, model_mib: float) -> dict[str, Any]:
+    half, full = cost[0]["images"]
+    rows = [[c["source"], c["mode"], " / ".join(f"{v / 2**20:.1f}" for v in c["rchar"]),
+             " / ".join(f"{v / 2**20:.1f}" for v in c["read_bytes"]), " / ".join(f"{v:.2f}" for v in c["cpu_s"]),
+             " / ".join(f"{v:.2f}" for v in c["main_cpu_s"]), f"{c['rchar_mib_per_10k']:,.0f}",
+             f"{c['cpu_s_per_10k']:.1f}", f"{c['main_cpu_s_per_10k']:.1f}"] for c in cost]
+    return table(f"The driver process during one Ray run of {half} / {full} images ({mib:.1f} MiB of JPEG for "
+                 f"{full}; each run also reads the {model_mib:.1f} MiB model twice), and the difference scaled to "
+                 "10,000 images", ["source", "who reads the images", "rchar MiB", "read_bytes MiB", "CPU s",
+                                   "main thread CPU s", "rchar MiB / 10k", "CPU s / 10k", "main thread CPU s / 10k"],
+                 rows)
+
+
 # --- entry point --------------------------------------------------------------------------------
 def _once(extract_into, store: Path) -> float:
     """Seconds of one untimed-by-``measure`` run into ``store`` (removed afterwards)."""
@@ -346,6 +459,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder, folder_info = jpeg_folder(args.cache_dir, count, parse_sizes(args.sizes), args.seed)
     options = ExtractOptions(batch_size=32, device="cpu", shard_rows=shard_rows, progress=False)
     mib = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+    model_mib = model.stat().st_size / 2**20
+    if args.driver_only:
+        with scratch_dir(args, "distributed") as workdir:
+            cost = _driver_cost(model, folder, workdir, options, count)
+        return {"parameters": {"backbone": BACKBONE, "images": count, "sizes": args.sizes, "jpeg_mib": mib,
+                               "model_mib": model_mib, "shard_rows": shard_rows, "workers": [1],
+                               "cores": len(os.sched_getaffinity(0))},
+                "driver_cost": cost, "targets": [], "tables": [_driver_cost_table(cost, mib, model_mib)],
+                "notes": []}
     with scratch_dir(args, "distributed") as workdir:
         runs = _Runs(workdir, count)
         stats, (init_s, first_s, stop_s) = _measure_engines(runs, model, folder, options, workers, repeats)
@@ -357,6 +479,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         listing = measure([_listing_variant(folder)], repeats)["driver listing"]
         print("  timing driver commits", file=sys.stderr, flush=True)
         commits = _commit_rate(model, workdir, commit_rows, levels, 5 if args.quick else 20)
+        print("  measuring the driver's reads and CPU", file=sys.stderr, flush=True)
+        cost = _driver_cost(model, folder, workdir, options, count)
     doc = {
         "parameters": {"backbone": BACKBONE, "layers": "last", "images": count, "sizes": args.sizes,
                        "jpeg_folder": folder_info, "jpeg_mib": mib, "workers": workers, "shard_rows": shard_rows,
@@ -366,10 +490,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "variants": stats, "workers": {f"ray w{w}": _workers(runs.reports[f"ray w{w}"]) for w in workers},
         "ratios": {f"ray w{w}": time_ratio(stats, f"ray w{w}", "local") for w in workers},
         "startup": _startup(init_s, first_s, stop_s, stats[f"ray w{max(workers)}"], count, engine_cold),
-        "correctness": correctness, "listing": listing, "commit_rate": commits, "targets": [],
+        "correctness": correctness, "listing": listing, "commit_rate": commits, "driver_cost": cost, "targets": [],
     }
     doc["tables"] = [_engine_table(doc, repeats), _startup_table(doc["startup"], stats["local"], max(workers)),
-                     _driver_table(listing, mib, commits)]
+                     _driver_table(listing, mib, commits), _driver_cost_table(cost, mib, model_mib)]
     doc["notes"] = _notes(doc)
     return doc
 
@@ -395,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-rows", type=int, help="rows per shard for both engines (default: 128, so that "
                                                        "every actor gets batches; 8 with --quick)")
     parser.add_argument("--sizes", default="500x375", help="JPEG sizes, taken in turn (WxH,WxH)")
+    parser.add_argument("--driver-only", action="store_true", help="measure only the driver's bytes read and CPU "
+                                                                   "(funnel against workers reading their units)")
     add_cache_dir(parser, "exported models and JPEG folders")
     args = parse_args(parser, argv)
     args.repeats = args.repeats or (1 if args.quick else 3)  # Ray runs are expensive: fewer repeats

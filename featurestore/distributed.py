@@ -1,9 +1,12 @@
 """Distributed extraction on Ray Data: one store, many workers, the local engine's guarantees.
 
-The driver (the process calling :func:`extract_distributed`) lists the source, keys every
-item by content and drops what the store already has or knows to be bad, exactly as
-:func:`featurestore.extract` does. The rest flows through a Ray Data pipeline: decoding in
-CPU tasks, then an actor pool where each actor holds one onnxruntime session and writes
+The driver (the process calling :func:`extract_distributed`) keys every item by content and
+drops what the store already has or knows to be bad, exactly as :func:`featurestore.extract`
+does. For WebDataset shards, Parquet/Arrow tables, folders and CSV lists it reads no image:
+workers read and hash the units it plans (shards, row groups, chunks of its listing; see
+:mod:`featurestore._ray_units`) and return only keys. For other sources (zip archives, arrays)
+it reads and hashes every item itself and ships the bytes. The rest flows through a Ray Data
+pipeline: decoding in CPU tasks, then an actor pool where each actor holds one onnxruntime session and writes
 each batch as one complete shard straight into the store (temporary name, fsync, rename).
 Only the driver commits shards, one fsynced journal record each, as they arrive (the
 journal is folded into a checkpoint now and then, as by the local engine); a

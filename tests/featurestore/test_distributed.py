@@ -150,6 +150,9 @@ def test_parquet_and_shards_read_by_workers_equal_the_local_engine(tiny_onnx, tm
         expected, got = _rows(tmp_path / f"local-{name}"), _rows(tmp_path / f"ray-{name}")
         assert len(expected) == 24 and got.keys() == expected.keys()
         assert all(np.array_equal(got[row], expected[row]) for row in expected)
+        paths = [dict(zip(d.keys.tolist(), d.paths.tolist()))  # the first item of a repeated image holds the row
+                 for d in (open_store(tmp_path / f"{e}-{name}").load(view=None) for e in ("local", "ray"))]
+        assert paths[0] == paths[1]
         failures = [sorted((f["path"], f["key"], f["error"]) for f in open_store(tmp_path / f"{e}-{name}").failures)
                     for e in ("local", "ray")]
         assert failures[0] == failures[1] and len(failures[0]) == (1 if name == "table" else 2)
