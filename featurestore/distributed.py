@@ -191,7 +191,6 @@ def extract_distributed(
     started = time.perf_counter()
     bar = tqdm(total=listed, unit="img", desc="extract", disable=not options.progress, smoothing=0.1)
     committer = ShardCommitter(writer, report, options.strict, progress=bar.update)
-    args = _worker_args(model_path, spec, config, writer, options, opts)
 
     def commit_all(ray: Any, todo: list[dict[str, Any]], units: tuple[Any, int] | None = None) -> None:
         for meta in run_ray_job(ray, todo, spec, options, opts, args, units):
@@ -200,6 +199,7 @@ def extract_distributed(
                             workers=len(report.workers), refresh=False)
 
     try:
+        args = _worker_args(model_path, spec, config, writer, options, opts)
         if plan is None:  # items only the driver can read (in-memory arrays, zip members): it ships them
             todo = _list(src, writer, committer, bar, options.max_file_bytes)
             if todo:

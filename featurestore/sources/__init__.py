@@ -111,7 +111,9 @@ def open_source(spec: str | os.PathLike[str] | ImageSource, *, label_from: str |
 def _open(spec: str | os.PathLike[str] | ImageSource, label_from: str | None, image_from: str | None,
           max_file_bytes: int) -> ImageSource:
     if not isinstance(spec, (str, os.PathLike)):
-        if isinstance(spec, ImageSource):
+        # Checked first: the protocol check reads every attribute, and a WebDataset source's classes
+        # take a pass over all its shards.
+        if isinstance(spec, (WebDatasetSource, TableSource)) or isinstance(spec, ImageSource):
             return spec
         raise SourceError(
             f"cannot open an image source from {type(spec).__name__} {spec!r}; accepted: {ACCEPTED_FORMS}"
