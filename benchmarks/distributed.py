@@ -376,8 +376,9 @@ def _driver_cost(model: Path, folder: Path, workdir: Path, options, count: int) 
     results = []
     _start_ray(_local_cpus(1))
     try:
-        _once(lambda store: extract_distributed(model, _Funnel(open_source(folder)), store, options, ray_options),
-              workdir / "driver-warm-up")
+        for warm in ("folder", "parquet"):  # first uses (Ray's, pyarrow's) outside the measured runs
+            _once(lambda store: extract_distributed(model, _Funnel(open_source(sets[sizes[0]][warm])), store, options,
+                                                    ray_options), workdir / f"driver-warm-up-{warm}")
         for name in ("folder", "wds", "parquet"):
             for mode in ("driver reads (before)", "workers read (after)"):
                 cost = []
@@ -404,6 +405,60 @@ def _driver_cost(model: Path, folder: Path, workdir: Path, options, count: int) 
     finally:
         _stop_ray()
     return results
+
+
+def _driver_work(model: Path, folder: Path, workdir: Path, count: int) -> list[dict[str, Any]]:
+    """The driver's own listing work, timed alone on its real code paths (no Ray): the funnel's read, hash and
+    packing of every item (``distributed._list``) against planning units and merging the workers' key rows
+    (``plan_units``, JSON parsing, ``distributed._key_units``; the rows made beforehand by ``key_unit``, as a
+    worker makes them). Main-thread CPU and rchar per 10,000 images, into a fresh store each."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from featurestore import distributed
+    from featurestore._atomic import file_sha256
+    from featurestore._ray_commit import DistributedReport, ShardCommitter
+    from featurestore._ray_units import key_unit, plan_units
+    from featurestore.manifest import StoreConfig
+    from featurestore.sources import MAX_FILE_BYTES, WebDatasetSource, open_source
+    from featurestore.spec import read_spec
+    from featurestore.writer import StoreWriter
+
+    spec = read_spec(model)
+    config = StoreConfig.from_spec(spec, file_sha256(model), views=0, augment=(), dtype="float32")
+    sets = _formats(sorted(folder.iterdir())[:count], workdir / "driver-work")
+    results = []
+    for name, path in sets.items():
+        def source():
+            return WebDatasetSource(sorted(path.iterdir())) if name == "wds" else open_source(path)
+
+        units, shipped = plan_units(source())
+        keyed = [key_unit({"unit": np.array([json.dumps(u)], dtype=object)}, source=shipped,
+                          max_file_bytes=MAX_FILE_BYTES)["rows"][0] for u in units]
+        for mode in ("driver reads (before)", "workers read (after)"):
+            writer = StoreWriter(workdir / f"driver-work-{name}-{len(results)}", config, spec)
+            committer = ShardCommitter(writer, DistributedReport(store=str(writer.path)))
+            bar = tqdm(disable=True)
+            before, started = _driver_io(), time.thread_time()
+            if mode.startswith("driver"):
+                todo = distributed._list(source(), writer, committer, bar, MAX_FILE_BYTES)
+            else:
+                plan, _ = plan_units(source())
+                todo, _ = distributed._key_units(zip(plan, (json.loads(r) for r in keyed)), writer, committer, bar)
+            cpu, after = time.thread_time() - started, _driver_io()
+            writer.close()
+            results.append({"source": name, "mode": mode, "images": count, "todo": len(todo), "main_cpu_s": cpu,
+                            "rchar": after[0] - before[0], "main_cpu_s_per_10k": cpu * 1e4 / count,
+                            "rchar_mib_per_10k": (after[0] - before[0]) / 2**20 * 1e4 / count})
+    return results
+
+
+def _driver_work_table(work: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = [[w["source"], w["mode"], f"{w['main_cpu_s']:.3f}", f"{w['rchar'] / 2**20:.1f}",
+             f"{w['main_cpu_s_per_10k']:.2f}", f"{w['rchar_mib_per_10k']:,.1f}"] for w in work]
+    return table(f"The driver's listing work alone, {work[0]['images']} images (no Ray; one sample each)",
+                 ["source", "who reads the images", "CPU s", "rchar MiB", "CPU s / 10k", "rchar MiB / 10k"], rows)
 
 
 def _driver_cost_table(cost: list[dict[str, Any]], mib: float, model_mib: float) -> dict[str, Any]:
@@ -462,12 +517,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_mib = model.stat().st_size / 2**20
     if args.driver_only:
         with scratch_dir(args, "distributed") as workdir:
+            work = _driver_work(model, folder, workdir, count)
             cost = _driver_cost(model, folder, workdir, options, count)
         return {"parameters": {"backbone": BACKBONE, "images": count, "sizes": args.sizes, "jpeg_mib": mib,
                                "model_mib": model_mib, "shard_rows": shard_rows, "workers": [1],
                                "cores": len(os.sched_getaffinity(0))},
-                "driver_cost": cost, "targets": [], "tables": [_driver_cost_table(cost, mib, model_mib)],
-                "notes": []}
+                "driver_cost": cost, "driver_work": work, "targets": [],
+                "tables": [_driver_cost_table(cost, mib, model_mib), _driver_work_table(work)], "notes": []}
     with scratch_dir(args, "distributed") as workdir:
         runs = _Runs(workdir, count)
         stats, (init_s, first_s, stop_s) = _measure_engines(runs, model, folder, options, workers, repeats)
@@ -481,6 +537,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         commits = _commit_rate(model, workdir, commit_rows, levels, 5 if args.quick else 20)
         print("  measuring the driver's reads and CPU", file=sys.stderr, flush=True)
         cost = _driver_cost(model, folder, workdir, options, count)
+        work = _driver_work(model, folder, workdir, count)
     doc = {
         "parameters": {"backbone": BACKBONE, "layers": "last", "images": count, "sizes": args.sizes,
                        "jpeg_folder": folder_info, "jpeg_mib": mib, "workers": workers, "shard_rows": shard_rows,
@@ -490,10 +547,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "variants": stats, "workers": {f"ray w{w}": _workers(runs.reports[f"ray w{w}"]) for w in workers},
         "ratios": {f"ray w{w}": time_ratio(stats, f"ray w{w}", "local") for w in workers},
         "startup": _startup(init_s, first_s, stop_s, stats[f"ray w{max(workers)}"], count, engine_cold),
-        "correctness": correctness, "listing": listing, "commit_rate": commits, "driver_cost": cost, "targets": [],
+        "correctness": correctness, "listing": listing, "commit_rate": commits, "driver_cost": cost,
+        "driver_work": work, "targets": [],
     }
     doc["tables"] = [_engine_table(doc, repeats), _startup_table(doc["startup"], stats["local"], max(workers)),
-                     _driver_table(listing, mib, commits), _driver_cost_table(cost, mib, model_mib)]
+                     _driver_table(listing, mib, commits), _driver_cost_table(cost, mib, model_mib),
+                     _driver_work_table(work)]
     doc["notes"] = _notes(doc)
     return doc
 

@@ -168,7 +168,7 @@ def run_ray_job(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: 
 
 def _dataset(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions, opts: RayOptions,
              worker_args: dict[str, Any], units: tuple[Any, int] | None = None) -> Any:
-    """Listed items (or units) -> decode tasks -> inference actors (one shard per batch) -> one metadata row per batch."""
+    """Listed items (or units) -> decode tasks -> inference actors (one shard per batch) -> a metadata row per batch."""
     images_per_shard = max(1, options.shard_rows // (options.views + 1))
     rows = decode_rows(images_per_shard)
     kwargs = {"preprocessing": spec.preprocessing, "views": options.views, "augment": options.augment,

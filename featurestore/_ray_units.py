@@ -59,7 +59,8 @@ def unit_items(source: ImageSource | None, unit: list[Any]) -> Iterator[SourceIt
     if kind == "wds":
         return source.shard_items(int(unit[1]))  # type: ignore[union-attr]
     if kind == "table":
-        return source.unit_items((int(unit[1]), None if unit[2] is None else int(unit[2]), int(unit[3])))  # type: ignore[union-attr]
+        group = None if unit[2] is None else int(unit[2])
+        return source.unit_items((int(unit[1]), group, int(unit[3])))  # type: ignore[union-attr]
     return iter([SourceItem(path, label, split) for path, label, split in unit[1]])
 
 

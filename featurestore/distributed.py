@@ -26,6 +26,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +96,16 @@ def _list(src: ImageSource, writer: StoreWriter, committer: ShardCommitter, bar:
     return todo
 
 
-def _key_units(ray: Any, units: list[Any], source: ImageSource | None, writer: StoreWriter,
-               committer: ShardCommitter, bar: Any, max_file_bytes: int) -> tuple[list[dict[str, str]], int]:
-    """Have workers key the units; skip, alias or fail each item in source order as the local engine does.
+def _key_units(keyed: Iterable[tuple[Any, list[dict[str, Any]]]], writer: StoreWriter, committer: ShardCommitter,
+               bar: Any) -> tuple[list[dict[str, str]], int]:
+    """Skip, alias or fail each keyed item in source order as the local engine does.
 
-    Returns the units that hold new content, each with its wanted items, and how many items
-    those are. The driver sees paths, labels and keys only, never image bytes.
+    ``keyed`` holds (unit, its rows from :func:`~featurestore._ray_units.key_unit`), in unit
+    order. Returns the units that hold new content, each with its wanted items, and how many
+    items those are. The driver sees paths, labels and keys only, never image bytes.
     """
     report, todo, in_flight, wanted, listed = committer.report, [], set(), 0, 0
-    for unit, rows in zip(units, run_key_pass(ray, units, source, max_file_bytes)):
+    for unit, rows in keyed:
         want = []
         for i, row in enumerate(rows):
             listed += 1
@@ -211,7 +213,8 @@ def extract_distributed(
             units, shipped = plan
             with ray_session(opts) as (ray, local):
                 check_resources(ray, opts, fixed=local)
-                todo, wanted = _key_units(ray, units, shipped, writer, committer, bar, options.max_file_bytes)
+                keyed = zip(units, run_key_pass(ray, units, shipped, options.max_file_bytes))
+                todo, wanted = _key_units(keyed, writer, committer, bar)
                 if todo:
                     commit_all(ray, todo, (shipped, wanted))
             writer.remove_uncommitted()
