@@ -207,14 +207,22 @@ def test_killed_actor_is_restarted_and_rows_stay_exactly_once(tiny_onnx, tmp_pat
     assert all(np.array_equal(rows[row], expected[row]) for row in expected)
 
 
-def test_sigkilled_driver_resumes_with_only_missing_keys(tiny_onnx, tmp_path, ray_address):
+@pytest.mark.parametrize("kind", ["folder", "parquet"])
+def test_sigkilled_driver_resumes_with_only_missing_keys(kind, tiny_onnx, tmp_path, ray_address):
     from featurestore.distributed import extract_distributed
 
     total = 160
     folder = tmp_path / "imgs"
-    write_good_images(folder, n=total, size=(96, 72), seed=3)
+    files = write_good_images(folder, n=total, size=(96, 72), seed=3)
+    source = folder
+    if kind == "parquet":  # row groups read by the workers
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        source = tmp_path / "imgs.parquet"
+        pq.write_table(pa.table({"image": [p.read_bytes() for p in files]}), source, row_group_size=16)
     store = tmp_path / "s"
-    command = [sys.executable, "-m", "featurestore", "extract", str(tiny_onnx), str(folder), "-o", str(store),
+    command = [sys.executable, "-m", "featurestore", "extract", str(tiny_onnx), str(source), "-o", str(store),
                "--engine", "ray", "--address", ray_address, "--workers", "2", "--cpus-per-worker", "0.5",
                "--device", "cpu", "--batch-size", "4", "--shard-rows", "4", "--no-progress"]
     log = tmp_path / "driver.log"
@@ -230,7 +238,7 @@ def test_sigkilled_driver_resumes_with_only_missing_keys(tiny_onnx, tmp_path, ra
     assert 8 <= committed < total
     assert verify_store(store) == []
 
-    report = extract_distributed(tiny_onnx, folder, store, OPTS, _ray_options())
+    report = extract_distributed(tiny_onnx, source, store, OPTS, _ray_options())
     assert report.skipped == committed
     assert report.decoded == total - committed
     assert sum(w["images"] for w in report.workers.values()) == total - committed  # no stored key was re-done
