@@ -377,7 +377,7 @@ def _driver_cost(model: Path, folder: Path, workdir: Path, options, count: int) 
     _start_ray(_local_cpus(1))
     try:
         for warm in ("folder", "parquet"):  # first uses (Ray's, pyarrow's) outside the measured runs
-            _once(lambda store: extract_distributed(model, _Funnel(open_source(sets[sizes[0]][warm])), store, options,
+            _once(lambda store, warm=warm: extract_distributed(model, _Funnel(open_source(sets[sizes[0]][warm])), store, options,
                                                     ray_options), workdir / f"driver-warm-up-{warm}")
         for name in ("folder", "wds", "parquet"):
             for mode in ("driver reads (before)", "workers read (after)"):
@@ -430,7 +430,7 @@ def _driver_work(model: Path, folder: Path, workdir: Path, count: int) -> list[d
     sets = _formats(sorted(folder.iterdir())[:count], workdir / "driver-work")
     results = []
     for name, path in sets.items():
-        def source():
+        def source(path=path, name=name):
             return WebDatasetSource(sorted(path.iterdir())) if name == "wds" else open_source(path)
 
         units, shipped = plan_units(source())
