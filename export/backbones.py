@@ -19,6 +19,7 @@ from torch import nn
 
 from featurestore.spec import Preprocessing, WeightsInfo
 
+from ._hf import HF_PREFIX, hf_build, hf_classes, hf_preprocessing, hf_pretrained, hf_weights_file
 from ._timm import (HF_HUB_PREFIX, TIMM_PREFIX, timm_build, timm_classes, timm_names, timm_preprocessing,
                     timm_pretrained, timm_tags, timm_weights_file)
 from ._torchvision import (split_tag, torchvision_build, torchvision_checkpoint, torchvision_classes,
@@ -78,7 +79,7 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
 def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     """Return the entry called ``name``: a registered backbone, any torchvision classification
     model (``NAME`` or ``NAME:ENUM``), or ``timm:NAME``, ``timm:NAME.TAG``, ``timm:hf-hub:ORG/REPO``
-    for timm's models.
+    for timm's models, or ``hf:ORG/REPO[@REVISION]``, ``hf:PATH`` for transformers' vision models.
 
     ``offline`` keeps a ``timm:hf-hub:`` name from downloading its ``config.json``.
 
@@ -89,6 +90,9 @@ def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name.startswith(HF_PREFIX):
+        return BackboneEntry(name, lambda: hf_build(name, offline), hf_preprocessing(name, offline), None,
+                             lambda: hf_classes(name), pretrained=lambda off, size: hf_pretrained(name, off, size))
     model = name[len(TIMM_PREFIX):]
     if name.startswith(TIMM_PREFIX) and (model in timm_names() or model in timm_tags()
                                          or model.startswith(HF_HUB_PREFIX)):
@@ -114,7 +118,8 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
 
     torchvision weights go to torch.hub's checkpoint cache (``torch.hub.download_url_to_file``),
     timm tags to the Hugging Face Hub cache (``huggingface_hub.hf_hub_download``; a
-    ``timm:hf-hub:`` model's ``config.json`` too). Copy the filled cache to a machine without
+    ``timm:hf-hub:`` model's ``config.json`` too), ``hf:`` models' files (config, image processor
+    config, model card, weights) to the Hugging Face Hub cache too. Copy the filled cache to a machine without
     network to export there offline.
 
     Raises
@@ -133,6 +138,8 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
     entry = get_backbone(name, offline)
     if entry.offline_weights is not None:
         return entry.offline_weights()
+    if name.startswith(HF_PREFIX):
+        return hf_weights_file(name, offline)
     if name.startswith(TIMM_PREFIX):
         found = timm_weights_file(name[len(TIMM_PREFIX):], offline)
         if found is not None:
