@@ -312,6 +312,11 @@ def _tiny(kind: str):
         return t.Dinov2Model(t.Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                                             intermediate_size=64, image_size=32, patch_size=8)), \
             t.BitImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    if kind == "dinov2-classifier":
+        return t.Dinov2ForImageClassification(t.Dinov2Config(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
+            patch_size=8, num_labels=5, architectures=["Dinov2ForImageClassification"])), \
+            t.BitImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     raise ValueError(kind)
 
 
@@ -324,6 +329,7 @@ def _tiny(kind: str):
     ("resnet", ["encoder.stages.0", "encoder.stages.1", "encoder.stages.2", "encoder.stages.3"], 32),
     ("siglip", ["encoder.layers.0", "encoder.layers.1", "encoder.layers.2"], 32),
     ("dinov2", ["encoder.layer.0", "encoder.layer.1", "encoder.layer.2"], 32),
+    ("dinov2-classifier", ["dinov2.encoder.layer.0", "dinov2.encoder.layer.1", "dinov2.encoder.layer.2"], 64),
 ])
 def test_each_family_exports_with_its_blocks(kind, blocks, width, tmp_path):
     model, processor = _tiny(kind)
@@ -335,6 +341,11 @@ def test_each_family_exports_with_its_blocks(kind, blocks, width, tmp_path):
     if kind == "vit":
         logits, _ = export_backbone(f"hf:{folder}", layers="logits")
         assert logits.class_names == ("cat", "dog", "fox")
+    if kind == "dinov2-classifier":  # its classifier reads the class token and the mean of the patch tokens
+        both, _ = export_backbone(f"hf:{folder}", tmp_path / "m.onnx", layers="pre_logits,dinov2.layernorm:cls+mean")
+        images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+        got = FeatureModel(tmp_path / "m.onnx", device="cpu").run(images)
+        assert_close_to_scale(got["pre_logits"], got["dinov2.layernorm.cls+mean"], 1e-6, "classifier input")
     if kind == "siglip":
         named, _ = export_backbone(f"hf:{folder}", layers="pooler_output,image_embeds")
         assert [layer.dim for layer in named.layers] == [32, 32]
