@@ -44,15 +44,17 @@ def block_names(model: nn.Module, described: Described, prefix: str = "") -> lis
 
 
 def token_blocks(model: nn.Module, outputs: dict[str, torch.Tensor], described: Described) -> list[str]:
-    """The transformer blocks: the largest group (>= 2) of sibling modules with parameters whose
-    outputs are token sequences of one shape, in execution order."""
+    """The transformer blocks: the largest group (>= 2) of sibling modules made of modules (never a
+    block's linear projections or norms) with parameters whose outputs are token sequences of one
+    shape, in execution order."""
     best: list[str] = []
     for parent_name, parent in model.named_modules():
         prefix = f"{parent_name}." if parent_name else ""
         groups: dict[tuple[int, ...], list[str]] = {}
         for child_name, child in parent.named_children():
             full = prefix + child_name
-            if described.get(full, (None,))[0] == "NLC" and any(True for _ in child.parameters()):
+            if described.get(full, (None,))[0] == "NLC" and any(True for _ in child.children()) and any(
+                    True for _ in child.parameters()):
                 groups.setdefault(tuple(outputs[full].shape[1:]), []).append(full)
         for group in groups.values():
             if len(group) >= 2 and len(group) > len(best):

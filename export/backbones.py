@@ -19,6 +19,7 @@ from torch import nn
 
 from featurestore.spec import Preprocessing, WeightsInfo
 
+from ._hf import HF_PREFIX, hf_build, hf_cached_names, hf_classes, hf_preprocessing, hf_pretrained, hf_weights_file
 from ._open_clip import (OPEN_CLIP_PREFIX, open_clip_build, open_clip_cached_names, open_clip_names,
                          open_clip_preprocessing, open_clip_pretrained, open_clip_split, open_clip_training_only,
                          open_clip_weights_file)
@@ -86,7 +87,7 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
 def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     """Return the entry called ``name``: a registered backbone, any torchvision classification
     model (``NAME`` or ``NAME:ENUM``), or ``timm:NAME``, ``timm:NAME.TAG``, ``timm:hf-hub:ORG/REPO``
-    for timm's models.
+    for timm's models, or ``hf:ORG/REPO[@REVISION]``, ``hf:PATH`` for transformers' vision models.
 
     ``offline`` keeps a ``timm:hf-hub:`` name from downloading its ``config.json``.
 
@@ -97,6 +98,9 @@ def get_backbone(name: str, offline: bool = False) -> BackboneEntry:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name.startswith(HF_PREFIX):
+        return BackboneEntry(name, lambda: hf_build(name, offline), hf_preprocessing(name, offline), None,
+                             lambda: hf_classes(name), pretrained=lambda off, size: hf_pretrained(name, off, size))
     model = name[len(TIMM_PREFIX):]
     if name.startswith(TIMM_PREFIX) and (model in timm_names() or model in timm_tags()
                                          or model.startswith(HF_HUB_PREFIX)):
@@ -129,7 +133,8 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
 
     torchvision weights go to torch.hub's checkpoint cache (``torch.hub.download_url_to_file``),
     timm tags to the Hugging Face Hub cache (``huggingface_hub.hf_hub_download``; a
-    ``timm:hf-hub:`` model's ``config.json`` too). Copy the filled cache to a machine without
+    ``timm:hf-hub:`` model's ``config.json`` too), ``hf:`` models' files (config, image processor
+    config, model card, weights) to the Hugging Face Hub cache too. Copy the filled cache to a machine without
     network to export there offline.
 
     Raises
@@ -148,6 +153,8 @@ def fetch_weights(name: str, offline: bool = False) -> tuple[str, str]:
     entry = get_backbone(name, offline)
     if entry.offline_weights is not None:
         return entry.offline_weights()
+    if name.startswith(HF_PREFIX):
+        return hf_weights_file(name, offline)
     if name.startswith(TIMM_PREFIX):
         found = timm_weights_file(name[len(TIMM_PREFIX):], offline)
         if found is not None:
@@ -179,7 +186,8 @@ def list_cached(pattern: str | None = None) -> list[str]:
     """The names whose pretrained weights are on this machine now, sorted: registered backbones
     with their package's weights installed, ``NAME:ENUM`` for torchvision files in torch.hub's
     checkpoint cache, ``timm:NAME.TAG`` and ``open_clip:ARCH/TAG`` for tags whose files the
-    Hugging Face Hub cache (or torch.hub's, open_clip's for URL-only tags) holds. Each exports
+    Hugging Face Hub cache (or torch.hub's, open_clip's for URL-only tags) holds, and ``hf:ORG/REPO``
+    for transformers models whose config and weights it holds. Each exports
     offline. Nothing is downloaded.
 
     Parameters
@@ -189,8 +197,8 @@ def list_cached(pattern: str | None = None) -> list[str]:
     """
     names = [name for name, entry in _REGISTRY.items()
              if entry.offline_weights is not None and _package_file(entry.offline_weights)]
-    names += torchvision_cached_names() + timm_cached_names() + list(_installed(open_clip_cached_names))
-    # Each further family adds its cached names here (the `hf:` family: _hf.hf_cached_names).
+    names += (torchvision_cached_names() + timm_cached_names() + list(_installed(open_clip_cached_names))
+              + hf_cached_names())
     return _matching(sorted(set(names)), pattern)
 
 

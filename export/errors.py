@@ -16,6 +16,8 @@ __all__ = [
     "WeightsDownloadError",
     "LayerSelectionError",
     "ExportOptionsError",
+    "RemoteCodeError",
+    "MissingExtraError",
     "close_matches_hint",
 ]
 
@@ -60,3 +62,12 @@ class LayerSelectionError(ExportError, ValueError):
 
 class ExportOptionsError(ExportError, ValueError):
     """Export options that do not go together or are not supported (opset, precision, grayscale)."""
+
+
+class RemoteCodeError(ExportError, ValueError):
+    """A Hugging Face repo or folder needs code of its own (``auto_map``, an architecture transformers
+    does not have): featurestore never sets ``trust_remote_code``, so it is refused."""
+
+
+class MissingExtraError(ExportError, ImportError):
+    """A backbone family needs an optional dependency that is not installed (``featurestore[hf]``)."""

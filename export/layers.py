@@ -152,8 +152,9 @@ def trace_layers(model: nn.Module, input_hw: tuple[int, int], in_channels: int =
             handle.remove()
 
     modules = dict(model.named_modules())
+    # an output whose first axis is not the batch (Swin's attention over windows) is no per-image layer
     described = {name: describe_output(model, modules[name], outputs[name], input_hw)
-                 for name in order}
+                 if outputs[name].dim() and outputs[name].shape[0] == 1 else (None, 0, None) for name in order}
     pools = {name for name in order if is_global_pool(modules[name], inputs.get(name), outputs[name],
                                                       described[name][0])}
     tokens = token_blocks(model, outputs, described)

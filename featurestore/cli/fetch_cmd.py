@@ -11,7 +11,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         description="Download the pretrained weights `featurestore export NAME` takes into the libraries' "
                     "own caches: torch.hub's $TORCH_HOME/hub/checkpoints for torchvision names (NAME, "
                     "NAME:ENUM), the Hugging Face Hub cache ($HF_HOME/hub or $HF_HUB_CACHE) for timm:NAME, "
-                    "timm:NAME.TAG, timm:hf-hub:ORG/REPO and open_clip:ARCH/TAG. Copy the filled caches to an "
+                    "timm:NAME.TAG, timm:hf-hub:ORG/REPO, hf:ORG/REPO[@REVISION] (config, image processor "
+                    "config, model card and weights) and open_clip:ARCH/TAG. Copy the filled caches to an "
                     "air-gapped machine and export there with --offline. Weights already cached are not "
                     "downloaded again; `featurestore layers --list --cached` lists what is there.",
     )
