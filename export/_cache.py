@@ -13,7 +13,7 @@ from .errors import WeightsDownloadError, WeightsNotCachedError
 #: Environment variables that switch downloads off (as ``--offline`` does) when set to 1/true/yes/on.
 OFFLINE_ENV = ("FEATURESTORE_OFFLINE", "HF_HUB_OFFLINE")
 
-__all__ = ["is_offline", "OFFLINE_ENV", "torch_hub_checkpoint", "hf_hub_cache", "hf_hub_mode", "hf_hub_weights", "HF_WEIGHTS_FILES",
+__all__ = ["is_offline", "OFFLINE_ENV", "hf_snapshot_revision", "torch_hub_checkpoint", "hf_hub_cache", "hf_hub_mode", "hf_hub_weights", "HF_WEIGHTS_FILES",
            "torch_hub_cached_files", "hf_cached_repos"]
 
 #: Weights files of a Hugging Face repo, preferred first (as timm looks for them).
@@ -25,6 +25,12 @@ def is_offline(offline: bool = False) -> bool:
     """True when ``offline`` is, or ``FEATURESTORE_OFFLINE`` / ``HF_HUB_OFFLINE`` is set true."""
     return offline or any(os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
                           for key in OFFLINE_ENV)
+
+
+def hf_snapshot_revision(path: str) -> str | None:
+    """The commit of a Hugging Face cache snapshot a file lies in (``.../snapshots/REV/FILE``), else None."""
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[-2] if len(parts) > 2 and parts[-3] == "snapshots" else None
 
 
 def _one_line(exc: BaseException) -> str:

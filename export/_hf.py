@@ -45,10 +45,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from featurestore._atomic import file_sha256
+from featurestore.utils import file_sha256
 from featurestore.spec import Preprocessing, WeightsInfo
 
-from ._cache import hf_hub_cache, hf_hub_mode, hf_hub_weights
+from ._cache import hf_hub_cache, hf_hub_mode, hf_hub_weights, hf_snapshot_revision
 from .errors import (MissingExtraError, RemoteCodeError, UnknownBackboneError, WeightsDownloadError, WeightsError,
                      WeightsFileNotFoundError, WeightsNotCachedError)
 from .weights import read_state_dict
@@ -420,11 +420,6 @@ def _license(src: _Source, config: dict, offline: bool) -> str | None:
     return found.group(1) if found else None
 
 
-def _revision(path: str) -> str | None:
-    parent = os.path.dirname(path)
-    return os.path.basename(parent) if os.path.basename(os.path.dirname(parent)) == "snapshots" else None
-
-
 def hf_pretrained(name: str, offline: bool, image_size: int | None = None) -> tuple[HFVisionModel, WeightsInfo]:
     """The model with its pretrained weights, and their provenance (repo, the commit the cache
     holds, the weights file's sha256, the model card's license).
@@ -450,7 +445,7 @@ def hf_pretrained(name: str, offline: bool, image_size: int | None = None) -> tu
     state: dict = {}
     for weights in paths:
         state.update(read_state_dict(weights))
-    from .exporter import seeded
+    from .weights import seeded
 
     try:
         with hf_hub_mode(True), _quiet(transformers), seeded():
@@ -464,7 +459,7 @@ def hf_pretrained(name: str, offline: bool, image_size: int | None = None) -> tu
         shown = ", ".join(missing[:10]) + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise WeightsError(f"{name}: weights file {paths[0]} does not fit {cls.__name__}: missing or mismatched "
                            f"keys: {shown}")
-    revision = _revision(path)
+    revision = hf_snapshot_revision(path)
     tag = (f"{src.repo}@{revision}" if revision else src.repo) if src.repo else None
     info = WeightsInfo(name, _sha256(paths), False, family="hf", tag=tag,
                        license=_license(src, _read_json(path, name), offline))

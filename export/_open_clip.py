@@ -38,11 +38,11 @@ import torch
 from torch import nn
 
 from featurestore.utils import file_sha256
-from featurestore.errors import BackendUnavailableError
 from featurestore.spec import Preprocessing, WeightsInfo
 
-from ._cache import _fill, _one_line, hf_cached_repos, hf_hub_weights
-from .errors import ExportOptionsError, UnknownBackboneError, WeightsDownloadError, WeightsError, WeightsNotCachedError
+from ._cache import _fill, _one_line, hf_cached_repos, hf_hub_weights, hf_snapshot_revision
+from .errors import (ExportOptionsError, MissingExtraError, UnknownBackboneError, WeightsDownloadError, WeightsError,
+                     WeightsNotCachedError)
 from .weights import read_state_dict
 
 __all__ = ["OPEN_CLIP_PREFIX", "PRE_PROJECTION", "open_clip_names", "open_clip_split", "open_clip_preprocessing",
@@ -59,8 +59,8 @@ def _open_clip():
     try:
         import open_clip
     except ImportError:
-        raise BackendUnavailableError("OpenCLIP backbones need open_clip_torch, which is not installed: "
-                                      "pip install 'featurestore[clip]'") from None
+        raise MissingExtraError("OpenCLIP backbones need open_clip_torch, which is not installed: "
+                                "pip install 'featurestore[clip]'") from None
     return open_clip
 
 
@@ -268,12 +268,6 @@ def open_clip_weights_file(arch: str, tag: str | None, offline: bool) -> tuple[s
     return None
 
 
-def _revision(path: str) -> str | None:
-    """The commit of a Hugging Face cache snapshot path (``.../snapshots/REV/FILE``), else None."""
-    parts = os.path.normpath(path).split(os.sep)
-    return parts[-2] if len(parts) > 2 and parts[-3] == "snapshots" else None
-
-
 def _load(tower: OpenClipImageTower, path: str) -> None:
     """Load a full open_clip checkpoint's image tower into ``tower``, converted as
     ``open_clip.load_checkpoint`` converts it; text-tower keys are not needed."""
@@ -331,7 +325,7 @@ def open_clip_pretrained(arch: str, tag: str | None, offline: bool,
     if size is not None and tower.kind == "TimmModel":
         tower.visual.set_input_size(size)  # after loading, as open_clip's force_image_size does
     return tower.eval(), WeightsInfo(label, file_sha256(path), False, family="open_clip", tag=tag,
-                                     revision=_revision(path))
+                                     revision=hf_snapshot_revision(path))
 
 
 def open_clip_cached_names() -> list[str]:

@@ -27,7 +27,7 @@ from torch import nn
 from featurestore.utils import file_sha256
 from featurestore.spec import INTERPOLATIONS, Preprocessing, WeightsInfo
 
-from ._cache import (HF_WEIGHTS_FILES, hf_cached_repos, hf_hub_cache, hf_hub_mode, hf_hub_weights,
+from ._cache import (HF_WEIGHTS_FILES, hf_cached_repos, hf_hub_cache, hf_hub_mode, hf_hub_weights, hf_snapshot_revision,
                      torch_hub_cached_files, torch_hub_checkpoint)
 from .errors import WeightsDownloadError, WeightsNotCachedError
 from .weights import read_state_dict
@@ -187,7 +187,7 @@ def timm_pretrained(name: str, offline: bool, image_size: int | None) -> tuple[n
     with hub_offline(), hf_hub_mode(True), seeded():
         module = _create(name, image_size, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=hf_hub_cache())
     return module, WeightsInfo(label, file_sha256(path), False, family="timm", tag=tag,
-                               license=cfg.get("license"))
+                               license=cfg.get("license"), revision=hf_snapshot_revision(path))
 
 
 def timm_classes(name: str) -> tuple[str, ...] | None:

@@ -221,11 +221,11 @@ def _matching(names: list[str], pattern: str | None) -> list[str]:
 
 def _installed(names: Callable[[], tuple[str, ...] | list[str]]) -> tuple[str, ...] | list[str]:
     """A family's names, or none when its optional library is not installed."""
-    from featurestore.errors import BackendUnavailableError
+    from .errors import MissingExtraError
 
     try:
         return names()
-    except BackendUnavailableError:
+    except MissingExtraError:
         return ()
 
 

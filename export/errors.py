@@ -70,4 +70,5 @@ class RemoteCodeError(ExportError, ValueError):
 
 
 class MissingExtraError(ExportError, ImportError):
-    """A backbone family needs an optional dependency that is not installed (``featurestore[hf]``)."""
+    """A backbone family needs an optional dependency that is not installed (``featurestore[hf]``,
+    ``featurestore[clip]``)."""

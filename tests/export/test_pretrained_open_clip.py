@@ -20,7 +20,7 @@ from export.errors import UnknownBackboneError, WeightsError, WeightsNotCachedEr
 from featurestore import read_spec
 from featurestore._atomic import file_sha256
 from featurestore.decode import decode_image
-from featurestore.errors import BackendUnavailableError
+from export.errors import MissingExtraError
 from featurestore.cli import main
 from featurestore.session import FeatureModel
 from reference import assert_close_to_scale, normalise
@@ -253,7 +253,7 @@ def test_a_pickled_object_in_the_cache_is_refused(tmp_path):
 
 def test_missing_open_clip_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` raises ImportError
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'featurestore\[clip\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'featurestore\[clip\]'"):
         get_backbone(NAME)
     assert main(["export", NAME, "-o", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err.strip()

@@ -90,6 +90,7 @@ def test_timm_tag_from_hugging_face_cache_equals_timm_pretrained(name, image_siz
     spec, _ = export_backbone(f"timm:{name}", image_size=image_size)
     assert spec.weights.sha256 == file_sha256(cached) and not spec.weights.random_init
     assert (spec.weights.family, spec.weights.tag, spec.weights.source) == ("timm", name.split(".")[1], f"timm:{name}")
+    assert spec.weights.revision == REVISION  # the snapshot the cache holds
     assert spec.weights.license == timm.models.get_pretrained_cfg(name).license
 
     kwargs = {"img_size": image_size} if image_size else {}
