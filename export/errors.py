@@ -16,6 +16,7 @@ __all__ = [
     "WeightsDownloadError",
     "LayerSelectionError",
     "ExportOptionsError",
+    "CalibrationError",
     "close_matches_hint",
 ]
 
@@ -60,3 +61,7 @@ class LayerSelectionError(ExportError, ValueError):
 
 class ExportOptionsError(ExportError, ValueError):
     """Export options that do not go together or are not supported (opset, precision, grayscale)."""
+
+
+class CalibrationError(ExportError, ValueError):
+    """An int8 export without calibration images, or with a source that has too few decodable images."""
