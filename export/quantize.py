@@ -291,7 +291,7 @@ def quantize_model(data: bytes, spec: ModelSpec, calibration: CalibrationSet, *,
         else:
             quantize_dynamic(model, out, op_types_to_quantize=list(DYNAMIC_OP_TYPES), per_channel=False,
                              weight_type=QuantType.QInt8)
-        quantized = onnx.load(str(out))
+        quantized = _without_dead_nodes(onnx.load(str(out)))
     held = calibration.held_back
     info = Quantization(mode=mode, op_types=_quantized_op_types(quantized, mode),
                         calibration_sha256=calibration.sha256(method),
@@ -302,6 +302,18 @@ def quantize_model(data: bytes, spec: ModelSpec, calibration: CalibrationSet, *,
     cosine = output_cosine(data, _with_spec(quantized, spec).SerializeToString(deterministic=True), spec, held)
     int8_spec = replace(spec, precision="int8", quantization=replace(info, cosine=cosine))
     return int8_spec, _with_spec(quantized, int8_spec).SerializeToString(deterministic=True)
+
+
+def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the nodes whose outputs nothing reads (the Constant min/max of the Clip nodes the quantiser
+    folded away), which onnxruntime would otherwise warn about each time it loads the model."""
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+        dead = [i for i, node in enumerate(model.graph.node) if not any(out in read for out in node.output)]
+        if not dead:
+            return model
+        for i in reversed(dead):
+            del model.graph.node[i]
 
 
 @contextlib.contextmanager

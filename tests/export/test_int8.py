@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from export import export_backbone
@@ -71,6 +72,10 @@ def test_tiny_int8_from_a_folder(photos, tmp_path):
     spec, data = export_backbone(tiny_net(), tmp_path / "a.onnx", layers="last", image_size=32,
                                  precision="int8", calibrate=str(photos), calibrate_count=16)
     assert read_spec(tmp_path / "a.onnx") == spec and ModelSpec.from_json(spec.to_json()) == spec
+    model = onnx.load(str(tmp_path / "a.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    assert all(set(node.output) & read for node in model.graph.node)  # no dead nodes for onnxruntime to warn of
     q = spec.quantization
     assert spec.precision == "int8" and q.mode == "static" and q.method == "minmax"
     assert q.calibration_count == 16 and q.held_back == 4 and q.seed == 0 and len(q.calibration_sha256) == 64
