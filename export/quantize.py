@@ -221,7 +221,24 @@ def choose_mode(model: onnx.ModelProto) -> str:
 
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Give every unnamed node a name (the quantiser excludes and reports nodes by name)."""
+    """Fold ``Identity`` nodes of initializers into initializers, and give every node a name.
+
+    torch's exporter passes shared biases through ``Identity``; the quantiser leaves such a bias
+    in float, and onnxruntime then cannot fuse the convolution into ``QLinearConv`` (measured on
+    ResNet-50: 11 of 53 fused, int8 slower than fp32). The quantiser excludes and reports nodes by name.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs:
+            folded = model.graph.initializer.add()
+            folded.CopyFrom(initializers[node.input[0]])
+            folded.name = node.output[0]
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
     for i, node in enumerate(model.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
