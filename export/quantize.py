@@ -353,9 +353,10 @@ def _with_spec(model: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
 
 def _quantized_op_types(model: onnx.ModelProto, mode: str) -> tuple[str, ...]:
     """Op types that take quantised inputs: fed by DequantizeLinear (QDQ) or integer ops (dynamic)."""
-    if mode == "dynamic":
-        integer = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm"}
-        return tuple(sorted({node.op_type for node in model.graph.node if node.op_type in integer}))
+    if mode == "dynamic":  # named by the float op each integer op replaced
+        replaced = {"MatMulInteger": "MatMul", "DynamicQuantizeMatMul": "MatMul", "ConvInteger": "Conv",
+                    "QGemm": "Gemm"}
+        return tuple(sorted({replaced[node.op_type] for node in model.graph.node if node.op_type in replaced}))
     dequantized = {node.output[0] for node in model.graph.node if node.op_type == "DequantizeLinear"}
     return tuple(sorted({node.op_type for node in model.graph.node if node.op_type in STATIC_OP_TYPES
                          and any(name in dequantized for name in node.input)}))
