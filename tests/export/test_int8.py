@@ -165,3 +165,11 @@ def test_cli_prints_cosine_per_output(photos, tmp_path, capsys):
     assert len(lines) == len(layers) == 5 and all("held-back" in line for line in lines)
     assert all(line.startswith(f"cosine to fp32 {layer.output}: ") for line, layer in zip(lines, layers))
     assert "int8: static QDQ, minmax calibration on 16 images" in out
+
+
+def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):
+    from featurestore.errors import PackageError
+    from heads.package import package_head
+
+    with pytest.raises(PackageError, match="choose fp32 or fp16"):
+        package_head(tmp_path / "m.onnx", tmp_path / "h.skops", tmp_path / "c.onnx", precision="int8")
