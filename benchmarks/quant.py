@@ -1,6 +1,13 @@
 """int8 static quantisation: onnxruntime speed and Fashion-MNIST accuracy, int8 vs fp32 features.
 
-``python -m benchmarks.quant [--quick] [--backbones mobilenet_v2,resnet50]``
+``python -m benchmarks.quant [--quick] [--backbones mobilenet_v2,resnet50] [--speed-only]``
+
+``--speed-only`` measures, in one run and interleaved, images/s of torch fp32 eager (channels_last
+for CNNs), torch bf16 autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``, channels_last for
+CNNs), onnxruntime fp32 (our export) and onnxruntime int8 as ``featurestore export --precision
+int8`` makes it (:func:`export.quantize.quantize_model`, its default remedies), on pre-decoded
+batches of 32 (torch gets its input already normalised), 2 threads each; the CPU's ISA flags go
+with the result.
 
 Each backbone is exported with ``layers="last"`` and quantised with
 ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel, uint8 activations, int8
@@ -195,12 +202,104 @@ def _tables(results: list[dict[str, Any]], sizes: dict[str, int], repeats: int) 
                    "cosine"], rows)]
 
 
+def _speed_backbone(case: BackboneCase, args: argparse.Namespace, images: np.ndarray, repeats: int,
+                    threads: int, workdir: Path) -> dict[str, Any]:
+    """torch fp32, torch bf16 autocast, onnxruntime fp32 and the product's int8, interleaved."""
+    import torch
+
+    from export.quantize import CalibrationSet, quantize_model
+    from featurestore import FeatureModel, read_spec
+
+    from ._models import torch_twin
+
+    fp32_path = exported_model(case, "last", args.cache_dir)
+    spec = read_spec(fp32_path)
+    calibration = CalibrationSet(images[:32], images[32:64], ("benchmark",), 0, "benchmark")
+    started = time.perf_counter()
+    int8_spec, int8_bytes = quantize_model(fp32_path.read_bytes(), spec, calibration)
+    quantize_s = time.perf_counter() - started
+    int8_path = workdir / f"{case.name.replace(':', '_')}-int8.onnx"
+    int8_path.write_bytes(int8_bytes)
+    models = {"onnxruntime fp32": FeatureModel(fp32_path, device="cpu", intra_op_threads=threads),
+              "onnxruntime int8": FeatureModel(int8_path, device="cpu", intra_op_threads=threads)}
+    prep = spec.preprocessing
+    mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std).view(1, -1, 1, 1)
+    tensor = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    module = torch_twin(case)
+    cnn = not case.name.startswith("timm:vit")
+    if cnn:
+        module, tensor = module.to(memory_format=torch.channels_last), tensor.contiguous(
+            memory_format=torch.channels_last)
+    torch.set_num_threads(threads)
+
+    def torch_pass(dtype: Any) -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            for i in range(0, len(tensor), BATCH):
+                module(tensor[i:i + BATCH])
+
+    def ort_pass(model: Any) -> None:
+        for i in range(0, len(images), BATCH):
+            model.run(images[i:i + BATCH])
+
+    layout = " channels_last" if cnn else ""
+    variants = [Variant(f"torch fp32{layout}", lambda _: torch_pass(None), len(images), "img"),
+                Variant(f"torch bf16 autocast{layout}", lambda _: torch_pass(torch.bfloat16), len(images), "img")]
+    variants += [Variant(name, lambda _, m=m: ort_pass(m), len(images), "img") for name, m in models.items()]
+    stats = measure(variants, repeats, warmup=True)
+    q = int8_spec.quantization
+    return {"backbone": case.name, "random_init": case.random_init, "variants": stats,
+            "quantization": {"mode": q.mode, "op_types": list(q.op_types), "float_nodes": list(q.float_nodes),
+                             "cosine": q.cosine, "seconds": quantize_s},
+            "int8_vs": {name: speed_ratio(stats, "onnxruntime int8", name) for name in stats
+                        if name != "onnxruntime int8"}}
+
+
+def run_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """``--speed-only``: the four ways to run each backbone on the CPU, images/s and ratios."""
+    threads = 2
+    count = args.speed or (64 if args.quick else 96)
+    repeats = repeats_for(args)
+    results = []
+    with scratch_dir(args, "quant-speed") as workdir:
+        for name in args.backbones:
+            images = _fashion_mnist("train", max(count, 64), _prep_of(name, args))[0]
+            results.append(_speed_backbone(BACKBONES[name], args, images, repeats, threads, workdir))
+            print(f"  {name}: " + ", ".join(f"{k} {v['rate']:.1f}" for k, v in results[-1]["variants"].items()),
+                  flush=True)
+    rows = []
+    for r in results:
+        for name, st in r["variants"].items():
+            ratio = r["int8_vs"].get(name)
+            rows.append([r["backbone"], name, f"{st['rate']:.1f} ±{50 * st['spread']:.0f}%",
+                         ratio_cell(ratio) if ratio else "-"])
+    flags = cpu_info()
+    return {
+        "parameters": {"backbones": args.backbones, "speed": count, "batch": BATCH, "threads": threads,
+                       "cpu": flags, "load_average": os.getloadavg()},
+        "results": results, "targets": [], "notes": [
+            f"CPU {flags['model']}, flags {' '.join(flags['flags'])}; load average {os.getloadavg()[0]:.2f} at the "
+            "end; torch takes input already normalised (NCHW float), onnxruntime uint8 NHWC (it normalises in-graph)."],
+        "tables": [table(f"images/s, batch {BATCH}, {threads} threads, median of {repeats} (±half-spread), "
+                         "pre-decoded input; int8 ratio = onnxruntime int8 over that row",
+                         ["backbone", "variant", "img/s", "int8 / this"], rows)],
+    }
+
+
+def _prep_of(name: str, args: argparse.Namespace):
+    from featurestore import read_spec
+
+    return read_spec(exported_model(BACKBONES[name], "last", args.cache_dir)).preprocessing
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Quantise and measure every backbone; return the results document."""
     args.backbones = args.backbones or (["mobilenet_v2"] if args.quick else list(BACKBONES))
     unknown = [name for name in args.backbones if name not in BACKBONES]
     if unknown:
         raise SystemExit(f"unknown backbone(s) {', '.join(unknown)}; choose from {', '.join(BACKBONES)}")
+    if getattr(args, "speed_only", False):
+        return run_speed(args)
     quick = {"train": 300, "test": 200, "calibration": 32, "speed": 64}
     full = {"train": 5000, "test": 2000, "calibration": 200, "speed": 256}
     sizes = {k: getattr(args, k) or (quick if args.quick else full)[k] for k in full}
@@ -232,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                         help="7-bit weights (default auto: on when the CPU lacks VNNI)")
     parser.add_argument("--first-conv-float", action="store_true", help="leave the first Conv unquantised")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="images/s of torch fp32, torch bf16 autocast, onnxruntime fp32 and the int8 export")
     add_cache_dir(parser)
     args = parse_args(parser, argv)
-    return run_and_report("quant", args, run)
+    return run_and_report("quant_speed" if args.speed_only else "quant", args, run, show_notes=args.speed_only)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ __all__ = [
     "ExportOptionsError",
     "RemoteCodeError",
     "MissingExtraError",
+    "CalibrationError",
     "close_matches_hint",
 ]
 
@@ -72,3 +73,7 @@ class RemoteCodeError(ExportError, ValueError):
 class MissingExtraError(ExportError, ImportError):
     """A backbone family needs an optional dependency that is not installed (``featurestore[hf]``,
     ``featurestore[clip]``)."""
+
+
+class CalibrationError(ExportError, ValueError):
+    """An int8 export without calibration images, or with a source that has too few decodable images."""

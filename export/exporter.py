@@ -16,10 +16,11 @@ from featurestore.spec import POOLED_WIDTH, PRECISIONS, SPEC_KEY, LayerSpec, Mod
 
 from ._cache import OFFLINE_ENV, is_offline
 from .backbones import get_backbone
-from .errors import ExportOptionsError, WeightsRequiredError
+from .errors import CalibrationError, ExportOptionsError, WeightsRequiredError
 from .graph import FeatureGraph
 from .layers import LOGITS, LayerChoice, LayerInfo, no_attention_fast_path, select_layers, trace_layers
 from .pixels import Pixels
+from .quantize import DEFAULT_CALIBRATION_COUNT, draw_calibration, quantize_model
 from .weights import RANDOM_INIT_SEED, file_sha256, load_weights_file, seeded, state_dict_sha256
 
 __all__ = ["export_backbone", "build_backbone", "is_offline", "seeded", "PIXELS", "INPUT_NAME", "RANDOM_INIT_SEED",
@@ -157,6 +158,8 @@ def export_backbone(
     preprocessing: Preprocessing | None = None,
     name: str | None = None,
     opset: int = MIN_OPSET,
+    calibrate: str | Path | None = None,
+    calibrate_count: int = DEFAULT_CALIBRATION_COUNT,
 ) -> tuple[ModelSpec, bytes]:
     """Export a backbone to ONNX with the chosen layers as named, pooled outputs.
 
@@ -181,8 +184,10 @@ def export_backbone(
         A state_dict file to load.
     random_init : bool, default=False
         Export untrained weights (seeded); recorded in the spec.
-    precision : {'fp32', 'fp16'}, default='fp32'
-        ``fp16`` computes the backbone in half precision; input and outputs stay float32.
+    precision : {'fp32', 'fp16', 'int8'}, default='fp32'
+        ``fp16`` computes the backbone in half precision; ``int8`` quantises the fp32 graph
+        with onnxruntime (:mod:`export.quantize`), calibrated on ``calibrate``; input and
+        outputs stay uint8 and float32.
     image_size : int, optional
         Override the input size (the resize size keeps its ratio to the crop).
     grayscale : bool, default=False
@@ -197,6 +202,11 @@ def export_backbone(
         Backbone name recorded in the spec (defaults to the registry name or class name).
     opset : int, default=17
         ONNX opset (17 or later).
+    calibrate : str or Path, optional
+        For ``int8`` (required there): the images to calibrate on, anything
+        :func:`featurestore.sources.open_source` opens (a folder, ``fashion-mnist:train``, ...).
+    calibrate_count : int, default=128
+        Calibration images drawn from ``calibrate`` (seeded); more are held back for the cosine check.
 
     Returns
     -------
@@ -206,7 +216,7 @@ def export_backbone(
     Raises
     ------
     UnknownBackboneError, LayerNotFoundError, WeightsError, WeightsRequiredError, WeightsNotCachedError,
-    ExportError
+    ExportError, CalibrationError
 
     Examples
     --------
@@ -216,6 +226,10 @@ def export_backbone(
         raise ExportOptionsError(f"opset {opset} is too old; use {MIN_OPSET} or later")
     if precision not in PRECISIONS:
         raise ExportOptionsError(f"precision {precision!r} is not supported; choose {' or '.join(PRECISIONS)}")
+    if (precision == "int8") != (calibrate is not None):
+        raise CalibrationError("--precision int8 needs calibration images: pass --calibrate SOURCE (a folder of your "
+                               "images, fashion-mnist:train, ...)" if calibrate is None else
+                               "--calibrate applies to --precision int8 only")
     prep = _preprocessing(backbone, image_size, grayscale, preprocessing, is_offline(offline))
     module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init, offline=offline,
                                           image_size=image_size)
@@ -234,13 +248,15 @@ def export_backbone(
         preprocessing=prep,
         input_name=INPUT_NAME,
         opset=opset,
-        precision=precision,  # type: ignore[arg-type]
+        precision="fp32" if precision == "int8" else precision,  # type: ignore[arg-type]
         versions={"featurestore": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
         class_names=class_names,
     )
     dtype = torch.float16 if precision == "fp16" else torch.float32
     graph = FeatureGraph(module.to(dtype), choices, prep, dtype=dtype)
     data = _to_onnx(graph, spec)
+    if precision == "int8":  # the fp32 graph, quantised
+        spec, data = quantize_model(data, spec, draw_calibration(calibrate, prep, calibrate_count))
     if isinstance(backbone, nn.Module) and dtype != torch.float32:
         module.to(torch.float32)
     if output is not None:

@@ -31,13 +31,17 @@ class ExportConfig:
         A state_dict file (``.pth``/``.pt`` or ``.safetensors``).
     random_init : bool, default=False
         Export untrained (seeded) weights.
-    precision : {'fp32', 'fp16'}, default='fp32'
+    precision : {'fp32', 'fp16', 'int8'}, default='fp32'
     image_size : int, optional
         Input size override (square).
     grayscale : bool, default=False
         One input channel (``pixels`` only).
     offline : bool, default=False
         Take pretrained weights from the libraries' caches only, never downloading.
+    calibrate : str, optional
+        For ``int8``: the image source to calibrate on (a folder, ``fashion-mnist:train``, ...).
+    calibrate_count : int, default=128
+        Calibration images drawn from it (seeded).
     """
 
     layers: str = option("last", "comma-separated layer names or shorthands: last (default), stages, all, logits; "
@@ -51,7 +55,8 @@ class ExportConfig:
                                         "with weights_only=True) or .safetensors")
     random_init: bool = option(False, "export untrained (seeded) weights; recorded as such in the spec",
                                kind="switch")
-    precision: str = option("fp32", "compute precision of the backbone; inputs/outputs stay uint8/float32",
+    precision: str = option("fp32", "compute precision of the backbone; inputs/outputs stay uint8/float32; int8 "
+                                    "quantises the fp32 graph, calibrated on --calibrate",
                             choices=PRECISIONS)
     image_size: int | None = option(None, "input size override (square)")
     grayscale: bool = option(False, "one input channel (pixels backbone only)", kind="switch")
@@ -59,6 +64,10 @@ class ExportConfig:
                                   "checkpoints, the Hugging Face Hub cache), never downloading; also "
                                   "FEATURESTORE_OFFLINE=1 or HF_HUB_OFFLINE=1",
                              kind="switch")
+    calibrate: str | None = option(None, "for --precision int8 (required there): images to calibrate on, any "
+                                         "source extract takes (a folder of your images, fashion-mnist:train, ...)")
+    calibrate_count: int = option(128, "calibration images drawn from --calibrate (seeded; 32 more, or a quarter "
+                                       "as many, are held back to measure the cosine to fp32)")
 
     def as_keywords(self) -> dict[str, Any]:
         """The keywords of :func:`export.export_backbone`."""

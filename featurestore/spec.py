@@ -28,6 +28,7 @@ __all__ = [
     "LayerSpec",
     "Preprocessing",
     "WeightsInfo",
+    "Quantization",
     "ModelSpec",
     "read_spec",
     "check_external_data",
@@ -49,7 +50,11 @@ POOLINGS = MAP_POOLINGS + TOKEN_POOLINGS[:-1]
 #: or a sequence of tokens.
 LAYOUTS = ("NC", "NCHW", "NHWC", "NLC")
 #: Compute precisions of an exported backbone (its inputs and outputs stay uint8 and float32).
-PRECISIONS = ("fp32", "fp16")
+#: ``int8`` is an fp32 export quantised with onnxruntime (its :class:`Quantization` says how).
+PRECISIONS = ("fp32", "fp16", "int8")
+#: How an ``int8`` model was quantised: ``static`` (QDQ, calibrated activations) or ``dynamic``
+#: (activations quantised at run time; weights only are calibration-free).
+QUANTIZATION_MODES = ("static", "dynamic")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RESIZE_MODES = ("shorter_side", "exact")
 COLOR_MODES = ("RGB", "L")
@@ -202,6 +207,54 @@ _OPTIONAL_WEIGHTS_KEYS = ("family", "tag", "license", "revision")
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """How an ``int8`` model was quantised from its fp32 export, and what it cost.
+
+    Parameters
+    ----------
+    mode : {'static', 'dynamic'}
+        ``static``: QDQ with activation ranges calibrated on images; ``dynamic``: weights
+        quantised ahead, activations at run time.
+    op_types : tuple of str
+        Op types the quantised graph computes in int8 (those with quantised inputs).
+    calibration_sha256 : str
+        sha256 over the calibration images' content keys (in draw order), their count, the
+        seed and the method: equal for the same images drawn the same way.
+    calibration_count : int
+        Images the activation ranges were calibrated on (0 in ``dynamic`` mode, which needs none).
+    held_back : int
+        Further images of the same source, not used for calibration, that :attr:`cosine` is
+        measured on.
+    seed : int
+        Seed of the draw.
+    method : str
+        Calibration method (``minmax``, ``percentile``, ``entropy``).
+    float_nodes : tuple of str
+        Kinds of node kept in float on purpose (``first_conv``, ``depthwise_conv``).
+    cosine : dict
+        Per output, the mean cosine similarity of the int8 model's features to the fp32 model's
+        on the held-back images (rounded to 6 decimals).
+    """
+
+    mode: str
+    op_types: tuple[str, ...]
+    calibration_sha256: str
+    calibration_count: int
+    held_back: int
+    seed: int
+    method: str
+    float_nodes: tuple[str, ...] = ()
+    cosine: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op_types", tuple(self.op_types))
+        object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
+        object.__setattr__(self, "cosine", {str(k): float(v) for k, v in dict(self.cosine).items()})
+        _require(self.mode in QUANTIZATION_MODES, f"quantization mode {self.mode!r} not in {QUANTIZATION_MODES}")
+        _require(self.calibration_count >= 0 and self.held_back >= 0, "quantization counts must be >= 0")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything the pipeline needs to know about an exported model.
 
@@ -215,16 +268,19 @@ class ModelSpec:
     preprocessing: Preprocessing
     input_name: str = "images"
     opset: int = 17
-    precision: Literal["fp32", "fp16"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
     schema_version: int = SPEC_VERSION
+    quantization: Quantization | None = None
 
     def __post_init__(self) -> None:
         _require(len(self.layers) > 0, "a model spec needs at least one layer")
         outputs = [layer.output for layer in self.layers]
         _require(len(set(outputs)) == len(outputs), f"duplicate output names in {outputs}")
         _require(self.precision in PRECISIONS, f"precision {self.precision!r} not in {PRECISIONS}")
+        _require((self.precision == "int8") == (self.quantization is not None),
+                 "an int8 spec needs its quantization record, and only an int8 spec has one")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -250,6 +306,8 @@ class ModelSpec:
         for key in _OPTIONAL_WEIGHTS_KEYS:  # absent rather than null: specs without them keep their bytes
             if data["weights"][key] is None:
                 del data["weights"][key]
+        if data["quantization"] is None:  # absent rather than null: fp32/fp16 specs keep their bytes
+            del data["quantization"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -282,8 +340,11 @@ class ModelSpec:
                 versions=dict(data["versions"]),
                 class_names=tuple(data["class_names"]) if data.get("class_names") is not None else None,
                 schema_version=version,
+                quantization=Quantization(**data["quantization"]) if data.get("quantization") is not None else None,
             )
-        except (KeyError, TypeError) as exc:
+        except SpecError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"model spec is malformed: {exc}") from None
 
 

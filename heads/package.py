@@ -116,8 +116,8 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     """
     import onnx
 
-    if precision not in PRECISIONS:
-        raise PackageError(f"precision {precision!r} is not supported; choose {' or '.join(PRECISIONS)}")
+    if precision not in PRECISIONS or precision == "int8":
+        raise PackageError(f"precision {precision!r} is not supported by package; choose fp32 or fp16")
     model_path, head_path = Path(model_path), Path(head_path)
     spec = read_spec(model_path)
     estimator, metadata = load_head(head_path)

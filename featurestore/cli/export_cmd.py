@@ -42,4 +42,13 @@ def run(args: argparse.Namespace) -> int:
         stride = layer.stride if layer.stride is not None else "-"
         print(f"output {layer.output}: float32 (batch, {layer.dim})  channels {layer.channels}, stride {stride}, "
               f"layout {layer.layout}, pooling {layer.pooling}")
+    q = spec.quantization
+    if q is not None:
+        how = (f"static QDQ, {q.method} calibration on {q.calibration_count} images" if q.mode == "static"
+               else "dynamic (activations quantised at run time)")
+        kept = f"; kept in float: {', '.join(q.float_nodes)}" if q.float_nodes else ""
+        print(f"int8: {how}; quantised ops {', '.join(q.op_types)}{kept}; calibration sha256 "
+              f"{q.calibration_sha256[:16]}...")
+        for name, value in q.cosine.items():
+            print(f"cosine to fp32 {name}: {value:.4f} (mean over {q.held_back} held-back images)")
     return 0

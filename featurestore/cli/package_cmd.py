@@ -19,7 +19,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="the ONNX file the head's store was extracted with")
     p.add_argument("head", type=Path, help="head file from `featurestore fit` (.skops)")
     p.add_argument("-o", "--output", required=True, type=Path, help="classifier ONNX file to write")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "int8"], default="fp32",
                    help="fp16: the backbone computes in half precision (fusion and head stay float32)")
     return p
 

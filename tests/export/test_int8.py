@@ -1,0 +1,175 @@
+"""int8 export (issue 31, acceptance 1): quantised from the fp32 graph, calibrated on the user's images."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export import export_backbone
+from export.errors import CalibrationError
+from export.quantize import draw_calibration, output_cosine
+from featurestore import ExtractOptions, extract, open_store, read_spec
+from featurestore.cli import main
+from featurestore.manifest import StoreConfig
+from featurestore.session import FeatureModel
+from featurestore.sources import FASHION_MNIST_DIR
+from featurestore.spec import PRECISIONS, ModelSpec
+from images import write_good_images
+from tiny_models import tiny_net
+
+FASHION = Path(FASHION_MNIST_DIR).is_dir()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cosines(fp32: Path, int8: Path, images: np.ndarray) -> dict[str, float]:
+    """Per output, the mean cosine of int8 to fp32 features, computed here through FeatureModel."""
+    a, b = FeatureModel(fp32, device="cpu").run(images), FeatureModel(int8, device="cpu").run(images)
+    out = {}
+    for name in a:
+        x, y = a[name].astype(np.float64), b[name].astype(np.float64)
+        out[name] = float(np.mean(np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    write_good_images(folder, n=40, size=(48, 40))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def real_photos(tmp_path_factory) -> Path:
+    """48 JPEG crops of scikit-image's photos (synthetic images are far from what ImageNet weights expect)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("real_photos")
+    photos = [skimage_data.astronaut(), skimage_data.chelsea(), skimage_data.coffee(), skimage_data.rocket()]
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        image = photos[i % len(photos)]
+        h, w = image.shape[:2]
+        side = int(rng.integers(min(h, w) // 3, min(h, w)))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        Image.fromarray(image[y:y + side, x:x + side, :3]).save(folder / f"{i:02d}.jpg", quality=90)
+    return folder
+
+
+def test_int8_is_one_of_the_precisions():
+    assert "int8" in PRECISIONS
+
+
+def test_tiny_int8_from_a_folder(photos, tmp_path):
+    fp32_spec, fp32 = export_backbone(tiny_net(), tmp_path / "fp32.onnx", layers="last", image_size=32)
+    spec, data = export_backbone(tiny_net(), tmp_path / "a.onnx", layers="last", image_size=32,
+                                 precision="int8", calibrate=str(photos), calibrate_count=16)
+    assert read_spec(tmp_path / "a.onnx") == spec and ModelSpec.from_json(spec.to_json()) == spec
+    model = onnx.load(str(tmp_path / "a.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    assert all(set(node.output) & read for node in model.graph.node)  # no dead nodes for onnxruntime to warn of
+    q = spec.quantization
+    assert spec.precision == "int8" and q.mode == "static" and q.method == "minmax"
+    assert q.calibration_count == 16 and q.held_back == 4 and q.seed == 0 and len(q.calibration_sha256) == 64
+    assert "Conv" in q.op_types and "first_conv" in q.float_nodes
+    assert set(q.cosine) == {layer.output for layer in spec.layers}
+    assert min(q.cosine.values()) >= 0.99, q.cosine
+    # measured again here, on other images than the calibration draw
+    held = draw_calibration(photos, spec.preprocessing, 0, seed=7, held_back=12).held_back
+    cos = _cosines(tmp_path / "fp32.onnx", tmp_path / "a.onnx", held)
+    assert min(cos.values()) >= 0.99, cos
+    # deterministic: the same calibration gives the same bytes
+    _, again = export_backbone(tiny_net(), tmp_path / "b.onnx", layers="last", image_size=32,
+                               precision="int8", calibrate=str(photos), calibrate_count=16)
+    assert again == data == (tmp_path / "a.onnx").read_bytes()
+    # another draw is another calibration fingerprint, and another store fingerprint
+    other, other_data = export_backbone(tiny_net(), None, layers="last", image_size=32, precision="int8",
+                                        calibrate=str(photos), calibrate_count=12)
+    assert other.quantization.calibration_sha256 != q.calibration_sha256
+    fingerprints = {StoreConfig.from_spec(s, _sha(d)).fingerprint
+                    for s, d in ((fp32_spec, fp32), (spec, data), (other, other_data))}
+    assert len(fingerprints) == 3
+    assert fp32_spec.to_json() != spec.to_json() and "quantization" not in fp32_spec.to_json()
+
+
+@pytest.mark.skipif(not FASHION, reason="the Debian dataset-fashion-mnist package is not installed")
+def test_tiny_int8_from_fashion_mnist_then_extract_and_load(tmp_path, photos):
+    spec, _ = export_backbone(tiny_net(), tmp_path / "m.onnx", image_size=32, precision="int8",
+                              calibrate="fashion-mnist:train", calibrate_count=32)
+    q = spec.quantization
+    assert q.calibration_count == 32 and q.held_back == 32 and min(q.cosine.values()) >= 0.99, q.cosine
+    report = extract(tmp_path / "m.onnx", photos, tmp_path / "store",
+                     ExtractOptions(batch_size=8, device="cpu", progress=False))
+    assert report is not None
+    store = open_store(tmp_path / "store")
+    data = store.load()
+    assert data.matrix().shape == (40, spec.layers[0].dim) and np.isfinite(data.matrix()).all()
+    assert store.spec == spec
+
+
+def test_mobilenet_v2_int8(real_photos, tmp_path):
+    """MobileNetV2 with its ImageNet weights, on real photos: 0.97-0.98 mean cosine at pre_logits, short of the
+    0.99 the issue asks (measured and stated in docs/export.md)."""
+    photos = real_photos
+    export_backbone("mobilenet_v2", tmp_path / "fp32.onnx", offline=True)
+    spec, data = export_backbone("mobilenet_v2", tmp_path / "int8.onnx", offline=True, precision="int8",
+                                 calibrate=str(photos), calibrate_count=16)
+    q = spec.quantization
+    assert q.mode == "static" and {"Conv", "Add"} <= set(q.op_types) and q.held_back == 32
+    assert min(q.cosine.values()) >= 0.96, q.cosine
+    assert (tmp_path / "int8.onnx").stat().st_size < (tmp_path / "fp32.onnx").stat().st_size / 2
+    held = draw_calibration(photos, spec.preprocessing, 0, seed=3, held_back=8).held_back
+    cos = output_cosine((tmp_path / "fp32.onnx").read_bytes(), data, read_spec(tmp_path / "fp32.onnx"), held)
+    assert min(cos.values()) >= 0.96, cos
+
+
+def test_transformer_int8_is_dynamic(photos, tmp_path):
+    """Transformers quantise their MatMuls dynamically (static QDQ measured 0.59 cosine on ViT-Tiny)."""
+    spec, data = export_backbone("timm:vit_tiny_patch16_224", tmp_path / "v.onnx", random_init=True, image_size=64,
+                                 precision="int8", calibrate=str(photos), calibrate_count=8)
+    q = spec.quantization
+    assert q.mode == "dynamic" and q.op_types == ("MatMul",) and q.calibration_count == 0 and q.method == "none"
+    assert q.held_back == 32 and min(q.cosine.values()) >= 0.99, q.cosine
+    assert FeatureModel(tmp_path / "v.onnx", device="cpu").run(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_int8_needs_calibration_and_enough_images(photos, tmp_path, capsys):
+    with pytest.raises(CalibrationError, match="--calibrate SOURCE"):
+        export_backbone(tiny_net(), None, image_size=32, precision="int8")
+    with pytest.raises(CalibrationError, match="int8 only"):
+        export_backbone(tiny_net(), None, image_size=32, calibrate=str(photos))
+    with pytest.raises(CalibrationError, match="lower --calibrate-count"):
+        export_backbone(tiny_net(), None, image_size=32, precision="int8", calibrate=str(photos),
+                        calibrate_count=39)
+    assert main(["export", "pixels", "-o", str(tmp_path / "p.onnx"), "--precision", "int8"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--calibrate" in err[0]
+
+
+def test_cli_prints_cosine_per_output(photos, tmp_path, capsys):
+    code = main(["export", "resnet18", "--random-init", "--image-size", "32", "--layers", "stages", "-o",
+                 str(tmp_path / "r.onnx"), "--precision", "int8", "--calibrate", str(photos),
+                 "--calibrate-count", "16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("cosine to fp32")]
+    layers = read_spec(tmp_path / "r.onnx").layers
+    assert len(lines) == len(layers) == 5 and all("held-back" in line for line in lines)
+    assert all(line.startswith(f"cosine to fp32 {layer.output}: ") for line, layer in zip(lines, layers))
+    assert "int8: static QDQ, minmax calibration on 16 images" in out
+
+
+def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):
+    from featurestore.errors import PackageError
+    from heads.package import package_head
+
+    with pytest.raises(PackageError, match="choose fp32 or fp16"):
+        package_head(tmp_path / "m.onnx", tmp_path / "h.skops", tmp_path / "c.onnx", precision="int8")
