@@ -15,15 +15,17 @@ from typing import Any
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.ensemble import RandomForestClassifier, StackingClassifier, VotingClassifier
+from sklearn.base import is_regressor
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor, StackingClassifier, VotingClassifier
 from sklearn.kernel_approximation import Nystroem
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import BayesianRidge, LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
-from sklearn.svm import SVC, LinearSVC
-from sklearn.tree import DecisionTreeClassifier
+from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from featurestore.errors import PackageError
 
@@ -128,11 +130,20 @@ ONNX_CONVERTERS: dict[type, Converter] = {
     RandomForestClassifier: _float32_thresholds,
     VotingClassifier: _voting,
     StackingClassifier: _stacking,
+    # the regression heads' steps (heads.regression)
+    Normalizer: _as_is,
+    RidgeCV: _as_is,
+    BayesianRidge: _as_is,
+    SVR: _as_is,
+    LinearSVR: _as_is,
+    KNeighborsRegressor: _as_is,
+    DecisionTreeRegressor: _float32_thresholds,
+    RandomForestRegressor: _float32_thresholds,
 }
 
 
 def sklearn_piece(steps: list[Any], width: int, opset: int) -> Piece:
-    """A run of steps skl2onnx converts, as one piece (a classifier when the last one is)."""
+    """A run of steps skl2onnx converts, as one piece (a classifier or a regressor when the last one is)."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.pipeline import make_pipeline
@@ -149,6 +160,8 @@ def sklearn_piece(steps: list[Any], width: int, opset: int) -> Piece:
         model = to_onnx(make_pipeline(*steps), initial_types=[("x", FloatTensorType([None, width]))],
                         target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
     model.ir_version = IR_VERSION
+    if is_regressor(final):  # one output, (N, 1): the head's prediction
+        return Piece(_rename_outputs(model, ["prediction"]), None)
     if not classifier:
         return Piece(model, int(model.graph.output[0].type.tensor_type.shape.dim[1].dim_value))
     model = _rename_outputs(model, ["label", "probabilities"])  # converters name them differently (SVC: output_label)

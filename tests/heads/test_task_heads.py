@@ -1,0 +1,152 @@
+"""Heads for tasks beyond classification: the regression heads' contract, saving, packaging, and
+``fit``/``bench`` on a store's regression task.
+
+scikit-learn's estimator checks run on each regression head as ``create_head(name, "regression")``
+builds it (and on the heads' own estimators); data elsewhere is ``make_regression`` and a tiny
+store with a regression task attached by :func:`featurestore.tasks.attach_task`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.datasets import make_regression
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
+
+from heads import head_to_onnx, load_head, save_head
+from heads._knn_reg import KNNRegressor
+from heads._scale import ColumnScale
+from heads._svr import ScalableSVR
+from heads._xgb_reg import XGBRegressorHead
+from heads.errors import DuplicateHeadError, HeadParamError, UnknownHeadError
+from heads.persist import TRUSTED_FUNCTIONS, TRUSTED_TYPES
+from heads.registry import create_head, head_description, list_heads, method_used, param_grid, register_head
+
+REGRESSION_HEADS = ["bayes", "forest", "knn", "ridge", "svr", "tree", "xgb"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def regression() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    X, y = make_regression(n_samples=400, n_features=20, n_informative=5, noise=10.0, random_state=0)
+    X = X.astype(np.float32)
+    return X[:300], X[300:], y[:300], y[300:]
+
+
+# --- scikit-learn's estimator contract -------------------------------------------------------
+
+_CHECKED = [create_head(name, "regression") for name in REGRESSION_HEADS] + [
+    ScalableSVR(exact_max_samples=5, n_components=20),  # the Nystroem path
+    ScalableSVR(max_dims=8),  # rows wider than 8 are projected on principal components first
+    XGBRegressorHead(n_estimators=10),
+    ColumnScale(),
+    KNNRegressor(n_neighbors=5),
+]
+
+# as for the classifiers (tests/heads/test_heads_registry.py): scikit-learn x-fails exactly these two
+# checks for every Pipeline, which fits its steps in place
+_PIPELINE_XFAIL = {
+    "check_estimators_overwrite_params": "Pipeline fits its steps in place (sklearn x-fails it)",
+    "check_dont_overwrite_parameters": "Pipeline fits its steps in place (sklearn x-fails it)",
+}
+
+
+@parametrize_with_checks(_CHECKED, expected_failed_checks=lambda e: dict(_PIPELINE_XFAIL) if isinstance(e, Pipeline) else {})
+def test_sklearn_contract(estimator, check) -> None:
+    check(estimator)
+
+
+# --- the registry's task types ----------------------------------------------------------------
+
+def test_regression_heads_are_listed_by_type_and_names_are_shared() -> None:
+    assert list_heads("regression") == REGRESSION_HEADS
+    assert "ridge" not in list_heads() and "logreg" not in list_heads("regression")
+    assert is_classifier(create_head("tree")) and is_regressor(create_head("tree", "regression"))
+    assert is_regressor(create_head("xgb", task_type="regression", n_estimators=5))
+    for name in REGRESSION_HEADS:
+        assert head_description(name, "regression").strip()
+        head = create_head(name, "regression")
+        head.set_params(**{key: values[0] for key, values in param_grid(name, "regression").items()})
+
+
+def test_unknown_type_or_head_is_a_typed_error() -> None:
+    with pytest.raises(HeadParamError, match="valid: classification, regression"):
+        list_heads("ranking")
+    with pytest.raises(UnknownHeadError, match="'ridge'") as info:
+        create_head("ridg", "regression")
+    assert "unknown regression head" in str(info.value)
+    with pytest.raises(UnknownHeadError):
+        create_head("ridge")  # a regressor, not a classifier
+    with pytest.raises(HeadParamError, match="alphas"):
+        create_head("ridge", "regression", alphas=())
+
+
+def test_a_name_is_unique_within_its_type_only() -> None:
+    with pytest.raises(DuplicateHeadError):
+        register_head("ridge", description="again", task_type="regression")(lambda: None)
+    with pytest.raises(HeadParamError, match="task type"):
+        register_head("x", description="x", task_type="ranking")
+
+
+# --- every head learns, saves, and packages ---------------------------------------------------
+
+def _variants() -> Iterator[tuple[str, dict]]:
+    yield from ((name, {}) for name in REGRESSION_HEADS)
+    yield "svr", {"exact_max_samples": 100, "n_components": 50, "max_dims": 8}  # pca + nystroem + linear SVR
+
+
+@pytest.mark.parametrize(("name", "params"), list(_variants()))
+def test_head_learns_saves_and_packages_with_equal_predictions(name, params, regression, tmp_path) -> None:
+    import onnxruntime as ort
+
+    X, X_test, y, y_test = regression
+    head = create_head(name, "regression", **params)
+    assert head.fit(X, y) is head
+    if not params:
+        assert head.score(X_test, y_test) > 0.3, name
+    assert isinstance(method_used(head), str)
+    assert not hasattr(clone(head), "n_features_in_")
+    path = save_head(head, tmp_path / "h.skops", {"head": name, "task_type": "regression"})
+    loaded, metadata = load_head(path)  # under the allowlist: a type it lacks fails here
+    assert metadata["task_type"] == "regression"
+    np.testing.assert_allclose(loaded.predict(X_test), head.predict(X_test), rtol=1e-12)  # forest: threads sum in any order
+    model = head_to_onnx(loaded, X.shape[1])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["prediction"]
+    (prediction,) = session.run(None, {"x": X_test})
+    assert prediction.shape == (len(X_test), 1)
+    np.testing.assert_allclose(prediction[:, 0], head.predict(X_test), rtol=1e-4, atol=1e-4 * float(np.std(y)))
+
+
+def test_method_used_names_the_swept_alpha(regression) -> None:
+    X, _, y, _ = regression
+    assert method_used(create_head("ridge", "regression").fit(X, y)).endswith("(leave-one-out over 7)")
+    assert method_used(create_head("svr", "regression").fit(X, y)) == "exact"
+
+
+def test_every_head_refuses_non_finite_features(regression) -> None:
+    X, _, y, _ = regression
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    for name in REGRESSION_HEADS:
+        with pytest.raises(ValueError):
+            create_head(name, "regression").fit(bad, y)
+
+
+def test_the_allowlist_still_names_classes_only() -> None:
+    import importlib
+
+    for name in TRUSTED_TYPES:
+        module, _, attr = name.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), attr), type), name
+    assert TRUSTED_FUNCTIONS == {"heads.builtin._as_float64"}
