@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from ._config import option
 from .errors import OptionsError
 
-__all__ = ["DEFAULT_HEADS", "FUSIONS", "KNOWN_FUSIONS", "BenchConfig"]
+__all__ = ["DEFAULT_HEADS", "DEFAULT_REGRESSION_HEADS", "FUSIONS", "KNOWN_FUSIONS", "BenchConfig"]
 
 DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
+#: What a regression task's cells run when ``heads`` is left at :data:`DEFAULT_HEADS`.
+DEFAULT_REGRESSION_HEADS = ("ridge", "svr", "tree", "bayes", "xgb")
 VIEW_USES = ("clean", "train", "average", "both")
 FUSIONS = ("concat", "attention")
 #: Every fusion a bench knows: the defaults, and concat with per-block L2 or power (signed square root,
@@ -29,7 +31,8 @@ class BenchConfig:
     Parameters
     ----------
     heads : tuple of str
-        Registered head names, or ``("all",)`` (every registered head, resolved by the bench).
+        Registered head names, or ``("all",)`` (every registered head of the task's type, resolved by
+        the bench). A regression task left at the defaults runs :data:`DEFAULT_REGRESSION_HEADS`.
     fusions : tuple of str
         Fusions of all of a store's layers (``concat``, ``attention``); empty for none.
     layers : tuple of str, optional
@@ -56,6 +59,9 @@ class BenchConfig:
     seed : int, default=0
     max_train_rows : int, optional
         Stratified subsample of the training rows (for quick looks).
+    task : str, optional
+        The store task whose targets the heads learn (``featurestore info`` lists them); default the
+        labels. A regression task is scored by R², MAE and RMSE and selected by R².
     """
 
     heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
@@ -75,6 +81,8 @@ class BenchConfig:
                                 flag="--jobs")
     seed: int = option(0, "seed of every random choice (default 0)")
     max_train_rows: int | None = option(None, "stratified subsample of the training rows")
+    task: str | None = option(None, "the store task to learn (default: the labels); a regression task runs the "
+                                    "regression heads, scored by R2, MAE, RMSE")
 
     def __post_init__(self) -> None:
         heads = ("all",) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)

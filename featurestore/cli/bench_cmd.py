@@ -38,6 +38,9 @@ def print_table(document: dict) -> None:
     cell's test accuracy too, in a column of its own."""
     from heads.report import score_label
 
+    if document.get("task_type") == "regression":
+        _print_regression(document)
+        return
     label = score_label(document).lower()
     selection = document.get("selection")
     chosen = None if not selection else (selection["store"], selection["layer"], selection["head"])
@@ -51,3 +54,14 @@ def print_table(document: dict) -> None:
         extra = f" {cell:>13}" if test else ""
         print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} {r['accuracy']:>13.4f}{extra} "
               f"{r['macro_f1']:>8.4f} {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))
+
+
+def _print_regression(document: dict) -> None:
+    """A regression bench's results, sorted by R²; under ``--select`` the chosen cell marked."""
+    focus = document["focus"]
+    chosen = (focus["store"], focus["layer"], focus["head"])
+    print(f"{'store':<18} {'layer':<22} {'head':<10} {'R2':>8} {'MAE':>10} {'RMSE':>10} {'fit s':>8}  method")
+    for r in sorted(document["results"], key=lambda r: -r["r2"]):
+        mark = document.get("selection") and (r["store"], r["layer"], r["head"]) == chosen
+        print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} {r['r2']:>8.4f} {r['mae']:>10.4g} "
+              f"{r['rmse']:>10.4g} {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))

@@ -150,3 +150,96 @@ def test_the_allowlist_still_names_classes_only() -> None:
         module, _, attr = name.rpartition(".")
         assert isinstance(getattr(importlib.import_module(module), attr), type), name
     assert TRUSTED_FUNCTIONS == {"heads.builtin._as_float64"}
+
+
+# --- fit, bench, package and predict on a store's regression task ----------------------------
+
+@pytest.fixture(scope="module")
+def brightness(pixels, tmp_path_factory):
+    """A copy of the ``pixels`` store with a regression task ``brightness`` (each image's mean pixel,
+    scaled), attached by content key: linear in the 64 pixel features, of which 60 rows cannot pin all down."""
+    import csv
+    import shutil
+
+    from featurestore import open_store
+    from featurestore.tasks import attach_task
+
+    root = tmp_path_factory.mktemp("brightness")
+    shutil.copytree(pixels / "store", root / "store")
+    data = open_store(root / "store").load()
+    target = data.matrix().mean(axis=1) * 100.0 + 7.0
+    with open(root / "brightness.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sha256", "brightness"])
+        writer.writerows(zip(data.keys.tolist(), target.tolist()))
+    report = attach_task(root / "store", root / "brightness.csv", task_type="regression", key="sha256")
+    assert open_store(root / "store").tasks["brightness"] == "regression", report
+    return root
+
+
+def test_bench_scores_a_regression_task_by_r2_mae_rmse(brightness, tmp_path) -> None:
+    from heads.bench import BenchConfig, run_bench
+
+    doc = run_bench([brightness / "store"], tmp_path / "r", BenchConfig(task="brightness", heads=("ridge", "knn"),
+                    cv=3, n_jobs=1), log=lambda message: None)
+    assert doc["task_type"] == "regression" and {r["head"] for r in doc["results"]} == {"ridge", "knn"}
+    ridge = next(r for r in doc["results"] if r["head"] == "ridge")
+    assert ridge["r2"] > 0.3 and ridge["mae"] >= 0 and ridge["rmse"] >= ridge["mae"]
+    assert ridge["evaluation"] == "3-fold CV" and ridge["method"].startswith("alpha=")
+    assert doc["focus"]["head"] == "ridge" and len(doc["focus"]["scatter"]["true"]) == 60
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Predicted vs true" in html and "<svg id='scatter'" in html
+    assert (tmp_path / "r" / "results.csv").read_text().splitlines()[0].startswith(
+        "store,layer,fusion,head,method,r2,mae,rmse")
+
+
+def test_bench_cli_selects_by_r2_and_defaults_to_the_regression_heads(brightness, tmp_path, capsys) -> None:
+    from featurestore.cli import main
+
+    assert main(["bench", str(brightness / "store"), "-o", str(tmp_path / "r"), "--task", "brightness",
+                 "--select", "--cv", "3", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "R2" in out and "<- chosen" in out
+    import json
+
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [r["head"] for r in doc["results"]] == ["ridge", "svr", "tree", "bayes", "xgb"]
+    best = max(doc["results"], key=lambda r: r["r2"])
+    assert doc["selection"]["head"] == best["head"] and doc["selection"]["cv_r2"] == best["r2"]
+    assert doc["selection"]["test_r2"] is None  # the store has no test split
+
+
+def test_fit_package_and_predict_a_regression_head(brightness, pixels, tmp_path) -> None:
+    import csv
+    import json
+
+    import onnx
+
+    from featurestore.cli import main
+    from heads import package_head
+
+    head, packaged = tmp_path / "h.skops", tmp_path / "r.onnx"
+    assert main(["fit", str(brightness / "store"), "--head", "ridge", "--task", "brightness", "-o", str(head)]) == 0
+    estimator, meta = load_head(head)
+    assert meta["task"] == "brightness" and meta["task_type"] == "regression" and "classes" not in meta
+    assert meta["scores"]["evaluation"] == "5-fold CV" and meta["scores"]["r2"] > 0.3
+    assert is_regressor(estimator)
+    info = package_head(pixels / "p.onnx", head, packaged)
+    assert info["classes"] == []
+    assert [o.name for o in onnx.load(str(packaged)).graph.output] == ["prediction"]
+    assert json.loads({p.key: p.value for p in onnx.load(str(packaged)).metadata_props}["featurestore.head"])[
+        "task_type"] == "regression"
+    assert main(["predict", str(pixels / "p.onnx"), str(head), str(pixels / "pngs"), "-o", str(tmp_path / "a.csv"),
+                 "--device", "cpu"]) == 0
+    assert main(["predict", str(packaged), str(pixels / "pngs"), "-o", str(tmp_path / "b.csv"), "--device", "cpu"]) == 0
+    a, b = list(csv.DictReader(open(tmp_path / "a.csv"))), list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert len(a) == 4 and list(a[0]) == ["path", "key", "prediction", "error"]
+    assert [r["key"] for r in a] == [r["key"] for r in b]
+    np.testing.assert_allclose([float(r["prediction"]) for r in b], [float(r["prediction"]) for r in a], rtol=1e-4)
+
+
+def test_a_classifier_on_a_regression_task_is_a_typed_error(brightness, tmp_path) -> None:
+    from heads.fit import fit_head
+
+    with pytest.raises(UnknownHeadError, match="unknown regression head 'logreg'"):
+        fit_head(brightness / "store", "logreg", tmp_path / "h.skops", task="brightness")
