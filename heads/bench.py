@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_HEADS", "FUSIONS", "BenchConfig", "Cell", "StoreData", "load
 #: How many wrong predictions each cell keeps for the report (the most confident first).
 WRONG_KEPT = 24
 #: The metric each task type's cells are ranked and selected by (higher is better).
-PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2"}
+PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2", "multilabel": "map"}
 
 
 @dataclass(frozen=True)
@@ -105,17 +105,20 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
     for path, store, names in zip(paths, stores, select_layers(stores, layers or None)):
         data = store.load(names, view=0, task=task)
         if data.task_type not in PRIMARY_METRIC:
-            raise HeadDataError(f"task {task!r} of store {path} is {data.task_type}; bench fits classification and "
-                                "regression tasks so far: choose another --task")
+            raise HeadDataError(f"task {task!r} of store {path} is {data.task_type}; bench knows classification, "
+                                "regression and multilabel tasks: choose another --task")
         regression = data.task_type == "regression"
-        labelled = np.ones(len(data), dtype=bool) if regression else data.y >= 0
+        labelled = np.ones(len(data), dtype=bool) if data.task_type != "classification" else data.y >= 0
         augmented = _augmented_views(store, names, data.keys[labelled]) if use_views else None
         if labelled.sum() < 2:
             raise HeadDataError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
         if regression and np.ptp(data.y) == 0:
             raise HeadDataError(f"task {task!r} of store {path} has one value on every row; a regression needs "
                                 "targets that vary: attach more values with `featurestore label`")
-        if not regression and len(np.unique(data.y[labelled])) < 2:
+        if data.task_type == "multilabel" and not (data.y.min(axis=0) < data.y.max(axis=0)).any():
+            raise HeadDataError(f"task {task!r} of store {path} gives every row the same labels; a multilabel head "
+                                "needs a label present on some rows and absent on others")
+        if data.task_type == "classification" and len(np.unique(data.y[labelled])) < 2:
             raise HeadDataError(f"store {path} has labelled rows of one class only; a head needs two or more: "
                                 "extract images of other classes into it")
         splits = data.splits[labelled]
@@ -201,6 +204,8 @@ def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 def _strata(y: np.ndarray, n_splits: int) -> np.ndarray | None:
     """What folds are stratified on: the classes, or a regression target's quantile bins (at most 10, each
     with at least ``n_splits`` rows); None where no stratification is possible."""
+    if y.ndim > 1:  # multilabel: no stratification (scikit-learn has none for label sets)
+        return None
     if y.dtype.kind != "f":
         return y
     bins = min(10, len(y) // max(n_splits, 1))
@@ -231,6 +236,32 @@ def _score_regression(estimator, X_test: np.ndarray, y_test: np.ndarray,
     metrics = {"r2": float(r2_score(y_test, predicted)), "mae": float(mean_absolute_error(y_test, predicted)),
                "rmse": float(np.sqrt(mean_squared_error(y_test, predicted)))}
     return metrics, np.asarray(predicted, dtype=np.float64), seconds
+
+
+def _label_ap(Y: np.ndarray, P: np.ndarray) -> list[float | None]:
+    """Each label's average precision (None for a label with no positive row among these)."""
+    from sklearn.metrics import average_precision_score
+
+    return [float(average_precision_score(Y[:, k], P[:, k])) if Y[:, k].any() else None for k in range(Y.shape[1])]
+
+
+def _score_multilabel(estimator, X_test: np.ndarray, Y_test: np.ndarray,
+                      views: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray, float, np.ndarray]:
+    """Mean average precision (over the labels with a positive row), micro and macro F1 and subset accuracy;
+    the predicted label sets, the seconds they took and the label probabilities."""
+    from .multilabel import label_probabilities
+
+    start = time.perf_counter()
+    P = label_probabilities(estimator, X_test) if views is None else \
+        np.mean([label_probabilities(estimator, part) for part in (X_test, *views)], axis=0)
+    predicted = (np.round(P * 1e6) > 5e5).astype(Y_test.dtype)  # as the packaged file decides
+    seconds = time.perf_counter() - start
+    ap = [v for v in _label_ap(Y_test, P) if v is not None]
+    metrics = {"map": float(np.mean(ap)) if ap else float("nan"),
+               "micro_f1": float(f1_score(Y_test, predicted, average="micro", zero_division=0)),
+               "macro_f1": float(f1_score(Y_test, predicted, average="macro", zero_division=0)),
+               "subset_accuracy": float(accuracy_score(Y_test, predicted))}
+    return metrics, predicted, seconds, P
 
 
 def _score(estimator, X_test: np.ndarray, y_test: np.ndarray, n_classes: int,
@@ -291,6 +322,8 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
     y = store.y
     n_classes = len(store.classes)
     regression = store.task_type == "regression"
+    multilabel = store.task_type == "multilabel"
+    scores_all = np.zeros(y.shape, dtype=np.float64) if multilabel else None
     views = None  # (views, rows, D): every augmented view of every row, when the bench uses them
     if config.views != "clean" and store.augmented is not None:
         views = np.concatenate([store.augmented[name] for name in cell.layers], axis=2)
@@ -318,6 +351,9 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
         if regression:
             metrics, predicted, seconds = _score_regression(estimator, X[test], y[test], test_views)
             confidence = None
+        elif multilabel:
+            metrics, predicted, seconds, scores_all[test] = _score_multilabel(estimator, X[test], y[test], test_views)
+            confidence = None
         else:
             metrics, predicted, seconds, confidence = _score(estimator, X[test], y[test], n_classes, test_views)
         predict_seconds += seconds
@@ -342,10 +378,12 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
         n_test=n_test // len(folds),
         evaluation=evaluation,
         attention=attention,
-        confusion=None if regression else confusion_matrix(y[tested], predicted_all[tested],
-                                                           labels=np.arange(n_classes)).tolist(),
-        wrong=None if regression else _most_confidently_wrong(y, predicted_all, tested, confidence_all),
-        extra=_scatter(y, predicted_all, tested) if regression else {},
+        confusion=None if store.task_type != "classification" else confusion_matrix(
+            y[tested], predicted_all[tested], labels=np.arange(n_classes)).tolist(),
+        wrong=None if store.task_type != "classification" else _most_confidently_wrong(
+            y, predicted_all, tested, confidence_all),
+        extra=_scatter(y, predicted_all, tested) if regression else
+        {"label_ap": _label_ap(y[tested], scores_all[tested])} if multilabel else {},
     )
 
 
@@ -414,8 +452,8 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
             + (f"test {metric} {selection[f'test_{metric}']:.4f}" if selection[f"test_{metric}"] is not None
                else "no test split to score it on"))
     total = time.perf_counter() - started
-    if task_type == "regression":
-        from .report_regression import write_regression_report as write_report
+    if task_type != "classification":
+        from .report_tasks import write_task_report as write_report
     document = write_report(Path(output), data, config, results, load_seconds=load_seconds, total_seconds=total,
                             selection=selection)
     log(f"bench: {len(results)} cells in {total:.1f} s ({100 * load_seconds / total:.1f}% loading features); "
@@ -452,8 +490,8 @@ def select_cell(results: Sequence[CellResult], stores: dict[str, StoreData], con
     chosen.update({f"test_{metric}": final.metrics[metric]}, test_metrics=final.metrics,
                   refit_seconds=final.fit_seconds, method=final.method, n_train=final.n_train, n_test=final.n_test,
                   confusion=final.confusion, wrong=final.wrong)
-    if final.extra:  # a regression's held-out (true, predicted) pairs
-        chosen["scatter"] = final.extra
+    if final.extra:  # a regression's held-out (true, predicted) pairs, a multilabel's per-label AP
+        chosen["extra"] = final.extra
     return chosen
 
 

@@ -46,7 +46,9 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
     task : str, optional
         The store task to learn (default: the labels). For a regression task ``head`` names a
         regression head (:func:`heads.list_heads` ``("regression")``) and the scores are R², MAE
-        and RMSE; the sidecar records ``task`` and ``task_type`` and names no classes.
+        and RMSE; the sidecar records ``task`` and ``task_type`` and names no classes. For a
+        multilabel task, a multilabel head, scored by mean average precision, micro and macro F1
+        and subset accuracy; the sidecar's ``classes`` are the label names.
 
     Returns
     -------
@@ -61,11 +63,9 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
     store = open_store(store_path)
     names = [store.output_name(n) for n in (layers or [store.layers[-1]])]
     data = store.load(names, view=0, task=task)
-    if data.task_type not in ("classification", "regression"):
-        raise HeadDataError(f"task {task!r} of store {store_path} is {data.task_type}; fit learns classification "
-                            "and regression tasks so far")
     regression = data.task_type == "regression"
-    labelled = np.ones(len(data), dtype=bool) if regression else data.y >= 0
+    multilabel = data.task_type == "multilabel"
+    labelled = np.ones(len(data), dtype=bool) if regression or multilabel else data.y >= 0
     if labelled.sum() < 2:
         raise HeadDataError(f"store {store_path} has no labelled rows to fit on")
     test = labelled & (data.splits == "test")
@@ -73,7 +73,10 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
     if regression and (train.sum() < 2 or np.ptp(data.y[train]) == 0):
         raise HeadDataError(f"task {task!r} of store {store_path} has fewer than 2 distinct training targets; "
                             "attach more values with `featurestore label`")
-    present = np.unique(data.y[train]) if not regression else np.arange(2)
+    if multilabel and not (data.y[train].min(axis=0) < data.y[train].max(axis=0)).any():
+        raise HeadDataError(f"task {task!r} of store {store_path} gives every training row the same labels; "
+                            "attach label sets that differ with `featurestore label`")
+    present = np.unique(data.y[train]) if data.task_type == "classification" else np.arange(2)
     if len(present) < 2:
         raise HeadDataError(f"store {store_path} has training rows of {len(present)} class(es) "
                             f"({', '.join(str(data.classes[c]) for c in present) or 'none'}); a head needs two or "
@@ -88,7 +91,10 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
     except InvalidParameterError as exc:  # scikit-learn checks its estimators' parameters when fitting
         raise HeadParamError(f"head {head}: {str(exc).splitlines()[0]} (check --param)") from None
     fit_seconds = time.perf_counter() - start
-    if regression:
+    if multilabel:
+        scores = _multilabel_scores(estimator, X, data.y, train, test, cv, seed, lambda: build_estimator(
+            head, fusion if len(names) > 1 else "none", blocks, seed, search, task_type="multilabel", **(params or {})))
+    elif regression:
         scores = _regression_scores(estimator, X, data.y, train, test, cv, seed, lambda: build_estimator(
             head, fusion if len(names) > 1 else "none", blocks, seed, search, task_type="regression", **(params or {})))
     elif test.any():
@@ -119,6 +125,19 @@ def fit_head(store_path: str | Path, head: str, output: str | Path, *, layers: l
     }
     save_head(estimator, output, metadata)
     return metadata
+
+
+def _multilabel_scores(estimator, X: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray, cv: int,
+                       seed: int, fresh) -> dict[str, Any]:
+    """Mean average precision, micro/macro F1 and subset accuracy on the test split, else by ``cv``-fold CV."""
+    from .bench import _score_multilabel
+
+    if test.any():
+        return {"evaluation": "test split", **_score_multilabel(estimator, X[test], Y[test])[0]}
+    folds = _folds(Y[train], BenchConfig(cv=cv, seed=seed))
+    rows = np.flatnonzero(train)
+    scores = [_score_multilabel(fresh().fit(X[rows[a]], Y[rows[a]]), X[rows[b]], Y[rows[b]])[0] for a, b in folds]
+    return {"evaluation": f"{cv}-fold CV", **{k: float(np.mean([s[k] for s in scores])) for k in scores[0]}}
 
 
 def _regression_scores(estimator, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, cv: int,

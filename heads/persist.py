@@ -74,6 +74,9 @@ TRUSTED_TYPES = frozenset({
     "sklearn.svm._classes.LinearSVR",
     "sklearn.svm._classes.SVR",
     "sklearn.tree._classes.DecisionTreeRegressor",
+    # and the multilabel heads' one-vs-rest (heads.multilabel)
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.preprocessing._label.LabelBinarizer",
 })
 
 #: The only functions a head file may name: this package's own (the naive Bayes head's cast

@@ -52,10 +52,10 @@ GridSpec = Grid | Callable[..., Grid]
 
 _B = TypeVar("_B", bound=Builder)
 
-_BUILTIN_MODULES = ("heads.builtin", "heads.regression")
+_BUILTIN_MODULES = ("heads.builtin", "heads.regression", "heads.multilabel")
 
 #: The task types a head is registered for; ``classification`` unless ``register_head`` says otherwise.
-TASK_TYPES = ("classification", "regression")
+TASK_TYPES = ("classification", "regression", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def register_head(
         ``converter(fitted_estimator) -> steps``: how a fitted ``estimator`` converts to ONNX
         (see :mod:`heads.onnx_graph`), so ``featurestore package`` ships the head. Needs
         ``estimator``.
-    task_type : {'classification', 'regression'}, default='classification'
+    task_type : {'classification', 'regression', 'multilabel'}, default='classification'
         What the head predicts. A name is unique within its type only: ``tree`` names a
         classifier and a regressor.
 
@@ -240,7 +240,7 @@ def create_head(name: str, task_type: str = "classification", **params: Any) -> 
     ----------
     name : str
         A name from :func:`list_heads`.
-    task_type : {'classification', 'regression'}, default='classification'
+    task_type : {'classification', 'regression', 'multilabel'}, default='classification'
         Which registry ``name`` is looked up in: ``create_head("tree", "regression")`` is a
         regression tree.
     **params
@@ -281,7 +281,7 @@ def list_heads(task_type: str = "classification") -> list[str]:
 
     Parameters
     ----------
-    task_type : {'classification', 'regression'}, default='classification'
+    task_type : {'classification', 'regression', 'multilabel'}, default='classification'
 
     Returns
     -------

@@ -38,8 +38,8 @@ def print_table(document: dict) -> None:
     cell's test accuracy too, in a column of its own."""
     from heads.report import score_label
 
-    if document.get("task_type") == "regression":
-        _print_regression(document)
+    if document.get("task_type") in ("regression", "multilabel"):
+        _print_task(document)
         return
     label = score_label(document).lower()
     selection = document.get("selection")
@@ -56,12 +56,18 @@ def print_table(document: dict) -> None:
               f"{r['macro_f1']:>8.4f} {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))
 
 
-def _print_regression(document: dict) -> None:
-    """A regression bench's results, sorted by R²; under ``--select`` the chosen cell marked."""
+def _print_task(document: dict) -> None:
+    """A regression or multilabel bench's results, sorted by the type's primary metric (R2, mAP); under
+    ``--select`` the chosen cell marked."""
+    from heads.report_tasks import METRICS
+
+    metrics = METRICS[document["task_type"]]
     focus = document["focus"]
     chosen = (focus["store"], focus["layer"], focus["head"])
-    print(f"{'store':<18} {'layer':<22} {'head':<10} {'R2':>8} {'MAE':>10} {'RMSE':>10} {'fit s':>8}  method")
-    for r in sorted(document["results"], key=lambda r: -r["r2"]):
+    print(f"{'store':<18} {'layer':<22} {'head':<10} " + " ".join(f"{t.replace('²', '2'):>12}" for _, t in metrics)
+          + f" {'fit s':>8}  method")
+    for r in sorted(document["results"], key=lambda r: -r[metrics[0][0]]):
         mark = document.get("selection") and (r["store"], r["layer"], r["head"]) == chosen
-        print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} {r['r2']:>8.4f} {r['mae']:>10.4g} "
-              f"{r['rmse']:>10.4g} {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))
+        print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} "
+              + " ".join(f"{r[k]:>12.4g}" for k, _ in metrics)
+              + f" {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
                     fusion=args.fusion, params=dict(args.param), search=args.search, task=args.task)
     scores = meta["scores"]
     score = (f"R2 {scores['r2']:.4f}, MAE {scores['mae']:.4g}, RMSE {scores['rmse']:.4g}" if "r2" in scores
-             else f"accuracy {scores['accuracy']:.4f}")
+             else f"mAP {scores['map']:.4f}, micro-F1 {scores['micro_f1']:.4f}, subset accuracy "
+                  f"{scores['subset_accuracy']:.4f}" if "map" in scores else f"accuracy {scores['accuracy']:.4f}")
     print(f"wrote {args.output} ({meta['head']}, {meta['method']}, layers {', '.join(meta['layers'])}): "
           f"{scores['evaluation']} {score}, "
           f"fit {meta['fit_seconds']:.1f} s on {meta['trained_rows']} rows")

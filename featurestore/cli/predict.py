@@ -62,6 +62,16 @@ def predict_source(model_path: str | Path, head_path: str | Path, source: Any, o
             return estimator.predict(np.concatenate([feats[name].reshape(len(images), -1) for name in layers], axis=1))
 
         return _write_values(model, regress, source, output, batch_size)
+    if metadata.get("task_type") == "multilabel":
+        from heads.multilabel import label_probabilities
+
+        def label_sets(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            feats = model.run(images, layers)
+            X = np.concatenate([feats[name].reshape(len(images), -1) for name in layers], axis=1)
+            return estimator.predict(X), label_probabilities(estimator, X)
+
+        return _write_predictions(model, label_sets, list(metadata["classes"]), source, output, batch_size,
+                                  multilabel=True)
 
     def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         feats = model.run(images, layers)
@@ -86,6 +96,7 @@ def predict_packaged(classifier_path: str | Path, source: Any, output: str | Pat
         raise MissingOutputError(f"{classifier_path} has no packaged head (no {CLASSES_KEY} metadata); give "
                                  "MODEL HEAD SOURCE, or package the head with `featurestore package`")
     has_probabilities = json.loads(meta[HEAD_KEY]).get("probabilities", True)
+    multilabel = json.loads(meta[HEAD_KEY]).get("task_type") == "multilabel"
     if [output.name for output in model.session.get_outputs()] == ["prediction"]:  # a regression head
         return _write_values(model, lambda images: model.run(images, ["prediction"])["prediction"].reshape(-1),
                              source, output, batch_size)
@@ -94,12 +105,17 @@ def predict_packaged(classifier_path: str | Path, source: Any, output: str | Pat
         label, probabilities = model.run(images, ["label", "probabilities"]).values()
         return label, probabilities if has_probabilities else None
 
-    return _write_predictions(model, classify, json.loads(meta[CLASSES_KEY]), source, output, batch_size)
+    return _write_predictions(model, classify, json.loads(meta[CLASSES_KEY]), source, output, batch_size,
+                              multilabel=multilabel)
 
 
 def _write_predictions(model: FeatureModel, classify: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
-                       classes: list[str], source: Any, output: str | Path, batch_size: int) -> dict[str, int]:
-    """Decode ``source`` in batches, classify each batch, write one CSV row per image (failures too)."""
+                       classes: list[str], source: Any, output: str | Path, batch_size: int,
+                       multilabel: bool = False) -> dict[str, int]:
+    """Decode ``source`` in batches, classify each batch, write one CSV row per image (failures too).
+
+    With ``multilabel`` the ``label`` column is the predicted label set (``a|b``, empty for none),
+    ``confidence`` is empty and ``prob_<label>`` is each label's probability."""
     items = list(open_source(source))
     counts = {"predicted": 0, "failed": 0}
     with open(output, "w", newline="") as fh, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -120,6 +136,11 @@ def _write_predictions(model: FeatureModel, classify: Callable[[np.ndarray], tup
                     continue
                 r = row_of[i]
                 p = probs[r] if probs is not None else None
+                if multilabel:
+                    writer.writerow([item.path, key, "|".join(c for c, on in zip(classes, labels[r]) if on), "", ""]
+                                    + [f"{v:.6f}" for v in p])
+                    counts["predicted"] += 1
+                    continue
                 writer.writerow([item.path, key, classes[int(labels[r])],
                                  f"{float(p.max()):.6f}" if p is not None else "", ""]
                                 + ([f"{v:.6f}" for v in p] if p is not None else [""] * len(classes)))

@@ -45,7 +45,10 @@ def regression() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 # --- scikit-learn's estimator contract -------------------------------------------------------
 
+MULTILABEL_HEADS = ["forest", "knn", "logreg", "nb", "tree", "xgb"]
+
 _CHECKED = [create_head(name, "regression") for name in REGRESSION_HEADS] + [
+    create_head(name, "multilabel") for name in MULTILABEL_HEADS] + [
     ScalableSVR(exact_max_samples=5, n_components=20),  # the Nystroem path
     ScalableSVR(max_dims=8),  # rows wider than 8 are projected on principal components first
     XGBRegressorHead(n_estimators=10),
@@ -79,8 +82,18 @@ def test_regression_heads_are_listed_by_type_and_names_are_shared() -> None:
         head.set_params(**{key: values[0] for key, values in param_grid(name, "regression").items()})
 
 
+def test_multilabel_heads_are_native_or_one_vs_rest() -> None:
+    from sklearn.multiclass import OneVsRestClassifier
+
+    assert list_heads("multilabel") == MULTILABEL_HEADS
+    for name in MULTILABEL_HEADS:
+        head = create_head(name, "multilabel")
+        assert isinstance(head, OneVsRestClassifier) == (name not in ("tree", "forest")), name
+        assert head_description(name, "multilabel").strip()
+
+
 def test_unknown_type_or_head_is_a_typed_error() -> None:
-    with pytest.raises(HeadParamError, match="valid: classification, regression"):
+    with pytest.raises(HeadParamError, match="valid: classification, regression, multilabel"):
         list_heads("ranking")
     with pytest.raises(UnknownHeadError, match="'ridge'") as info:
         create_head("ridg", "regression")
@@ -126,6 +139,25 @@ def test_head_learns_saves_and_packages_with_equal_predictions(name, params, reg
     (prediction,) = session.run(None, {"x": X_test})
     assert prediction.shape == (len(X_test), 1)
     np.testing.assert_allclose(prediction[:, 0], head.predict(X_test), rtol=1e-4, atol=1e-4 * float(np.std(y)))
+
+
+@pytest.mark.parametrize("name", MULTILABEL_HEADS)
+def test_multilabel_head_saves_and_packages_per_label_probabilities(name, tmp_path) -> None:
+    import onnxruntime as ort
+    from sklearn.datasets import make_multilabel_classification
+
+    from heads.multilabel import label_probabilities
+
+    X, Y = make_multilabel_classification(n_samples=300, n_features=20, n_classes=4, random_state=0)
+    X = X.astype(np.float32)
+    head = create_head(name, "multilabel").fit(X[:200], Y[:200])
+    loaded, _ = load_head(save_head(head, tmp_path / "h.skops", {"head": name, "task_type": "multilabel"}))
+    np.testing.assert_allclose(label_probabilities(loaded, X[200:]), label_probabilities(head, X[200:]), rtol=1e-12)
+    session = ort.InferenceSession(head_to_onnx(loaded, 20).SerializeToString(), providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(["label", "probabilities"], {"x": X[200:]})
+    assert label.shape == probabilities.shape == (100, 4)
+    np.testing.assert_array_equal(label, head.predict(X[200:]))
+    np.testing.assert_allclose(probabilities, label_probabilities(head, X[200:]), atol=1e-4, rtol=0)
 
 
 def test_method_used_names_the_swept_alpha(regression) -> None:
@@ -186,7 +218,7 @@ def test_bench_scores_a_regression_task_by_r2_mae_rmse(brightness, tmp_path) -> 
     ridge = next(r for r in doc["results"] if r["head"] == "ridge")
     assert ridge["r2"] > 0.3 and ridge["mae"] >= 0 and ridge["rmse"] >= ridge["mae"]
     assert ridge["evaluation"] == "3-fold CV" and ridge["method"].startswith("alpha=")
-    assert doc["focus"]["head"] == "ridge" and len(doc["focus"]["scatter"]["true"]) == 60
+    assert doc["focus"]["head"] == "ridge" and len(doc["focus"]["extra"]["true"]) == 60
     html = (tmp_path / "r" / "report.html").read_text()
     assert "Predicted vs true" in html and "<svg id='scatter'" in html
     assert (tmp_path / "r" / "results.csv").read_text().splitlines()[0].startswith(
@@ -243,3 +275,72 @@ def test_a_classifier_on_a_regression_task_is_a_typed_error(brightness, tmp_path
 
     with pytest.raises(UnknownHeadError, match="unknown regression head 'logreg'"):
         fit_head(brightness / "store", "logreg", tmp_path / "h.skops", task="brightness")
+
+
+# --- fit, bench, package and predict on a store's multilabel task ----------------------------
+
+@pytest.fixture(scope="module")
+def tagged(pixels, tmp_path_factory):
+    """A copy of the ``pixels`` store with a multilabel task ``tags``: ``bright`` or ``dark`` (the mean pixel
+    against the median) and ``top`` where the image's upper half is the brighter."""
+    import csv
+    import shutil
+
+    from featurestore import open_store
+    from featurestore.tasks import attach_task
+
+    root = tmp_path_factory.mktemp("tagged")
+    shutil.copytree(pixels / "store", root / "store")
+    data = open_store(root / "store").load()
+    X = data.matrix()
+    mean = X.mean(axis=1)
+    top = X[:, :32].mean(axis=1) > X[:, 32:].mean(axis=1)
+    with open(root / "tags.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sha256", "tags"])
+        for key, m, t in zip(data.keys.tolist(), mean, top):
+            writer.writerow([key, ("bright" if m > np.median(mean) else "dark") + ("|top" if t else "")])
+    attach_task(root / "store", root / "tags.csv", key="sha256")
+    assert open_store(root / "store").tasks["tags"] == "multilabel"
+    return root
+
+
+def test_bench_scores_a_multilabel_task_by_map_f1_and_subset_accuracy(tagged, tmp_path, capsys) -> None:
+    import json
+
+    from featurestore.cli import main
+
+    assert main(["bench", str(tagged / "store"), "-o", str(tmp_path / "r"), "--task", "tags", "--heads",
+                 "logreg,tree", "--cv", "3", "--jobs", "1"]) == 0
+    assert "mAP" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert doc["task_type"] == "multilabel" and [r["head"] for r in doc["results"]] == ["logreg", "tree"]
+    for r in doc["results"]:
+        assert 0 <= r["subset_accuracy"] <= 1 and 0 <= r["micro_f1"] <= 1 and 0 < r["map"] <= 1
+    logreg = doc["results"][0]
+    assert logreg["map"] > 0.7 and logreg["method"] == "OneVsRestClassifier"
+    assert len(doc["focus"]["extra"]["label_ap"]) == 3
+    assert "Average precision per label" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_fit_package_and_predict_a_multilabel_head(tagged, pixels, tmp_path) -> None:
+    import csv
+
+    from featurestore.cli import main
+
+    head, packaged = tmp_path / "h.skops", tmp_path / "t.onnx"
+    assert main(["fit", str(tagged / "store"), "--head", "logreg", "--task", "tags", "-o", str(head)]) == 0
+    _, meta = load_head(head)
+    assert meta["task_type"] == "multilabel" and meta["classes"] == ["bright", "dark", "top"]
+    assert meta["scores"]["evaluation"] == "5-fold CV" and meta["scores"]["map"] > 0.7
+    assert main(["package", str(pixels / "p.onnx"), str(head), "-o", str(packaged)]) == 0
+    assert main(["predict", str(pixels / "p.onnx"), str(head), str(pixels / "pngs"), "-o", str(tmp_path / "a.csv"),
+                 "--device", "cpu"]) == 0
+    assert main(["predict", str(packaged), str(pixels / "pngs"), "-o", str(tmp_path / "b.csv"), "--device", "cpu"]) == 0
+    a, b = list(csv.DictReader(open(tmp_path / "a.csv"))), list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert len(a) == 4 and [c for c in a[0] if c.startswith("prob_")] == ["prob_bright", "prob_dark", "prob_top"]
+    assert [(r["key"], r["label"]) for r in a] == [(r["key"], r["label"]) for r in b]
+    assert all(set(r["label"].split("|")) <= {"bright", "dark", "top"} for r in a)
+    probs = ["prob_bright", "prob_dark", "prob_top"]
+    np.testing.assert_allclose([[float(r[c]) for c in probs] for r in b], [[float(r[c]) for c in probs] for r in a],
+                               atol=1e-4, rtol=0)

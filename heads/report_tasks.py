@@ -1,8 +1,11 @@
-"""Write a regression bench's results: ``results.csv``, ``results.json``, ``report.md`` and ``report.html``.
+"""Write the results of a bench of a regression or multilabel task: ``results.csv``, ``results.json``,
+``report.md`` and ``report.html``.
 
-The page shows the chosen cell (the best R², or the one ``--select`` chose), every cell sorted
-by R² with its MAE and RMSE, and the chosen cell's predicted-vs-true scatter of held-out rows
-with its residuals' spread. The classification report (:mod:`heads.report`) is left as it is.
+The page shows the chosen cell (the best by the type's primary metric, R² or mean average
+precision, or the one ``--select`` chose), every cell sorted by it with the type's other metrics,
+and for the chosen cell a regression's predicted-vs-true scatter of held-out rows with its
+residuals' spread, or a multilabel task's average precision per label. The classification report
+(:mod:`heads.report`) is left as it is.
 """
 
 from __future__ import annotations
@@ -20,33 +23,41 @@ from ._html import SORT_SCRIPT, esc, fmt, page
 from .report import _evaluation, _table
 from .report_html import weights_label
 
-__all__ = ["write_regression_report"]
+__all__ = ["write_task_report", "METRICS"]
 
-_COLUMNS = ["store", "layer", "fusion", "head", "method", "r2", "mae", "rmse", "fit_seconds", "predict_ms_per_1000",
-            "n_train", "n_test", "evaluation", "layers"]
+#: Each task type's metrics (key, title), its primary one first.
+METRICS = {"regression": [("r2", "R²"), ("mae", "MAE"), ("rmse", "RMSE")],
+           "multilabel": [("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"),
+                          ("subset_accuracy", "subset acc.")]}
 
 
-def write_regression_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float,
-                            selection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write every report file of a regression bench into ``output`` and return the JSON document."""
+def write_task_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float,
+                      selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write every report file of a regression or multilabel bench into ``output`` and return the JSON document."""
+    task_type = stores[0].task_type
+    metrics = METRICS[task_type]
+    key, title = metrics[0]
     output.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
+    columns = ["store", "layer", "fusion", "head", "method", *(k for k, _ in metrics), "fit_seconds",
+               "predict_ms_per_1000", "n_train", "n_test", "evaluation", "layers"]
     with open(output / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    best = max(results, key=lambda r: r.metrics["r2"])
-    if selection and selection.get("scatter"):
+    best = max(results, key=lambda r: r.metrics[key])
+    if selection and selection.get("extra"):
         focus = {"store": selection["store"], "layer": selection["layer"], "head": selection["head"],
-                 "method": selection["method"], **selection["test_metrics"], "scatter": selection["scatter"],
-                 "why": f"Chosen by --select: the best CV R² ({selection['cv_r2']:.4f}) of {selection['cells']} cells "
-                        "on the training split, refitted and scored once on the test split."}
+                 "method": selection["method"], **selection["test_metrics"], "extra": selection["extra"],
+                 "why": f"Chosen by --select: the best CV {title} ({selection[f'cv_{key}']:.4f}) of "
+                        f"{selection['cells']} cells on the training split, refitted and scored once on the test split."}
     else:
         focus = {"store": best.cell.store, "layer": best.cell.layer_label, "head": best.cell.head,
-                 "method": best.method, **best.metrics, "scatter": best.extra,
-                 "why": f"The best R² ({best.evaluation})."}
+                 "method": best.method, **best.metrics, "extra": best.extra,
+                 "why": f"The best {title} ({best.evaluation})."}
+    focus["scores_text"] = ", ".join(f"{t} {fmt(focus.get(k))}" for k, t in metrics)
     document = {
-        "created": utc_timestamp(), "task_type": "regression", "config": asdict(config),
+        "created": utc_timestamp(), "task_type": task_type, "config": asdict(config),
         "stores": [{"name": s.name, "path": s.path, "backbone": s.backbone, "fingerprint": s.fingerprint,
                     "random_init": s.random_init, "weights_source": s.weights_source, "layers": s.layers,
                     "rows": int(len(s.y)), "task": s.task, "evaluation": _evaluation(s, config)} for s in stores],
@@ -56,25 +67,28 @@ def write_regression_report(output: Path, stores, config, results, *, load_secon
         "best": best.row(), "selection": selection, "focus": focus,
     }
     (output / "results.json").write_text(json.dumps(document, indent=1, default=str))
-    ranked = sorted(rows, key=lambda r: -r["r2"])
-    markdown = ["# Bench report (regression)", "",
+    ranked = sorted(rows, key=lambda r: -r[key] if not math.isnan(r[key]) else math.inf)
+    markdown = [f"# Bench report ({task_type})", "",
                 f"{len(rows)} cells on task {stores[0].task!r}; features loaded in {load_seconds:.2f} s of "
                 f"{total_seconds:.1f} s. No image was decoded to fit or score a head.", "",
                 f"Chosen: {focus['store']} / {focus['layer']} / {focus['head']} ({focus['method']}): "
-                f"R² {focus['r2']:.4f}, MAE {focus['mae']:.4g}, RMSE {focus['rmse']:.4g}. {focus['why']}", "",
-                "## All results (sorted by R²)", "",
-                _table(["store", "layer", "head", "method", "R²", "MAE", "RMSE", "fit s", "evaluation"],
-                       [[r["store"], r["layer"], r["head"], r["method"], r["r2"], r["mae"], r["rmse"],
+                f"{focus['scores_text']}. {focus['why']}", "",
+                f"## All results (sorted by {title})", "",
+                _table(["store", "layer", "head", "method", *(t for _, t in metrics), "fit s", "evaluation"],
+                       [[r["store"], r["layer"], r["head"], r["method"], *(r[k] for k, _ in metrics),
                          r["fit_seconds"], r["evaluation"]] for r in ranked])]
     (output / "report.md").write_text("\n".join(markdown) + "\n")
-    write_bytes_atomic(output / "report.html", _html(document, ranked, focus).encode())
+    classes = list(stores[0].classes)
+    write_bytes_atomic(output / "report.html", _html(document, ranked, focus, metrics, classes).encode())
     return document
 
 
-def _html(document: dict[str, Any], ranked: list[dict[str, Any]], focus: dict[str, Any]) -> str:
-    columns = [("store", False), ("layer", False), ("head", False), ("r2", True), ("mae", True), ("rmse", True),
+def _html(document: dict[str, Any], ranked: list[dict[str, Any]], focus: dict[str, Any],
+          metrics: list[tuple[str, str]], classes: list[str]) -> str:
+    titles = dict(metrics)
+    columns = [("store", False), ("layer", False), ("head", False), *((k, True) for k, _ in metrics),
                ("fit_seconds", True), ("method", False), ("n_train", True), ("n_test", True), ("evaluation", False)]
-    head = "".join(f"<th class='{'num' if numeric else ''}'>{esc('R²' if key == 'r2' else key)}</th>"
+    head = "".join(f"<th class='{'num' if numeric else ''}'>{esc(titles.get(key, key))}</th>"
                    for key, numeric in columns)
     body = "".join("<tr>" + "".join(
         f"<td class='num' data-v='{float(r[key])!r}'>{esc(fmt(r[key]))}</td>" if numeric and not
@@ -83,20 +97,33 @@ def _html(document: dict[str, Any], ranked: list[dict[str, Any]], focus: dict[st
     stores = "".join(f"<tr><td>{esc(s['name'])}</td><td>{esc(s['backbone'])}</td><td>{esc(weights_label(s))}</td>"
                      f"<td class='num'>{s['rows']}</td><td>{esc(s['evaluation'])}</td></tr>" for s in document["stores"])
     timing = document["timing"]
-    return page("Bench report (regression)", (
-        f"<h1>Bench report: regression</h1><p class='muted small'>{len(ranked)} cells; features loaded in "
+    task_type = document["task_type"]
+    extra = focus.get("extra") or {}
+    return page(f"Bench report ({task_type})", (
+        f"<h1>Bench report: {esc(task_type)}</h1><p class='muted small'>{len(ranked)} cells; features loaded in "
         f"{timing['load_seconds']:.2f} s of {timing['total_seconds']:.1f} s. No image was decoded to fit or score "
         "a head.</p>"
         f"<div class='card chosen' id='chosen'><div class='muted small'>Chosen cell</div>"
         f"<div class='big'>{esc(focus['store'])} / {esc(focus['layer'])} / {esc(focus['head'])}</div>"
-        f"<div>{esc(focus['method'])}: R² {fmt(focus['r2'])}, MAE {fmt(focus['mae'])}, RMSE {fmt(focus['rmse'])}</div>"
+        f"<div>{esc(focus['method'])}: {esc(focus['scores_text'])}</div>"
         f"<div class='muted'>{esc(focus['why'])}</div></div>"
-        "<h2>All results</h2><p class='muted small'>Sorted by R²; click a column to sort by it.</p>"
+        f"<h2>All results</h2><p class='muted small'>Sorted by {esc(metrics[0][1])}; click a column to sort by it.</p>"
         f"<div class='scroll'><table class='sortable' id='results'><thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table></div>"
         "<h2>Stores</h2><table id='stores'><thead><tr><th>store</th><th>backbone</th><th>weights</th>"
         f"<th class='num'>rows</th><th>evaluation</th></tr></thead><tbody>{stores}</tbody></table>"
-        + _scatter(focus.get("scatter") or {})), SORT_SCRIPT)
+        + _scatter(extra) + _label_ap(extra.get("label_ap"), classes)), SORT_SCRIPT)
+
+
+def _label_ap(ap: list[float | None] | None, classes: list[str]) -> str:
+    """The chosen cell's average precision per label, on its held-out rows."""
+    if not ap:
+        return ""
+    rows = "".join(f"<tr><td>{esc(name)}</td><td class='num'>{esc(fmt(value))}</td></tr>"
+                   for name, value in zip(classes, ap))
+    return ("<h2>Average precision per label</h2><p class='muted small'>The chosen cell's held-out rows; – for a label "
+            "no held-out row has.</p><table id='label-ap'><thead><tr><th>label</th><th class='num'>AP</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>")
 
 
 def _scatter(pairs: dict[str, list[float]], size: int = 360, pad: int = 40) -> str:
