@@ -61,7 +61,9 @@ class BenchConfig:
         Stratified subsample of the training rows (for quick looks).
     task : str, optional
         The store task whose targets the heads learn (``featurestore info`` lists them); default the
-        labels. A regression task is scored by R², MAE and RMSE and selected by R².
+        labels. A regression task is scored by R², MAE and RMSE and selected by R²; a multilabel task
+        by mean average precision, micro/macro F1 and subset accuracy, selected by mAP. Several tasks,
+        comma-separated, are benched one after another over one load of the features.
     """
 
     heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
@@ -81,8 +83,9 @@ class BenchConfig:
                                 flag="--jobs")
     seed: int = option(0, "seed of every random choice (default 0)")
     max_train_rows: int | None = option(None, "stratified subsample of the training rows")
-    task: str | None = option(None, "the store task to learn (default: the labels); a regression task runs the "
-                                    "regression heads, scored by R2, MAE, RMSE")
+    task: str | None = option(None, "the store task to learn (default: the labels), or several, comma-separated, "
+                                    "over one load of the features; a regression task runs the regression heads "
+                                    "(R2, MAE, RMSE), a multilabel one the multilabel heads (mAP, F1)")
 
     def __post_init__(self) -> None:
         heads = ("all",) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)

@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 
 from featurestore import open_store, select_layers
 from featurestore.bench_config import DEFAULT_HEADS, DEFAULT_REGRESSION_HEADS, FUSIONS, BenchConfig
+from featurestore.errors import OptionsError
 
 from .errors import HeadDataError
 from .joined import join_store_data
@@ -100,38 +101,65 @@ def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = 
     does (a name in none of the stores, or a store holding none of them, is an error). With
     ``task``, the rows that have a value for that task, with its targets.
     """
-    out, used = [], set()
+    return load_task_data(paths, layers, use_views, [task])[0]
+
+
+def load_task_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None, use_views: bool = False,
+                   tasks: Sequence[str | None] = (None,)) -> list[list[StoreData]]:
+    """:func:`load_store_data` for several tasks, each store's features read once for all of them.
+
+    Returns
+    -------
+    list of list of StoreData
+        Per task (in order; None: the labels), per store.
+    """
+    out: list[list[StoreData]] = [[] for _ in tasks]
+    used: list[set[str]] = [set() for _ in tasks]
     stores = [open_store(path) for path in paths]
     for path, store, names in zip(paths, stores, select_layers(stores, layers or None)):
-        data = store.load(names, view=0, task=task)
-        if data.task_type not in PRIMARY_METRIC:
-            raise HeadDataError(f"task {task!r} of store {path} is {data.task_type}; bench knows classification, "
-                                "regression and multilabel tasks: choose another --task")
-        regression = data.task_type == "regression"
-        labelled = np.ones(len(data), dtype=bool) if data.task_type != "classification" else data.y >= 0
-        augmented = _augmented_views(store, names, data.keys[labelled]) if use_views else None
-        if labelled.sum() < 2:
-            raise HeadDataError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
-        if regression and np.ptp(data.y) == 0:
-            raise HeadDataError(f"task {task!r} of store {path} has one value on every row; a regression needs "
-                                "targets that vary: attach more values with `featurestore label`")
-        if data.task_type == "multilabel" and not (data.y.min(axis=0) < data.y.max(axis=0)).any():
-            raise HeadDataError(f"task {task!r} of store {path} gives every row the same labels; a multilabel head "
-                                "needs a label present on some rows and absent on others")
-        if data.task_type == "classification" and len(np.unique(data.y[labelled])) < 2:
-            raise HeadDataError(f"store {path} has labelled rows of one class only; a head needs two or more: "
-                                "extract images of other classes into it")
-        splits = data.splits[labelled]
-        test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
-        out.append(StoreData(
-            name=_store_name(Path(path), used), path=str(path), backbone=store.spec.backbone,
-            fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
-            X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
-            y=data.y[labelled], keys=data.keys[labelled], test=test, classes=data.classes,
-            weights_source=store.spec.weights.source, augmented=augmented, paths=data.paths[labelled],
-            task=task, task_type=data.task_type,
-        ))
+        data = store.load(names, view=0)  # the features, once for every task
+        selected = store.rows(None, 0)
+        for i, task in enumerate(tasks):
+            if task is None:
+                y, classes, task_type, present = data.y, data.classes, "classification", data.y >= 0
+            else:
+                targets = store.targets(task)
+                y, classes, task_type = targets.y[selected], targets.classes, targets.type
+                present = targets.present[selected]
+            out[i].append(_task_rows(path, store, names, data, use_views, task, task_type, y, classes, present,
+                                     used[i]))
     return out
+
+
+def _task_rows(path, store, names: Sequence[str], data, use_views: bool, task: str | None, task_type: str,
+               y: np.ndarray, classes: tuple[str, ...], labelled: np.ndarray, used: set[str]) -> StoreData:
+    """One store's rows that have a target for ``task``, checked to be enough to fit a head on."""
+    if task_type not in PRIMARY_METRIC:
+        raise HeadDataError(f"task {task!r} of store {path} is {task_type}; bench knows classification, "
+                            "regression and multilabel tasks: choose another --task")
+    y = y[labelled]
+    if labelled.sum() < 2:
+        raise HeadDataError(f"store {path} has fewer than 2 labelled rows; a bench needs labels")
+    if task_type == "regression" and np.ptp(y) == 0:
+        raise HeadDataError(f"task {task!r} of store {path} has one value on every row; a regression needs "
+                            "targets that vary: attach more values with `featurestore label`")
+    if task_type == "multilabel" and not (y.min(axis=0) < y.max(axis=0)).any():
+        raise HeadDataError(f"task {task!r} of store {path} gives every row the same labels; a multilabel head "
+                            "needs a label present on some rows and absent on others")
+    if task_type == "classification" and len(np.unique(y)) < 2:
+        raise HeadDataError(f"store {path} has labelled rows of one class only; a head needs two or more: "
+                            "extract images of other classes into it")
+    augmented = _augmented_views(store, names, data.keys[labelled]) if use_views else None
+    splits = data.splits[labelled]
+    test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
+    return StoreData(
+        name=_store_name(Path(path), used), path=str(path), backbone=store.spec.backbone,
+        fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
+        X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
+        y=y, keys=data.keys[labelled], test=test, classes=classes,
+        weights_source=store.spec.weights.source, augmented=augmented, paths=data.paths[labelled],
+        task=task, task_type=task_type,
+    )
 
 
 def _augmented_views(store, names: Sequence[str], keys: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -408,18 +436,47 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
               log=print) -> dict[str, Any]:
     """Run the grid over ``stores`` and write the report into ``output``.
 
+    ``config.task`` may name several tasks, comma-separated (``"label,angle"``): each store's features
+    are then read once, each task's grid runs on them and writes its report into ``output/<task>``,
+    and ``output`` gets a summary (``results.json``, ``report.md``, ``report.html``) linking them.
+
     Returns
     -------
     dict
-        The ``results.json`` document.
+        The ``results.json`` document (with several tasks: ``tasks``, each task's document by name).
+
+    Raises
+    ------
+    OptionsError
+        ``config.task`` names a task twice or names an empty one.
     """
+    config = config or BenchConfig()
+    tasks = [name.strip() for name in config.task.split(",")] if config.task else [None]
+    if config.task and (not all(tasks) or len(set(tasks)) != len(tasks)):
+        raise OptionsError(f"--task {config.task!r}: name each task once, separated by commas")
+    started = time.perf_counter()
+    loaded = load_task_data(stores, config.layers, use_views=config.views != "clean", tasks=tasks)
+    load_seconds = time.perf_counter() - started
+    if len(tasks) == 1:
+        return _bench_task(loaded[0], Path(output), config, log, started, load_seconds)
+    documents = {}
+    for task, data in zip(tasks, loaded):
+        log(f"bench: task {task} ({data[0].task_type})")
+        documents[task] = _bench_task(data, Path(output) / task, replace(config, task=task), log, started,
+                                      load_seconds)
+    from .report_tasks import write_tasks_summary
+
+    return write_tasks_summary(Path(output), documents, load_seconds=load_seconds,
+                               total_seconds=time.perf_counter() - started)
+
+
+def _bench_task(data: list[StoreData], output: Path, config: BenchConfig, log, started: float,
+                load_seconds: float) -> dict[str, Any]:
+    """Run one task's grid over its loaded stores and write its report into ``output``."""
     from joblib import Parallel, delayed
 
     from .report import write_report
 
-    config = config or BenchConfig()
-    started = time.perf_counter()
-    data = load_store_data(stores, config.layers, use_views=config.views != "clean", task=config.task)
     task_types = {d.task_type for d in data}
     if len(task_types) > 1:
         raise HeadDataError(f"task {config.task!r} has different types in the stores ({', '.join(sorted(task_types))}); "
@@ -429,7 +486,6 @@ def run_bench(stores: Sequence[str | Path], output: str | Path, config: BenchCon
     config = replace(config, heads=_heads_for(config.heads, task_type))
     if config.join and len(data) > 1:
         data.append(join_store_data(data))
-    load_seconds = time.perf_counter() - started
     by_name = {d.name: d for d in data}
     cells = plan_cells(data, config)
     log(f"bench: {len(cells)} cells ({len(data)} stores, heads {', '.join(config.heads)}); "

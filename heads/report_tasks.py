@@ -23,7 +23,7 @@ from ._html import SORT_SCRIPT, esc, fmt, page
 from .report import _evaluation, _table
 from .report_html import weights_label
 
-__all__ = ["write_task_report", "METRICS"]
+__all__ = ["write_task_report", "write_tasks_summary", "METRICS"]
 
 #: Each task type's metrics (key, title), its primary one first.
 METRICS = {"regression": [("r2", "R²"), ("mae", "MAE"), ("rmse", "RMSE")],
@@ -153,3 +153,40 @@ def _scatter(pairs: dict[str, list[float]], size: int = 360, pad: int = 40) -> s
             f"({esc(fmt(low, 3))} … {esc(fmt(high, 3))})</text>"
             f"<text x='12' y='{size / 2}' font-size='12' transform='rotate(-90 12 {size / 2})' "
             "text-anchor='middle'>predicted</text></svg>")
+
+
+_PRIMARY = {"classification": ("accuracy", "accuracy"), "regression": ("r2", "R²"), "multilabel": ("map", "mAP")}
+
+
+def write_tasks_summary(output: Path, documents: dict[str, dict[str, Any]], *, load_seconds: float,
+                        total_seconds: float) -> dict[str, Any]:
+    """The summary of a bench of several tasks over the same features: each task's best cell by its type's
+    primary metric, linking to the task's own report (``<task>/report.html``). Returns the summary document."""
+    rows = []
+    for task, doc in documents.items():
+        task_type = doc.get("task_type", "classification")
+        key, title = _PRIMARY[task_type]
+        best = doc["best"]
+        rows.append({"task": task, "task_type": task_type, "metric": key, "metric_title": title,
+                     "score": best[key], "store": best["store"], "layer": best["layer"], "head": best["head"],
+                     "method": best["method"], "evaluation": best["evaluation"], "cells": len(doc["results"]),
+                     "report": f"{task}/report.html"})
+    summary = {"created": utc_timestamp(), "timing": {"load_seconds": load_seconds, "total_seconds": total_seconds},
+               "summary": rows, "tasks": documents}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    (output / "report.md").write_text("\n".join([
+        "# Bench report: several tasks", "",
+        f"{len(rows)} tasks over the same features, loaded once in {load_seconds:.2f} s of {total_seconds:.1f} s.", "",
+        _table(["task", "type", "best cell", "metric", "score", "report"],
+               [[r["task"], r["task_type"], f"{r['store']} / {r['layer']} / {r['head']}", r["metric_title"], r["score"],
+                 r["report"]] for r in rows])]) + "\n")
+    body = "".join(f"<tr><td><a href='{esc(r['report'])}'>{esc(r['task'])}</a></td><td>{esc(r['task_type'])}</td>"
+                   f"<td>{esc(r['store'])} / {esc(r['layer'])} / {esc(r['head'])}</td><td>{esc(r['metric_title'])}</td>"
+                   f"<td class='num'>{esc(fmt(r['score']))}</td><td>{esc(r['evaluation'])}</td></tr>" for r in rows)
+    write_bytes_atomic(output / "report.html", page("Bench report: several tasks", (
+        f"<h1>Bench report: several tasks</h1><p class='muted small'>{len(rows)} tasks over the same features, "
+        f"loaded once in {load_seconds:.2f} s of {total_seconds:.1f} s. No image was decoded to fit or score a "
+        "head.</p><table id='tasks'><thead><tr><th>task</th><th>type</th><th>best cell</th><th>metric</th>"
+        f"<th class='num'>score</th><th>evaluation</th></tr></thead><tbody>{body}</tbody></table>")).encode())
+    return summary

@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = from_arguments(BenchConfig, args)
     document = run_bench(args.stores, args.output, config)
-    print_table(document)
+    for task, doc in document.get("tasks", {None: document}).items():  # several tasks: a table each
+        if task is not None:
+            print(f"\ntask {task}:")
+        print_table(doc)
     return 0
 
 

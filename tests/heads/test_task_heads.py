@@ -344,3 +344,36 @@ def test_fit_package_and_predict_a_multilabel_head(tagged, pixels, tmp_path) -> 
     probs = ["prob_bright", "prob_dark", "prob_top"]
     np.testing.assert_allclose([[float(r[c]) for c in probs] for r in b], [[float(r[c]) for c in probs] for r in a],
                                atol=1e-4, rtol=0)
+
+
+def test_several_tasks_in_one_bench_read_the_features_once(brightness, tagged, tmp_path, monkeypatch, capsys) -> None:
+    import json
+    import shutil
+
+    from featurestore import open_store
+    from featurestore.cli import main
+    from featurestore.store import FeatureStore
+    from featurestore.tasks import attach_task
+
+    shutil.copytree(tagged / "store", tmp_path / "store")
+    attach_task(tmp_path / "store", brightness / "brightness.csv", task_type="regression", key="sha256")
+    assert set(open_store(tmp_path / "store").tasks) == {"label", "tags", "brightness"}
+    loads = []
+    real_load = FeatureStore.load
+    monkeypatch.setattr(FeatureStore, "load", lambda self, *a, **k: loads.append(k) or real_load(self, *a, **k))
+    assert main(["bench", str(tmp_path / "store"), "-o", str(tmp_path / "r"), "--task", "brightness,tags,label",
+                 "--heads", "tree", "--cv", "3", "--jobs", "1"]) == 0
+    assert len(loads) == 1 and loads[0].get("task") is None
+    out = capsys.readouterr().out
+    assert "task brightness:" in out and "task tags:" in out and "task label:" in out
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [(r["task"], r["task_type"], r["metric"]) for r in summary["summary"]] == [
+        ("brightness", "regression", "r2"), ("tags", "multilabel", "map"), ("label", "classification", "accuracy")]
+    for task in ("brightness", "tags", "label"):
+        assert (tmp_path / "r" / task / "report.html").is_file()
+    assert "brightness/report.html" in (tmp_path / "r" / "report.html").read_text()
+    from featurestore.errors import OptionsError
+    from heads.bench import BenchConfig, run_bench
+
+    with pytest.raises(OptionsError, match="name each task once"):
+        run_bench([tmp_path / "store"], tmp_path / "x", BenchConfig(task="tags,tags"))
