@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from ._config import option
 from .errors import OptionsError
 
-__all__ = ["DEFAULT_HEADS", "FUSIONS", "KNOWN_FUSIONS", "BenchConfig"]
+__all__ = ["DEFAULT_HEADS", "DEFAULT_REGRESSION_HEADS", "FUSIONS", "KNOWN_FUSIONS", "BenchConfig"]
 
 DEFAULT_HEADS = ("logreg", "svm", "tree", "nb", "xgb")
+#: What a regression task's cells run when ``heads`` is left at :data:`DEFAULT_HEADS`.
+DEFAULT_REGRESSION_HEADS = ("ridge", "svr", "tree", "bayes", "xgb")
 VIEW_USES = ("clean", "train", "average", "both")
 FUSIONS = ("concat", "attention")
 #: Every fusion a bench knows: the defaults, and concat with per-block L2 or power (signed square root,
@@ -29,7 +31,8 @@ class BenchConfig:
     Parameters
     ----------
     heads : tuple of str
-        Registered head names, or ``("all",)`` (every registered head, resolved by the bench).
+        Registered head names, or ``("all",)`` (every registered head of the task's type, resolved by
+        the bench). A regression task left at the defaults runs :data:`DEFAULT_REGRESSION_HEADS`.
     fusions : tuple of str
         Fusions of all of a store's layers (``concat``, ``attention``); empty for none.
     layers : tuple of str, optional
@@ -62,6 +65,11 @@ class BenchConfig:
         the whole test split. Empty: the usual bench.
     seeds : int, default=5
         Draws per number of shots.
+    task : str, optional
+        The store task whose targets the heads learn (``featurestore info`` lists them); default the
+        labels. A regression task is scored by R², MAE and RMSE and selected by R²; a multilabel task
+        by mean average precision, micro/macro F1 and subset accuracy, selected by mAP. Several tasks,
+        comma-separated, are benched one after another over one load of the features.
     """
 
     heads: tuple[str, ...] = option(DEFAULT_HEADS, "comma-separated heads, or `all`", kind="list")
@@ -84,6 +92,9 @@ class BenchConfig:
     shots: tuple[str, ...] = option((), "few-shot protocol: training images per class, e.g. 1,5,10,all (each drawn "
                                         "--seeds times; the test split whole)", kind="list")
     seeds: int = option(5, "seeded draws per --shots value (default 5)")
+    task: str | None = option(None, "the store task to learn (default: the labels), or several, comma-separated, "
+                                    "over one load of the features; a regression task runs the regression heads "
+                                    "(R2, MAE, RMSE), a multilabel one the multilabel heads (mAP, F1)")
 
     def __post_init__(self) -> None:
         heads = ("all",) if tuple(self.heads) in (("all",), ("ALL",)) else tuple(self.heads)

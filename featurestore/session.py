@@ -88,8 +88,8 @@ def check_graph(session: Any, spec: ModelSpec, path: Path) -> None:
         refuse(f"input shape {shape}, spec (batch, {', '.join(map(str, spec.input_shape))})")
     outputs = {output.name: output for output in session.get_outputs()}
     if _CLASSES_KEY in session.get_modelmeta().custom_metadata_map:  # `featurestore package`: label, probabilities
-        if not {"label", "probabilities"} <= set(outputs):
-            refuse(f"a packaged classifier without outputs label and probabilities: {sorted(outputs)}")
+        if not {"label", "probabilities"} <= set(outputs) and set(outputs) != {"prediction"}:  # or a regression's
+            refuse(f"a packaged head without outputs label and probabilities (or prediction): {sorted(outputs)}")
         return
     for layer in spec.layers:
         output = outputs.get(layer.output)

@@ -55,6 +55,9 @@ def method_used(estimator: BaseEstimator) -> str:
     method = getattr(estimator, "method_", None)
     if isinstance(method, str):
         return method
+    alphas = getattr(estimator, "alphas", None)
+    if alphas is not None and hasattr(estimator, "alpha_"):  # RidgeCV: the ridge head's sweep
+        return f"alpha={estimator.alpha_:g} (leave-one-out over {len(alphas)})"
     members = getattr(estimator, "named_estimators_", None)
     if members is not None:  # VotingClassifier / StackingClassifier
         kind = "voting" if hasattr(estimator, "voting") else "stacking"

@@ -15,21 +15,28 @@ from typing import Any
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.ensemble import RandomForestClassifier, StackingClassifier, VotingClassifier
+from sklearn.base import is_regressor
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor, StackingClassifier, VotingClassifier
 from sklearn.kernel_approximation import Nystroem
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import BayesianRidge, LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
-from sklearn.svm import SVC, LinearSVC
-from sklearn.tree import DecisionTreeClassifier
+from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from featurestore.errors import PackageError
 
 from .builtin import _as_float64
 from .onnx_graph import (IR_VERSION, Context, Converter, Graph, GraphBuilder, Piece, Skl2onnx, chain, relabel,
                          stacked_probabilities, vote)
+
+#: A multilabel head's label ``k`` is 1 where its probability, rounded to 1e-6, exceeds one half (a tie
+#: goes to 0, as scikit-learn's arg-max over (0, 1) takes the first).
+_MILLION = 1e6
 
 __all__ = ["ONNX_CONVERTERS", "sklearn_piece"]
 
@@ -112,6 +119,44 @@ def _stacking(stacking: StackingClassifier) -> list[Any]:
     return [Graph(build)]
 
 
+def _multilabel_outputs(model: Any, probabilities: str) -> Any:
+    """``model`` with outputs ``label`` (int64 ``(N, L)``, :data:`_MILLION`'s rule) and ``probabilities``
+    (float32 ``(N, L)``), from its node output ``probabilities`` (``(N, L)``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array(_MILLION, np.float32), "ml.million"),
+                              numpy_helper.from_array(np.array(_MILLION / 2, np.float32), "ml.half")])
+    graph.node.extend([
+        helper.make_node("Mul", [probabilities, "ml.million"], ["ml.scaled"]),
+        helper.make_node("Round", ["ml.scaled"], ["ml.rounded"]),
+        helper.make_node("Greater", ["ml.rounded", "ml.half"], ["ml.on"]),
+        helper.make_node("Cast", ["ml.on"], ["label"], to=TensorProto.INT64),
+        helper.make_node("Identity", [probabilities], ["probabilities"]),
+    ])
+    del graph.output[:]
+    graph.output.extend([helper.make_tensor_value_info("label", TensorProto.INT64, ["N", None]),
+                         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", None])])
+    return model
+
+
+def _one_vs_rest(ovr: OneVsRestClassifier) -> list[Any]:
+    """A multilabel one-vs-rest head: each member's probability of its label, side by side."""
+    if getattr(ovr.label_binarizer_, "y_type_", None) != "multilabel-indicator":
+        raise PackageError("OneVsRestClassifier converts as a multilabel head only (heads.multilabel)")
+    constant = [k for k, member in enumerate(ovr.estimators_) if not hasattr(member, "classes_")]
+    if constant:
+        raise PackageError(f"labels {constant} of this one-vs-rest head had one value on every training row; "
+                           "it has no ONNX conversion: refit on rows where every label is present and absent")
+
+    def build(context: Context) -> Piece:
+        members = [context.convert(member, context.width) for member in ovr.estimators_]
+        stacked = stacked_probabilities(members, True, context.width, context.opset)
+        return Piece(_multilabel_outputs(stacked.model, stacked.model.graph.output[0].name), None)
+
+    return [Graph(build)]
+
+
 #: The converter of each scikit-learn class heads are made of, matched by exact class.
 ONNX_CONVERTERS: dict[type, Converter] = {
     Pipeline: lambda pipeline: [step for _, step in pipeline.steps],
@@ -128,11 +173,21 @@ ONNX_CONVERTERS: dict[type, Converter] = {
     RandomForestClassifier: _float32_thresholds,
     VotingClassifier: _voting,
     StackingClassifier: _stacking,
+    # the regression heads' steps (heads.regression)
+    Normalizer: _as_is,
+    RidgeCV: _as_is,
+    BayesianRidge: _as_is,
+    SVR: _as_is,
+    LinearSVR: _as_is,
+    KNeighborsRegressor: _as_is,
+    DecisionTreeRegressor: _float32_thresholds,
+    RandomForestRegressor: _float32_thresholds,
+    OneVsRestClassifier: _one_vs_rest,  # the multilabel heads (heads.multilabel)
 }
 
 
 def sklearn_piece(steps: list[Any], width: int, opset: int) -> Piece:
-    """A run of steps skl2onnx converts, as one piece (a classifier when the last one is)."""
+    """A run of steps skl2onnx converts, as one piece (a classifier or a regressor when the last one is)."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.pipeline import make_pipeline
@@ -149,8 +204,12 @@ def sklearn_piece(steps: list[Any], width: int, opset: int) -> Piece:
         model = to_onnx(make_pipeline(*steps), initial_types=[("x", FloatTensorType([None, width]))],
                         target_opset={"": opset, "ai.onnx.ml": _ML_OPSET}, options=options)
     model.ir_version = IR_VERSION
+    if is_regressor(final):  # one output, (N, 1): the head's prediction
+        return Piece(_rename_outputs(model, ["prediction"]), None)
     if not classifier:
         return Piece(model, int(model.graph.output[0].type.tensor_type.shape.dim[1].dim_value))
+    if isinstance(final.classes_, list):  # a native multi-output (multilabel) tree or forest
+        return Piece(_native_multilabel(model, final), None)
     model = _rename_outputs(model, ["label", "probabilities"])  # converters name them differently (SVC: output_label)
     if hasattr(final, "estimators_") or hasattr(final, "tree_"):
         relabel(model, np.asarray(final.classes_), first_of_ties=True)
@@ -158,6 +217,26 @@ def sklearn_piece(steps: list[Any], width: int, opset: int) -> Piece:
     if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
         relabel(model, classes, first_of_ties=False)
     return Piece(model, None)
+
+
+def _native_multilabel(model: Any, final: Any) -> Any:
+    """A multi-output tree's ``(L, N, 2)`` probabilities as ``(N, L)`` (each label's column 1), with its labels."""
+    from onnx import helper, numpy_helper
+
+    if any(len(classes) != 2 for classes in final.classes_):
+        raise PackageError("a multilabel tree with a label that had one value on every training row has no ONNX "
+                           "conversion: refit on rows where every label is present and absent")
+    model = _rename_outputs(model, ["sk_label", "sk_probabilities"])
+    n_labels = len(final.classes_)
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), name) for v, name in
+                              (([1], "ml.one"), ([2], "ml.two"), ([2], "ml.axis"), ([-1, n_labels], "ml.shape"))])
+    graph.node.extend([
+        helper.make_node("Transpose", ["sk_probabilities"], ["ml.nl2"], perm=[1, 0, 2]),
+        helper.make_node("Slice", ["ml.nl2", "ml.one", "ml.two", "ml.axis"], ["ml.nl1"]),
+        helper.make_node("Reshape", ["ml.nl1", "ml.shape"], ["ml.p"]),
+    ])
+    return _multilabel_outputs(model, "ml.p")
 
 
 def _rename_outputs(model: Any, names: list[str]) -> Any:

@@ -38,7 +38,7 @@ def check_head_model(model_path: Path, outputs: list[str], metadata: dict[str, A
             f"(sha256 {model_sha[:12]}...); use the model the store was extracted with")
     layers = metadata.get("layers")
     if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers) \
-            or not isinstance(metadata.get("classes"), list):
+            or (metadata.get("task_type") != "regression" and not isinstance(metadata.get("classes"), list)):
         raise HeadModelMismatchError(f"the sidecar of head {head} lacks its layers or classes (a list each); "
                                      "restore it or refit the head")
     missing = [name for name in layers if name not in outputs]

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +54,26 @@ def draw_shots(y: np.ndarray, train: np.ndarray, shots: int, seed: int) -> np.nd
     return np.sort(np.concatenate(picked))
 
 
-def _fit_draw(cell, store, config, shots: str, seed: int) -> dict[str, Any]:
-    from .bench import _fit_and_score
-
+def _fit_draw(fit_and_score, cell, store, config, shots: str, seed: int) -> dict[str, Any]:
     train, test = np.flatnonzero(~store.test), np.flatnonzero(store.test)
     rows = train if shots == "all" else draw_shots(store.y, train, int(shots), seed)
     found = {"store": cell.store, "layers": "+".join(cell.layers), "layer": cell.layer_label, "fusion": cell.fusion,
              "head": cell.head, "shots": shots, "seed": seed, "n_train": int(len(rows))}
     try:
-        result = _fit_and_score(cell, store, config, [(rows, test)], "test split")
+        result = fit_and_score(cell, store, config, [(rows, test)], "test split")
     except ValueError as exc:  # a head that cannot learn from so few rows (logreg's 3-fold sweep at 1 shot)
         return found | {"accuracy": float("nan"), "error": str(exc).splitlines()[0], "result": None}
     return found | {"accuracy": result.metrics["accuracy"], "method": result.method,
                     "fit_seconds": result.fit_seconds, "result": result}
 
 
-def run_shots(data, cells, config, output: str | Path, log, *, started: float, load_seconds: float) -> dict[str, Any]:
+def run_shots(data, cells, config, output: str | Path, log, *, started: float, load_seconds: float,
+              fit_and_score: Callable, make_result: Callable) -> dict[str, Any]:
     """Fit every cell on every draw, score it on the test split and write the report; return ``results.json``.
+
+    ``fit_and_score(cell, store, config, folds, evaluation)`` fits and scores one cell (the bench's
+    own), and ``make_result(**fields)`` builds the bench's result of a cell; both come from
+    :mod:`heads.bench`, which calls this, so that this module need not import it.
 
     Raises
     ------
@@ -78,7 +82,6 @@ def run_shots(data, cells, config, output: str | Path, log, *, started: float, l
     """
     from joblib import Parallel, delayed
 
-    from .bench import CellResult
     from .report import write_report
 
     by_name = {d.name: d for d in data}
@@ -91,7 +94,7 @@ def run_shots(data, cells, config, output: str | Path, log, *, started: float, l
     log(f"bench --shots {','.join(config.shots)} --seeds {config.seeds}: {len(tasks)} fits of {len(cells)} cells")
     n_jobs = config.n_jobs or os.cpu_count() or 1
     fits = list(Parallel(n_jobs=n_jobs, verbose=0)(
-        delayed(_fit_draw)(cell, by_name[cell.store], config, k, seed) for cell, k, seed in tasks))
+        delayed(_fit_draw)(fit_and_score, cell, by_name[cell.store], config, k, seed) for cell, k, seed in tasks))
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for fit in fits:
         groups[(fit["store"], fit["layers"], fit["fusion"], fit["head"], fit["shots"])].append(fit)
@@ -110,7 +113,7 @@ def run_shots(data, cells, config, output: str | Path, log, *, started: float, l
         if done:
             first = done[0]
             metrics = {m: float(np.mean([r.metrics[m] for r in done])) for m in first.metrics}
-            results.append(CellResult(
+            results.append(make_result(
                 cell=first.cell, metrics=metrics, method=f"{first.method} [{k} shots, mean of {len(done)}]",
                 fit_seconds=float(np.mean([r.fit_seconds for r in done])),
                 predict_ms_per_1000=float(np.mean([r.predict_ms_per_1000 for r in done])),

@@ -51,5 +51,5 @@ def join_store_data(stores: Sequence[StoreData]) -> StoreData:
         random_init=any(s.random_init for s in stores), layers=list(X), X=X, y=first.y[rows], keys=keys,
         test=None if first.test is None else first.test[rows], classes=first.classes,
         weights_source="+".join(s.weights_source for s in stores), joined=True,
-        paths=None if first.paths is None else first.paths[rows],
+        paths=None if first.paths is None else first.paths[rows], task=first.task, task_type=first.task_type,
     )

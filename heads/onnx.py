@@ -9,7 +9,8 @@ packageable where it is registered; nothing here names a head.
 
 The graph's one input is ``x`` (float32 ``(N, width)``, the head's layers side by side); its
 outputs are ``label`` (int64, the head's class labels) and ``probabilities`` (float32
-``(N, K)``; for linear SVMs, their decision scores). See :mod:`heads.onnx_graph` for what a
+``(N, K)``; for linear SVMs, their decision scores), or for a regression head one output,
+``prediction`` (float32 ``(N, 1)``). See :mod:`heads.onnx_graph` for what a
 converter returns.
 """
 
@@ -98,7 +99,7 @@ def head_piece(estimator: Any, width: int, opset: int) -> Piece:
             pieces.append(step.build(Context(width, opset, lambda member, w: head_piece(member, w, opset))))
             width = pieces[-1].out_width
     if not pieces or pieces[-1].out_width is not None:
-        raise PackageError(f"{type(estimator).__name__} does not end in a classifier")
+        raise PackageError(f"{type(estimator).__name__} does not end in a classifier or a regressor")
     head = pieces[0]
     for piece in pieces[1:]:
         head = chain(head, piece)
@@ -106,7 +107,8 @@ def head_piece(estimator: Any, width: int, opset: int) -> Piece:
 
 
 def head_to_onnx(estimator: Any, width: int, opset: int = 17) -> Any:
-    """A fitted head as an ONNX model: input ``x`` (float32 ``(N, width)``), outputs ``label`` and ``probabilities``.
+    """A fitted head as an ONNX model: input ``x`` (float32 ``(N, width)``), outputs ``label`` and ``probabilities``
+    (a classifier) or ``prediction`` (a regressor, float32 ``(N, 1)``).
 
     Parameters
     ----------

@@ -4,7 +4,8 @@ The exported backbone (preprocessing inside) feeds the head's layers, concatenat
 fitted head converted by :mod:`heads.onnx`, merged into one graph with
 ``onnx.compose``. The result runs with onnxruntime alone: input ``images`` (uint8
 ``(N, H, W, 3)``), outputs ``label`` (int64, an index into the class names) and
-``probabilities`` (float32 ``(N, K)``; for linear SVMs, their decision scores). Metadata:
+``probabilities`` (float32 ``(N, K)``; for linear SVMs, their decision scores); a regression head's
+file has one output instead, ``prediction`` (float32 ``(N, 1)``). Metadata:
 :data:`CLASSES_KEY` (the class names as JSON), ``featurestore.spec`` (the backbone's) and
 :data:`HEAD_KEY` (the head's sidecar: store fingerprint, layers, fusion, params, scores).
 
@@ -51,8 +52,8 @@ def _merged(backbone: Any, head: Any, layers: list[str], width: int) -> Any:
     head.ir_version = backbone.ir_version
     merged = compose.merge_models(backbone, head, io_map=[(_FEATURES, head.graph.input[0].name)])
     names = [output.name for output in merged.graph.output]
-    if names != ["label", "probabilities"]:
-        raise PackageError(f"the converted head's outputs are {names}, not label and probabilities")
+    if names not in (["label", "probabilities"], ["prediction"]):
+        raise PackageError(f"the converted head's outputs are {names}, not label and probabilities (or prediction)")
     onnx.checker.check_model(merged, full_check=True)
     return merged
 
@@ -131,7 +132,8 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     backbone = onnx.load(str(model_path))
     merged = _merged(_half_precision(backbone) if precision == "fp16" else backbone, head, layers, width)
     del merged.metadata_props[:]
-    for key, value in ((SPEC_KEY, spec.to_json()), (CLASSES_KEY, json.dumps(list(metadata["classes"]))),
+    classes = list(metadata.get("classes") or [])  # none for a regression head
+    for key, value in ((SPEC_KEY, spec.to_json()), (CLASSES_KEY, json.dumps(classes)),
                        (HEAD_KEY, json.dumps(metadata, sort_keys=True, default=str))):
         entry = merged.metadata_props.add()
         entry.key, entry.value = key, value
@@ -139,4 +141,4 @@ def package_head(model_path: str | Path, head_path: str | Path, output: str | Pa
     data = merged.SerializeToString(deterministic=True)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(Path(output), data)
-    return {"classes": list(metadata["classes"]), "layers": layers, "head": metadata["head"], "bytes": len(data)}
+    return {"classes": classes, "layers": layers, "head": metadata["head"], "bytes": len(data)}

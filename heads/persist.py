@@ -64,6 +64,19 @@ TRUSTED_TYPES = frozenset({
     "sklearn.tree._classes.DecisionTreeClassifier",
     "sklearn.tree._tree.Tree",
     "sklearn.utils._bunch.Bunch",
+    # and as the regression heads use them (heads.regression)
+    "sklearn.decomposition._pca.PCA",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.linear_model._bayes.BayesianRidge",
+    "sklearn.linear_model._ridge.RidgeCV",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
+    "sklearn.preprocessing._data.Normalizer",
+    "sklearn.svm._classes.LinearSVR",
+    "sklearn.svm._classes.SVR",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    # and the multilabel heads' one-vs-rest (heads.multilabel)
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.preprocessing._label.LabelBinarizer",
 })
 
 #: The only functions a head file may name: this package's own (the naive Bayes head's cast

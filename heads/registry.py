@@ -38,6 +38,7 @@ __all__ = [
     "head_params",
     "param_grid",
     "method_used",
+    "TASK_TYPES",
 ]
 
 Builder = Callable[..., BaseEstimator]
@@ -51,7 +52,10 @@ GridSpec = Grid | Callable[..., Grid]
 
 _B = TypeVar("_B", bound=Builder)
 
-_BUILTIN_MODULES = ("heads.builtin", "heads.mlp", "heads.siamese")
+_BUILTIN_MODULES = ("heads.builtin", "heads.mlp", "heads.siamese", "heads.regression", "heads.multilabel")
+
+#: The task types a head is registered for; ``classification`` unless ``register_head`` says otherwise.
+TASK_TYPES = ("classification", "regression", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -63,15 +67,18 @@ class _Entry:
     params: tuple[str, ...]
     estimator: type | None
     converter: Converter | None
+    task_type: str = "classification"
 
 
-_REGISTRY: dict[str, _Entry] = {}
+#: Per task type, the heads by name (names may repeat across types: ``tree`` classifies and regresses).
+_REGISTRIES: dict[str, dict[str, _Entry]] = {task_type: {} for task_type in TASK_TYPES}
+_REGISTRY = _REGISTRIES["classification"]
 _builtins_loaded = False
 
 
 def register_head(
     name: str, *, description: str, param_grid: GridSpec | None = None, estimator: type | None = None,
-    converter: Converter | None = None,
+    converter: Converter | None = None, task_type: str = "classification",
 ) -> Callable[[_B], _B]:
     """Register a head builder under ``name``.
 
@@ -93,6 +100,9 @@ def register_head(
         ``converter(fitted_estimator) -> steps``: how a fitted ``estimator`` converts to ONNX
         (see :mod:`heads.onnx_graph`), so ``featurestore package`` ships the head. Needs
         ``estimator``.
+    task_type : {'classification', 'regression', 'multilabel'}, default='classification'
+        What the head predicts. A name is unique within its type only: ``tree`` names a
+        classifier and a regressor.
 
     Returns
     -------
@@ -125,14 +135,16 @@ def register_head(
     ...     return CentroidHead(temperature=temperature)
     """
 
+    registry = _registry(task_type)
+
     def decorator(builder: _B) -> _B:
-        if name in _REGISTRY:
+        if name in registry:
             raise DuplicateHeadError(
-                f"head {name!r} is already registered (by {_REGISTRY[name].builder.__module__}); "
+                f"head {name!r} is already registered (by {registry[name].builder.__module__}); "
                 "choose another name"
             )
         _check_estimator(name, estimator, converter)
-        _REGISTRY[name] = _Entry(
+        registry[name] = _Entry(
             name=name,
             builder=builder,
             description=description,
@@ -140,6 +152,7 @@ def register_head(
             params=_keyword_params(name, builder),
             estimator=estimator,
             converter=converter,
+            task_type=task_type,
         )
         return builder
 
@@ -160,7 +173,7 @@ def _check_estimator(name: str, estimator: type | None, converter: Converter | N
                              "level of an importable module, so a saved head can name it")
     if converter is not None and not callable(converter):
         raise HeadParamError(f"head {name!r}: converter={converter!r} is not callable")
-    for entry in _REGISTRY.values():
+    for entry in _entries():
         if entry.estimator is estimator and entry.converter is not converter:
             raise DuplicateHeadError(f"head {name!r}: class {estimator.__name__} is already registered by head "
                                      f"{entry.name!r} with another converter; pass the same one")
@@ -178,14 +191,27 @@ def _keyword_params(name: str, builder: Builder) -> tuple[str, ...]:
     return tuple(params)
 
 
-def _entry(name: str) -> _Entry:
-    _load_builtins()
+def _registry(task_type: str) -> dict[str, _Entry]:
     try:
-        return _REGISTRY[name]
+        return _REGISTRIES[task_type]
+    except (KeyError, TypeError):
+        raise HeadParamError(f"task type {task_type!r} has no heads; valid: {', '.join(TASK_TYPES)}") from None
+
+
+def _entries() -> list[_Entry]:
+    return [entry for registry in _REGISTRIES.values() for entry in registry.values()]
+
+
+def _entry(name: str, task_type: str = "classification") -> _Entry:
+    _load_builtins()
+    registry = _registry(task_type)
+    try:
+        return registry[name]
     except (KeyError, TypeError):
         pass
-    raise UnknownHeadError(f"unknown head {name!r}; {close_matches_hint(str(name), sorted(_REGISTRY), limit=3, quote=True)}; "
-                           f"available: {', '.join(sorted(_REGISTRY))}")
+    kind = "" if task_type == "classification" else f"{task_type} "
+    raise UnknownHeadError(f"unknown {kind}head {name!r}; {close_matches_hint(str(name), sorted(registry), limit=3, quote=True)}; "
+                           f"available: {', '.join(sorted(registry))}")
 
 
 def _load_builtins() -> None:
@@ -207,13 +233,16 @@ def _check_params(entry: _Entry, params: Mapping[str, Any]) -> None:
         )
 
 
-def create_head(name: str, **params: Any) -> BaseEstimator:
+def create_head(name: str, task_type: str = "classification", **params: Any) -> BaseEstimator:
     """Build a fresh, unfitted head by name.
 
     Parameters
     ----------
     name : str
         A name from :func:`list_heads`.
+    task_type : {'classification', 'regression', 'multilabel'}, default='classification'
+        Which registry ``name`` is looked up in: ``create_head("tree", "regression")`` is a
+        regression tree.
     **params
         Keyword parameters of the head's builder (see :func:`head_params`), e.g.
         ``create_head("svm", C=10.0)``. Step parameters of the returned pipeline are
@@ -222,7 +251,7 @@ def create_head(name: str, **params: Any) -> BaseEstimator:
     Returns
     -------
     sklearn.base.BaseEstimator
-        An unfitted classifier; ``clone``, ``get_params`` and ``set_params`` work.
+        An unfitted classifier (or regressor); ``clone``, ``get_params`` and ``set_params`` work.
 
     Raises
     ------
@@ -237,7 +266,7 @@ def create_head(name: str, **params: Any) -> BaseEstimator:
     >>> type(head).__name__
     'Pipeline'
     """
-    entry = _entry(name)
+    entry = _entry(name, task_type)
     _check_params(entry, params)
     try:
         return entry.builder(**params)
@@ -247,29 +276,42 @@ def create_head(name: str, **params: Any) -> BaseEstimator:
         raise HeadParamError(f"head {name!r} rejected parameters {params!r}: {exc}") from exc
 
 
-def list_heads() -> list[str]:
-    """Names of all registered heads, sorted.
+def list_heads(task_type: str = "classification") -> list[str]:
+    """Names of the heads registered for a task type, sorted.
+
+    Parameters
+    ----------
+    task_type : {'classification', 'regression', 'multilabel'}, default='classification'
 
     Returns
     -------
     list of str
 
+    Raises
+    ------
+    HeadParamError
+        If ``task_type`` is not one of :data:`TASK_TYPES`.
+
     Examples
     --------
     >>> "svm" in list_heads()
     True
+    >>> "ridge" in list_heads("regression")
+    True
     """
     _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted(_registry(task_type))
 
 
-def head_description(name: str) -> str:
+def head_description(name: str, task_type: str = "classification") -> str:
     """The one-line description a head was registered with.
 
     Parameters
     ----------
     name : str
         A name from :func:`list_heads`.
+    task_type : str, default='classification'
+        As for :func:`create_head`.
 
     Returns
     -------
@@ -280,16 +322,18 @@ def head_description(name: str) -> str:
     UnknownHeadError
         If ``name`` is not registered.
     """
-    return _entry(name).description
+    return _entry(name, task_type).description
 
 
-def head_params(name: str) -> dict[str, Any]:
+def head_params(name: str, task_type: str = "classification") -> dict[str, Any]:
     """The builder's keyword parameters and their defaults.
 
     Parameters
     ----------
     name : str
         A name from :func:`list_heads`.
+    task_type : str, default='classification'
+        As for :func:`create_head`.
 
     Returns
     -------
@@ -301,18 +345,20 @@ def head_params(name: str) -> dict[str, Any]:
     UnknownHeadError
         If ``name`` is not registered.
     """
-    entry = _entry(name)
+    entry = _entry(name, task_type)
     sig = inspect.signature(entry.builder)
     return {p: sig.parameters[p].default for p in entry.params}
 
 
-def param_grid(name: str, **params: Any) -> dict[str, list[Any]]:
+def param_grid(name: str, task_type: str = "classification", **params: Any) -> dict[str, list[Any]]:
     """A small search grid over the step parameters of ``create_head(name, **params)``.
 
     Parameters
     ----------
     name : str
         A name from :func:`list_heads`.
+    task_type : str, default='classification'
+        As for :func:`create_head`.
     **params
         The builder parameters the head is created with; only grids that depend on
         them (the ensemble's, which names its members) read them.
@@ -335,7 +381,7 @@ def param_grid(name: str, **params: Any) -> dict[str, list[Any]]:
     >>> param_grid("knn")
     {'knn__n_neighbors': [10, 20, 50]}
     """
-    entry = _entry(name)
+    entry = _entry(name, task_type)
     _check_params(entry, params)
     grid = entry.grid(**params) if callable(entry.grid) else entry.grid
     return {key: list(copy.deepcopy(values)) for key, values in grid.items()}
@@ -350,7 +396,7 @@ def head_converters() -> dict[type, Converter]:
         ``{estimator class: converter}``, for :mod:`heads.onnx`.
     """
     _load_builtins()
-    return {entry.estimator: entry.converter for entry in _REGISTRY.values()
+    return {entry.estimator: entry.converter for entry in _entries()
             if entry.estimator is not None and entry.converter is not None}
 
 
@@ -364,4 +410,4 @@ def trusted_head_types() -> frozenset[str]:
     """
     _load_builtins()
     return frozenset(f"{entry.estimator.__module__}.{entry.estimator.__name__}"
-                     for entry in _REGISTRY.values() if entry.estimator is not None)
+                     for entry in _entries() if entry.estimator is not None)

@@ -32,3 +32,6 @@ class StoreData:
     augmented: dict[str, np.ndarray] | None = None
     #: where each row's image was first seen (a file or pseudo path), for the report's thumbnails
     paths: np.ndarray | None = None
+    #: the task ``y`` is for (None: the labels) and its type: ``y`` holds class indices, or floats for regression
+    task: str | None = None
+    task_type: str = "classification"

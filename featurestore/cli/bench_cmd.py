@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = from_arguments(BenchConfig, args)
     document = run_bench(args.stores, args.output, config)
-    print_table(document)
+    for task, doc in document.get("tasks", {None: document}).items():  # several tasks: a table each
+        if task is not None:
+            print(f"\ntask {task}:")
+        print_table(doc)
     return 0
 
 
@@ -38,6 +41,9 @@ def print_table(document: dict) -> None:
     cell's test accuracy too, in a column of its own."""
     from heads.report import score_label
 
+    if document.get("task_type") in ("regression", "multilabel"):
+        _print_task(document)
+        return
     label = score_label(document).lower()
     selection = document.get("selection")
     chosen = None if not selection else (selection["store"], selection["layer"], selection["head"])
@@ -51,3 +57,20 @@ def print_table(document: dict) -> None:
         extra = f" {cell:>13}" if test else ""
         print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} {r['accuracy']:>13.4f}{extra} "
               f"{r['macro_f1']:>8.4f} {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))
+
+
+def _print_task(document: dict) -> None:
+    """A regression or multilabel bench's results, sorted by the type's primary metric (R2, mAP); under
+    ``--select`` the chosen cell marked."""
+    from heads.report_tasks import METRICS
+
+    metrics = METRICS[document["task_type"]]
+    focus = document["focus"]
+    chosen = (focus["store"], focus["layer"], focus["head"])
+    print(f"{'store':<18} {'layer':<22} {'head':<10} " + " ".join(f"{t.replace('²', '2'):>12}" for _, t in metrics)
+          + f" {'fit s':>8}  method")
+    for r in sorted(document["results"], key=lambda r: -r[metrics[0][0]]):
+        mark = document.get("selection") and (r["store"], r["layer"], r["head"]) == chosen
+        print(f"{r['store'][:18]:<18} {r['layer'][:22]:<22} {r['head']:<10} "
+              + " ".join(f"{r[k]:>12.4g}" for k, _ in metrics)
+              + f" {r['fit_seconds']:>8.2f}  {r['method']}" + ("  <- chosen" if mark else ""))

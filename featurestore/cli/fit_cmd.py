@@ -29,6 +29,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "each layer's block instead)")
     p.add_argument("--param", action="append", type=_param, default=[], help="head parameter KEY=VALUE")
     p.add_argument("--search", action="store_true")
+    p.add_argument("--task", help="the store task to learn (default: the labels); a regression task takes a "
+                                  "regression head (ridge, svr, tree, forest, bayes, xgb, knn)")
     p.add_argument("-o", "--output", required=True, type=Path, help="head file (.skops)")
     return p
 
@@ -37,8 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from heads.fit import fit_head
 
     meta = fit_head(args.store, args.head, args.output, layers=args.layers.split(",") if args.layers else None,
-                    fusion=args.fusion, params=dict(args.param), search=args.search)
+                    fusion=args.fusion, params=dict(args.param), search=args.search, task=args.task)
+    scores = meta["scores"]
+    score = (f"R2 {scores['r2']:.4f}, MAE {scores['mae']:.4g}, RMSE {scores['rmse']:.4g}" if "r2" in scores
+             else f"mAP {scores['map']:.4f}, micro-F1 {scores['micro_f1']:.4f}, subset accuracy "
+                  f"{scores['subset_accuracy']:.4f}" if "map" in scores else f"accuracy {scores['accuracy']:.4f}")
     print(f"wrote {args.output} ({meta['head']}, {meta['method']}, layers {', '.join(meta['layers'])}): "
-          f"{meta['scores']['evaluation']} accuracy {meta['scores']['accuracy']:.4f}, "
+          f"{scores['evaluation']} {score}, "
           f"fit {meta['fit_seconds']:.1f} s on {meta['trained_rows']} rows")
     return 0

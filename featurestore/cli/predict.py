@@ -37,7 +37,8 @@ def _decode(item, prep):
 
 def predict_source(model_path: str | Path, head_path: str | Path, source: Any, output: str | Path, *,
                    device: str = "auto", batch_size: int = 32) -> dict[str, int]:
-    """Write ``path,key,label,confidence,error,prob_<class>...`` for every image of ``source``.
+    """Write ``path,key,label,confidence,error,prob_<class>...`` for every image of ``source``
+    (``path,key,prediction,error`` for a regression head).
 
     The head's sidecar must name this model's sha256 (the store the head was fitted on was
     extracted with it); pickles and non-skops files are refused before loading.
@@ -54,6 +55,23 @@ def predict_source(model_path: str | Path, head_path: str | Path, source: Any, o
     estimator, metadata = load_head(head_path)
     layers = list(metadata["layers"])
     check_head_width(estimator, [model.spec.layer(name).dim for name in layers], metadata, head_path, model.path)
+
+    if metadata.get("task_type") == "regression":
+        def regress(images: np.ndarray) -> np.ndarray:
+            feats = model.run(images, layers)
+            return estimator.predict(np.concatenate([feats[name].reshape(len(images), -1) for name in layers], axis=1))
+
+        return _write_values(model, regress, source, output, batch_size)
+    if metadata.get("task_type") == "multilabel":
+        from heads.multilabel import label_probabilities
+
+        def label_sets(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            feats = model.run(images, layers)
+            X = np.concatenate([feats[name].reshape(len(images), -1) for name in layers], axis=1)
+            return estimator.predict(X), label_probabilities(estimator, X)
+
+        return _write_predictions(model, label_sets, list(metadata["classes"]), source, output, batch_size,
+                                  multilabel=True)
 
     def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         feats = model.run(images, layers)
@@ -78,17 +96,26 @@ def predict_packaged(classifier_path: str | Path, source: Any, output: str | Pat
         raise MissingOutputError(f"{classifier_path} has no packaged head (no {CLASSES_KEY} metadata); give "
                                  "MODEL HEAD SOURCE, or package the head with `featurestore package`")
     has_probabilities = json.loads(meta[HEAD_KEY]).get("probabilities", True)
+    multilabel = json.loads(meta[HEAD_KEY]).get("task_type") == "multilabel"
+    if [output.name for output in model.session.get_outputs()] == ["prediction"]:  # a regression head
+        return _write_values(model, lambda images: model.run(images, ["prediction"])["prediction"].reshape(-1),
+                             source, output, batch_size)
 
     def classify(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         label, probabilities = model.run(images, ["label", "probabilities"]).values()
         return label, probabilities if has_probabilities else None
 
-    return _write_predictions(model, classify, json.loads(meta[CLASSES_KEY]), source, output, batch_size)
+    return _write_predictions(model, classify, json.loads(meta[CLASSES_KEY]), source, output, batch_size,
+                              multilabel=multilabel)
 
 
 def _write_predictions(model: FeatureModel, classify: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
-                       classes: list[str], source: Any, output: str | Path, batch_size: int) -> dict[str, int]:
-    """Decode ``source`` in batches, classify each batch, write one CSV row per image (failures too)."""
+                       classes: list[str], source: Any, output: str | Path, batch_size: int,
+                       multilabel: bool = False) -> dict[str, int]:
+    """Decode ``source`` in batches, classify each batch, write one CSV row per image (failures too).
+
+    With ``multilabel`` the ``label`` column is the predicted label set (``a|b``, empty for none),
+    ``confidence`` is empty and ``prob_<label>`` is each label's probability."""
     items = list(open_source(source))
     counts = {"predicted": 0, "failed": 0}
     with open(output, "w", newline="") as fh, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -109,8 +136,37 @@ def _write_predictions(model: FeatureModel, classify: Callable[[np.ndarray], tup
                     continue
                 r = row_of[i]
                 p = probs[r] if probs is not None else None
+                if multilabel:
+                    writer.writerow([item.path, key, "|".join(c for c, on in zip(classes, labels[r]) if on), "", ""]
+                                    + [f"{v:.6f}" for v in p])
+                    counts["predicted"] += 1
+                    continue
                 writer.writerow([item.path, key, classes[int(labels[r])],
                                  f"{float(p.max()):.6f}" if p is not None else "", ""]
                                 + ([f"{v:.6f}" for v in p] if p is not None else [""] * len(classes)))
+                counts["predicted"] += 1
+    return counts
+
+
+def _write_values(model: FeatureModel, regress: Callable[[np.ndarray], np.ndarray], source: Any, output: str | Path,
+                  batch_size: int) -> dict[str, int]:
+    """As :func:`_write_predictions`, for a regression head: ``path,key,prediction,error``."""
+    items = list(open_source(source))
+    counts = {"predicted": 0, "failed": 0}
+    with open(output, "w", newline="") as fh, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "key", "prediction", "error"])
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            decoded = list(pool.map(lambda it: _decode(it, model.spec.preprocessing), chunk))
+            good = [i for i, (_, image, _) in enumerate(decoded) if image is not None]
+            values = regress(np.stack([decoded[i][1] for i in good])) if good else None
+            row_of = {i: r for r, i in enumerate(good)}
+            for i, (item, (key, _, error)) in enumerate(zip(chunk, decoded)):
+                if error is not None:
+                    writer.writerow([item.path, "", "", error])
+                    counts["failed"] += 1
+                    continue
+                writer.writerow([item.path, key, repr(float(values[row_of[i]])), ""])
                 counts["predicted"] += 1
     return counts

@@ -62,7 +62,8 @@ def test_pipeline_keys_of_earlier_files_still_hold():
     assert step_keys("export") == {"name", "backbone", "layers", "pool", "weights", "random_init", "precision",
                                    "image_size", "grayscale", "offline", "calibrate", "calibrate_count"}
     assert step_keys("bench") == {"name", "stores", "heads", "fusions", "layers", "per_layer", "cv", "search",
-                                  "jobs", "max_train_rows", "seed", "select", "join", "views", "shots", "seeds"}
+                                  "jobs", "max_train_rows", "seed", "select", "join", "views", "shots", "seeds",
+                                  "task"}
     assert step_keys("extract") >= {"name", "model", "sources", "limit", "batch_size", "device", "views", "augment",
                                     "dtype", "shard_rows", "strict", "decode"}
 
