@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -557,7 +557,3 @@ def select_cell(results: Sequence[CellResult], stores: dict[str, StoreData], con
     if final.extra:  # a regression's held-out (true, predicted) pairs, a multilabel's per-label AP
         chosen["extra"] = final.extra
     return chosen
-
-
-def config_dict(config: BenchConfig) -> dict[str, Any]:
-    return asdict(config)
