@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      f"{found['page_mb']:.1f}", load])
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         note = (f"{found['rows_drawn']:,} of {found['total_rows']:,} rows drawn; {np.median(found['cpu_s']):.0f} CPU s "
-                f"on {cores} cores; load average {load} during the run")
+                f"on {cores} cores; load average {load} during the run.")
         targets.append(evaluate("map.budget", found["wall_s"], note=note, detail={"cpu_s": found["cpu_s"]}))
     return {
         "parameters": {"store": args.store or ("synthetic" if args.quick else "fashion-mnist pixels (70,000 rows)"),
