@@ -357,7 +357,7 @@ def render_map(result: EmbeddingMap, thumbnails: dict[int, str], thumbnail_count
     if result.knn_accuracy_2d is not None:
         what = ("label" if not result.task else "value bin" if result.values is not None else "class")
         quality = (f"Neighbourhoods kept: a 10-nearest-neighbour vote finds the {what} of "
-                   f"{fmt(result.knn_accuracy_2d, 3)} of the labelled points in 2-D (5-fold CV), {fmt(result.knn_accuracy_input, 3)} in the "
+                   f"{fmt(result.knn_accuracy_2d, 3)} of the {'points with a value' if result.task else 'labelled points'} in 2-D (5-fold CV), {fmt(result.knn_accuracy_input, 3)} in the "
                    f"{result.pca_dims}-dimensional PCA space it started from.")
     timing = "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
     legend = "".join(f"<li><span class='dot' style='background:{colours[i] if i < len(classes) else colours[-1]}'>"
