@@ -2,8 +2,8 @@
 
 Points are coloured by label, or by a task's value (``task``): a class, or for a regression
 task the value on a colour scale (in quantile bins, which also stratify the sample); hovering
-one shows its thumbnail, path and label or value, and a click keeps it shown. Above ``max_points`` rows the map is drawn from a stratified, seeded sample,
-and the page says so. Only features are read to place the points; the only images decoded
+one shows its thumbnail, path and label or value, and a click keeps it shown. Above
+``max_points`` rows the map is drawn from a stratified, seeded sample, and the page says so. Only features are read to place the points; the only images decoded
 are the thumbnails the page carries (at most ``max_thumbnails``).
 
 How well the map keeps neighbourhoods is measured and shown: the accuracy of a 10-nearest-
@@ -73,7 +73,7 @@ class EmbeddingMap:
     seconds: dict[str, float] = field(default_factory=dict)
     #: the task the points are coloured by (None: the rows' labels)
     task: str | None = None
-    #: a regression task's value of each point (NaN: none), binned into ``labels`` by ``bins``
+    #: a regression task's value of each point (NaN: none); ``labels`` then holds its quantile bin
     values: np.ndarray | None = None
     #: the labels in legend order (None: sorted); for a regression task, its value bins from low to high
     order: tuple[str, ...] | None = None
