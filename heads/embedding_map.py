@@ -3,8 +3,9 @@
 Points are coloured by label, or by a task's value (``task``): a class, or for a regression
 task the value on a colour scale (in quantile bins, which also stratify the sample); hovering
 one shows its thumbnail, path and label or value, and a click keeps it shown. Above
-``max_points`` rows the map is drawn from a stratified, seeded sample, and the page says so. Only features are read to place the points; the only images decoded
-are the thumbnails the page carries (at most ``max_thumbnails``).
+``max_points`` rows the map is drawn from a stratified, seeded sample, and the page says so.
+Only features are read to place the points; the only images decoded are the thumbnails the
+page carries (at most ``max_thumbnails``).
 
 How well the map keeps neighbourhoods is measured and shown: the accuracy of a 10-nearest-
 neighbour vote on the 2-D points (5-fold CV over the labelled points), next to the same
