@@ -1,9 +1,11 @@
 """A 2-D map of a store's rows (one layer): PCA, then t-SNE or UMAP, drawn as one self-contained page.
 
-Points are coloured by label; hovering one shows its thumbnail, path and label, and a click
-keeps it shown. Above ``max_points`` rows the map is drawn from a stratified, seeded sample,
-and the page says so. Only features are read to place the points; the only images decoded
-are the thumbnails the page carries (at most ``max_thumbnails``).
+Points are coloured by label, or by a task's value (``task``): a class, or for a regression
+task the value on a colour scale (in quantile bins, which also stratify the sample); hovering
+one shows its thumbnail, path and label or value, and a click keeps it shown. Above
+``max_points`` rows the map is drawn from a stratified, seeded sample, and the page says so.
+Only features are read to place the points; the only images decoded are the thumbnails the
+page carries (at most ``max_thumbnails``).
 
 How well the map keeps neighbourhoods is measured and shown: the accuracy of a 10-nearest-
 neighbour vote on the 2-D points (5-fold CV over the labelled points), next to the same
@@ -21,7 +23,7 @@ import numpy as np
 from featurestore import open_store
 from featurestore.errors import BackendUnavailableError, OptionsError
 
-from ._html import category_colour, esc, fmt, json_script, page
+from ._html import category_colour, colour, esc, fmt, json_script, page
 from .errors import HeadDataError
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "EmbeddingMap", "embed", "stratified_sample", "build_map", "render_map",
@@ -50,7 +52,7 @@ class EmbeddingMap:
     rows : numpy.ndarray
         The store row of each point.
     labels : numpy.ndarray of str
-        Each point's label (``""``: unlabelled).
+        Each point's label, or its class or value bin of ``task`` (``""``: none).
     paths : numpy.ndarray of str
         Where each point's image was first seen.
     total_rows : int
@@ -70,6 +72,12 @@ class EmbeddingMap:
     seed: int
     split: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the task the points are coloured by (None: the rows' labels)
+    task: str | None = None
+    #: a regression task's value of each point (NaN: none); ``labels`` then holds its quantile bin
+    values: np.ndarray | None = None
+    #: the labels in legend order (None: sorted); for a regression task, its value bins from low to high
+    order: tuple[str, ...] | None = None
     #: 10-NN accuracy (5-fold CV over the labelled points) in 2-D and in the PCA space; None when unlabelled
     knn_accuracy_2d: float | None = None
     knn_accuracy_input: float | None = None
@@ -203,15 +211,53 @@ def _knn_accuracy(points: np.ndarray, labels: np.ndarray, seed: int) -> float | 
     return float(np.mean(cross_val_score(knn, points[labelled], y, cv=folds)))
 
 
+#: Colour bins of a regression task's values (quantiles of the rows' values).
+VALUE_BINS = 8
+
+
+def _value_bins(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Each value's quantile bin as a label (``""`` for NaN), and the bin labels from low to high."""
+    present = np.isfinite(values)
+    if not present.any():
+        return np.full(len(values), "", dtype=object), ()
+    edges = np.unique(np.quantile(values[present], np.linspace(0, 1, VALUE_BINS + 1)))
+    if len(edges) == 1:
+        names = (f"{edges[0]:.4g}",)
+        return np.where(present, names[0], ""), names
+    names = tuple(f"{low:.4g} to {high:.4g}" for low, high in zip(edges[:-1], edges[1:]))
+    index = np.clip(np.searchsorted(edges, np.where(present, values, edges[0]), side="right") - 1, 0, len(names) - 1)
+    return np.where(present, np.asarray(names, dtype=object)[index], ""), names
+
+
+def _task_labels(store, task: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """Labels of ``rows`` for ``task`` (class, or value bin), the regression values, and the legend order."""
+    targets = store.targets(task)
+    if targets.type == "classification":
+        classes = np.asarray(targets.classes + ("",), dtype=object)
+        return classes[targets.y[rows]].astype(str), None, tuple(targets.classes)
+    if targets.type == "regression":
+        values = targets.y[rows]
+        labels, names = _value_bins(values)
+        return labels.astype(str), values, names
+    raise OptionsError(f"task {task!r} of store {store.path} is {targets.type}: a map is coloured by a "
+                       "classification or regression task (see `featurestore info` for its tasks)")
+
+
 def build_map(store_path: str | Path, layer: str, *, method: str = DEFAULT_METHOD,
               max_points: int = DEFAULT_MAX_POINTS, seed: int = 0, split: str | None = None,
-              progress: bool = False) -> EmbeddingMap:
+              progress: bool = False, task: str | None = None) -> EmbeddingMap:
     """Place the clean rows of one layer of a store in 2-D (see :func:`embed`).
+
+    With ``task``, points are coloured (and the sample stratified) by that task's class, or for a
+    regression task by its value in :data:`VALUE_BINS` quantile bins; the 10-NN scores are then of
+    those classes or bins.
 
     Raises
     ------
     OptionsError
-        ``max_points`` below 3, an unknown method, fewer than 3 rows.
+        ``max_points`` below 3, an unknown method, fewer than 3 rows, a multilabel task.
+    featurestore.errors.TaskNotInStoreError
+        The store has no such task.
     HeadDataError
         A drawn row holds NaN or infinite values.
     featurestore.errors.StoreError
@@ -222,8 +268,13 @@ def build_map(store_path: str | Path, layer: str, *, method: str = DEFAULT_METHO
     store = open_store(store_path)
     output = store.output_name(layer)
     candidates = store.rows(split, view=0)
-    labels = store.labels[candidates]
-    picked = candidates[stratified_sample(labels, max_points, seed)]
+    values = order = None
+    if task is None:
+        labels = store.labels[candidates]
+    else:
+        labels, values, order = _task_labels(store, task, candidates)
+    drawn = stratified_sample(labels, max_points, seed)
+    picked = candidates[drawn]
     start = time.perf_counter()
     data = store.load([output], rows=picked)
     read = time.perf_counter() - start
@@ -234,11 +285,12 @@ def build_map(store_path: str | Path, layer: str, *, method: str = DEFAULT_METHO
                             "NaN or infinite values; a map needs finite features (featurestore verify checks the "
                             "store)")
     coords, reduced, seconds = embed(X, method, seed=seed, progress=progress)
-    point_labels = np.asarray(data.labels).astype(str)
+    point_labels = np.asarray(data.labels if task is None else labels[drawn]).astype(str)
     result = EmbeddingMap(store=str(store_path), layer=output, method=method, coords=coords, rows=picked,
                           labels=point_labels, paths=np.asarray(data.paths).astype(str), total_rows=len(candidates),
                           dims=int(np.prod(X.shape[1:])), pca_dims=reduced.shape[1], seed=seed, split=split,
-                          seconds={"read": read, **seconds})
+                          seconds={"read": read, **seconds}, task=task,
+                          values=None if values is None else values[drawn], order=order)
     result.knn_accuracy_2d = _knn_accuracy(coords, point_labels, seed)
     result.knn_accuracy_input = _knn_accuracy(reduced, point_labels, seed)
     return result
@@ -247,7 +299,7 @@ def build_map(store_path: str | Path, layer: str, *, method: str = DEFAULT_METHO
 def write_map(store_path: str | Path, layer: str, output: str | Path, *, method: str = DEFAULT_METHOD,
               max_points: int = DEFAULT_MAX_POINTS, max_thumbnails: int = DEFAULT_MAX_THUMBNAILS,
               thumbnail_size: int = 64, seed: int = 0, split: str | None = None,
-              progress: bool = False) -> EmbeddingMap:
+              progress: bool = False, task: str | None = None) -> EmbeddingMap:
     """:func:`build_map`, then its page with thumbnails of at most ``max_thumbnails`` points, written to ``output``.
 
     Returns
@@ -260,7 +312,7 @@ def write_map(store_path: str | Path, layer: str, output: str | Path, *, method:
     if isinstance(max_thumbnails, bool) or not isinstance(max_thumbnails, int) or max_thumbnails < 0:
         raise OptionsError(f"max_thumbnails must be an integer >= 0, got {max_thumbnails!r}")
     result = build_map(store_path, layer, method=method, max_points=max_points, seed=seed, split=split,
-                       progress=progress)
+                       progress=progress, task=task)
     shown = stratified_sample(result.labels, max_thumbnails, seed) if max_thumbnails else np.arange(0)
     start = time.perf_counter()
     made = make_thumbnails([result.paths[i] for i in shown], size=thumbnail_size, progress=progress)
@@ -274,7 +326,8 @@ def write_map(store_path: str | Path, layer: str, output: str | Path, *, method:
 
 def render_map(result: EmbeddingMap, thumbnails: dict[int, str], thumbnail_counts: dict[str, int]) -> str:
     """The page of a map: the points on a canvas, a legend, and a panel for the point under the mouse."""
-    classes = sorted(set(result.labels.tolist()) - {""})
+    present = set(result.labels.tolist()) - {""}
+    classes = ([c for c in result.order if c in present] if result.order is not None else sorted(present))
     index = {c: i for i, c in enumerate(classes)}
     has_unlabelled = bool((result.labels == "").any())
     codes = [index.get(label, len(classes)) for label in result.labels.tolist()]
@@ -282,12 +335,18 @@ def render_map(result: EmbeddingMap, thumbnails: dict[int, str], thumbnail_count
     span = np.maximum(high - low, 1e-12)
     unit = (result.coords - low) / span
     counts = np.bincount(codes, minlength=len(classes) + 1).tolist()
-    legend_names = classes + (["(unlabelled)"] if has_unlabelled else [])
-    colours = [category_colour(i) for i in range(len(classes))] + ["#9aa3af"]
+    legend_names = classes + ([f"(no {result.task})" if result.task else "(unlabelled)"] if has_unlabelled else [])
+    if result.values is not None:  # a regression task: its value bins on the viridis scale, low to high
+        colours = [colour(i, 0, max(len(classes) - 1, 1))[0] for i in range(len(classes))] + ["#9aa3af"]
+    else:
+        colours = [category_colour(i) for i in range(len(classes))] + ["#9aa3af"]
     data = {"x": [round(float(v), 4) for v in unit[:, 0]], "y": [round(float(v), 4) for v in unit[:, 1]],
             "c": codes, "classes": legend_names, "colours": colours[:len(legend_names)], "paths": result.paths.tolist(),
             "thumbs": {str(k): v for k, v in thumbnails.items()}}
-    sample = (f"{len(result.rows):,} of {result.total_rows:,} rows, a stratified sample (by label, seed "
+    if result.values is not None:
+        data["v"] = [None if not np.isfinite(v) else float(f"{v:.6g}") for v in result.values.tolist()]
+    by = (f"task {result.task}" + (" value bins" if result.values is not None else "")) if result.task else "label"
+    sample = (f"{len(result.rows):,} of {result.total_rows:,} rows, a stratified sample (by {by}, seed "
               f"{result.seed})" if result.subsampled else f"all {result.total_rows:,} rows")
     skipped = thumbnail_counts["missing"] + thumbnail_counts["unreadable"]
     thumbs_note = (f"Thumbnails for {len(thumbnails):,} of {len(result.rows):,} points"
@@ -297,8 +356,9 @@ def render_map(result: EmbeddingMap, thumbnails: dict[int, str], thumbnail_count
     method = {"tsne": "t-SNE (scikit-learn)", "umap": "UMAP (umap-learn)", "pca": "PCA"}[result.method]
     quality = ""
     if result.knn_accuracy_2d is not None:
-        quality = (f"Neighbourhoods kept: a 10-nearest-neighbour vote finds the label of {fmt(result.knn_accuracy_2d, 3)}"
-                   f" of the labelled points in 2-D (5-fold CV), {fmt(result.knn_accuracy_input, 3)} in the "
+        what = ("label" if not result.task else "value bin" if result.values is not None else "class")
+        quality = (f"Neighbourhoods kept: a 10-nearest-neighbour vote finds the {what} of "
+                   f"{fmt(result.knn_accuracy_2d, 3)} of the {'points with a value' if result.task else 'labelled points'} in 2-D (5-fold CV), {fmt(result.knn_accuracy_input, 3)} in the "
                    f"{result.pca_dims}-dimensional PCA space it started from.")
     timing = "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
     legend = "".join(f"<li><span class='dot' style='background:{colours[i] if i < len(classes) else colours[-1]}'>"
@@ -308,7 +368,10 @@ def render_map(result: EmbeddingMap, thumbnails: dict[int, str], thumbnail_count
             f"<p class='muted small' id='about'>{esc(result.store)}: {esc(sample)}"
             f"{' of split ' + esc(result.split) if result.split else ''}; the layer's {result.dims:,} dimensions "
             f"standardised, reduced to {result.pca_dims} by PCA, then placed in 2-D by {esc(method)}. "
-            f"{esc(thumbs_note)} {esc(timing)}.</p>"
+            + (f"Coloured by task {esc(result.task)}"
+               + (f" (its values in {len(classes)} quantile bins, low to high)" if result.values is not None else "")
+               + ". " if result.task else "")
+            + f"{esc(thumbs_note)} {esc(timing)}.</p>"
             + (f"<p id='quality'>{esc(quality)}</p>" if quality else "")
             + "<div class='maprow'><canvas id='map' width='900' height='720'></canvas><div class='side'>"
             "<div class='card' id='info'><span class='muted'>Hover over a point to see its image; click to keep "
@@ -356,7 +419,8 @@ _MAP_SCRIPT = """
       none.textContent = '(no thumbnail for this point)'; info.appendChild(none);
     }
     var label = document.createElement('div'); label.className = 'big';
-    label.textContent = data.classes[data.c[i]]; info.appendChild(label);
+    label.textContent = (data.v && data.v[i] !== null) ? String(data.v[i]) : data.classes[data.c[i]];
+    info.appendChild(label);
     var path = document.createElement('div'); path.className = 'path'; path.textContent = data.paths[i];
     info.appendChild(path);
     draw(i);

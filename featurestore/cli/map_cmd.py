@@ -1,4 +1,4 @@
-"""``featurestore map STORE --layer L [-o map.html]``: a 2-D embedding map of a store's rows."""
+"""``featurestore map STORE --layer L [--task T] [-o map.html]``: a 2-D embedding map of a store's rows."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("map.html"), help="page to write (default: map.html)")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"how points are placed in 2-D (default: {DEFAULT_METHOD})")
+    p.add_argument("--task", help="colour (and stratify) points by this task of the store: its class, or a "
+                                  "regression task's value on a colour scale (default: the rows' labels)")
     p.add_argument("--split", help="only rows of this split (default: every split)")
     p.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
                    help=f"rows above this are subsampled, stratified by label (default: {DEFAULT_MAX_POINTS:,})")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from heads.embedding_map import write_map
 
     result = write_map(args.store, args.layer, args.output, method=args.method, max_points=args.max_points,
-                       max_thumbnails=args.thumbnails, seed=args.seed, split=args.split, progress=args.progress)
+                       max_thumbnails=args.thumbnails, seed=args.seed, split=args.split, progress=args.progress,
+                       task=args.task)
     sample = (f"{len(result.rows):,} of {result.total_rows:,} rows (stratified sample, seed {result.seed})"
               if result.subsampled else f"{result.total_rows:,} rows")
     quality = ("" if result.knn_accuracy_2d is None else

@@ -109,3 +109,54 @@ def test_umap_without_umap_learn_is_a_one_line_error(tmp_path, capsys):
     store = clustered_store(tmp_path / "s", n=30)
     assert main(["map", str(store), "--layer", "f", "--method", "umap", "-o", str(tmp_path / "m.html")]) == 1
     assert "pip install umap-learn" in capsys.readouterr().err
+
+
+def labelled_tasks(tmp_path: Path, n: int = 150) -> Path:
+    """The clustered store with a regression task ``size`` (rising with the cluster, one row without a value), a
+    classification task ``kind`` (the cluster's name, another spelling) and a multilabel task ``tags``."""
+    store = clustered_store(tmp_path / "s", n=n)
+    rows = [f"array:{i:05d}" for i in range(n)]
+    (tmp_path / "size.csv").write_text("path,size\n" + "".join(f"{p},{10 * (i % 3) + i / n}\n"
+                                                              for i, p in enumerate(rows) if i))
+    (tmp_path / "kind.csv").write_text("path,kind\n" + "".join(f"{p},kind {i % 3}\n" for i, p in enumerate(rows)))
+    (tmp_path / "tags.csv").write_text("path,tags\n" + "".join(f"{p},a|b\n" for p in rows))
+    for table in ("size", "kind", "tags"):
+        assert main(["label", str(store), str(tmp_path / f"{table}.csv")]) == 0
+    return store
+
+
+def test_map_colours_by_a_tasks_class_or_value(tmp_path, capsys):
+    store = labelled_tasks(tmp_path)
+    assert main(["map", str(store), "--layer", "f", "--task", "kind", "-o", str(tmp_path / "k.html"),
+                 "--max-points", "90", "--no-progress"]) == 0
+    assert "90 of 150 rows" in capsys.readouterr().out
+    text = (tmp_path / "k.html").read_text()
+    data = map_data(text)
+    assert data["classes"] == ["kind 0", "kind 1", "kind 2"] and np.bincount(data["c"]).tolist() == [30, 30, 30]
+    assert "v" not in data and "stratified sample (by task kind, seed 0)" in Page(text).all_text("about")
+
+    assert main(["map", str(store), "--layer", "f", "--task", "size", "-o", str(tmp_path / "s.html"),
+                 "--method", "pca", "--no-progress"]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "s.html").read_text()
+    data = map_data(text)
+    # the values in quantile bins, low to high on the viridis scale; the row without a value is grey
+    assert len(data["classes"]) == 9 and data["classes"][-1] == "(no size)"
+    lows = [float(name.split(" to ")[0]) for name in data["classes"][:-1]]
+    assert lows == sorted(lows) and data["colours"][0] == "#440154" and data["colours"][-1] == "#9aa3af"
+    assert data["v"][0] is None and data["c"][0] == 8 and np.bincount(data["c"]).tolist()[-1] == 1
+    values = np.asarray(data["v"][1:], dtype=float)
+    codes = np.asarray(data["c"][1:])
+    assert all(values[codes == k].max() <= values[codes == k + 1].min() for k in range(7))
+    assert "Coloured by task size (its values in 8 quantile bins, low to high)" in Page(text).all_text("about")
+
+
+def test_map_refuses_a_multilabel_or_unknown_task_in_one_line(tmp_path, capsys):
+    store = labelled_tasks(tmp_path, n=30)
+    capsys.readouterr()
+    for task, expected in (("tags", "is multilabel: a map is coloured by a classification or regression task"),
+                           ("nope", "task 'nope' is not in store")):
+        assert main(["map", str(store), "--layer", "f", "--task", task, "-o", str(tmp_path / "m.html")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err
+    assert not (tmp_path / "m.html").exists()
