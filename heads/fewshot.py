@@ -123,8 +123,9 @@ def run_shots(data, cells, config, output: str | Path, log, *, started: float, l
     if not results:
         raise HeadDataError("bench --shots: no head could be fitted on any draw; use more shots per class")
     output = Path(output)
+    shots = {"shots": list(config.shots), "seeds": config.seeds, "table": table}
     document = write_report(output, data, config, results, load_seconds=load_seconds,
-                            total_seconds=time.perf_counter() - started)
+                            total_seconds=time.perf_counter() - started, extra={"shots": shots})
     _write_shots(output, config, fits, table, document)
     log(f"bench --shots: {len(fits)} fits in {time.perf_counter() - started:.1f} s; report in {output}")
     return document
@@ -159,7 +160,6 @@ def _write_shots(output: Path, config, fits: list[dict[str, Any]], table: list[d
     (output / "shots.md").write_text(text)
     with open(output / "report.md", "a") as fh:
         fh.write("\n" + text)
-    document["shots"] = {"shots": list(config.shots), "seeds": config.seeds, "table": table}
     (output / "results.json").write_text(json.dumps(document, indent=1, default=str))
 
 

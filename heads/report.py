@@ -35,9 +35,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_report(output: Path, stores, config, results, *, load_seconds: float, total_seconds: float,
-                 selection: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                 selection: dict[str, Any] | None = None, progress: bool = False,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write every report file into ``output`` and return the JSON document (``progress``: a bar
-    while the thumbnails of ``report.html`` are decoded)."""
+    while the thumbnails of ``report.html`` are decoded; ``extra``: more of the document, such as a
+    few-shot bench's ``shots``, which ``report.html`` shows too)."""
     output.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
     with open(output / "results.csv", "w", newline="") as fh:
@@ -62,7 +64,7 @@ def write_report(output: Path, stores, config, results, *, load_seconds: float, 
                    "load_fraction": load_seconds / total_seconds if total_seconds else 0.0},
         "best": best.row() | {"confusion": best.confusion},
         "selection": selection,
-    }
+    } | (extra or {})
     focus = _focus(document, stores, best)
     document["focus"] = focus
     (output / "results.json").write_text(json.dumps(document, indent=1, default=str))

@@ -17,9 +17,9 @@ from ._html import SORT_SCRIPT, esc, fmt, page, svg_heatmap, svg_lines
 
 __all__ = ["render_report", "TASK_SECTIONS"]
 
-#: Sections for tasks other than classification, each ``(document, focus) -> HTML or None``, drawn
-#: after the classification sections; a bench of regression targets adds "predicted vs true" and
-#: residuals here, a few-shot bench "accuracy against shots". None exist yet: bench fits classifiers.
+#: Further sections, each ``(document, focus) -> HTML or None`` (None: nothing to show), drawn after
+#: the classification sections: a few-shot bench's accuracy against shots. (Regression and
+#: multilabel benches write their own page, :mod:`heads.report_tasks`.)
 TASK_SECTIONS: list[Callable[[dict[str, Any], dict[str, Any]], str | None]] = []
 
 
@@ -207,3 +207,41 @@ def _wrong(focus: dict[str, Any], thumbnails: Any) -> str:
                      f"<div>true <b>{esc(w['true'])}</b></div><div>predicted <b>{esc(w['predicted'])}</b></div>"
                      f"{confidence}<div class='path'>{esc(w['path'])}</div></div>")
     return f"{title}<p class='muted small' id='wrong-note'>{esc(note)}</p><div class='grid' id='wrong'>{''.join(cards)}</div>"
+
+
+def _shots(document: dict[str, Any], focus: dict[str, Any]) -> str | None:
+    """``bench --shots``: accuracy against training images per class, a line per head and layer of
+    each store (the mean over the seeded draws), and the mean ± std table."""
+    shots = document.get("shots")
+    if not shots:
+        return None
+    ks = [str(k) for k in shots["shots"]]
+    by = {(r["store"], r["layer"], r["head"], str(r["shots"])): r for r in shots["table"]}
+    keys = list(dict.fromkeys((r["store"], r["layer"], r["head"]) for r in shots["table"]))
+    parts = [f"<h2>Few-shot: accuracy against training images per class</h2><p class='muted small'>"
+             f"{shots['seeds']} seeded draws of each number of shots, the same for every cell; scored on the "
+             f"whole test split; mean over the draws (± their standard deviation in the table).</p>"]
+    for store in dict.fromkeys(key[0] for key in keys):
+        series = {}
+        for _, layer, head in (k for k in keys if k[0] == store):
+            values = [by.get((store, layer, head, k)) for k in ks]
+            series[f"{head} / {layer}"] = [None if r is None or r["failed"] == r["draws"] else r["accuracy_mean"]
+                                           for r in values]
+        parts.append(f"<h3>{esc(store)}</h3>" + svg_lines([f"{k} shots" for k in ks], series, y_label="accuracy"))
+    head = "".join(f"<th>{esc(t)}</th>" for t in ("store", "layer", "head")) + \
+        "".join(f"<th class='num'>{esc(k)} shots</th>" for k in ks)
+    rows = []
+    for store, layer, head_name in keys:
+        cells = []
+        for k in ks:
+            r = by.get((store, layer, head_name, k))
+            text = "" if r is None else "fails" if r["failed"] == r["draws"] else \
+                f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}"
+            cells.append(f"<td class='num'>{esc(text)}</td>")
+        rows.append(f"<tr><td>{esc(store)}</td><td>{esc(layer)}</td><td>{esc(head_name)}</td>{''.join(cells)}</tr>")
+    parts.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+                 f"</table></div>")
+    return "\n".join(parts)
+
+
+TASK_SECTIONS.append(_shots)

@@ -58,6 +58,9 @@ def test_bench_shots_through_the_cli(tmp_path, capsys) -> None:
     report = (out / "report.md").read_text()
     assert "## Few-shot" in report and "| signal | logreg | fails |" in report and " ± " in report
     assert (out / "shots_s.png").stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    assert "Few-shot: accuracy against training images per class" in page and "5 shots" in page
+    assert page.count("<svg") >= 2 and " ± " in page
     assert "5 shots" in (out / "shots.md").read_text()
 
 
