@@ -20,7 +20,7 @@ from .session import FeatureModel
 from .sources import ArraySource, CsvSource, FashionMnistSource, FolderSource, ImageSource, SourceItem, open_source
 from .sources import TableSource, WebDatasetSource, ZipSource
 from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo, read_spec
-from .store import FeatureSet, FeatureStore, join_stores, open_store, select_layers
+from .store import FeatureSet, FeatureStore, join_stores, open_store, resolve_layers, store_names
 from .verify import verify_store
 
 __all__ = [
@@ -65,7 +65,8 @@ __all__ = [
     "open_store",
     "preprocess_array",
     "read_spec",
-    "select_layers",
+    "resolve_layers",
+    "store_names",
     "verify_store",
     "write_arrays",
 ]

@@ -26,7 +26,7 @@ from .store_paths import open_store_file, shard_file
 from .spec import ModelSpec
 from .task_files import RowTargets, row_targets, task_values
 
-__all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "select_layers"]
+__all__ = ["FeatureSet", "FeatureStore", "join_stores", "open_store", "resolve_layers", "store_names"]
 
 
 @dataclass(frozen=True)
@@ -667,7 +667,7 @@ def _is_range(index: np.ndarray) -> bool:
     return bool(len(index)) and int(index[-1]) - int(index[0]) + 1 == len(index) and bool(np.all(np.diff(index) == 1))
 
 
-def select_layers(stores: Sequence[FeatureStore], layers: Sequence[str] | None) -> list[list[str]]:
+def resolve_layers(stores: Sequence[FeatureStore], layers: Sequence[str] | None) -> list[list[str]]:
     """For each store, the output names of the requested layers it holds (in store order).
 
     Each requested name is an output name (``features.18.avg``) or a layer name
@@ -717,20 +717,34 @@ def select_layers(stores: Sequence[FeatureStore], layers: Sequence[str] | None) 
     return chosen
 
 
+def store_names(paths: Sequence[str | Path]) -> list[str]:
+    """How a join and a bench name stores: each store folder's name, a name already taken followed by
+    ``_`` until it is free (``["a/s", "b/s"]`` -> ``["s", "s_"]``). Joined layers are ``<name>/<output>``."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        name = Path(path).name or str(path)
+        while name in used:
+            name = f"{name}_"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = None, split: str | None = None,
                 view: int = 0) -> FeatureSet:
     """Join several stores (e.g. several backbones over the same images) by key.
 
     Rows are the keys present in every store, in the first store's order (restricted to
-    ``split``); each layer appears as ``"<backbone>/<output>"`` (with the store's position
-    appended when two stores share a backbone name).
+    ``split``); each layer appears as ``"<store>/<output>"``, the store named as :func:`store_names`
+    names it (its folder's name), as the bench names the layers of stores it joins.
 
     Parameters
     ----------
     stores : sequence of FeatureStore
     layers : sequence of str, optional
         Output or layer names; each store contributes those it has (default: all of each
-        store's layers). See :func:`select_layers`.
+        store's layers). See :func:`resolve_layers`.
     split : str, optional
         Filter on the first store's split tags.
     view : int, default=0
@@ -750,10 +764,8 @@ def join_stores(stores: Sequence[FeatureStore], layers: Sequence[str] | None = N
     base = base[np.isin(first.keys[base], list(common))]
     keys = first.keys[base].tolist()
     X: dict[str, np.ndarray] = {}
-    backbones = [s.spec.backbone for s in stores]
-    for i, (store, wanted) in enumerate(zip(stores, select_layers(stores, layers))):
+    for prefix, store, wanted in zip(store_names([s.path for s in stores]), stores, resolve_layers(stores, layers)):
         part = store.load(wanted, rows=store.rows_for_keys(keys, view))
-        prefix = store.spec.backbone if backbones.count(store.spec.backbone) == 1 else f"{store.spec.backbone}#{i}"
         X.update({f"{prefix}/{name}": values for name, values in part.X.items()})
     meta = first.load([], rows=base)
     return FeatureSet(X=X, labels=meta.labels, splits=meta.splits, views=meta.views, y=meta.y, classes=meta.classes,

@@ -26,7 +26,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from featurestore import open_store, select_layers
+from featurestore import open_store, resolve_layers, store_names
 from featurestore.bench_config import DEFAULT_HEADS, DEFAULT_REGRESSION_HEADS, FUSIONS, BenchConfig
 from featurestore.errors import OptionsError
 
@@ -84,20 +84,12 @@ class CellResult:
                 "n_train": self.n_train, "n_test": self.n_test, "evaluation": self.evaluation}
 
 
-def _store_name(path: Path, used: set[str]) -> str:
-    name = path.name or str(path)
-    while name in used:
-        name = f"{name}_"
-    used.add(name)
-    return name
-
-
 def load_store_data(paths: Sequence[str | Path], layers: Sequence[str] | None = None,
                     use_views: bool = False, task: str | None = None) -> list[StoreData]:
     """Load the clean-view, labelled rows of each store (every layer, or only ``layers``), and with
     ``use_views`` their augmented views (stores extracted with ``--views``).
 
-    ``layers`` are output or layer names, resolved as :func:`featurestore.select_layers`
+    ``layers`` are output or layer names, resolved as :func:`featurestore.resolve_layers`
     does (a name in none of the stores, or a store holding none of them, is an error). With
     ``task``, the rows that have a value for that task, with its targets.
     """
@@ -114,9 +106,8 @@ def load_task_data(paths: Sequence[str | Path], layers: Sequence[str] | None = N
         Per task (in order; None: the labels), per store.
     """
     out: list[list[StoreData]] = [[] for _ in tasks]
-    used: list[set[str]] = [set() for _ in tasks]
     stores = [open_store(path) for path in paths]
-    for path, store, names in zip(paths, stores, select_layers(stores, layers or None)):
+    for name, path, store, names in zip(store_names(paths), paths, stores, resolve_layers(stores, layers or None)):
         data = store.load(names, view=0)  # the features, once for every task
         selected = store.rows(None, 0)
         for i, task in enumerate(tasks):
@@ -126,13 +117,13 @@ def load_task_data(paths: Sequence[str | Path], layers: Sequence[str] | None = N
                 targets = store.targets(task)
                 y, classes, task_type = targets.y[selected], targets.classes, targets.type
                 present = targets.present[selected]
-            out[i].append(_task_rows(path, store, names, data, use_views, task, task_type, y, classes, present,
-                                     used[i]))
+            out[i].append(_task_rows(name, path, store, names, data, use_views, task, task_type, y, classes,
+                                     present))
     return out
 
 
-def _task_rows(path, store, names: Sequence[str], data, use_views: bool, task: str | None, task_type: str,
-               y: np.ndarray, classes: tuple[str, ...], labelled: np.ndarray, used: set[str]) -> StoreData:
+def _task_rows(name: str, path, store, names: Sequence[str], data, use_views: bool, task: str | None, task_type: str,
+               y: np.ndarray, classes: tuple[str, ...], labelled: np.ndarray) -> StoreData:
     """One store's rows that have a target for ``task``, checked to be enough to fit a head on."""
     if task_type not in PRIMARY_METRIC:
         raise HeadDataError(f"task {task!r} of store {path} is {task_type}; bench knows classification, "
@@ -153,7 +144,7 @@ def _task_rows(path, store, names: Sequence[str], data, use_views: bool, task: s
     splits = data.splits[labelled]
     test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
     return StoreData(
-        name=_store_name(Path(path), used), path=str(path), backbone=store.spec.backbone,
+        name=name, path=str(path), backbone=store.spec.backbone,
         fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
         X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
         y=y, keys=data.keys[labelled], test=test, classes=classes,
