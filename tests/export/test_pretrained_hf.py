@@ -194,6 +194,10 @@ def test_preprocessing_comes_from_the_repos_processor(tmp_path):
     folder = _save(model, processor, tmp_path / "d")
     prep = get_backbone(f"hf:{folder}").preprocessing
     assert (prep.resize_size, prep.crop_size, prep.interpolation) == (64, (56, 56), "bicubic")
+    assert prep.crop_offset == "floor"  # transformers' centre crop, kept when --image-size changes the size
+    from export.exporter import _preprocessing
+
+    assert _preprocessing(f"hf:{folder}", 48, False, None).crop_offset == "floor"
     assert prep.mean == pytest.approx(IMAGENET["image_mean"]) and prep.std == pytest.approx(IMAGENET["image_std"])
 
 
