@@ -535,6 +535,8 @@ def processor_preprocessing(processor) -> Preprocessing:
     else:
         mean, std = (0.0,) * channels, (1.0,) * channels
     # the processor computes (x * factor - mean) / std; the graph (x / 255 - mean') / std'
+    if prep.get("resize_mode", "shorter_side") == "shorter_side":
+        prep["crop_offset"] = "floor"  # transformers' centre crop floors an odd margin
     return Preprocessing(interpolation=interpolation, mean=tuple(m / scale for m in mean),
                          std=tuple(s / scale for s in std), **prep)
 

@@ -122,7 +122,7 @@ def _preprocessing(backbone: str | nn.Module, image_size: int | None, grayscale:
     resize = None if base.resize_size is None else round(image_size * base.resize_size / base.crop_size[0])
     return Preprocessing(crop_size=(image_size, image_size), resize_size=resize,
                          resize_mode=base.resize_mode, interpolation=base.interpolation,
-                         mean=base.mean, std=base.std, color_mode=base.color_mode)
+                         mean=base.mean, std=base.std, color_mode=base.color_mode, crop_offset=base.crop_offset)
 
 
 def _layer_choices(module: nn.Module, backbone: str | nn.Module, prep: Preprocessing,

@@ -275,6 +275,5 @@ def _resize(img: Image.Image, preprocessing: Preprocessing) -> Image.Image:
     if preprocessing.resize_mode == "exact":
         return img
     crop_h, crop_w = preprocessing.crop_size
-    top = int(round((img.height - crop_h) / 2.0))
-    left = int(round((img.width - crop_w) / 2.0))
+    top, left = preprocessing.crop_origin(img.height, img.width)
     return img.crop((left, top, left + crop_w, top + crop_h))

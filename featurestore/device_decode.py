@@ -226,7 +226,7 @@ class DeviceDecoder:
         return self._host(blob)
 
     def _crop(self, image: Any) -> Any:
-        """Resize (torchvision's rounding, antialiased) and centre-crop a ``(C, H, W)`` tensor to ``(H, W, C)``."""
+        """Resize (torchvision's rounding, antialiased) and centre-crop (``crop_offset``) ``(C, H, W)`` to ``(H, W, C)``."""
         import torchvision.transforms.v2.functional as F
 
         prep = self.preprocessing
@@ -236,7 +236,7 @@ class DeviceDecoder:
             image = F.resize(image, [target_h, target_w], interpolation=self._interpolation, antialias=True)
         if prep.resize_mode != "exact":
             crop_h, crop_w = prep.crop_size
-            top, left = int(round((target_h - crop_h) / 2.0)), int(round((target_w - crop_w) / 2.0))
+            top, left = prep.crop_origin(target_h, target_w)
             image = image[:, top:top + crop_h, left:left + crop_w]
         return image.permute(1, 2, 0)
 

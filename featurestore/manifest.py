@@ -83,7 +83,7 @@ class StoreConfig:
                   augment: tuple[str, ...] = (), dtype: str = "float32") -> "StoreConfig":
         """The config of extracting with ``spec`` (a model file hashing to ``model_sha256``)."""
         layers = tuple(f"{layer.output}:{layer.dim}:{layer.pooling}" for layer in spec.layers)
-        prep = json.dumps(asdict(spec.preprocessing), sort_keys=True, separators=(",", ":"))
+        prep = json.dumps(spec.preprocessing.to_dict(), sort_keys=True, separators=(",", ":"))
         return cls(model_sha256, spec.backbone, layers, prep, views, tuple(augment), dtype)
 
     @property

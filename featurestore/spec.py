@@ -24,6 +24,7 @@ __all__ = [
     "LAYOUTS",
     "POOLED_WIDTH",
     "INTERPOLATIONS",
+    "CROP_OFFSETS",
     "PRECISIONS",
     "LayerSpec",
     "Preprocessing",
@@ -58,6 +59,9 @@ QUANTIZATION_MODES = ("static", "dynamic")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RESIZE_MODES = ("shorter_side", "exact")
 COLOR_MODES = ("RGB", "L")
+#: How the centre crop's offset is computed from an odd margin: ``round`` as torchvision does
+#: (``int(round(margin / 2))``, half to even), ``floor`` as transformers' image processors do.
+CROP_OFFSETS = ("round", "floor")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -136,6 +140,12 @@ class Preprocessing:
         Per channel, on the 0..1 scale; the graph computes ``(x / 255 - mean) / std``.
     color_mode : {'RGB', 'L'}
         Channels the graph takes: 3 for RGB, 1 for grayscale.
+    crop_offset : {'round', 'floor'}
+        How the centre crop's top/left offset is computed from the margin (resized size minus
+        crop size): ``round`` halves it and rounds as torchvision does (half to even, so a margin
+        of 3 starts the crop at 2), ``floor`` halves it and rounds down as transformers' image
+        processors do (a margin of 3 starts it at 1). Serialised only when not ``round``, so
+        specs and stores written before it existed keep their bytes and fingerprints.
     """
 
     crop_size: tuple[int, int]
@@ -145,6 +155,7 @@ class Preprocessing:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     color_mode: str = "RGB"
+    crop_offset: str = "round"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
@@ -154,6 +165,7 @@ class Preprocessing:
         _require(self.resize_mode in RESIZE_MODES, f"resize_mode {self.resize_mode!r} not in {RESIZE_MODES}")
         _require(self.interpolation in INTERPOLATIONS, f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
         _require(self.color_mode in COLOR_MODES, f"color_mode {self.color_mode!r} not in {COLOR_MODES}")
+        _require(self.crop_offset in CROP_OFFSETS, f"crop_offset {self.crop_offset!r} not in {CROP_OFFSETS}")
         _require(
             len(self.mean) == len(self.std) == self.channels,
             f"mean/std need {self.channels} values for color_mode {self.color_mode!r}",
@@ -169,6 +181,31 @@ class Preprocessing:
     def channels(self) -> int:
         """Number of colour channels of the graph input."""
         return 3 if self.color_mode == "RGB" else 1
+
+    def crop_origin(self, height: int, width: int) -> tuple[int, int]:
+        """(top, left) of the centre crop in an image of ``height`` x ``width`` (after the resize).
+
+        Parameters
+        ----------
+        height, width : int
+            Size of the resized image, at least :attr:`crop_size`.
+
+        Returns
+        -------
+        (int, int)
+            Offsets by :attr:`crop_offset`'s rule: ``round`` (torchvision) or ``floor`` (transformers).
+        """
+        crop_h, crop_w = self.crop_size
+        if self.crop_offset == "floor":
+            return (height - crop_h) // 2, (width - crop_w) // 2
+        return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field values, without ``crop_offset`` when it is the default (older specs keep their bytes)."""
+        data = asdict(self)
+        if data["crop_offset"] == "round":
+            del data["crop_offset"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -303,6 +340,7 @@ class ModelSpec:
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, so equal specs give equal bytes."""
         data = asdict(self)
+        data["preprocessing"] = self.preprocessing.to_dict()
         for key in _OPTIONAL_WEIGHTS_KEYS:  # absent rather than null: specs without them keep their bytes
             if data["weights"][key] is None:
                 del data["weights"][key]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 
 import numpy as np
 import onnx
@@ -43,6 +45,23 @@ def test_spec_round_trips_through_file(tmp_path):
     assert read.weights.source == "module" and len(read.weights.sha256) == 64
     assert {"torch", "onnx", "featurestore"} <= set(read.versions)
     assert read.opset >= 17
+
+
+def test_crop_offset_is_written_only_when_not_torchvisions(tmp_path):
+    """The default ``round`` leaves the spec's JSON and the store fingerprint as they were before the
+    field existed; ``floor`` is written, read back and changes the fingerprint."""
+    from featurestore.manifest import StoreConfig
+
+    spec, _ = export_backbone(tiny_net(), tmp_path / "t.onnx", layers="last", image_size=32)
+    assert spec.preprocessing.crop_offset == "round"
+    assert "crop_offset" not in spec.to_dict()["preprocessing"]
+    old_prep = {k: v for k, v in dataclasses.asdict(spec.preprocessing).items() if k != "crop_offset"}
+    assert StoreConfig.from_spec(spec, "0" * 64).preprocessing == json.dumps(old_prep, sort_keys=True,
+                                                                             separators=(",", ":"))
+    floor = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, crop_offset="floor"))
+    assert floor.to_dict()["preprocessing"]["crop_offset"] == "floor"
+    assert ModelSpec.from_json(floor.to_json()) == floor
+    assert (StoreConfig.from_spec(floor, "0" * 64).fingerprint != StoreConfig.from_spec(spec, "0" * 64).fingerprint)
 
 
 def test_graph_format(tmp_path):

@@ -4,6 +4,7 @@ writes it, equal to transformers' own outputs, with the image processor's prepro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -149,11 +150,12 @@ def test_hf_model_from_folder_and_cache_equals_transformers(kind, tmp_path, monk
 
 
 def _real_image() -> Image.Image:
-    """A photograph (scikit-learn's sample image), cropped square so that both centre crops agree
-    (transformers floors an odd margin, torchvision rounds it)."""
+    """A photograph (scikit-learn's sample image, 427x640, not square): resized to a shorter side of
+    224 or 256 and cropped to 224, its width leaves a margin of 111 or 159 (3 mod 4), where
+    transformers' floored offset (55, 79) and torchvision's rounded one (56, 80) are one pixel apart."""
     from sklearn.datasets import load_sample_image
 
-    return Image.fromarray(load_sample_image("china.jpg")[:400, 100:500])
+    return Image.fromarray(load_sample_image("china.jpg"))
 
 
 @pytest.mark.parametrize("processor", [
@@ -168,8 +170,9 @@ def _real_image() -> Image.Image:
                                        rescale_factor=1 / 127.5, image_mean=[1.0] * 3, image_std=[1.0] * 3),
 ], ids=["dinov2", "clip", "convnext", "convnext384", "vit", "siglip", "rescale"])
 def test_preprocessing_equals_the_image_processor(processor, tmp_path):
-    """The host's resize and crop plus the graph's scaling give the processor's pixel_values: both resize
-    with Pillow, so the difference is float rounding alone (1e-5)."""
+    """The host's resize and crop plus the graph's scaling give the processor's pixel_values on a
+    non-square photograph with an odd crop margin: both resize with Pillow and both floor the crop
+    offset, so the difference is float rounding alone (1e-5)."""
     from export._hf import processor_preprocessing
 
     prep = processor_preprocessing(processor)
@@ -179,6 +182,11 @@ def test_preprocessing_equals_the_image_processor(processor, tmp_path):
     want = processor(image, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
     assert ours.shape == want.shape
     assert float(np.abs(ours - want).max()) < 1e-5
+    if prep.resize_mode == "shorter_side":  # the crop's margin is odd: torchvision's offset would be a pixel off
+        assert prep.crop_offset == "floor"
+        rounded = preprocess_pil(image, dataclasses.replace(prep, crop_offset="round")).astype(np.float32)
+        assert float(np.abs((rounded / 255.0 - np.array(prep.mean, np.float32)) / np.array(prep.std, np.float32)
+                            - want).max()) > 0.1
 
 
 def test_preprocessing_comes_from_the_repos_processor(tmp_path):
@@ -186,6 +194,10 @@ def test_preprocessing_comes_from_the_repos_processor(tmp_path):
     folder = _save(model, processor, tmp_path / "d")
     prep = get_backbone(f"hf:{folder}").preprocessing
     assert (prep.resize_size, prep.crop_size, prep.interpolation) == (64, (56, 56), "bicubic")
+    assert prep.crop_offset == "floor"  # transformers' centre crop, kept when --image-size changes the size
+    from export.exporter import _preprocessing
+
+    assert _preprocessing(f"hf:{folder}", 48, False, None).crop_offset == "floor"
     assert prep.mean == pytest.approx(IMAGENET["image_mean"]) and prep.std == pytest.approx(IMAGENET["image_std"])
 
 

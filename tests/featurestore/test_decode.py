@@ -545,3 +545,37 @@ def test_common_raster_formats_decode(tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"photo.{fmt.lower()}"
     Image.new("RGB", (16, 16), (200, 30, 30)).save(path, format=fmt)
     assert decode_image(path, RGB).shape == (32, 32, 3)
+
+
+# margin (resized size minus crop) -> (floor offset, torchvision's round-half-to-even offset)
+_CROP_OFFSETS = {0: (0, 0), 1: (0, 0), 2: (1, 1), 3: (1, 2), 5: (2, 2), 6: (3, 3), 7: (3, 4), 11: (5, 6)}
+
+
+@pytest.mark.parametrize("margin", sorted(_CROP_OFFSETS))
+def test_crop_offset_floor_and_round_differ_exactly_on_margins_3_mod_4(margin: int) -> None:
+    """An image already at its resize target (no resampling) with distinct pixels: the crop starts at
+    ``margin // 2`` with ``floor`` and at ``round(margin / 2)`` with ``round``, a pixel apart only when
+    the margin is 3 mod 4 (half to even rounds 1.5 to 2 but 2.5 to 2)."""
+    height, crop = 12, (8, 12)  # width >= height: the shorter side is already at resize_size
+    width = crop[1] + margin
+    pixels = np.arange(height * width * 3, dtype=np.uint32).reshape(height, width, 3)
+    image = (pixels % 251).astype(np.uint8)
+    image[..., 0] = np.arange(width, dtype=np.uint8)[None, :]  # column index: where the crop starts
+    image[..., 1] = np.arange(height, dtype=np.uint8)[:, None]  # row index
+    floor_left, round_left = _CROP_OFFSETS[margin]
+    got = {}
+    for rule in ("floor", "round"):
+        pre = Preprocessing(crop_size=crop, resize_size=height, crop_offset=rule)
+        assert pre.crop_origin(height, width) == (2, floor_left if rule == "floor" else round_left)
+        got[rule] = preprocess_array(image, pre)
+        top, left = pre.crop_origin(height, width)
+        np.testing.assert_array_equal(got[rule], image[top:top + crop[0], left:left + crop[1]])
+    assert int(got["floor"][0, 0, 0]) == floor_left and int(got["round"][0, 0, 0]) == round_left
+    assert np.array_equal(got["floor"], got["round"]) == (margin % 4 != 3)
+
+
+def test_crop_offset_is_checked() -> None:
+    from featurestore.errors import SpecError
+
+    with pytest.raises(SpecError, match="crop_offset 'ceil' not in"):
+        Preprocessing(crop_size=(8, 8), resize_size=8, crop_offset="ceil")

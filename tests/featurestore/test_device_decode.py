@@ -212,3 +212,19 @@ def test_large_batches_are_decoded_in_groups_with_the_same_pixels(monkeypatch):
     for a, b in zip(whole, grouped):
         assert torch.equal(a, b)
     assert decoder.host_fallbacks == 0
+
+
+@pytest.mark.parametrize("rule", ["floor", "round"])
+def test_device_crop_follows_the_crop_offset_as_the_host_does(rule):
+    """A 20x31 image at its resize target (no resampling), cropped to 16x16: margins 4 and 15 (3 mod 4),
+    so ``floor`` starts the crop at column 7 and ``round`` at column 8, on the device as on the host."""
+    prep = Preprocessing(crop_size=(16, 16), resize_size=20, crop_offset=rule)
+    image = np.zeros((20, 31, 3), np.uint8)
+    image[..., 0] = np.arange(31, dtype=np.uint8)[None, :]
+    image[..., 1] = np.arange(20, dtype=np.uint8)[:, None]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    device = DeviceDecoder(prep, "cpu")._crop(torch.from_numpy(image).permute(2, 0, 1)).numpy()
+    host = decode_image(buf.getvalue(), prep, draft=False)
+    np.testing.assert_array_equal(device, host)
+    assert (int(device[0, 0, 0]), int(device[0, 0, 1])) == (7 if rule == "floor" else 8, 2)
