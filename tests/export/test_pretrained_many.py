@@ -1,5 +1,6 @@
-"""Acceptance 6 of the pretrained-weights issue: 31 pretrained tags across the families (torchvision
-weights enums, timm tags of seven families, OpenCLIP tags of four kinds of image tower), each with
+"""Acceptance 6 of the pretrained-weights issue: 36 pretrained names across the families (torchvision
+weights enums, timm tags of seven families, Hugging Face transformers repos of five architectures,
+OpenCLIP tags of four kinds of image tower), each with
 weights made here and laid out in its library's cache as the library writes it, export by name
 offline with no weights flag, and the spec records the family, the tag and the sha256 of the file
 the cache holds. Small architectures keep it to about a minute and a half of CPU time."""
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 from featurestore import read_spec
 from featurestore._atomic import file_sha256
 from featurestore.cli import main
+from test_pretrained_hf import REVISION, _save, _tiny, _to_cache
 from test_pretrained_open_clip import hf_repo_file, put_hf
 from test_pretrained_timm import cache_tag
 
@@ -36,7 +38,10 @@ TIMM = [
 ]
 # FastViT, PE (a timm EVA with rotary embeddings), ViTamin (published as pytorch_model.bin), ModifiedResNet
 OPEN_CLIP = ["MobileCLIP2-S0/dfndr2b", "PE-Core-T-16-384/meta", "ViTamin-S/datacomp1b", "RN50-quickgelu/yfcc15m"]
-NAMES = TORCHVISION + [f"timm:{t}" for t in TIMM] + [f"open_clip:{t}" for t in OPEN_CLIP]
+# transformers repos (tiny configs of each architecture, in the Hugging Face cache as huggingface_hub lays them out)
+HF = ["vit", "convnext", "swin", "beit", "siglip"]
+NAMES = (TORCHVISION + [f"timm:{t}" for t in TIMM] + [f"hf:tiny-org/{k}" for k in HF]
+         + [f"open_clip:{t}" for t in OPEN_CLIP])
 
 
 def _seeded(build, seed: int) -> torch.nn.Module:
@@ -85,6 +90,11 @@ def test_pretrained_tag_exports_by_name_offline(name, tmp_path, monkeypatch):
     seed = NAMES.index(name)
     if name.startswith("timm:"):
         cached, family, tag = cache_tag(name[5:], seed), "timm", name.partition(".")[2]
+    elif name.startswith("hf:"):
+        repo = name[3:]
+        model, processor = _tiny(repo.partition("/")[2])
+        snapshot = _to_cache(_save(model, processor, tmp_path / "saved", card=False), repo)
+        cached, family, tag = snapshot / "model.safetensors", "hf", f"{repo}@{REVISION}"
     elif name.startswith("open_clip:"):
         arch, _, tag = name[len("open_clip:"):].partition("/")
         cached, family = cache_open_clip_tag(arch, tag, seed, tmp_path), "open_clip"
@@ -100,4 +110,4 @@ def test_pretrained_tag_exports_by_name_offline(name, tmp_path, monkeypatch):
 
 def test_the_tags_span_the_families():
     assert len(NAMES) >= 30 and len(set(NAMES)) == len(NAMES)
-    assert min(len(TORCHVISION), len(TIMM), len(OPEN_CLIP)) >= 4
+    assert min(len(TORCHVISION), len(TIMM), len(HF), len(OPEN_CLIP)) >= 4
