@@ -29,9 +29,10 @@ from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
 from .manifest import StoreConfig
 from .session import DEVICES, FeatureModel
-from .sources import MAX_FILE_BYTES, CsvSource, ImageSource, SourceItem, content_key, open_source
+from .sources import MAX_FILE_BYTES, CsvSource, ImageSource, SourceItem, TableSource, content_key, open_source
 from .spec import Preprocessing
-from .tasks import LabelReport, attach_table_columns, check_task_types, parse_task_types
+from .tasks import (LabelReport, attach_source_columns, attach_table_columns, check_source_task_types,
+                    check_task_types, parse_task_types)
 from .writer import StoreWriter, check_shard_rows
 
 __all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known", "source_options"]
@@ -337,8 +338,11 @@ def extract(
     task_types = parse_task_types(options.task_types)
     if isinstance(src, CsvSource):
         check_task_types(src.path, task_types)  # before any work
+    elif isinstance(src, TableSource):
+        check_source_task_types(src, task_types)
     elif task_types:
-        raise OptionsError("--task-type applies to a CSV/TSV image list's extra columns; this source has none")
+        raise OptionsError("--task-type applies to the extra columns of a CSV/TSV image list or a Parquet/Arrow "
+                           "table; this source has none")
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
     report = ExtractReport(store=str(store), listed=len(src))
     runner = _BatchRunner(model, writer, report, options, decoder)
@@ -397,4 +401,6 @@ def extract(
         report.rows_added = writer.rows_added
     if isinstance(src, CsvSource):  # its extra columns, by path: a rerun commits only what changed
         report.tasks = attach_table_columns(store, src.path, task_types, options.task_sep)
+    elif isinstance(src, TableSource):  # a table's extra columns, the same way
+        report.tasks = attach_source_columns(store, src, task_types, options.task_sep)
     return report

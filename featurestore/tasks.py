@@ -208,7 +208,8 @@ def _clear_unnamed_task_files(path: Path, manifest: Manifest) -> None:
 
 
 def attach_task(store: str | Path, table: str | Path, *, task: str | None = None, task_type: str | None = None,
-                key: str = "path", sep: str = "|", commit_rows: int = COMMIT_ROWS) -> LabelReport:
+                key: str = "path", sep: str = "|", commit_rows: int = COMMIT_ROWS,
+                source: str | None = None) -> LabelReport:
     """Attach a task to a store, or update it, from a table of values; no image is read.
 
     The table is a CSV (TSV for ``.tsv``) with a header: a key column (``path``; or
@@ -238,6 +239,8 @@ def attach_task(store: str | Path, table: str | Path, *, task: str | None = None
         Separator of a multilabel cell's labels.
     commit_rows : int, default=65536
         Values per commit.
+    source : str, optional
+        Where the values came from, for the store's run record (default: the table's path).
 
     Returns
     -------
@@ -321,7 +324,7 @@ def attach_task(store: str | Path, table: str | Path, *, task: str | None = None
             writer.commit_record(JournalRecord(task=entry))
             commits += 1
             _clear_unnamed_task_files(path, writer.manifest)
-        writer.close(run={"featurestore": __version__, "task": name, "type": chosen, "table": str(table.absolute()),
+        writer.close(run={"featurestore": __version__, "task": name, "type": chosen, "table": source or str(table.absolute()),
                           "values": len(changes)})
     except BaseException:
         writer.close()
@@ -425,3 +428,44 @@ def attach_table_columns(store: str | Path, table: str | Path, task_types: dict[
     columns = check_task_types(table, task_types)
     return [attach_task(store, table, task=column, task_type=(task_types or {}).get(column), sep=sep)
             for column in columns]
+
+
+def check_source_task_types(source: Any, task_types: dict[str, str] | None) -> dict[str, str]:
+    """A Parquet/Arrow source's task columns and their types (:meth:`TableSource.task_columns`),
+    ``task_types`` (name -> type) applied, once every name in it is one of them.
+
+    Raises
+    ------
+    OptionsError
+        ``task_types`` names a column that is not a task column of the source.
+    """
+    columns = source.task_columns()
+    unknown = sorted(set(task_types or {}) - set(columns))
+    if unknown:
+        raise OptionsError(f"--task-type names {', '.join(map(repr, unknown))}, not a task column of {source.root} "
+                           f"(its task columns: {', '.join(columns) or 'none'})")
+    return columns | dict(task_types or {})
+
+
+def attach_source_columns(store: str | Path, source: Any, task_types: dict[str, str] | None = None,
+                          sep: str = "|") -> list[LabelReport]:
+    """Attach each task column of a Parquet/Arrow source (a ``TableSource``) to the store extracted
+    from it, matched by the path each row was recorded under, as :func:`attach_table_columns` does
+    for a CSV image list; the type from ``task_types``, else the task's type in the store, else the
+    column's (numbers: regression, a ``ClassLabel`` or text: classification, lists of text:
+    multilabel)."""
+    import tempfile
+
+    reports = []
+    existing = open_store(store).tasks
+    with tempfile.TemporaryDirectory(prefix="featurestore-task-") as folder:
+        for column, kind in check_source_task_types(source, task_types).items():
+            kind = (task_types or {}).get(column) or existing.get(column) or kind
+            table = Path(folder) / "values.csv"
+            with open(table, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["path", column])
+                writer.writerows(source.task_cells(column, sep))
+            reports.append(attach_task(store, table, task=column, task_type=kind, sep=sep,
+                                       source=f"{source.root}, column {column}"))
+    return reports

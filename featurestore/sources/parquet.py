@@ -15,6 +15,7 @@ from typing import Any
 from .._atomic import read_regular_file
 from .._folder import SPLIT_NAMES
 from ..errors import ArchiveMemberError, BackendUnavailableError, SourceError
+from ..metadata import check_task_name
 from .item import MAX_FILE_BYTES, SourceItem
 from .members import InMemory, Refused, member_path, unsafe_name
 
@@ -233,6 +234,39 @@ class TableSource:
             raise ArchiveMemberError(f"table file {str(table.path)!r} cannot be read ({type(exc).__name__}: {exc}); "
                                      "the rows before it were read: replace the file with a complete copy") from None
 
+    def task_columns(self) -> dict[str, str]:
+        """The columns that become tasks at extraction, as a CSV image list's extra columns do, with
+        the type their values have: every column but the image, label and split columns (and one
+        named ``path``) whose name is a valid task name: numbers are ``regression``, a
+        ``ClassLabel``, text or booleans ``classification``, lists of text ``multilabel``. Columns
+        of other types (structs, bytes, ...) are left alone."""
+        found: dict[str, str] = {}
+        for index, table in enumerate(self.tables):
+            image, label, _, split = self._columns[index]
+            schema = self._schema(table)
+            for name in schema.names:
+                if name in (image, label, split) or name.lower() in ("path", "label", "split") or name in found \
+                        or not check_task_name(name):
+                    continue
+                kind = _task_type(self.pa, schema.field(name).type, _class_names(table, name))
+                if kind is not None:
+                    found[name] = kind
+        return found
+
+    def task_cells(self, column: str, sep: str = "|") -> Iterator[tuple[str, str]]:
+        """``(path, cell)`` for every row of ``column``, the path as extraction records the row's
+        image and the cell as text: a number as Python writes it, a ``ClassLabel`` index as its class
+        name, a list joined by ``sep``, a null (or -1, a ClassLabel's "no label") as ``""``."""
+        for table in self.tables:
+            if column not in self._schema(table).names:
+                continue
+            names = _class_names(table, column)
+            row = 0
+            for batch in self._batches(table, [column]):
+                for value in batch.column(column).to_pylist():
+                    yield member_path(str(table.path), str(row)), _cell_text(value, names, sep)
+                    row += 1
+
     def __iter__(self) -> Iterator[SourceItem]:
         for index in range(len(self.tables)):
             yield from self.unit_items((index, None, 0))
@@ -409,3 +443,36 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SourceError(f"{str(path)!r} must hold a JSON object")
     return data
+
+
+def _class_names(table: _Table, column: str) -> list[str] | None:
+    """The class names of a ``ClassLabel`` column (from the dataset's features), else None."""
+    feature = (table.features or {}).get(column)
+    if isinstance(feature, dict) and feature.get("_type") == "ClassLabel":
+        names = feature.get("names")
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    return None
+
+
+def _task_type(pa: Any, kind: Any, class_names: list[str] | None) -> str | None:
+    """The task type a column of Arrow type ``kind`` gives, or None when it holds no task values."""
+    types = pa.types
+    if class_names is not None or types.is_boolean(kind) or types.is_string(kind) or types.is_large_string(kind):
+        return "classification"
+    if types.is_integer(kind) or types.is_floating(kind):
+        return "regression"
+    if (types.is_list(kind) or types.is_large_list(kind)) and (
+            types.is_string(kind.value_type) or types.is_large_string(kind.value_type)):
+        return "multilabel"
+    return None
+
+
+def _cell_text(value: Any, class_names: list[str] | None, sep: str) -> str:
+    if value is None:
+        return ""
+    if class_names is not None:
+        return class_names[value] if isinstance(value, int) and 0 <= value < len(class_names) else ""
+    if isinstance(value, list):
+        return sep.join(str(v) for v in value if v is not None)
+    return repr(value) if isinstance(value, float) else str(value)

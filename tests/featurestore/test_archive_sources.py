@@ -447,6 +447,43 @@ def test_parquet_split_column_and_plain_bytes(tree, folder_rows, tiny_onnx, tmp_
         open_source(tmp_path / "all.parquet", image_from="nope")
 
 
+def test_parquet_extra_columns_become_tasks(tree, tiny_onnx, tmp_path, capsys):
+    """A table's other columns become tasks, as a CSV image list's do: numbers regression, text
+    classification, lists of text multilabel; bytes are left alone; --task-type overrides."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    files = _files(tree)[:24]
+    n = len(files)
+    table = pa.table({"image": [p.read_bytes() for p in files], "label": [p.parent.name for p in files],
+                      "angle": [float(i) - 0.5 if i % 5 else None for i in range(n)],
+                      "coarse": ["top" if i % 2 else "shoe" for i in range(n)],
+                      "tags": [["a", "b"] if i % 3 else ["c"] for i in range(n)],
+                      "count": list(range(n)), "thumb": [b"x"] * n})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=7)
+    store = tmp_path / "store"
+    assert _extract(tiny_onnx, tmp_path / "t.parquet", store, "--task-type", "nope=regression") == 1
+    assert "--task-type names 'nope', not a task column" in capsys.readouterr().err and not store.exists()
+    assert _extract(tiny_onnx, tmp_path / "t.parquet", store, "--task-type", "count=classification") == 0
+    opened = open_store(store)
+    assert opened.tasks == {"label": "classification", "angle": "regression", "coarse": "classification", "tags": "multilabel",
+                            "count": "classification"}
+    by_path = dict(zip(opened.paths.tolist(), range(len(opened))))
+    angle = opened.targets("angle")
+    for i in range(n):
+        row = by_path[f"{tmp_path / 't.parquet'}#{i}"]
+        assert bool(angle.present[row]) == bool(i % 5)
+        if i % 5:
+            assert angle.y[row] == float(i) - 0.5
+    tags = opened.load(task="tags", layers=[])
+    assert set(tags.classes) == {"a", "b", "c"} and len(tags) == n
+    assert sorted(opened.load(task="count", layers=[]).classes) == sorted(str(i) for i in range(n))
+    capsys.readouterr()
+    assert _extract(tiny_onnx, tmp_path / "t.parquet", store) == 0  # nothing new: no task value changes
+    assert open_store(store).tasks["count"] == "classification"
+    assert verify_store(store) == []
+
+
 def test_save_to_disk_folder_extracts_bit_equal_to_the_folder(tree, folder_rows, tiny_onnx, tmp_path):
     pa = pytest.importorskip("pyarrow")
     saved = _save_to_disk(pa, tree, tmp_path / "saved")
