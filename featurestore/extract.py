@@ -86,9 +86,10 @@ class ExtractOptions:
         Tables: the image column (default: the ``Image`` feature, else one named ``image``...).
     task_types : tuple of str, default=()
         A CSV/TSV image list's columns other than ``path``, ``label`` and ``split`` become tasks
-        (:mod:`featurestore.tasks`), attached once the features are stored; ``NAME=TYPE`` items
-        set a column's type instead of inferring it (numbers: regression; a value holding
-        ``task_sep``: multilabel; else classification).
+        (:mod:`featurestore.tasks`), attached once the features are stored, and so do a
+        Parquet/Arrow table's other columns; ``NAME=TYPE`` items set a column's type instead of
+        inferring it (CSV: numbers regression, a value holding ``task_sep`` multilabel, else
+        classification; tables: from the column's type).
     task_sep : str, default='|'
         Separator of a multilabel cell's labels.
     """
@@ -122,9 +123,10 @@ class ExtractOptions:
         None, "WebDataset shards: the image member's suffix, e.g. png (default: the first image member); "
               "Parquet/Arrow tables: the image column (default: the Image feature, else 'image', ...)")
     task_types: tuple[str, ...] = option(
-        (), "CSV/TSV image lists: extra columns become tasks; NAME=TYPE (classification, regression, multilabel) "
-            "sets a column's type instead of inferring it", kind="list", flag="--task-type")
-    task_sep: str = option("|", "CSV/TSV image lists: separator of a multilabel task's labels (default |)")
+        (), "CSV/TSV image lists and Parquet/Arrow tables: extra columns become tasks; NAME=TYPE (classification, "
+            "regression, multilabel) sets a column's type instead of inferring it", kind="list", flag="--task-type")
+    task_sep: str = option("|", "separator of a multilabel task's labels in a CSV cell, and for a table's list "
+                                "column (default |)")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
