@@ -1,4 +1,4 @@
-"""Acceptance 6 of the pretrained-weights issue: 36 pretrained names across the families (torchvision
+"""Acceptance 6 of the pretrained-weights issue: 35 pretrained names across the families (torchvision
 weights enums, timm tags of seven families, Hugging Face transformers repos of five architectures,
 OpenCLIP tags of four kinds of image tower), each with
 weights made here and laid out in its library's cache as the library writes it, export by name
