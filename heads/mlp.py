@@ -54,6 +54,19 @@ def at_least_two_classes(owner: str, classes: np.ndarray) -> None:
                             "give it labelled rows of several classes")
 
 
+def fit_data(head: BaseEstimator, X, y) -> tuple[np.ndarray, np.ndarray, int]:
+    """What a torch-trained classifier head fits on: ``X`` validated as scikit-learn does, ``y`` as
+    class codes (``head.classes_`` set; two classes at least) and the training seed drawn from
+    ``head.random_state``."""
+    X, y = validate_data(head, X, y, dtype=[np.float64, np.float32])
+    check_classification_targets(y)
+    encoder = LabelEncoder().fit(y)
+    at_least_two_classes(type(head).__name__, encoder.classes_)
+    head.classes_ = encoder.classes_
+    seed = int(check_random_state(head.random_state).randint(np.iinfo(np.int32).max))
+    return X, encoder.transform(y), seed
+
+
 class MLPHead(ClassifierMixin, BaseEstimator):
     """A small neural network classifier trained with AdamW and early stopping.
 
@@ -170,14 +183,8 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             ``y`` holds a single class.
         """
         hidden = self._checked_params()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        at_least_two_classes("MLPHead", encoder.classes_)
-        self.classes_ = encoder.classes_
-        codes = encoder.transform(y)
+        X, codes, seed = fit_data(self, X, y)
         self.mean_, self.scale_ = standardize_stats(X)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with deterministic_torch(seed):
             self._train(standardized(X, self.mean_, self.scale_), codes, hidden, seed)
         widths = "-".join(str(w) for w in (self.n_features_in_, *hidden, len(self.classes_)))

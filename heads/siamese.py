@@ -29,9 +29,6 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._blocks import standardize_stats
@@ -45,7 +42,7 @@ from ._torch import (
     train_adamw,
 )
 from .errors import HeadParamError
-from .mlp import at_least_two_classes, softmax_rows
+from .mlp import fit_data, softmax_rows
 from .onnx_graph import Context, Graph, GraphBuilder, Piece, classifier_outputs
 from .registry import register_head
 
@@ -193,17 +190,11 @@ class SiameseHead(ClassifierMixin, BaseEstimator):
             ``y`` holds a single class.
         """
         hidden = self._checked_params()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        at_least_two_classes("SiameseHead", encoder.classes_)
-        self.classes_ = encoder.classes_
-        codes = encoder.transform(y)
+        X, codes, seed = fit_data(self, X, y)
         if self.standardize:
             self.mean_, self.scale_ = standardize_stats(X)
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with deterministic_torch(seed):
             self._train(self._input(X), codes, hidden, seed)
         embedded = self._embed(X)
