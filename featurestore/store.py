@@ -6,8 +6,8 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,72 @@ class FeatureSet:
         """Concatenate the given layers (default: all, in store order) into one ``(rows, D)`` array."""
         names = list(layers) if layers is not None else list(self.X)
         return np.concatenate([self.X[name].reshape(len(self), -1) for name in names], axis=1)
+
+    @property
+    def test(self) -> np.ndarray | None:
+        """Which rows are in the ``test`` split (a bool mask), or None when the rows do not divide
+        into test rows and other rows (no test split to score on)."""
+        test = self.splits == "test"
+        return test if test.any() and not test.all() else None
+
+    def take(self, rows: np.ndarray) -> FeatureSet:
+        """The rows ``rows`` (indices, in that order, or a bool mask) of every column alike.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray
+            Row indices or a bool mask of ``len(self)``.
+
+        Returns
+        -------
+        FeatureSet
+            ``keys`` and ``paths`` still decoded on first use.
+        """
+        return FeatureSet(X={name: values[rows] for name, values in self.X.items()}, labels=self.labels[rows],
+                          splits=self.splits[rows], views=self.views[rows], y=self.y[rows], classes=self.classes,
+                          key_source=partial(_rows_of, self._source("keys"), rows),
+                          path_source=partial(_rows_of, self._source("paths"), rows),
+                          task=self.task, task_type=self.task_type)
+
+    def _source(self, column: str) -> Callable[[], np.ndarray]:
+        """What returns ``keys`` or ``paths``: the column if already decoded, else its source (not
+        ``self``, whose features a subset need not keep alive)."""
+        if column in self.__dict__:
+            return partial(np.asarray, self.__dict__[column])
+        return self.key_source if column == "keys" else self.path_source
+
+    def with_targets(self, task: str, task_type: str, y: np.ndarray, classes: tuple[str, ...]) -> FeatureSet:
+        """The same rows with ``y`` and ``classes`` of ``task`` (one target per row, as
+        :meth:`FeatureStore.load` with ``task`` gives them), ``labels`` naming each row's target."""
+        return replace(self, labels=_target_labels(task_type, y, classes), y=y, classes=classes, task=task,
+                       task_type=task_type)
+
+    def __reduce__(self):
+        """Pickled with its keys and paths decoded (a closure over the open store does not travel to
+        another process)."""
+        return (_feature_set, (self.X, self.labels, self.splits, self.views, self.y, self.classes, self.keys,
+                               self.paths, self.task, self.task_type))
+
+
+def _rows_of(source: Callable[[], np.ndarray], rows: np.ndarray) -> np.ndarray:
+    return source()[rows]
+
+
+def _target_labels(task_type: str, y: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    """Each row's target as a label string: its class, its value (``repr``), its labels joined by ``|``."""
+    if task_type == "classification":
+        return np.array(classes, dtype=object)[y] if len(y) else np.array([], dtype=object)
+    if task_type == "regression":
+        return np.array([repr(v) for v in y.tolist()], dtype=object).reshape(-1)
+    names = np.array(classes, dtype=object)
+    return np.array(["|".join(names[np.flatnonzero(r)]) for r in y], dtype=object).reshape(-1)
+
+
+def _feature_set(X, labels, splits, views, y, classes, keys, paths, task, task_type) -> FeatureSet:
+    """A :class:`FeatureSet` from decoded columns (what :meth:`FeatureSet.__reduce__` pickles)."""
+    return FeatureSet(X=X, labels=labels, splits=splits, views=views, y=y, classes=classes,
+                      key_source=partial(np.asarray, keys), path_source=partial(np.asarray, paths),
+                      task=task, task_type=task_type)
 
 
 class FeatureStore:
@@ -381,14 +447,8 @@ class FeatureStore:
         raw_keys = self._rows.keys[selected]
         if targets is not None:
             y = targets.y[selected]
-            if targets.type == "classification":
-                labels = np.array(targets.classes, dtype=object)[y] if len(y) else np.array([], dtype=object)
-            elif targets.type == "regression":
-                labels = np.array([repr(v) for v in y.tolist()], dtype=object).reshape(-1)
-            else:
-                names = np.array(targets.classes, dtype=object)
-                labels = np.array(["|".join(names[np.flatnonzero(r)]) for r in y], dtype=object).reshape(-1)
-            return FeatureSet(X=out, labels=labels, splits=self.splits[selected], views=self.views[selected], y=y,
+            return FeatureSet(X=out, labels=_target_labels(targets.type, y, targets.classes),
+                              splits=self.splits[selected], views=self.views[selected], y=y,
                               classes=targets.classes, key_source=lambda: _as_str(raw_keys),
                               path_source=lambda: self.paths[selected], task=task, task_type=targets.type)
         if "label" in self.manifest.tasks:  # labels updated by a task: coded from the strings

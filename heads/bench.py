@@ -140,27 +140,26 @@ def _task_rows(name: str, path, store, names: Sequence[str], data, use_views: bo
     if task_type == "classification" and len(np.unique(y)) < 2:
         raise HeadDataError(f"store {path} has labelled rows of one class only; a head needs two or more: "
                             "extract images of other classes into it")
-    augmented = _augmented_views(store, names, data.keys[labelled]) if use_views else None
-    splits = data.splits[labelled]
-    test = (splits == "test") if (splits == "test").any() and (splits != "test").any() else None
+    features = data.take(labelled)
+    if task is not None:
+        features = features.with_targets(task, task_type, y, classes)
+    features = replace(features, X={n: np.asarray(v, dtype=np.float32) for n, v in features.X.items()})
     return StoreData(
-        name=name, path=str(path), backbone=store.spec.backbone,
-        fingerprint=store.fingerprint, random_init=store.spec.weights.random_init, layers=names,
-        X={n: np.asarray(v[labelled], dtype=np.float32) for n, v in data.X.items()},
-        y=y, keys=data.keys[labelled], test=test, classes=classes,
-        weights_source=store.spec.weights.source, augmented=augmented, paths=data.paths[labelled],
-        task=task, task_type=task_type,
+        name=name, path=str(path), backbone=store.spec.backbone, fingerprint=store.fingerprint,
+        random_init=store.spec.weights.random_init, features=features, weights_source=store.spec.weights.source,
+        augmented=_augmented_views(store, names, features.keys) if use_views else None,
     )
 
 
-def _augmented_views(store, names: Sequence[str], keys: np.ndarray) -> dict[str, np.ndarray] | None:
-    """The stored augmented views (1..views) of the rows ``keys``, per layer ``(views, rows, dim)``;
-    None when the store holds none."""
+def _augmented_views(store, names: Sequence[str], keys: np.ndarray):
+    """The stored augmented views (1..views) of the rows ``keys`` as one FeatureSet, view 1 of every
+    row first; None when the store holds none."""
     views = int(store.config.views)
     if views == 0:
         return None
-    parts = [store.load(names, rows=store.rows_for_keys(keys.tolist(), view=v)).X for v in range(1, views + 1)]
-    return {name: np.stack([np.asarray(part[name], dtype=np.float32) for part in parts]) for name in names}
+    rows = np.concatenate([store.rows_for_keys(keys.tolist(), view=v) for v in range(1, views + 1)])
+    part = store.load(names, rows=rows)
+    return replace(part, X={n: np.asarray(v, dtype=np.float32) for n, v in part.X.items()})
 
 
 def plan_cells(stores: Sequence[StoreData], config: BenchConfig) -> list[Cell]:
@@ -344,8 +343,8 @@ def _fit_and_score(cell: Cell, store: StoreData, config: BenchConfig, folds: lis
     multilabel = store.task_type == "multilabel"
     scores_all = np.zeros(y.shape, dtype=np.float64) if multilabel else None
     views = None  # (views, rows, D): every augmented view of every row, when the bench uses them
-    if config.views != "clean" and store.augmented is not None:
-        views = np.concatenate([store.augmented[name] for name in cell.layers], axis=2)
+    if config.views != "clean":
+        views = store.augmented_views(cell.layers)
     fit_seconds = predict_seconds = 0.0
     scores: list[dict[str, float]] = []
     predicted_all = np.empty_like(y)

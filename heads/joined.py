@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
+
 import numpy as np
 
 from .errors import HeadDataError
@@ -19,7 +21,7 @@ __all__ = ["join_store_data"]
 def join_store_data(stores: Sequence[StoreData]) -> StoreData:
     """The rows whose content key every store holds, in the first store's order.
 
-    Layers are named ``<store>/<output>``; labels and the test split come from the first store,
+    Layers are named ``<store>/<output>``; targets, splits and paths come from the first store,
     and every store must agree on the classes and on each shared row's label.
 
     Raises
@@ -48,8 +50,6 @@ def join_store_data(stores: Sequence[StoreData]) -> StoreData:
     return StoreData(
         name=name, path=", ".join(s.path for s in stores), backbone="+".join(s.backbone for s in stores),
         fingerprint=hashlib.sha256("".join(s.fingerprint for s in stores).encode()).hexdigest(),
-        random_init=any(s.random_init for s in stores), layers=list(X), X=X, y=first.y[rows], keys=keys,
-        test=None if first.test is None else first.test[rows], classes=first.classes,
+        random_init=any(s.random_init for s in stores), features=replace(first.features.take(rows), X=X),
         weights_source="+".join(s.weights_source for s in stores), joined=True,
-        paths=None if first.paths is None else first.paths[rows], task=first.task, task_type=first.task_type,
     )
