@@ -89,7 +89,7 @@ def extract_decode_rates(model: Path, cache_dir: Path, workdir: Path, *, images:
 
     Both variants share one session, made once: only the decoding differs between them.
     """
-    from featurestore import ExtractOptions, FeatureModel, extract, open_store
+    from featurestore import ExtractConfig, FeatureModel, extract, open_store
 
     from ._images import jpeg_folder
 
@@ -102,7 +102,7 @@ def extract_decode_rates(model: Path, cache_dir: Path, workdir: Path, *, images:
         return workdir / f"store-{next(counter)}"
 
     def variant(decode: str) -> Variant:
-        name, options = f"extract decode={decode}", ExtractOptions(batch_size=batch, device=device, progress=False,
+        name, options = f"extract decode={decode}", ExtractConfig(batch_size=batch, device=device, progress=False,
                                                                    decode=decode)
 
         def run(store: Path) -> None:

@@ -502,7 +502,7 @@ def _measure_engines(runs: _Runs, model: Path, folder: Path, options, workers: l
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure both engines, Ray's start-up and the driver's limits; return the results document."""
-    from featurestore import ExtractOptions
+    from featurestore import ExtractConfig
 
     count = args.images or (16 if args.quick else 500)
     workers = args.workers or ([1] if args.quick else [1, 2])
@@ -512,7 +512,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     commit_rows = 64 if args.quick else COMMIT_SHARD_ROWS
     model = exported_model(BACKBONES[BACKBONE], "last", args.cache_dir)
     folder, folder_info = jpeg_folder(args.cache_dir, count, parse_sizes(args.sizes), args.seed)
-    options = ExtractOptions(batch_size=32, device="cpu", shard_rows=shard_rows, progress=False)
+    options = ExtractConfig(batch_size=32, device="cpu", shard_rows=shard_rows, progress=False)
     mib = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
     model_mib = model.stat().st_size / 2**20
     if args.driver_only:

@@ -9,7 +9,7 @@ For each backbone and batch size, interleaved and repeated:
   better median counts as A.
 - **B, onnxruntime only**: ``FeatureModel.run`` on pre-decoded uint8 NHWC batches through the
   exported graph (the same session ``ours`` uses): the ceiling of ``ours``.
-- **ours**: ``extract(model, jpeg_folder, fresh_store, ExtractOptions(batch_size=bs,
+- **ours**: ``extract(model, jpeg_folder, fresh_store, ExtractConfig(batch_size=bs,
   device="cpu"))``: read, hash, decode, infer, write shards and manifest (fsync'd); a new store
   directory every repeat. The model is loaded once, outside the timing, as for A and B.
 
@@ -120,9 +120,9 @@ def _ort_variant(name: str, model, images: np.ndarray, bs: int) -> Variant:
 
 
 def _extract_variant(name: str, model, folder: Path, bs: int, workdir: Path) -> Variant:
-    from featurestore import ExtractOptions, extract
+    from featurestore import ExtractConfig, extract
 
-    options = ExtractOptions(batch_size=bs, device="cpu", progress=False)
+    options = ExtractConfig(batch_size=bs, device="cpu", progress=False)
     counter = iter(range(10**9))
     count = len(list(folder.glob("*.jpg")))
 

@@ -150,11 +150,11 @@ def _torch_backbone():
 # --- data ---------------------------------------------------------------------------------------
 def _build_store(model_path: Path, store: Path, n_train: int, n_test: int) -> dict[str, Any]:
     """Extract the train and test images into ``store`` once, timed (model loading included)."""
-    from featurestore import ExtractOptions, FashionMnistSource, FeatureModel, extract
+    from featurestore import ExtractConfig, FashionMnistSource, FeatureModel, extract
 
     started = time.perf_counter()
     model = FeatureModel(model_path, device="cpu")
-    options = ExtractOptions(device="cpu", progress=False)
+    options = ExtractConfig(device="cpu", progress=False)
     rows = sum(extract(model, FashionMnistSource(split, limit=n), store, options).rows_added
                for split, n in (("train", n_train), ("test", n_test)))
     seconds = time.perf_counter() - started

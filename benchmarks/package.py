@@ -45,7 +45,7 @@ def _labelled_folder(images: Path, root: Path) -> Path:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time the three variants; return the results document."""
-    from featurestore import ExtractOptions, decode_image, extract
+    from featurestore import ExtractConfig, decode_image, extract
     from heads.package import package_head
     from featurestore.cli.predict import predict_packaged, predict_source
     from featurestore.session import FeatureModel
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = exported_model(BACKBONES["mobilenet_v2"], "last", args.cache_dir)
     with scratch_dir(args, "package") as work:
         folder = _labelled_folder(images, work)
-        extract(model, folder, work / "store", ExtractOptions(device="cpu", progress=False))
+        extract(model, folder, work / "store", ExtractConfig(device="cpu", progress=False))
         head = work / "head.skops"
         fit_head(work / "store", args.head, head)
         classifier = work / "classifier.onnx"

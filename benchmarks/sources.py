@@ -51,8 +51,8 @@ if mode == "read":
         content_key(item.read())
         n += 1
 else:
-    from featurestore import ExtractOptions, extract
-    n = extract(model, source, store, ExtractOptions(batch_size=32, device="cpu", progress=False)).rows_added
+    from featurestore import ExtractConfig, extract
+    n = extract(model, source, store, ExtractConfig(batch_size=32, device="cpu", progress=False)).rows_added
 # VmHWM: this process's peak resident set (ru_maxrss would start from the forking parent's).
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"items": n, "seconds": time.perf_counter() - started, "peak_rss_mib": int(hwm.split()[1]) / 1024}))
@@ -96,9 +96,9 @@ def _pack(folder: Path, out: Path) -> dict[str, Path]:
 
 
 def _variant(name: str, model: Any, source: Any, count: int, workdir: Path) -> Variant:
-    from featurestore import ExtractOptions, extract
+    from featurestore import ExtractConfig, extract
 
-    options = ExtractOptions(batch_size=BATCH, device="cpu", progress=False)
+    options = ExtractConfig(batch_size=BATCH, device="cpu", progress=False)
     counter = iter(range(10**9))
 
     def run_once(store: Path) -> None:

@@ -65,10 +65,10 @@ CLASSICAL: tuple[tuple[str, str, float, str], ...] = (
 # --- data ---------------------------------------------------------------------------------------
 def _extract(model: Path, store: Path, sizes: dict[str, int], views: int) -> float:
     """Extract the first train and test images into ``store``; its seconds."""
-    from featurestore import ExtractOptions, FashionMnistSource, extract
+    from featurestore import ExtractConfig, FashionMnistSource, extract
 
     started = time.perf_counter()
-    options = ExtractOptions(device="cpu", progress=False, views=views, augment=("hflip",) if views else ())
+    options = ExtractConfig(device="cpu", progress=False, views=views, augment=("hflip",) if views else ())
     for split, count in sizes.items():
         extract(model, FashionMnistSource(split, limit=count), store, options)
     return time.perf_counter() - started

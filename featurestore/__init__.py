@@ -13,7 +13,8 @@ from .errors import (
     StoreDamagedError, StoreLockedError, StoreMismatchError, StoreWriteError, UnsafeModelError, UnsafeStoreError,
     PackageError,
 )
-from .extract import ExtractOptions, ExtractReport, extract
+from .extract import RENAMED as _RENAMED
+from .extract import ExtractConfig, ExtractReport, extract
 from .from_arrays import write_arrays
 from .migrate import migrate_store
 from .session import FeatureModel
@@ -23,10 +24,22 @@ from .spec import LayerSpec, ModelSpec, Preprocessing, WeightsInfo, read_spec
 from .store import FeatureSet, FeatureStore, join_stores, open_store, resolve_layers, store_names
 from .verify import verify_store
 
+
+
+def __getattr__(name: str):
+    """Former names (:data:`featurestore.extract.RENAMED`), with a DeprecationWarning naming the present one."""
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"featurestore.{name} is renamed {_RENAMED[name]}; import {_RENAMED[name]} instead",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "ArraySource",
     "CsvSource",
-    "ExtractOptions",
+    "ExtractConfig",
     "ExtractReport",
     "FashionMnistSource",
     "FeatureModel",

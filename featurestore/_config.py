@@ -5,7 +5,9 @@ default, its help text and how it is spelled on the command line. From it,
 :func:`add_arguments` adds the flags to an ``argparse`` parser, :func:`from_arguments`
 builds the config from parsed flags, and :func:`from_table` builds it from a TOML table,
 refusing unknown keys with the closest valid ones. A TOML key is the flag without its
-dashes (``--shard-rows`` -> ``shard_rows``), so the two never drift apart.
+dashes (``--shard-rows`` -> ``shard_rows``), so the two never drift apart. A field renamed keeps
+its old spelling as an alias (``aliases``): the old flag, and the old flag without dashes as a
+TOML key, still set it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 from ._hints import close_matches_hint
 from .errors import OptionsError, PipelineError
 
-__all__ = ["Option", "option", "options_of", "add_arguments", "from_arguments", "from_table", "table_keys"]
+__all__ = ["Option", "option", "options_of", "add_arguments", "from_arguments", "from_table", "table_keys",
+           "alias_keys", "canonical_table"]
 
 #: How a field is spelled on the command line.
-KINDS = ("value", "list", "switch", "negated", "tristate")
+KINDS = ("value", "list", "switch", "negated", "tristate", "repeat")
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,15 @@ class Option:
     kind : {'value', 'list', 'switch', 'negated', 'tristate'}
         ``list``: comma-separated on the command line, an array in TOML; ``switch``: a flag that
         sets True; ``negated``: a ``--no-...`` flag that sets False; ``tristate``: ``auto|on|off``
-        for None/True/False.
+        for None/True/False; ``repeat``: a flag given once per value (``--param a=1 --param b=2``),
+        an array in TOML.
     choices : tuple, optional
     cli, toml : bool
         Whether the field is a flag / a TOML key at all.
+    aliases : tuple of str, default=()
+        Former flags of the field, still accepted; each without its dashes is a former TOML key.
+    required : bool, default=False
+        The flag must be given (a command's main choice, e.g. ``fit --head``).
     """
 
     help: str
@@ -51,6 +59,8 @@ class Option:
     choices: tuple[Any, ...] | None = None
     cli: bool = True
     toml: bool = True
+    aliases: tuple[str, ...] = ()
+    required: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -75,8 +85,8 @@ def _flag(f: dataclasses.Field, opt: Option) -> str:
     return f"--no-{name}" if opt.kind == "negated" else f"--{name}"
 
 
-def _key(f: dataclasses.Field, opt: Option) -> str:
-    flag = _flag(f, opt).lstrip("-")
+def _key(f: dataclasses.Field, opt: Option, flag: str | None = None) -> str:
+    flag = (flag or _flag(f, opt)).lstrip("-")
     return (flag.removeprefix("no-") if opt.kind == "negated" else flag).replace("-", "_")
 
 
@@ -107,20 +117,25 @@ def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, *,
             continue
         target = groups.get(f.name, parser)
         flag = _flag(f, opt)
+        flags = (flag, *opt.aliases)
         metavar = flag.lstrip("-").upper().replace("-", "_")
         if opt.kind == "switch":
-            target.add_argument(flag, dest=f.name, action="store_true", help=opt.help)
+            target.add_argument(*flags, dest=f.name, action="store_true", help=opt.help)
         elif opt.kind == "negated":
-            target.add_argument(flag, dest=f.name, action="store_false", help=opt.help)
+            target.add_argument(*flags, dest=f.name, action="store_false", help=opt.help)
         elif opt.kind == "tristate":
-            target.add_argument(flag, dest=f.name, choices=("auto", "on", "off"), default="auto", help=opt.help)
+            target.add_argument(*flags, dest=f.name, choices=("auto", "on", "off"), default="auto", help=opt.help)
         elif opt.kind == "list":
             shown = f" (default: {','.join(f.default)})" if f.default else ""
-            target.add_argument(flag, dest=f.name, type=_comma_list, default=f.default, metavar=metavar,
+            target.add_argument(*flags, dest=f.name, type=_comma_list, default=f.default, metavar=metavar,
                                 help=opt.help + shown)
+        elif opt.kind == "repeat":  # None, not (): argparse appends to a copy of the default
+            target.add_argument(*flags, dest=f.name, action="append", default=None, metavar=metavar,
+                                required=opt.required, help=opt.help)
         else:
-            target.add_argument(flag, dest=f.name, type=_scalar(annotation), default=f.default, choices=opt.choices,
-                                metavar=None if opt.choices else metavar, help=opt.help)
+            target.add_argument(*flags, dest=f.name, type=_scalar(annotation), default=f.default,
+                                choices=opt.choices, metavar=None if opt.choices else metavar,
+                                required=opt.required, help=opt.help)
 
 
 def from_arguments(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
@@ -129,13 +144,39 @@ def from_arguments(cls: type, args: argparse.Namespace, **overrides: Any) -> Any
     for f, opt, _ in options_of(cls):
         if opt.cli and hasattr(args, f.name):
             value = getattr(args, f.name)
-            values[f.name] = {"auto": None, "on": True, "off": False}[value] if opt.kind == "tristate" else value
+            if opt.kind == "tristate":
+                value = {"auto": None, "on": True, "off": False}[value]
+            elif opt.kind == "repeat":
+                value = f.default if value is None else tuple(value)
+            values[f.name] = value
     return cls(**{**values, **overrides})
 
 
 def table_keys(cls: type) -> dict[str, str]:
-    """TOML key -> field name, for every field that has a TOML key."""
+    """TOML key -> field name, for every field that has a TOML key (its present spelling)."""
     return {_key(f, opt): f.name for f, opt, _ in options_of(cls) if opt.toml}
+
+
+def alias_keys(cls: type) -> dict[str, str]:
+    """Former TOML key -> its present key, for every field renamed (see :class:`Option` ``aliases``)."""
+    return {_key(f, opt, alias): _key(f, opt) for f, opt, _ in options_of(cls) if opt.toml for alias in opt.aliases}
+
+
+def canonical_table(cls: type, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``table`` with each former key under its present name.
+
+    Raises
+    ------
+    PipelineError
+        A field given under both its former and its present key.
+    """
+    out = dict(table)
+    for old, new in alias_keys(cls).items():
+        if old in out:
+            if new in out:
+                raise PipelineError(f"{where}: {old!r} is the former name of {new!r}; give only {new!r}")
+            out[new] = out.pop(old)
+    return out
 
 
 def from_table(cls: type, table: Mapping[str, Any], where: str, *, own_keys: Iterable[str] = (),
@@ -145,8 +186,10 @@ def from_table(cls: type, table: Mapping[str, Any], where: str, *, own_keys: Ite
     Raises
     ------
     PipelineError
-        A key that is neither a field's nor the caller's, with the closest valid keys.
+        A key that is neither a field's nor the caller's, with the closest valid keys; a field
+        given under both its former and its present key.
     """
+    table = canonical_table(cls, table, where)
     keys = table_keys(cls)
     own = set(own_keys)
     unknown = [key for key in table if key not in keys and key not in own]
@@ -169,7 +212,7 @@ def _checked(value: Any, opt: Option, annotation: Any, where: str) -> Any:
     optional = type(None) in typing.get_args(annotation)
     if value is None and optional:
         return None
-    if opt.kind == "list":
+    if opt.kind in ("list", "repeat"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PipelineError(f"{where} must be a list of strings, got {value!r}")
         return tuple(value)

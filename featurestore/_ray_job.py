@@ -19,7 +19,7 @@ from typing import Any
 from ._ray_tasks import InferenceWorker, decode_block
 from ._ray_units import decode_unit, key_unit
 from .errors import BackendUnavailableError, OptionsError
-from .extract import ExtractOptions
+from .extract import ExtractConfig
 from .spec import ModelSpec
 
 __all__ = ["RayOptions", "DECODE_IMAGES", "import_ray", "ray_session", "check_resources", "run_key_pass",
@@ -40,7 +40,7 @@ class RayOptions:
         local Ray instance for the run and stops it afterwards; a Ray already initialised
         in this process is used as it is.
     workers : int, default=2
-        Inference actors, each with its own onnxruntime session.
+        Inference actors, each with its own onnxruntime session (``extract --ray-workers``).
     gpus_per_worker : float, default=0
         GPUs per actor; with any, actors run on CUDA (unless ``device='cpu'``).
     cpus_per_worker : float, default=1
@@ -116,7 +116,7 @@ def check_resources(ray: Any, opts: RayOptions, fixed: bool) -> None:
         return
     message = (f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs; {opts.workers} workers x "
                f"({opts.cpus_per_worker:g} CPU, {opts.gpus_per_worker:g} GPU) plus one CPU for decoding need "
-               f"{need_cpus:g} CPUs and {need_gpus:g} GPUs; lower --workers or --cpus-per-worker, or add nodes")
+               f"{need_cpus:g} CPUs and {need_gpus:g} GPUs; lower --ray-workers or --cpus-per-worker, or add nodes")
     if fixed:
         raise BackendUnavailableError(message)
     warnings.warn(message + " (waiting for an autoscaler, if the cluster has one)", RuntimeWarning, stacklevel=3)
@@ -148,7 +148,7 @@ def run_key_pass(ray: Any, units: list[Any], source: Any, max_file_bytes: int) -
         context.enable_progress_bars, context.execution_options.preserve_order = bars, order
 
 
-def run_ray_job(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions,
+def run_ray_job(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractConfig,
                 opts: RayOptions, worker_args: dict[str, Any], units: tuple[Any, int] | None = None
                 ) -> Iterator[dict[str, Any]]:
     """Run the Ray Data job over ``todo``; yield each shard's metadata as it completes (in no fixed order).
@@ -166,7 +166,7 @@ def run_ray_job(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: 
         context.enable_progress_bars = bars
 
 
-def _dataset(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractOptions, opts: RayOptions,
+def _dataset(ray: Any, todo: list[dict[str, Any]], spec: ModelSpec, options: ExtractConfig, opts: RayOptions,
              worker_args: dict[str, Any], units: tuple[Any, int] | None = None) -> Any:
     """Listed items (or units) -> decode tasks -> inference actors (one shard per batch) -> a metadata row per batch."""
     images_per_shard = max(1, options.shard_rows // (options.views + 1))

@@ -2,7 +2,7 @@
 
 At GPU inference rates the host's JPEG decoding becomes the bottleneck: one host core
 decodes a few hundred photos a second, a GPU runs ResNet-50 at thousands. With
-``ExtractOptions(decode="device")`` (``featurestore extract --decode device``) each batch of
+``ExtractConfig(decode="device")`` (``featurestore extract --decode device``) each batch of
 JPEG bytes is decoded by TorchCodec's ``decode_jpeg`` on the session's device (nvJPEG on
 CUDA, one batched call; it applies the EXIF orientation as Pillow does), resized and centre-cropped there by
 ``torchvision.transforms.v2.functional``, and bound to the onnxruntime session where it

@@ -39,7 +39,7 @@ from ._ray_job import RayOptions, check_resources, ray_session, run_key_pass, ru
 from ._ray_tasks import CRASH_ENV, array_to_bytes
 from ._ray_units import plan_units
 from .errors import OptionsError
-from .extract import ExtractOptions, skip_known, source_options
+from .extract import ExtractConfig, skip_known, source_options
 from .manifest import STORE_SCHEMA_VERSION, StoreConfig
 from .session import FeatureModel
 from .sources import ImageSource, SourceItem, WebDatasetSource, content_key, open_source
@@ -56,7 +56,7 @@ def _worker_device(device: str, gpus: float) -> str:
 
 
 def _worker_args(model_path: Path, spec: ModelSpec, config: StoreConfig, writer: StoreWriter,
-                 options: ExtractOptions, opts: RayOptions) -> dict[str, Any]:
+                 options: ExtractConfig, opts: RayOptions) -> dict[str, Any]:
     """Constructor arguments of every :class:`~featurestore._ray_tasks.InferenceWorker`."""
     return {
         "model_path": str(model_path.absolute()), "model_sha256": config.model_sha256,
@@ -133,7 +133,7 @@ def extract_distributed(
     model: str | Path | FeatureModel,
     source: str | os.PathLike[str] | ImageSource,
     store: str | Path,
-    options: ExtractOptions | None = None,
+    options: ExtractConfig | None = None,
     ray_options: RayOptions | None = None,
 ) -> DistributedReport:
     """Extract ``source`` with ``model`` into ``store`` on a Ray cluster (or a local Ray instance).
@@ -150,7 +150,7 @@ def extract_distributed(
         Anything :func:`featurestore.sources.open_source` accepts.
     store : str or Path
         Store directory (created if missing).
-    options : ExtractOptions, optional
+    options : ExtractConfig, optional
         As for the local engine; ``decode_workers`` is unused (Ray schedules decoding) and
         ``intra_op_threads`` applies per worker.
     ray_options : RayOptions, optional
@@ -175,7 +175,7 @@ def extract_distributed(
     ...                              ray_options=RayOptions(workers=2))  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
     """
-    options = options or ExtractOptions()
+    options = options or ExtractConfig()
     opts = ray_options or RayOptions()
     model_path = Path(model.path if isinstance(model, FeatureModel) else model)
     if not isinstance(model, FeatureModel):

@@ -26,7 +26,8 @@ class ExportConfig:
     layers : str, default='last'
         Layer names and shorthands, comma separated, each optionally ``NAME:POOL``.
     pooling : str, default='avg'
-        Pooling of maps or tokens (``--pool``; see :data:`featurestore.spec.POOLINGS`).
+        Pooling of maps or tokens (``--pooling``, formerly ``--pool``, still accepted, as is the
+        TOML key ``pool``; see :data:`featurestore.spec.POOLINGS`).
     weights : Path, optional
         A state_dict file (``.pth``/``.pt`` or ``.safetensors``).
     random_init : bool, default=False
@@ -50,7 +51,7 @@ class ExportConfig:
                                  "default avg) or of "
                                  "transformer tokens (cls, mean, cls+mean, none; default cls, or mean without a "
                                  "class token); the other kind of layer keeps its default",
-                          flag="--pool", choices=POOLINGS)
+                          aliases=("--pool",), choices=POOLINGS)
     weights: Path | None = option(None, "state_dict file to load: .pth/.pt (torch.save(model.state_dict()), read "
                                         "with weights_only=True) or .safetensors")
     random_init: bool = option(False, "export untrained (seeded) weights; recorded as such in the spec",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,11 +36,23 @@ from .tasks import (LabelReport, attach_source_columns, attach_table_columns, ch
                     check_task_types, parse_task_types)
 from .writer import StoreWriter, check_shard_rows
 
-__all__ = ["ExtractOptions", "ExtractReport", "extract", "skip_known", "source_options"]
+__all__ = ["ExtractConfig", "ExtractReport", "extract", "skip_known", "source_options"]
+
+#: Names kept importable for code written before a rename: former name -> present name.
+RENAMED = {"ExtractOptions": "ExtractConfig"}
+
+
+def __getattr__(name: str) -> Any:
+    """A former name (:data:`RENAMED`), with a DeprecationWarning naming the present one."""
+    if name in RENAMED:
+        warnings.warn(f"featurestore.{name} is renamed {RENAMED[name]}; import {RENAMED[name]} instead",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
-class ExtractOptions:
+class ExtractConfig:
     """How to run an extraction (the store's fingerprint covers ``views``, ``augment``, ``dtype``).
 
     Parameters
@@ -50,7 +63,10 @@ class ExtractOptions:
     intra_op_threads : int, optional
         onnxruntime threads (default: all cores).
     decode_workers : int, optional
-        Decoding threads (default: number of cores).
+        Decoding threads of the local engine (default: number of cores); ``--decode-workers``,
+        formerly ``--workers`` (still accepted, as is the TOML key ``workers``). The Ray engine
+        schedules decoding itself and takes its inference actors from ``--ray-workers``
+        (:class:`featurestore.distributed.RayOptions` ``workers``).
     shard_rows : int, default=2048
         Rows per shard, the most work a kill can lose.
     views : int, default=0
@@ -99,8 +115,8 @@ class ExtractOptions:
     intra_op_threads: int | None = option(
         None, "onnxruntime intra-op threads (default: all cores; ray engine: per actor, its CPUs)", flag="--threads")
     decode_workers: int | None = option(
-        None, "local engine: decoding threads (default: all cores); ray engine: inference actors (default 2)",
-        flag="--workers")
+        None, "decoding threads (default: all cores); --engine ray schedules decoding itself and takes "
+              "--ray-workers inference actors", aliases=("--workers",))
     shard_rows: int = option(2048, "rows per shard, the most a kill can lose (default 2048)")
     views: int = option(0, "augmented views per image besides the clean one")
     augment: tuple[str, ...] = option((), f"comma-separated augmentations: {', '.join(AUGMENTATIONS)}", kind="list")
@@ -113,7 +129,7 @@ class ExtractOptions:
     io_binding: bool | None = option(None, "onnxruntime IO binding (auto: on with CUDA)", kind="tristate", toml=False)
     inflight: int = option(2, "batches in flight on the inference thread", cli=False, toml=False)
     decode: str = option(
-        "host", "host: Pillow on --workers threads (default); device: JPEG batches decoded by TorchCodec on the "
+        "host", "host: Pillow on --decode-workers threads (default); device: JPEG batches decoded by TorchCodec on the "
                 "inference device (nvJPEG with --device cuda) and bound to onnxruntime there "
                 "(pip install 'featurestore[gpu-decode]'; no --views)", choices=DECODERS)
     label_from: str | None = option(
@@ -131,7 +147,7 @@ class ExtractOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name, flag in (("decode_workers", "--workers"), ("intra_op_threads", "--threads")):
+        for name, flag in (("decode_workers", "--decode-workers/--workers"), ("intra_op_threads", "--threads")):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OptionsError(f"{flag} must be >= 1 (or left out for the default), got {getattr(self, name)}")
         if self.views < 0 or self.inflight < 1:
@@ -216,7 +232,7 @@ class _BatchRunner:
     source order.
     """
 
-    def __init__(self, model: FeatureModel, writer: StoreWriter, report: ExtractReport, options: ExtractOptions,
+    def __init__(self, model: FeatureModel, writer: StoreWriter, report: ExtractReport, options: ExtractConfig,
                  decoder: DeviceDecoder | None = None):
         self.model, self.writer, self.report, self.options = model, writer, report, options
         self.stack, self.run = (np.stack, model.run) if decoder is None else (decoder.stack, model.run_tensor)
@@ -274,7 +290,7 @@ class _BatchRunner:
         self.report.decoded += len(batch)
 
 
-def source_options(options: ExtractOptions) -> dict[str, Any]:
+def source_options(options: ExtractConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`~featurestore.sources.open_source` that ``options`` sets."""
     return {"label_from": options.label_from, "image_from": options.image_from,
             "max_file_bytes": options.max_file_bytes}
@@ -300,7 +316,7 @@ def extract(
     model: str | Path | FeatureModel,
     source: str | os.PathLike[str] | ImageSource,
     store: str | Path,
-    options: ExtractOptions | None = None,
+    options: ExtractConfig | None = None,
 ) -> ExtractReport:
     """Extract the features of ``source`` with ``model`` into the store at ``store``.
 
@@ -316,7 +332,7 @@ def extract(
         Anything :func:`featurestore.sources.open_source` accepts.
     store : str or Path
         Store directory (created if missing).
-    options : ExtractOptions, optional
+    options : ExtractConfig, optional
 
     Returns
     -------
@@ -327,7 +343,7 @@ def extract(
     StoreMismatchError
         The store was built with another model, layers, preprocessing, views or dtype.
     """
-    options = options or ExtractOptions()
+    options = options or ExtractConfig()
     if not isinstance(model, FeatureModel):
         model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads,
                              io_binding=options.io_binding)

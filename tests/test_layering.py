@@ -25,7 +25,7 @@ PACKAGES = ("featurestore", "export", "heads")
 MODEL_RUNNERS = ("featurestore.session", "featurestore.decode", "featurestore.device_decode",
                  "featurestore.extract", "featurestore.distributed", "onnxruntime",
                  "featurestore.FeatureModel", "featurestore.decode_image", "featurestore.preprocess_array",
-                 "featurestore.ExtractOptions", "featurestore.ExtractReport")
+                 "featurestore.ExtractConfig", "featurestore.ExtractReport")
 #: The door of `python -m featurestore`: it starts the orchestration layer.
 ENTRY_POINTS = ("featurestore.__main__",)
 

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 
 from .._config import add_arguments, from_arguments
 from ..errors import OptionsError
-from ..extract import ExtractOptions
+from ..extract import ExtractConfig
 
 if TYPE_CHECKING:
+    from ..distributed import RayOptions
     from ..extract import ExtractReport
 
 ENGINES = ("local", "ray")
-_RAY_ONLY = ("address", "gpus_per_worker", "cpus_per_worker")
+_RAY_ONLY = ("address", "ray_workers", "gpus_per_worker", "cpus_per_worker")
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -32,11 +33,14 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("source", help="image folder, .zip, wds:PATTERN or .tar, .parquet/.arrow file or folder, "
                                   "CSV/TSV file, or fashion-mnist[:train|:test]")
     p.add_argument("-o", "--output", required=True, type=Path, help="store directory")
-    add_arguments(p, ExtractOptions)
+    add_arguments(p, ExtractConfig)
     ray = p.add_argument_group("distributed extraction (--engine ray; pip install 'featurestore[distributed]')")
     ray.add_argument("--engine", default="local", choices=ENGINES,
                      help="local: this process (default); ray: a Ray Data pipeline on a cluster or a local Ray")
     ray.add_argument("--address", help="Ray cluster to join, e.g. 'auto' (default: start a local Ray instance)")
+    ray.add_argument("--ray-workers", type=int, help="inference actors, each with its own onnxruntime session "
+                                                     "(default 2; --workers, its former spelling under --engine "
+                                                     "ray, still sets it when --ray-workers is not given)")
     ray.add_argument("--gpus-per-worker", type=float, help="GPUs per inference actor (default 0: CPU)")
     ray.add_argument("--cpus-per-worker", type=float, help="CPUs per inference actor (default 1)")
     return p
@@ -45,7 +49,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..extract import extract
 
-    options = from_arguments(ExtractOptions, args, progress=args.progress and sys.stderr.isatty())
+    options = from_arguments(ExtractConfig, args, progress=args.progress and sys.stderr.isatty())
     if args.engine == "ray":
         if args.decode != "host":
             raise OptionsError("--engine ray decodes on the host; --decode device runs with --engine local")
@@ -61,9 +65,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _extract_on_ray(args: argparse.Namespace, options: ExtractOptions) -> ExtractReport:
-    from ..distributed import RayOptions, extract_distributed
+def _extract_on_ray(args: argparse.Namespace, options: ExtractConfig) -> ExtractReport:
+    from ..distributed import extract_distributed
 
-    given = {"workers": args.decode_workers, **{name: getattr(args, name) for name in _RAY_ONLY}}
-    ray_options = RayOptions(**{name: value for name, value in given.items() if value is not None})
-    return extract_distributed(args.model, args.source, args.output, options, ray_options)
+    return extract_distributed(args.model, args.source, args.output, options, ray_options(args))
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions:
+    """The :class:`~featurestore.distributed.RayOptions` of ``extract --engine ray``'s flags."""
+    from ..distributed import RayOptions
+
+    # Before --ray-workers, --workers set the actors under --engine ray: it still does when alone.
+    given = {name: getattr(args, name) for name in _RAY_ONLY if name != "ray_workers"}
+    given["workers"] = args.ray_workers if args.ray_workers is not None else args.decode_workers
+    return RayOptions(**{name: value for name, value in given.items() if value is not None})

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import file_sha256, write_bytes_atomic
-from .._config import from_table, table_keys
+from .._config import alias_keys, canonical_table, from_table, table_keys
 from .._hints import close_matches_hint
 from .._time import utc_timestamp
 from .._version import __version__
@@ -60,14 +60,17 @@ STEP_KEYS = {"export": ("name", "backbone"), "extract": ("name", "model", "sourc
 def _configs() -> dict[str, type]:
     from ..bench_config import BenchConfig
     from ..export_config import ExportConfig
-    from ..extract import ExtractOptions
+    from ..extract import ExtractConfig
 
-    return {"export": ExportConfig, "extract": ExtractOptions, "bench": BenchConfig}
+    return {"export": ExportConfig, "extract": ExtractConfig, "bench": BenchConfig}
 
 
-def step_keys(kind: str) -> set[str]:
-    """Every key a ``[[kind]]`` step takes: its own and its config dataclass's."""
-    return set(STEP_KEYS[kind]) | set(table_keys(_configs()[kind]))
+def step_keys(kind: str, former: bool = True) -> set[str]:
+    """Every key a ``[[kind]]`` step takes: its own and its config dataclass's, with (``former``)
+    the former names of renamed keys (``pool`` for ``pooling``), which files written before
+    the rename still use."""
+    config = _configs()[kind]
+    return set(STEP_KEYS[kind]) | set(table_keys(config)) | (set(alias_keys(config)) if former else set())
 
 
 @dataclass
@@ -134,7 +137,9 @@ class _Runner:
         output = self.workdir / f"{step['name']}.onnx"
         self.models[step["name"]] = output
         # `offline` says where the weights may come from, not which: the same file either way.
-        config = {k: step.get(k) for k in sorted(step_keys("export") - {"offline"})} | {"featurestore": __version__}
+        present = canonical_table(_configs()["export"], step, f"[[export]] {step['name']!r}")
+        config = {k: present.get(k) for k in sorted(step_keys("export", former=False) - {"offline"})} | {
+            "featurestore": __version__}
         if step.get("weights"):
             config["weights_sha256"] = file_sha256(step["weights"])
         fingerprint = _hash(config)
@@ -164,13 +169,13 @@ class _Runner:
         return _Limited(source, limit) if limit else source
 
     def extract(self, step: dict[str, Any]) -> tuple[str, str]:
-        from ..extract import ExtractOptions, extract
+        from ..extract import ExtractConfig, extract
 
         store = self.workdir / step["name"]
         model = self._model_path(step["model"])
         limit = self.limit_override if self.limit_override is not None else step.get("limit")
         limit = limit or None
-        options = from_table(ExtractOptions, step, f"[[extract]] {step['name']!r}", own_keys=STEP_KEYS["extract"],
+        options = from_table(ExtractConfig, step, f"[[extract]] {step['name']!r}", own_keys=STEP_KEYS["extract"],
                              progress=False)
         # No skip on the step's own record: the store's incremental skip (known content keys) is
         # the authority, so images added to a source are found on every run; an unchanged source
@@ -199,7 +204,7 @@ class _Runner:
             if not (store / MANIFEST_NAME).is_file():
                 raise PipelineError(f"bench {step['name']!r}: {store} is not a store")
         config = from_table(BenchConfig, step, f"[[bench]] {step['name']!r}", own_keys=STEP_KEYS["bench"])
-        fingerprint = _hash({"config": {k: step.get(k) for k in sorted(step_keys("bench"))},
+        fingerprint = _hash({"config": {k: step.get(k) for k in sorted(step_keys("bench", former=False))},
                              "stores": [committed_digest(s) for s in stores]})
         if (output / "report.html").is_file() and self._done("bench", step["name"], fingerprint):
             return "skipped", f"{output / 'report.html'} is up to date"

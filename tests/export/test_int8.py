@@ -12,7 +12,7 @@ import pytest
 from export import export_backbone
 from export.errors import CalibrationError
 from export.quantize import draw_calibration, output_cosine
-from featurestore import ExtractOptions, extract, open_store, read_spec
+from featurestore import ExtractConfig, extract, open_store, read_spec
 from featurestore.cli import main
 from featurestore.manifest import StoreConfig
 from featurestore.session import FeatureModel
@@ -107,7 +107,7 @@ def test_tiny_int8_from_fashion_mnist_then_extract_and_load(tmp_path, photos):
     q = spec.quantization
     assert q.calibration_count == 32 and q.held_back == 32 and min(q.cosine.values()) >= 0.99, q.cosine
     report = extract(tmp_path / "m.onnx", photos, tmp_path / "store",
-                     ExtractOptions(batch_size=8, device="cpu", progress=False))
+                     ExtractConfig(batch_size=8, device="cpu", progress=False))
     assert report is not None
     store = open_store(tmp_path / "store")
     data = store.load()

@@ -626,7 +626,7 @@ def test_ray_engine_reads_archive_members_as_the_local_engine_does(tree, folder_
     ray = pytest.importorskip("ray")
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
-    from featurestore import ExtractOptions, extract
+    from featurestore import ExtractConfig, extract
     from featurestore.distributed import RayOptions, extract_distributed
 
     archive = _zip_tree(tree, tmp_path / "imgs.zip", prefix="imgs/")
@@ -634,7 +634,7 @@ def test_ray_engine_reads_archive_members_as_the_local_engine_does(tree, folder_
     files = _files(tree)
     table = _hf_table(pa, files).append_column("split", pa.array([p.parent.parent.name for p in files]))
     pq.write_table(table, tmp_path / "imgs.parquet", row_group_size=16)
-    options = ExtractOptions(batch_size=16, shard_rows=64, device="cpu", progress=False)
+    options = ExtractConfig(batch_size=16, shard_rows=64, device="cpu", progress=False)
     ray_options = RayOptions(workers=2, cpus_per_worker=0.5)
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:

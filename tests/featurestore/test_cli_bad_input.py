@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurestore import ArraySource, ExtractOptions, extract, write_arrays
+from featurestore import ArraySource, ExtractConfig, extract, write_arrays
 from featurestore.cli import main
 from featurestore.errors import OptionsError
 from featurestore.spec import SPEC_KEY, read_spec
@@ -36,7 +36,7 @@ def work(tmp_path_factory, tiny_onnx):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "imgs" / f"{i}.png")
     images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     extract(tiny_onnx, ArraySource(images, labels=[f"c{i % 2}" for i in range(40)]), root / "store",
-            ExtractOptions(device="cpu", progress=False))
+            ExtractConfig(device="cpu", progress=False))
     assert main(["fit", str(root / "store"), "--head", "nb", "-o", str(root / "head.skops")]) == 0
     write_arrays(root / "one", {"f": rng.normal(size=(20, 4)).astype(np.float32)}, labels=["a"] * 20)
     (root / "text.onnx").write_text("this is a text file, not a model\n")
@@ -82,7 +82,7 @@ def test_extract_with_negative_workers(work, tiny_onnx, tmp_path, capsys):
     assert "--workers" in err and "-2" in err
     assert not (tmp_path / "store").exists()
     with pytest.raises(OptionsError):
-        ExtractOptions(intra_op_threads=0)
+        ExtractConfig(intra_op_threads=0)
 
 
 @pytest.mark.parametrize("model", ["text.onnx", "random.onnx", "copied.onnx"])

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from export import ExportConfig, export_backbone
-from featurestore._config import from_arguments, options_of, table_keys
+from featurestore._config import alias_keys, from_arguments, from_table, options_of, table_keys
 from featurestore.cli import build_parser
 from featurestore.cli.pipeline import STEP_KEYS, load_pipeline, run_pipeline, step_keys
 from featurestore.errors import PipelineError
-from featurestore.extract import ExtractOptions
+from featurestore.extract import ExtractConfig
 from featurestore.bench_config import BenchConfig
 
-COMMANDS = {"export": ExportConfig, "extract": ExtractOptions, "bench": BenchConfig}
+COMMANDS = {"export": ExportConfig, "extract": ExtractConfig, "bench": BenchConfig}
 MINIMAL = {"export": ["resnet18", "-o", "m.onnx"], "extract": ["m.onnx", "imgs", "-o", "s"], "bench": ["s", "-o", "r"]}
 
 
@@ -55,17 +55,17 @@ def test_toml_keys_are_the_flags_without_dashes(kind):
     for key, name in table_keys(config).items():
         spelled = [f.lstrip("-").removeprefix("no-").replace("-", "_") for f in flags.get(name, [])]
         assert key in spelled or not spelled, (kind, key, spelled)
-    assert step_keys(kind) == set(STEP_KEYS[kind]) | set(table_keys(config))
+    assert step_keys(kind) == set(STEP_KEYS[kind]) | set(table_keys(config)) | set(alias_keys(config))
 
 
 def test_pipeline_keys_of_earlier_files_still_hold():
-    assert step_keys("export") == {"name", "backbone", "layers", "pool", "weights", "random_init", "precision",
+    assert step_keys("export") >= {"name", "backbone", "layers", "pool", "weights", "random_init", "precision",
                                    "image_size", "grayscale", "offline", "calibrate", "calibrate_count"}
     assert step_keys("bench") == {"name", "stores", "heads", "fusions", "layers", "per_layer", "cv", "search",
                                   "jobs", "max_train_rows", "seed", "select", "join", "views", "shots", "seeds",
                                   "task"}
     assert step_keys("extract") >= {"name", "model", "sources", "limit", "batch_size", "device", "views", "augment",
-                                    "dtype", "shard_rows", "strict", "decode"}
+                                    "dtype", "shard_rows", "strict", "decode", "workers"}
 
 
 def test_export_defaults_are_export_backbones_own():
@@ -76,8 +76,8 @@ def test_export_defaults_are_export_backbones_own():
 
 def test_unknown_and_mistyped_toml_keys_are_errors(tmp_path):
     toml = tmp_path / "p.toml"
-    toml.write_text('[[export]]\nname = "m"\nbackbone = "pixels"\npooling = "max"\n')
-    with pytest.raises(PipelineError, match=r"unknown key\(s\) pooling; did you mean: pool"):
+    toml.write_text('[[export]]\nname = "m"\nbackbone = "pixels"\npoolng = "max"\n')
+    with pytest.raises(PipelineError, match=r"unknown key\(s\) poolng; did you mean: .*pooling"):
         load_pipeline(toml)
     toml.write_text('[[bench]]\nname = "r"\nstores = ["s"]\nheads = "logreg"\n')
     (tmp_path / "s").mkdir()
@@ -91,3 +91,57 @@ def test_the_example_pipelines_load(name):
     """Every key of the shipped pipelines is known and well-typed (they are run by hand, not in CI)."""
     pipeline = load_pipeline(Path(__file__).parents[2] / "examples" / name)
     assert pipeline["export"] and pipeline["extract"] and pipeline["bench"]
+
+
+#: Fields renamed, by command: (present flag, former flag, a value) -- each spelling sets the same field.
+RENAMED = {"export": ("pooling", "--pooling", "--pool", "max"),
+           "extract": ("decode_workers", "--decode-workers", "--workers", "3")}
+
+
+@pytest.mark.parametrize("command", RENAMED)
+def test_a_flag_its_former_spelling_and_both_toml_keys_set_the_same_field(command):
+    name, flag, former, value = RENAMED[command]
+    config = COMMANDS[command]
+    parser = _subparser(command)
+    present = from_arguments(config, parser.parse_args(MINIMAL[command] + [flag, value]))
+    old = from_arguments(config, parser.parse_args(MINIMAL[command] + [former, value]))
+    typed = int(value) if value.isdigit() else value
+    assert getattr(present, name) == typed and old == present
+    key, old_key = flag.lstrip("-").replace("-", "_"), former.lstrip("-").replace("-", "_")
+    assert table_keys(config)[key] == name and alias_keys(config) == {old_key: key}
+    assert from_table(config, {key: typed}, "t") == from_table(config, {old_key: typed}, "t") == present
+    with pytest.raises(PipelineError, match=f"'{old_key}' is the former name of '{key}'"):
+        from_table(config, {key: typed, old_key: typed}, "t")
+
+
+def test_pipeline_files_with_former_keys_still_load_and_keep_their_fingerprint(tmp_path):
+    toml = tmp_path / "p.toml"
+    steps = {}
+    for key in ("pool", "pooling"):
+        toml.write_text(f'[[export]]\nname = "m"\nbackbone = "pixels"\n{key} = "max"\n'
+                        '[[extract]]\nname = "s"\nmodel = "m"\nsources = ["x"]\nworkers = 2\n')
+        steps[key] = load_pipeline(toml)
+        assert from_table(ExtractConfig, steps[key]["extract"][0], "t", own_keys=STEP_KEYS["extract"]).decode_workers == 2
+    old, new = (from_table(ExportConfig, steps[k]["export"][0], "t", own_keys=STEP_KEYS["export"]) for k in steps)
+    assert old == new and old.pooling == "max"
+
+
+def test_the_former_extract_options_name_still_imports_with_a_warning():
+    import featurestore
+
+    with pytest.warns(DeprecationWarning, match="ExtractOptions is renamed ExtractConfig"):
+        assert featurestore.ExtractOptions is ExtractConfig
+    with pytest.warns(DeprecationWarning):
+        from featurestore.extract import ExtractOptions
+    assert ExtractOptions is ExtractConfig
+
+
+def test_ray_actors_have_their_own_flag_and_the_former_one_still_sets_them():
+    from featurestore.cli.extract_cmd import ray_options
+
+    parser = _subparser("extract")
+    ray = MINIMAL["extract"] + ["--engine", "ray"]
+    assert ray_options(parser.parse_args(ray + ["--ray-workers", "4"])).workers == 4
+    assert ray_options(parser.parse_args(ray + ["--workers", "3"])).workers == 3  # the spelling before --ray-workers
+    assert ray_options(parser.parse_args(ray + ["--ray-workers", "4", "--decode-workers", "3"])).workers == 4
+    assert ray_options(parser.parse_args(ray)).workers == 2

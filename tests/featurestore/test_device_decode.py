@@ -21,7 +21,7 @@ pytest.importorskip("torchcodec.decoders", reason="the device decoder needs Torc
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from featurestore import ExtractOptions, FeatureModel, decode_image, extract, open_store  # noqa: E402
+from featurestore import ExtractConfig, FeatureModel, decode_image, extract, open_store  # noqa: E402
 from featurestore.cli import main  # noqa: E402
 from featurestore.device_decode import DeviceDecoder  # noqa: E402
 from featurestore.errors import FeatureStoreError, ModelInputError  # noqa: E402
@@ -123,7 +123,7 @@ def test_extract_on_device_matches_the_host_row_for_row(tiny_onnx, tmp_path):
     write_bad_images(folder)
     reports = {}
     for decode in ("host", "device"):
-        options = ExtractOptions(batch_size=4, shard_rows=5, device="cpu", progress=False, decode=decode)
+        options = ExtractConfig(batch_size=4, shard_rows=5, device="cpu", progress=False, decode=decode)
         reports[decode] = extract(tiny_onnx, folder, tmp_path / decode, options)
     host, device = open_store(tmp_path / "host"), open_store(tmp_path / "device")
     assert device.keys.tolist() == host.keys.tolist() and device.paths.tolist() == host.paths.tolist()
@@ -141,15 +141,15 @@ def test_extract_on_device_matches_the_host_row_for_row(tiny_onnx, tmp_path):
     shutil.copy(folder / "good_000.jpg", folder / "copy_of_good.jpg")
     (folder / "new.jpg").write_bytes(_jpeg((70, 90), seed=99))
     again = extract(tiny_onnx, folder, tmp_path / "device",
-                    ExtractOptions(batch_size=4, device="cpu", progress=False, decode="device"))
+                    ExtractConfig(batch_size=4, device="cpu", progress=False, decode="device"))
     assert again.decoded == 1 and open_store(tmp_path / "device").keys.tolist()[:-1] == host.keys.tolist()
 
 
 def test_device_decode_options_are_checked():
     with pytest.raises(FeatureStoreError, match="views"):
-        ExtractOptions(decode="device", views=2)
+        ExtractConfig(decode="device", views=2)
     with pytest.raises(FeatureStoreError, match="host, device"):
-        ExtractOptions(decode="gpu")
+        ExtractConfig(decode="gpu")
 
 
 def test_cli_decode_flag(tiny_onnx, tmp_path, capsys):
@@ -181,7 +181,7 @@ def test_missing_torchcodec_is_a_clear_error(tiny_onnx, tmp_path, monkeypatch):
     write_good_images(tmp_path / "imgs", n=2)
     monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # as if not installed
     with pytest.raises(FeatureStoreError, match=r"featurestore\[gpu-decode\]"):
-        extract(tiny_onnx, tmp_path / "imgs", tmp_path / "store", ExtractOptions(device="cpu", decode="device"))
+        extract(tiny_onnx, tmp_path / "imgs", tmp_path / "store", ExtractConfig(device="cpu", decode="device"))
     assert not (tmp_path / "store").exists()
 
 

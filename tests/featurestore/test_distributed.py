@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestore import ExtractOptions, StoreError, extract, open_store, verify_store
+from featurestore import ExtractConfig, StoreError, extract, open_store, verify_store
 from featurestore.cli import main
 from featurestore.manifest import MANIFEST_NAME, STORE_SCHEMA_VERSION, Manifest, StoreConfig
 from featurestore.shard_buffer import ShardBuffer
@@ -31,7 +31,7 @@ from images import write_bad_images, write_good_images
 # Ray Data sets its own deprecated config attributes internally; those warnings are not ours.
 pytestmark = [pytest.mark.distributed, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
-OPTS = ExtractOptions(batch_size=4, shard_rows=4, device="cpu", progress=False)
+OPTS = ExtractConfig(batch_size=4, shard_rows=4, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_worker_errors_reach_the_driver_as_the_local_engine_raises_them(tmp_path
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
     tiny_std = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,), std=(1e-6,), color_mode="L")
     export_backbone("pixels", tmp_path / "huge.onnx", preprocessing=tiny_std)
-    f16 = ExtractOptions(dtype="float16", device="cpu", progress=False)
+    f16 = ExtractConfig(dtype="float16", device="cpu", progress=False)
     with pytest.raises(StoreError, match="float16"):
         extract_distributed(tmp_path / "huge.onnx", ArraySource(images), tmp_path / "s", f16, _ray_options())
     assert len(open_store(tmp_path / "s")) == 0 and verify_store(tmp_path / "s") == []

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from featurestore import (
-    ArraySource, ExtractOptions, StoreError, extract, open_store, verify_store,
+    ArraySource, ExtractConfig, StoreError, extract, open_store, verify_store,
 )
 from featurestore.cli import main
 from images import write_bad_images, write_good_images, write_tricky_images
 
-OPTS = ExtractOptions(batch_size=4, shard_rows=3, device="cpu", progress=False)
+OPTS = ExtractConfig(batch_size=4, shard_rows=3, device="cpu", progress=False)
 
 
 def _features_by_key(store_path: Path) -> dict[tuple[str, int], np.ndarray]:
@@ -132,7 +132,7 @@ def test_mismatched_config_fails_and_leaves_store_untouched(change, tiny_onnx, t
 def test_views_store_augmented_rows_deterministically(tiny_onnx, tmp_path):
     folder = tmp_path / "imgs"
     write_good_images(folder, n=3)
-    opts = ExtractOptions(batch_size=4, shard_rows=4, device="cpu", progress=False, views=2,
+    opts = ExtractConfig(batch_size=4, shard_rows=4, device="cpu", progress=False, views=2,
                           augment=("hflip", "crop", "color"))
     extract(tiny_onnx, folder, tmp_path / "a", opts)
     extract(tiny_onnx, folder, tmp_path / "b", opts)
@@ -153,7 +153,7 @@ def test_float16_store_and_overflow_refusal(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
     prep = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,), std=(1.0,), color_mode="L")
     export_backbone("pixels", tmp_path / "p.onnx", preprocessing=prep)
-    f16 = ExtractOptions(dtype="float16", device="cpu", progress=False)
+    f16 = ExtractConfig(dtype="float16", device="cpu", progress=False)
     extract(tmp_path / "p.onnx", ArraySource(images), tmp_path / "s16", f16)
     store = open_store(tmp_path / "s16")
     assert store.load().X["pixels"].dtype == np.float16
@@ -176,7 +176,7 @@ def test_array_source_duplicates_are_stored_once(tmp_path):
     export_backbone("pixels", tmp_path / "p.onnx", preprocessing=prep)
     labels = ["a", "b", "a", "c", "a"]
     report = extract(tmp_path / "p.onnx", ArraySource(images, labels=labels), tmp_path / "s",
-                     ExtractOptions(device="cpu", progress=False))
+                     ExtractConfig(device="cpu", progress=False))
     assert report.duplicates == 1 and report.rows_added == 4
     store = open_store(tmp_path / "s")
     assert len(store) == 4
@@ -201,7 +201,7 @@ def test_io_binding_path_is_bit_equal_to_the_plain_path(tiny_onnx, tmp_path):
     folder = tmp_path / "imgs"
     write_good_images(folder, n=9, seed=4)
     for io_binding, inflight, store in ((False, 1, "plain"), (True, 3, "bound")):
-        opts = ExtractOptions(batch_size=2, shard_rows=4, device="cpu", progress=False, io_binding=io_binding,
+        opts = ExtractConfig(batch_size=2, shard_rows=4, device="cpu", progress=False, io_binding=io_binding,
                               inflight=inflight)
         extract(tiny_onnx, folder, tmp_path / store, opts)
     plain_rows, bound_rows = _features_by_key(tmp_path / "plain"), _features_by_key(tmp_path / "bound")

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from featurestore import ExtractOptions, StoreError, extract, open_store, verify_store
+from featurestore import ExtractConfig, StoreError, extract, open_store, verify_store
 from featurestore.errors import StoreDamagedError, StoreLockedError
 from featurestore.journal import JOURNAL_NAME, append_record, read_journal
 from featurestore.manifest import MANIFEST_NAME, Manifest
@@ -24,7 +24,7 @@ from featurestore.shard_write import CONTENT_CHECKSUM_ATTR
 from featurestore.writer import StoreWriter
 from images import write_good_images
 
-OPTS = ExtractOptions(batch_size=4, shard_rows=2, device="cpu", progress=False)
+OPTS = ExtractConfig(batch_size=4, shard_rows=2, device="cpu", progress=False)
 COLUMNS = ("keys", "labels", "splits", "views", "paths")
 
 

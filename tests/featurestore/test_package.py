@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestore import ExtractOptions, PackageError, decode_image, extract, read_spec
+from featurestore import ExtractConfig, PackageError, decode_image, extract, read_spec
 from featurestore.cli import main
 from featurestore.cli.package import CLASSES_KEY, package_head
 from images import write_good_images
@@ -24,7 +24,7 @@ def fitted(tiny_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("package")
     for label, seed in (("a", 0), ("b", 300), ("c", 600)):
         write_good_images(root / "imgs" / label, n=20, seed=seed)
-    extract(tiny_onnx, root / "imgs", root / "store", ExtractOptions(device="cpu", progress=False))
+    extract(tiny_onnx, root / "imgs", root / "store", ExtractConfig(device="cpu", progress=False))
     for label, seed in (("a", 1000), ("b", 2000), ("c", 3000)):  # 501 new images, never seen by the heads
         write_good_images(root / "new" / label, n=167, size=(40, 30), seed=seed)
     return root

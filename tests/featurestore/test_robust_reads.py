@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestore import ExtractOptions, StoreDamagedError, UnsafeStoreError, extract, open_store, verify_store
+from featurestore import ExtractConfig, StoreDamagedError, UnsafeStoreError, extract, open_store, verify_store
 from featurestore.errors import FileTooLargeError, NotAFileError, OptionsError
 from featurestore.manifest import MANIFEST_NAME
 from featurestore.sources import MAX_FILE_BYTES, SourceItem
 from images import write_good_images
 
-OPTS = ExtractOptions(batch_size=4, shard_rows=3, device="cpu", progress=False)
+OPTS = ExtractConfig(batch_size=4, shard_rows=3, device="cpu", progress=False)
 
 
 def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
@@ -72,13 +72,13 @@ def test_devices_fifos_sockets_folders_and_oversized_files_are_failures_never_re
     assert failures[str(big)][1] == (f"{str(big)!r} holds {big.stat().st_size} bytes, over the limit of {limit} "
                                      "bytes; raise --max-file-bytes to read it")
     assert len(open_store(store)) == len(good) and verify_store(store) == []
-    again = extract(tiny_onnx, table, store, ExtractOptions(device="cpu", progress=False, max_file_bytes=limit))
+    again = extract(tiny_onnx, table, store, ExtractConfig(device="cpu", progress=False, max_file_bytes=limit))
     assert again.decoded == 0 and again.rows_added == 0 and len(open_store(store).failures) == 5
 
 
 def test_the_file_size_bound_is_one_option_for_flag_and_toml(tmp_path):
     from featurestore._config import table_keys
-    from featurestore.extract import ExtractOptions as Options
+    from featurestore.extract import ExtractConfig as Options
 
     assert table_keys(Options)["max_file_bytes"] == "max_file_bytes"
     assert Options().max_file_bytes == MAX_FILE_BYTES == 256 * 1024 * 1024

@@ -157,14 +157,14 @@ def upgraded_case(arrays_case, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def ray_case(tiny_model, cli_case, tmp_path_factory) -> tuple[Path, dict]:
     ray = pytest.importorskip("ray")
-    from featurestore import ExtractOptions
+    from featurestore import ExtractConfig
     from featurestore.distributed import RayOptions, extract_distributed
 
     root = cli_case[0].parent / "images"
     store = tmp_path_factory.mktemp("ray_case") / "store"
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        extract_distributed(tiny_model, root, store, ExtractOptions(batch_size=SHARD_ROWS, shard_rows=SHARD_ROWS,
+        extract_distributed(tiny_model, root, store, ExtractConfig(batch_size=SHARD_ROWS, shard_rows=SHARD_ROWS,
                                                                      device="cpu", progress=False),
                             RayOptions(workers=2, cpus_per_worker=0.5))
     finally:

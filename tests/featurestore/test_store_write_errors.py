@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestore import ExtractOptions, StoreError, StoreWriteError, extract, open_store, verify_store
+from featurestore import ExtractConfig, StoreError, StoreWriteError, extract, open_store, verify_store
 from images import write_good_images
 
 
@@ -90,7 +90,7 @@ def test_read_only_store_is_one_line_and_typed_and_a_rerun_completes(tiny_onnx, 
                         rf"file system; 6 rows are committed and safe; make {re.escape(str(store))} writable and "
                         r"rerun the same command to resume", line), line
     with pytest.raises(StoreWriteError) as caught:
-        extract(tiny_onnx, folder, store, ExtractOptions(device="cpu", progress=False))
+        extract(tiny_onnx, folder, store, ExtractConfig(device="cpu", progress=False))
     assert isinstance(caught.value, OSError) and isinstance(caught.value, StoreError)
     assert caught.value.errno == errno.EROFS and caught.value.committed_rows == 6
     assert (store / "manifest.json").read_bytes() == manifest

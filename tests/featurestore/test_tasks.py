@@ -272,7 +272,7 @@ def test_repair_keeps_the_tasks_of_the_checkpoint_and_of_the_journal(tmp_path):
 
 
 def test_a_csv_sources_extra_columns_become_tasks_at_extraction(tiny_onnx, tmp_path, capsys):
-    from featurestore import ExtractOptions, extract
+    from featurestore import ExtractConfig, extract
     from images import write_good_images
 
     images = write_good_images(tmp_path / "imgs", n=4)
@@ -281,7 +281,7 @@ def test_a_csv_sources_extra_columns_become_tasks_at_extraction(tiny_onnx, tmp_p
                                                            for i in range(4)]
     table.write_text("path,label,split,angle,tags,digit,notes (free)\n" + "".join(
         f"imgs/{p.name},c{i % 2},train,{','.join(rows[i + 1])}\n" for i, p in enumerate(images)), encoding="utf-8")
-    options = ExtractOptions(device="cpu", batch_size=2, progress=False, task_types=("digit=classification",))
+    options = ExtractConfig(device="cpu", batch_size=2, progress=False, task_types=("digit=classification",))
     report = extract(tiny_onnx, table, tmp_path / "s", options)
     assert [(t.task, t.type, t.added) for t in report.tasks] == [
         ("angle", "regression", 4), ("tags", "multilabel", 4), ("digit", "classification", 4)]
@@ -295,10 +295,10 @@ def test_a_csv_sources_extra_columns_become_tasks_at_extraction(tiny_onnx, tmp_p
     assert again.decoded == 0 and [t.commits for t in again.tasks] == [0, 0, 0]
     assert verify_store(tmp_path / "s") == []
     with pytest.raises(OptionsError, match="not a task column"):
-        extract(tiny_onnx, table, tmp_path / "t", ExtractOptions(device="cpu", task_types=("nope=regression",)))
+        extract(tiny_onnx, table, tmp_path / "t", ExtractConfig(device="cpu", task_types=("nope=regression",)))
     assert not (tmp_path / "t").exists()
     with pytest.raises(OptionsError, match="NAME=TYPE"):
-        ExtractOptions(task_types=("digit=ordinal",))
+        ExtractConfig(task_types=("digit=ordinal",))
     assert main(["extract", str(tiny_onnx), str(table), "-o", str(tmp_path / "u"), "--device", "cpu",
                  "--no-progress", "--task-type", "digit=regression,angle=regression"]) == 0
     assert "task digit (regression)" in capsys.readouterr().out

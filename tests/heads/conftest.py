@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurestore import ArraySource, ExtractOptions, Preprocessing, extract
+from featurestore import ArraySource, ExtractConfig, Preprocessing, extract
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def pixels(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
     extract(root / "p.onnx", ArraySource(images, labels=[str(i % 3) for i in range(60)]), root / "store",
-            ExtractOptions(device="cpu", progress=False))
+            ExtractConfig(device="cpu", progress=False))
     (root / "pngs").mkdir()
     for i in range(4):
         Image.fromarray(images[i]).save(root / "pngs" / f"{i}.png")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurestore import ArraySource, ExtractOptions, FashionMnistSource, extract, open_store, write_arrays
+from featurestore import ArraySource, ExtractConfig, FashionMnistSource, extract, open_store, write_arrays
 from featurestore.cli import main
 
 FAST_HEADS = "logreg,nb,tree"
@@ -77,7 +77,7 @@ def test_bench_reads_features_only(tmp_path):
     images = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
     labels = [str(i % 2) for i in range(60)]
     extract(tmp_path / "p.onnx", ArraySource(images, labels=labels), tmp_path / "s",
-            ExtractOptions(device="cpu", progress=False))
+            ExtractConfig(device="cpu", progress=False))
     (tmp_path / "p.onnx").unlink()
     assert main(["bench", str(tmp_path / "s"), "-o", str(tmp_path / "r"), "--heads", "nb", "--cv", "3",
                  "--jobs", "1"]) == 0
@@ -90,7 +90,7 @@ def fmnist_store(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fm")
     export_backbone("pixels", root / "pixels.onnx", image_size=28, grayscale=True)
-    options = ExtractOptions(device="cpu", progress=False)
+    options = ExtractConfig(device="cpu", progress=False)
     extract(root / "pixels.onnx", FashionMnistSource("train", limit=300), root / "store", options)
     extract(root / "pixels.onnx", FashionMnistSource("test", limit=40), root / "store", options)
     return root
@@ -250,7 +250,7 @@ def test_bench_and_fit_resolve_layers_alike_and_refuse_unknown_names(tmp_path, c
     for label, seed in (("a", 0), ("b", 100)):
         write_good_images(tmp_path / "imgs" / label, n=10, seed=seed)
     store = tmp_path / "store"
-    extract(model, tmp_path / "imgs", store, ExtractOptions(device="cpu", progress=False))
+    extract(model, tmp_path / "imgs", store, ExtractConfig(device="cpu", progress=False))
 
     # a layer name (features.4) and an output name (pre_logits), in bench as in fit
     args = ["bench", str(store), "-o", str(tmp_path / "r"), "--heads", "nb", "--fusions", "", "--cv", "2",
@@ -273,7 +273,7 @@ def test_shard_rows_below_one_is_an_error(tmp_path, capsys):
     from featurestore.errors import OptionsError
 
     with pytest.raises(OptionsError, match="shard_rows must be an integer >= 1, got 0"):
-        ExtractOptions(shard_rows=0)
+        ExtractConfig(shard_rows=0)
     with pytest.raises(OptionsError, match="shard_rows must be an integer >= 1, got -3"):
         write_arrays(tmp_path / "s", {"f": np.arange(8, dtype=np.float32).reshape(4, 2)}, shard_rows=-3)
     assert not (tmp_path / "s").exists()

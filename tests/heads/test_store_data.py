@@ -56,13 +56,13 @@ def test_store_data_reads_its_feature_set_by_the_same_names(tmp_path):
 
 def test_augmented_views_are_the_stored_views_of_the_same_rows(tmp_path):
     from export import export_backbone
-    from featurestore import ArraySource, ExtractOptions, Preprocessing, extract, open_store
+    from featurestore import ArraySource, ExtractConfig, Preprocessing, extract, open_store
 
     prep = Preprocessing(crop_size=(8, 8), resize_mode="exact", mean=(0.0,), std=(1.0,), color_mode="L")
     export_backbone("pixels", tmp_path / "p.onnx", preprocessing=prep)
     images = np.random.default_rng(1).integers(0, 256, (6, 8, 8), dtype=np.uint8)
     extract(tmp_path / "p.onnx", ArraySource(images, labels=["a", "b", "a", "b", "a", ""]), tmp_path / "s",
-            ExtractOptions(device="cpu", progress=False, views=2, augment=("hflip", "crop")))
+            ExtractConfig(device="cpu", progress=False, views=2, augment=("hflip", "crop")))
     (data,) = load_store_data([tmp_path / "s"], use_views=True)
     store = open_store(tmp_path / "s")
     layer = data.layers[0]
