@@ -9,17 +9,18 @@ import argparse
 
 import numpy as np
 
+from .._config import add_arguments, from_arguments
 from ..decode import decode_image
 from ..errors import MissingOutputError
-from ..session import DEVICES, FeatureModel
+from ..head_config import ClassifyConfig
+from ..session import FeatureModel
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="print the top classes of images from a model exported with logits")
     p.add_argument("model", help="ONNX file exported with `--layers logits`")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_arguments(p, ClassifyConfig)
     return p
 
 
@@ -30,7 +31,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = FeatureModel(args.model, device=args.device)
+    config = from_arguments(ClassifyConfig, args)
+    model = FeatureModel(args.model, device=config.device)
     if not any(layer.name == "logits" for layer in model.spec.layers):
         raise MissingOutputError(f"{args.model} has no `logits` output; re-export it with `--layers logits`")
     names = model.spec.class_names
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     probs = softmax(model.run(batch, ["logits"])["logits"])
     for path, p in zip(args.images, probs):
         print(path)
-        for index in np.argsort(-p)[: args.top]:
+        for index in np.argsort(-p)[: config.top]:
             label = names[index] if names else str(index)
             print(f"  {index:>5}  {p[index]:6.3f}  {label}")
     return 0

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ..bench_config import KNOWN_FUSIONS
-
-
-def _param(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--param takes KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+from .._config import add_arguments, from_arguments
+from ..head_config import FitConfig
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="fit one head on a store and save it (skops + JSON sidecar)")
     p.add_argument("store", type=Path)
-    p.add_argument("--head", required=True, help="head name (see `featurestore bench --heads all`)")
-    p.add_argument("--layers", help="comma-separated layers (default: the store's last layer)")
-    p.add_argument("--fusion", default="concat", choices=KNOWN_FUSIONS,
-                   help="how several layers are fused (concat standardises each feature; -l2 and -power normalise "
-                        "each layer's block instead)")
-    p.add_argument("--param", action="append", type=_param, default=[], help="head parameter KEY=VALUE")
-    p.add_argument("--search", action="store_true")
-    p.add_argument("--task", help="the store task to learn (default: the labels); a regression task takes a "
-                                  "regression head (ridge, svr, tree, forest, bayes, xgb, knn)")
+    add_arguments(p, FitConfig)
     p.add_argument("-o", "--output", required=True, type=Path, help="head file (.skops)")
     return p
 
@@ -38,8 +20,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from heads.fit import fit_head
 
-    meta = fit_head(args.store, args.head, args.output, layers=args.layers.split(",") if args.layers else None,
-                    fusion=args.fusion, params=dict(args.param), search=args.search, task=args.task)
+    config = from_arguments(FitConfig, args)
+    meta = fit_head(args.store, config.head, args.output, layers=list(config.layers) if config.layers else None,
+                    fusion=config.fusion, params=config.head_params(), search=config.search, task=config.task)
     scores = meta["scores"]
     score = (f"R2 {scores['r2']:.4f}, MAE {scores['mae']:.4g}, RMSE {scores['rmse']:.4g}" if "r2" in scores
              else f"mAP {scores['map']:.4f}, micro-F1 {scores['micro_f1']:.4f}, subset accuracy "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..spec import PRECISIONS
+from .._config import add_arguments, from_arguments
+from ..head_config import PackageConfig
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -19,15 +20,15 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="the ONNX file the head's store was extracted with")
     p.add_argument("head", type=Path, help="head file from `featurestore fit` (.skops)")
     p.add_argument("-o", "--output", required=True, type=Path, help="classifier ONNX file to write")
-    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "int8"], default="fp32",
-                   help="fp16: the backbone computes in half precision (fusion and head stay float32)")
+    add_arguments(p, PackageConfig)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from heads.package import package_head
 
-    info = package_head(args.model, args.head, args.output, precision=args.precision)
+    config = from_arguments(PackageConfig, args)
+    info = package_head(args.model, args.head, args.output, precision=config.precision)
     print(f"wrote {args.output} ({info['bytes'] / 1e6:.1f} MB): {info['head']} on {', '.join(info['layers'])}; "
           f"{len(info['classes'])} classes")
     return 0

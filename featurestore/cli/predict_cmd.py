@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._config import add_arguments, from_arguments
 from ..errors import OptionsError
-from ..session import DEVICES
+from ..head_config import PredictConfig
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -19,20 +20,20 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="[HEAD] SOURCE",
                    help="the head file (.skops) and the source; the source alone with a CLASSIFIER")
     p.add_argument("-o", "--output", required=True, type=Path, help="CSV to write")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--batch-size", type=int, default=32)
+    add_arguments(p, PredictConfig)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from .predict import predict_packaged, predict_source
 
+    config = from_arguments(PredictConfig, args)
     if len(args.paths) == 1:
-        counts = predict_packaged(args.model, args.paths[0], args.output, device=args.device,
-                                  batch_size=args.batch_size)
+        counts = predict_packaged(args.model, args.paths[0], args.output, device=config.device,
+                                  batch_size=config.batch_size)
     elif len(args.paths) == 2:
-        counts = predict_source(args.model, Path(args.paths[0]), args.paths[1], args.output, device=args.device,
-                                batch_size=args.batch_size)
+        counts = predict_source(args.model, Path(args.paths[0]), args.paths[1], args.output, device=config.device,
+                                batch_size=config.batch_size)
     else:
         raise OptionsError(f"predict takes MODEL HEAD SOURCE or CLASSIFIER SOURCE, got {len(args.paths) + 1} paths")
     print(f"wrote {args.output}: {counts['predicted']} predicted, {counts['failed']} failed")

@@ -16,9 +16,15 @@ from featurestore.cli.pipeline import STEP_KEYS, load_pipeline, run_pipeline, st
 from featurestore.errors import PipelineError
 from featurestore.extract import ExtractConfig
 from featurestore.bench_config import BenchConfig
+from featurestore.head_config import ClassifyConfig, FitConfig, PackageConfig, PredictConfig
 
 COMMANDS = {"export": ExportConfig, "extract": ExtractConfig, "bench": BenchConfig}
 MINIMAL = {"export": ["resnet18", "-o", "m.onnx"], "extract": ["m.onnx", "imgs", "-o", "s"], "bench": ["s", "-o", "r"]}
+#: The commands without a pipeline step: their config, their fewest arguments, what those set.
+HEAD_COMMANDS = {"fit": (FitConfig, ["s", "--head", "nb", "-o", "h.skops"], {"head": "nb"}),
+                 "predict": (PredictConfig, ["m.onnx", "h.skops", "imgs", "-o", "p.csv"], {}),
+                 "package": (PackageConfig, ["m.onnx", "h.skops", "-o", "c.onnx"], {}),
+                 "classify": (ClassifyConfig, ["m.onnx", "a.png"], {})}
 
 
 def _subparser(command: str) -> argparse.ArgumentParser:
@@ -31,10 +37,11 @@ def _flat(text: str) -> str:
     return re.sub(r"\s+", "", text)  # argparse wraps lines, also at hyphens
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", list(COMMANDS) + list(HEAD_COMMANDS))
 def test_help_texts_and_flags_come_from_the_config(command):
     help_text = _flat(_subparser(command).format_help())
-    for field, option, _ in options_of(COMMANDS[command]):
+    config = COMMANDS[command] if command in COMMANDS else HEAD_COMMANDS[command][0]
+    for field, option, _ in options_of(config):
         if option.cli:
             flag = option.flag or (f"--no-{field.name}" if option.kind == "negated" else f"--{field.name}").replace(
                 "_", "-")
@@ -145,3 +152,29 @@ def test_ray_actors_have_their_own_flag_and_the_former_one_still_sets_them():
     assert ray_options(parser.parse_args(ray + ["--workers", "3"])).workers == 3  # the spelling before --ray-workers
     assert ray_options(parser.parse_args(ray + ["--ray-workers", "4", "--decode-workers", "3"])).workers == 4
     assert ray_options(parser.parse_args(ray)).workers == 2
+
+
+@pytest.mark.parametrize("command", HEAD_COMMANDS)
+def test_fit_predict_package_and_classify_flags_come_from_their_configs(command):
+    config, minimal, given = HEAD_COMMANDS[command]
+    assert from_arguments(config, _subparser(command).parse_args(minimal)) == config(**given)
+
+
+def test_fit_flags_set_the_fit_config():
+    args = _subparser("fit").parse_args(["s", "--head", "ensemble", "--layers", "a, b", "--fusion", "concat-l2",
+                                         "--param", "C=0.5", "--param", 'members=["logreg", "nb"]',
+                                         "--param", "method=stacking", "--search", "--task", "t", "-o", "h.skops"])
+    config = from_arguments(FitConfig, args)
+    assert config == FitConfig(head="ensemble", layers=("a", "b"), fusion="concat-l2", search=True, task="t",
+                               params=("C=0.5", 'members=["logreg", "nb"]', "method=stacking"))
+    assert config.head_params() == {"C": 0.5, "members": ["logreg", "nb"], "method": "stacking"}
+    with pytest.raises(SystemExit):  # --head is required, as before
+        _subparser("fit").parse_args(["s", "-o", "h.skops"])
+
+
+def test_a_fit_param_without_a_value_is_one_line_and_exit_1(capsys):
+    from featurestore.cli import main
+
+    assert main(["fit", "s", "--head", "nb", "--param", "C", "-o", "h.skops"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--param takes KEY=VALUE, got 'C'" in err and len(err.splitlines()) == 1
