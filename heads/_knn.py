@@ -30,6 +30,21 @@ _WEIGHTS = ("temperature", "uniform", "distance")
 _QUERY_BLOCK_BYTES = 128 * 2**20  # similarity block held at once while predicting
 
 
+def check_neighbors(owner: str, n_neighbors: object, weights: object, valid: tuple[str, ...]) -> None:
+    """The checks :class:`CosineKNN` and :class:`heads._knn_reg.KNNRegressor` make of their ``k`` and
+    vote weights.
+
+    Raises
+    ------
+    HeadParamError
+        ``n_neighbors`` is not an int >= 1, or ``weights`` is not one of ``valid``.
+    """
+    if not isinstance(n_neighbors, Integral) or n_neighbors < 1:
+        raise HeadParamError(f"{owner} n_neighbors={n_neighbors!r} must be an int >= 1")
+    if weights not in valid:
+        raise HeadParamError(f"{owner} weights={weights!r}; valid: {', '.join(valid)}")
+
+
 def _unit_rows(X: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1).astype(X.dtype)
@@ -113,12 +128,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         HeadParamError
             If a parameter has an invalid value.
         """
-        if not isinstance(self.n_neighbors, Integral) or self.n_neighbors < 1:
-            raise HeadParamError(f"CosineKNN n_neighbors={self.n_neighbors!r} must be an int >= 1")
-        if self.weights not in _WEIGHTS:
-            raise HeadParamError(
-                f"CosineKNN weights={self.weights!r}; valid: {', '.join(_WEIGHTS)}"
-            )
+        check_neighbors("CosineKNN", self.n_neighbors, self.weights, _WEIGHTS)
         if not isinstance(self.temperature, Real) or not self.temperature > 0:
             raise HeadParamError(f"CosineKNN temperature={self.temperature!r} must be > 0")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])

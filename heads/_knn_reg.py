@@ -7,14 +7,13 @@ classifier :class:`heads._knn.CosineKNN` compares each query with every training
 from __future__ import annotations
 
 import copy
-from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import HeadParamError
+from ._knn import check_neighbors
 
 __all__ = ["KNNRegressor", "knn_regressor_onnx"]
 
@@ -63,10 +62,7 @@ class KNNRegressor(RegressorMixin, BaseEstimator):
         HeadParamError
             If a parameter has an invalid value.
         """
-        if not isinstance(self.n_neighbors, Integral) or self.n_neighbors < 1:
-            raise HeadParamError(f"KNNRegressor n_neighbors={self.n_neighbors!r} must be an int >= 1")
-        if self.weights not in ("uniform", "distance"):
-            raise HeadParamError(f"KNNRegressor weights={self.weights!r}; valid: uniform, distance")
+        check_neighbors("KNNRegressor", self.n_neighbors, self.weights, ("uniform", "distance"))
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True)
         k = min(int(self.n_neighbors), X.shape[0])
         self.estimator_ = KNeighborsRegressor(n_neighbors=k, weights=self.weights, algorithm="brute").fit(X, y)

@@ -21,6 +21,7 @@ The fitted ``method_`` says which path was taken.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Literal
 
@@ -38,7 +39,75 @@ from .errors import HeadParamError
 __all__ = ["ScalableSVC", "scalable_svc_onnx"]
 
 
-class ScalableSVC(ClassifierMixin, BaseEstimator):
+class ScalableKernel(BaseEstimator):
+    """What :class:`ScalableSVC` and :class:`heads._svr.ScalableSVR` share: their parameter checks,
+    the kernel width, and the choice between the exact RBF machine and Nystroem + a linear one,
+    after a PCA of wide rows. A subclass sets ``C``, ``gamma``, ``max_dims``, ``exact_max_samples``,
+    ``n_components``, ``max_iter`` and ``random_state``."""
+
+    def _check_params(self, extra: Sequence[tuple[str, bool, str]] = ()) -> None:
+        """HeadParamError naming the first invalid parameter (the shared ones, then ``extra``)."""
+        checks = [
+            ("C", isinstance(self.C, Real) and self.C > 0, "a float > 0"),
+            *extra,
+            ("max_dims", self.max_dims is None or (isinstance(self.max_dims, Integral) and self.max_dims >= 1),
+             "None or an int >= 1"),
+            ("exact_max_samples", isinstance(self.exact_max_samples, Integral) and self.exact_max_samples >= 0,
+             "an int >= 0"),
+            ("n_components", isinstance(self.n_components, Integral) and self.n_components >= 1, "an int >= 1"),
+            ("gamma", self.gamma in ("scale", "auto")
+             or (isinstance(self.gamma, Real) and not isinstance(self.gamma, str) and self.gamma > 0),
+             "'scale', 'auto' or a float > 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise HeadParamError(f"{type(self).__name__} parameter {name}={getattr(self, name)!r} is invalid; "
+                                     f"expected {expected}")
+
+    def _gamma_value(self, X: np.ndarray) -> float:
+        if self.gamma == "auto":
+            return 1.0 / X.shape[1]
+        if self.gamma == "scale":
+            var = float(X.var())
+            return 1.0 / (X.shape[1] * var) if var != 0 else 1.0
+        return float(self.gamma)
+
+    def _fit_kernel(self, X: np.ndarray, target: np.ndarray, exact: Callable[[float], BaseEstimator],
+                    linear: Callable[[], BaseEstimator], step: str) -> BaseEstimator:
+        """Fit ``[PCA ->] exact(gamma_)`` up to ``exact_max_samples`` rows, else ``[PCA ->] Nystroem ->
+        linear()``; set ``gamma_``, ``method_`` and ``estimator_`` (the machine named ``step`` after a
+        PCA) and return the machine."""
+        steps: list[tuple[str, BaseEstimator]] = []
+        prefix = ""
+        if self.max_dims is not None and min(X.shape) > self.max_dims:  # PCA needs rows > components
+            pca = PCA(n_components=self.max_dims, random_state=self.random_state)
+            X = pca.fit_transform(X).astype(X.dtype, copy=False)
+            steps.append(("pca", pca))
+            prefix = f"pca({self.max_dims})+"
+        self.gamma_ = self._gamma_value(X)
+        if X.shape[0] <= self.exact_max_samples:
+            model: BaseEstimator = exact(self.gamma_)
+            method = "exact"
+        else:
+            n_components = min(self.n_components, X.shape[0])
+            model = Pipeline([
+                ("nystroem", Nystroem(kernel="rbf", gamma=self.gamma_, n_components=n_components,
+                                      random_state=self.random_state)),
+                ("linear", linear()),
+            ])
+            method = f"nystroem({n_components})+linear"
+        model.fit(X, target)
+        self.method_ = prefix + method
+        self.estimator_ = Pipeline([*steps, (step, model)]) if steps else model
+        return model
+
+
+def solver_iterations(model: BaseEstimator) -> int | np.ndarray:
+    """``n_iter_`` of the exact machine, or of the linear one after a Nystroem map."""
+    return model[-1].n_iter_ if isinstance(model, Pipeline) else model.n_iter_
+
+
+class ScalableSVC(ClassifierMixin, ScalableKernel):
     """RBF SVM on at most ``max_dims`` principal components; exact up to ``exact_max_samples`` rows.
 
     Parameters
@@ -109,34 +178,6 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def _check_params(self) -> None:
-        checks = [
-            ("C", isinstance(self.C, Real) and self.C > 0, "a float > 0"),
-            ("max_dims", self.max_dims is None or (isinstance(self.max_dims, Integral)
-                                                   and self.max_dims >= 1), "None or an int >= 1"),
-            ("exact_max_samples", isinstance(self.exact_max_samples, Integral)
-             and self.exact_max_samples >= 0, "an int >= 0"),
-            ("n_components", isinstance(self.n_components, Integral)
-             and self.n_components >= 1, "an int >= 1"),
-            ("gamma", self.gamma in ("scale", "auto")
-             or (isinstance(self.gamma, Real) and not isinstance(self.gamma, str)
-                 and self.gamma > 0), "'scale', 'auto' or a float > 0"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise HeadParamError(
-                    f"ScalableSVC parameter {name}={getattr(self, name)!r} is invalid; "
-                    f"expected {expected}"
-                )
-
-    def _gamma_value(self, X: np.ndarray) -> float:
-        if self.gamma == "auto":
-            return 1.0 / X.shape[1]
-        if self.gamma == "scale":
-            var = float(X.var())
-            return 1.0 / (X.shape[1] * var) if var != 0 else 1.0
-        return float(self.gamma)
-
     def fit(self, X: np.ndarray, y: np.ndarray) -> ScalableSVC:
         """Fit the exact or the approximate SVM, depending on the number of rows.
 
@@ -158,32 +199,11 @@ class ScalableSVC(ClassifierMixin, BaseEstimator):
         self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
-        steps: list[tuple[str, BaseEstimator]] = []
-        prefix = ""
-        if self.max_dims is not None and min(X.shape) > self.max_dims:  # PCA needs rows > components
-            pca = PCA(n_components=self.max_dims, random_state=self.random_state)
-            X = pca.fit_transform(X).astype(X.dtype, copy=False)
-            steps.append(("pca", pca))
-            prefix = f"pca({self.max_dims})+"
-        self.gamma_ = self._gamma_value(X)
-        if X.shape[0] <= self.exact_max_samples:
-            model: BaseEstimator = SVC(C=self.C, kernel="rbf", gamma=self.gamma_)
-            method = "exact"
-        else:
-            n_components = min(self.n_components, X.shape[0])
-            model = Pipeline([
-                ("nystroem", Nystroem(kernel="rbf", gamma=self.gamma_,
-                                      n_components=n_components,
-                                      random_state=self.random_state)),
-                ("linear", LinearSVC(C=self.C, dual="auto", max_iter=self.max_iter,
-                                     random_state=self.random_state)),
-            ])
-            method = f"nystroem({n_components})+linear"
-        model.fit(X, y)
-        self.method_ = prefix + method
-        self.estimator_ = Pipeline([*steps, ("svm", model)]) if steps else model
+        model = self._fit_kernel(
+            X, y, lambda gamma: SVC(C=self.C, kernel="rbf", gamma=gamma),
+            lambda: LinearSVC(C=self.C, dual="auto", max_iter=self.max_iter, random_state=self.random_state), "svm")
         self.classes_ = model.classes_
-        self.n_iter_ = model[-1].n_iter_ if method != "exact" else model.n_iter_
+        self.n_iter_ = solver_iterations(model)
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Support vector regression that stays within minutes on 60,000 rows: :class:`ScalableSVR`.
 
-As the ``svm`` classifier (:class:`heads._svm.ScalableSVC`) does, it projects wide rows on
-principal components, solves the exact RBF problem up to ``exact_max_samples`` rows and a
-Nystroem map followed by a linear SVR above. The target is standardised inside, so ``C`` and
+As the ``svm`` classifier (:class:`heads._svm.ScalableSVC`) does, through the same code
+(:class:`heads._svm.ScalableKernel`), it projects wide rows on principal components, solves the
+exact RBF problem up to ``exact_max_samples`` rows and a Nystroem map followed by a linear SVR above. The target is standardised inside, so ``C`` and
 ``epsilon`` mean the same whatever the target's unit (an angle in degrees, a price); the
 prediction is mapped back, and the ONNX converter folds that map into the regressor's
 coefficients.
@@ -16,18 +16,16 @@ from typing import Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.decomposition import PCA
-from sklearn.kernel_approximation import Nystroem
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVR, LinearSVR
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import HeadParamError
+from ._svm import ScalableKernel, solver_iterations
 
 __all__ = ["ScalableSVR", "scalable_svr_onnx"]
 
 
-class ScalableSVR(RegressorMixin, BaseEstimator):
+class ScalableSVR(RegressorMixin, ScalableKernel):
     """RBF support vector regression: exact up to ``exact_max_samples`` rows, Nystroem + linear above.
 
     Parameters
@@ -91,33 +89,6 @@ class ScalableSVR(RegressorMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def _check_params(self) -> None:
-        checks = [
-            ("C", isinstance(self.C, Real) and self.C > 0, "a float > 0"),
-            ("epsilon", isinstance(self.epsilon, Real) and self.epsilon >= 0, "a float >= 0"),
-            ("max_dims", self.max_dims is None or (isinstance(self.max_dims, Integral) and self.max_dims >= 1),
-             "None or an int >= 1"),
-            ("exact_max_samples", isinstance(self.exact_max_samples, Integral) and self.exact_max_samples >= 0,
-             "an int >= 0"),
-            ("n_components", isinstance(self.n_components, Integral) and self.n_components >= 1, "an int >= 1"),
-            ("max_iter", isinstance(self.max_iter, Integral) and self.max_iter >= 1, "an int >= 1"),
-            ("gamma", self.gamma in ("scale", "auto")
-             or (isinstance(self.gamma, Real) and not isinstance(self.gamma, str) and self.gamma > 0),
-             "'scale', 'auto' or a float > 0"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise HeadParamError(f"ScalableSVR parameter {name}={getattr(self, name)!r} is invalid; "
-                                     f"expected {expected}")
-
-    def _gamma_value(self, X: np.ndarray) -> float:
-        if self.gamma == "auto":
-            return 1.0 / X.shape[1]
-        if self.gamma == "scale":
-            var = float(X.var())
-            return 1.0 / (X.shape[1] * var) if var != 0 else 1.0
-        return float(self.gamma)
-
     def fit(self, X: np.ndarray, y: np.ndarray) -> ScalableSVR:
         """Fit the exact or the approximate SVR, depending on the number of rows.
 
@@ -136,37 +107,21 @@ class ScalableSVR(RegressorMixin, BaseEstimator):
         HeadParamError
             If a parameter has an invalid value.
         """
-        self._check_params()
+        self._check_params([
+            ("epsilon", isinstance(self.epsilon, Real) and self.epsilon >= 0, "a float >= 0"),
+            ("max_iter", isinstance(self.max_iter, Integral) and self.max_iter >= 1, "an int >= 1"),
+        ])
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         self.y_mean_ = float(y.mean())
         scale = float(y.std())
         self.y_scale_ = scale if scale > 0 else 1.0
         target = (y - self.y_mean_) / self.y_scale_
-        steps: list[tuple[str, BaseEstimator]] = []
-        prefix = ""
-        if self.max_dims is not None and min(X.shape) > self.max_dims:  # PCA needs rows > components
-            pca = PCA(n_components=self.max_dims, random_state=self.random_state)
-            X = pca.fit_transform(X).astype(X.dtype, copy=False)
-            steps.append(("pca", pca))
-            prefix = f"pca({self.max_dims})+"
-        self.gamma_ = self._gamma_value(X)
-        if X.shape[0] <= self.exact_max_samples:
-            model: BaseEstimator = SVR(C=self.C, epsilon=self.epsilon, kernel="rbf", gamma=self.gamma_)
-            method = "exact"
-        else:
-            n_components = min(self.n_components, X.shape[0])
-            model = Pipeline([
-                ("nystroem", Nystroem(kernel="rbf", gamma=self.gamma_, n_components=n_components,
-                                      random_state=self.random_state)),
-                ("linear", LinearSVR(C=self.C, epsilon=self.epsilon, loss="squared_epsilon_insensitive",
-                                     dual="auto", max_iter=self.max_iter, random_state=self.random_state)),
-            ])
-            method = f"nystroem({n_components})+linear"
-        model.fit(X, target)
-        self.method_ = prefix + method
-        self.estimator_ = Pipeline([*steps, ("svr", model)]) if steps else model
-        self.n_iter_ = model[-1].n_iter_ if method != "exact" else model.n_iter_
+        model = self._fit_kernel(
+            X, target, lambda gamma: SVR(C=self.C, epsilon=self.epsilon, kernel="rbf", gamma=gamma),
+            lambda: LinearSVR(C=self.C, epsilon=self.epsilon, loss="squared_epsilon_insensitive", dual="auto",
+                              max_iter=self.max_iter, random_state=self.random_state), "svr")
+        self.n_iter_ = solver_iterations(model)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

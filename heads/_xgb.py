@@ -30,7 +30,67 @@ _ATTR_DTYPE = "heads.xgb.classes_dtype"
 _ATTR_PARAMS = "heads.xgb.params"
 
 
-class XGBHead(ClassifierMixin, BaseEstimator):
+class BoosterHead(BaseEstimator):
+    """What :class:`XGBHead` and :class:`heads._xgb_reg.XGBRegressorHead` share: their parameter
+    checks, training a booster on a ``QuantileDMatrix``, its description, and the booster
+    travelling in pickles and skops files as XGBoost's UBJSON bytes (checked when read), never
+    as an xgboost object. A subclass sets ``n_estimators``, ``max_depth``, ``learning_rate``,
+    ``max_bin``, ``subsample``, ``colsample_bytree``, ``n_jobs`` and ``random_state``."""
+
+    def _check_params(self) -> None:
+        checks = [
+            ("n_estimators", isinstance(self.n_estimators, Integral) and self.n_estimators >= 1),
+            ("max_depth", isinstance(self.max_depth, Integral) and self.max_depth >= 0),
+            ("learning_rate", isinstance(self.learning_rate, Real) and self.learning_rate > 0),
+            ("max_bin", isinstance(self.max_bin, Integral) and self.max_bin >= 2),
+            ("subsample", isinstance(self.subsample, Real) and 0 < self.subsample <= 1),
+            ("colsample_bytree", isinstance(self.colsample_bytree, Real) and 0 < self.colsample_bytree <= 1),
+            ("n_jobs", self.n_jobs is None or isinstance(self.n_jobs, Integral)),
+        ]
+        name = type(self).__name__
+        for param, ok in checks:
+            if not ok:
+                raise HeadParamError(f"{name} parameter {param}={getattr(self, param)!r} is out of range; "
+                                     f"see {name}'s docstring for valid values")
+
+    def _nthread(self) -> int | None:
+        return self.n_jobs if self.n_jobs is not None and self.n_jobs > 0 else None
+
+    def _train(self, X: np.ndarray, label: np.ndarray, params: dict[str, Any]) -> xgb.Booster:
+        """``n_estimators`` rounds of ``params`` on ``X`` binned into ``max_bin`` histogram bins."""
+        dtrain = xgb.QuantileDMatrix(X, label=label, max_bin=self.max_bin, nthread=self._nthread())
+        return xgb.train(params, dtrain, num_boost_round=self.n_estimators, verbose_eval=False)
+
+    def _describe(self) -> str:
+        # the regressor has no tree_method parameter: it always grows hist trees
+        return (f"xgboost {getattr(self, 'tree_method', 'hist')}, {self.n_estimators} rounds, "
+                f"depth {self.max_depth}, eta {self.learning_rate:g}")
+
+    def _booster_outputs(self, state: dict[str, Any]) -> int:
+        """The class count a booster of this head's ``state`` is checked against (2: one output per row)."""
+        return 2
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The booster travels as XGBoost's own UBJSON bytes, so pickle and skops (whose
+        # type allowlist then needs only heads.* and numpy) never see an xgboost object.
+        state = dict(super().__getstate__())
+        if isinstance(state.get("booster_"), xgb.Booster):
+            state["booster_"] = bytes(state["booster_"].save_raw("ubj"))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raw = state.get("booster_")
+        if isinstance(raw, (bytes, bytearray)):
+            booster = xgb.Booster()
+            booster.load_model(bytearray(raw))
+            from ._xgb_check import check_booster
+
+            check_booster(booster, n_classes=self._booster_outputs(state), where=f"<unpickled {type(self).__name__}>")
+            state = {**state, "booster_": booster}
+        super().__setstate__(state)
+
+
+class XGBHead(ClassifierMixin, BoosterHead):
     """Gradient-boosted trees (XGBoost ``hist``) with labels encoded internally.
 
     Parameters
@@ -98,24 +158,6 @@ class XGBHead(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.tree_method = tree_method
 
-    def _check_params(self) -> None:
-        checks = [
-            ("n_estimators", isinstance(self.n_estimators, Integral) and self.n_estimators >= 1),
-            ("max_depth", isinstance(self.max_depth, Integral) and self.max_depth >= 0),
-            ("learning_rate", isinstance(self.learning_rate, Real) and self.learning_rate > 0),
-            ("max_bin", isinstance(self.max_bin, Integral) and self.max_bin >= 2),
-            ("subsample", isinstance(self.subsample, Real) and 0 < self.subsample <= 1),
-            ("colsample_bytree", isinstance(self.colsample_bytree, Real)
-             and 0 < self.colsample_bytree <= 1),
-            ("n_jobs", self.n_jobs is None or isinstance(self.n_jobs, Integral)),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise HeadParamError(
-                    f"XGBHead parameter {name}={getattr(self, name)!r} is out of range; "
-                    "see XGBHead's docstring for valid values"
-                )
-
     def _xgb_params(self, n_classes: int) -> dict[str, Any]:
         params: dict[str, Any] = {
             "tree_method": self.tree_method,
@@ -127,8 +169,8 @@ class XGBHead(ClassifierMixin, BaseEstimator):
             "seed": 0 if self.random_state is None else self.random_state,
             "verbosity": 0,
         }
-        if self.n_jobs is not None and self.n_jobs > 0:
-            params["nthread"] = self.n_jobs
+        if self._nthread() is not None:
+            params["nthread"] = self._nthread()
         if n_classes == 2:
             params["objective"] = "binary:logistic"
         else:
@@ -166,17 +208,9 @@ class XGBHead(ClassifierMixin, BaseEstimator):
             raise HeadDataError(
                 f"XGBHead needs at least 2 classes to train; got 1 class ({self.classes_[0]!r})"
             )
-        nthread = self.n_jobs if self.n_jobs is not None and self.n_jobs > 0 else None
-        dtrain = xgb.QuantileDMatrix(X, label=encoder.transform(y), max_bin=self.max_bin,
-                                     nthread=nthread)
-        self.booster_ = xgb.train(self._xgb_params(self.n_classes_), dtrain,
-                                  num_boost_round=self.n_estimators, verbose_eval=False)
+        self.booster_ = self._train(X, encoder.transform(y), self._xgb_params(self.n_classes_))
         self.method_ = self._describe()
         return self
-
-    def _describe(self) -> str:
-        return (f"xgboost {self.tree_method}, {self.n_estimators} rounds, depth {self.max_depth}, "
-                f"eta {self.learning_rate:g}")
 
     def get_booster(self) -> xgb.Booster:
         """The trained :class:`xgboost.Booster`.
@@ -220,24 +254,8 @@ class XGBHead(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def __getstate__(self) -> dict[str, Any]:
-        # The booster travels as XGBoost's own UBJSON bytes, so pickle and skops (whose
-        # type allowlist then needs only heads.* and numpy) never see an xgboost object.
-        state = dict(super().__getstate__())
-        if isinstance(state.get("booster_"), xgb.Booster):
-            state["booster_"] = bytes(state["booster_"].save_raw("ubj"))
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        raw = state.get("booster_")
-        if isinstance(raw, (bytes, bytearray)):
-            booster = xgb.Booster()
-            booster.load_model(bytearray(raw))
-            from ._xgb_check import check_booster
-
-            check_booster(booster, n_classes=len(state["classes_"]), where="<unpickled XGBHead>")
-            state = {**state, "booster_": booster}
-        super().__setstate__(state)
+    def _booster_outputs(self, state: dict[str, Any]) -> int:
+        return len(state["classes_"])
 
     def save_model(self, path: str | os.PathLike[str]) -> None:
         """Write the booster in XGBoost's format, with labels and parameters inside.

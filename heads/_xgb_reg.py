@@ -1,27 +1,28 @@
 """XGBoost gradient-boosted regression trees as a plain scikit-learn regressor: :class:`XGBRegressorHead`.
 
-The regression twin of :class:`heads._xgb.XGBHead`: a booster trained with ``xgboost.train`` on a
-``QuantileDMatrix`` (``hist``), travelling in pickles and skops files as XGBoost's own UBJSON bytes
-(checked for out-of-range tree indices when read), so no xgboost object is ever unpickled.
+The regression twin of :class:`heads._xgb.XGBHead`, through the same code
+(:class:`heads._xgb.BoosterHead`): a booster trained with ``xgboost.train`` on a ``QuantileDMatrix``
+(``hist``), travelling in pickles and skops files as XGBoost's own UBJSON bytes (checked for
+out-of-range tree indices when read; one output per row, as a binary classifier's booster has), so
+no xgboost object is ever unpickled.
 """
 
 from __future__ import annotations
 
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import HeadParamError
+from ._xgb import BoosterHead
 from .onnx_graph import Skl2onnx
 
 __all__ = ["XGBRegressorHead", "xgb_regressor_onnx"]
 
 
-class XGBRegressorHead(RegressorMixin, BaseEstimator):
+class XGBRegressorHead(RegressorMixin, BoosterHead):
     """Gradient-boosted regression trees (XGBoost ``hist``, squared error).
 
     Parameters
@@ -78,21 +79,6 @@ class XGBRegressorHead(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _check_params(self) -> None:
-        checks = [
-            ("n_estimators", isinstance(self.n_estimators, Integral) and self.n_estimators >= 1),
-            ("max_depth", isinstance(self.max_depth, Integral) and self.max_depth >= 0),
-            ("learning_rate", isinstance(self.learning_rate, Real) and self.learning_rate > 0),
-            ("max_bin", isinstance(self.max_bin, Integral) and self.max_bin >= 2),
-            ("subsample", isinstance(self.subsample, Real) and 0 < self.subsample <= 1),
-            ("colsample_bytree", isinstance(self.colsample_bytree, Real) and 0 < self.colsample_bytree <= 1),
-            ("n_jobs", self.n_jobs is None or isinstance(self.n_jobs, Integral)),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise HeadParamError(f"XGBRegressorHead parameter {name}={getattr(self, name)!r} is out of range; "
-                                     "see XGBRegressorHead's docstring for valid values")
-
     def fit(self, X: np.ndarray, y: np.ndarray) -> XGBRegressorHead:
         """Train the booster.
 
@@ -113,7 +99,7 @@ class XGBRegressorHead(RegressorMixin, BaseEstimator):
         """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
-        nthread = self.n_jobs if self.n_jobs is not None and self.n_jobs > 0 else None
+        nthread = self._nthread()
         params: dict[str, Any] = {
             "objective": "reg:squarederror", "tree_method": "hist", "max_depth": self.max_depth,
             "eta": self.learning_rate, "max_bin": self.max_bin, "subsample": self.subsample,
@@ -122,10 +108,8 @@ class XGBRegressorHead(RegressorMixin, BaseEstimator):
         }
         if nthread is not None:
             params["nthread"] = nthread
-        dtrain = xgb.QuantileDMatrix(X, label=np.asarray(y, dtype=np.float64), max_bin=self.max_bin, nthread=nthread)
-        self.booster_ = xgb.train(params, dtrain, num_boost_round=self.n_estimators, verbose_eval=False)
-        self.method_ = (f"xgboost hist, {self.n_estimators} rounds, depth {self.max_depth}, "
-                        f"eta {self.learning_rate:g}")
+        self.booster_ = self._train(X, np.asarray(y, dtype=np.float64), params)
+        self.method_ = self._describe()
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -142,25 +126,6 @@ class XGBRegressorHead(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32)
         return np.asarray(self.booster_.inplace_predict(X), dtype=np.float64).reshape(-1)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # as XGBHead: the booster travels as XGBoost's UBJSON bytes, never as an xgboost object
-        state = dict(super().__getstate__())
-        if isinstance(state.get("booster_"), xgb.Booster):
-            state["booster_"] = bytes(state["booster_"].save_raw("ubj"))
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        raw = state.get("booster_")
-        if isinstance(raw, (bytes, bytearray)):
-            booster = xgb.Booster()
-            booster.load_model(bytearray(raw))
-            from ._xgb_check import check_booster
-
-            # one output per row, as a binary classifier's booster has (num_class 0)
-            check_booster(booster, n_classes=2, where="<unpickled XGBRegressorHead>")
-            state = {**state, "booster_": booster}
-        super().__setstate__(state)
 
 
 def xgb_regressor_onnx(head: XGBRegressorHead) -> list[Skl2onnx]:
