@@ -278,6 +278,8 @@ def _to_onnx(graph: FeatureGraph, spec: ModelSpec) -> bytes:
         # batch sizes), so shapes read as Python numbers while tracing are constants by design; the
         # tracer's warnings about them would only reach the user's terminal as noise.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # A strided Slice (EfficientNet-Lite's padding) is left unfolded; the graph is still correct.
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         torch.onnx.export(
             graph, (dummy,), buffer,
             input_names=[spec.input_name], output_names=outputs,

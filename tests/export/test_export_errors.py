@@ -92,10 +92,12 @@ def test_weights_and_random_init_conflict():
 
 
 @pytest.mark.parametrize("backbone, layers", [("timm:vit_tiny_patch16_224", "all:mean"),
-                                              ("timm:resnet18", "stages:grid2")])
+                                              ("timm:resnet18", "stages:grid2"),
+                                              ("efficientnet_lite0", "last")])
 def test_export_prints_only_our_own_lines(tmp_path, backbone, layers):
     """Tracing a ViT's blocks or grid pooling must not put torch's TracerWarnings (shape reads that
-    are constants by design, the input size being fixed) on the user's terminal."""
+    are constants by design, the input size being fixed) on the user's terminal, nor EfficientNet-Lite's
+    strided-Slice constant-folding notes."""
     out = tmp_path / "m.onnx"
     done = subprocess.run([sys.executable, "-m", "featurestore", "export", backbone, "--random-init",
                            "--layers", layers, "--image-size", "64", "-o", str(out)],
