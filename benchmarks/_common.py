@@ -59,13 +59,14 @@ def fashion_mnist_missing() -> str | None:
     return None
 
 
-def train_test_matrices(store: Path, layers: Sequence[str] | None = None, view: int = 0
+def train_test_matrices(store: Path, layers: Sequence[str] | None = None, view: int = 0, task: str | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X_train, y_train, X_test, y_test)`` of a store's ``train`` and ``test`` splits (``layers``: default all)."""
+    """``(X_train, y_train, X_test, y_test)`` of a store's ``train`` and ``test`` splits (``layers``: default all;
+    ``task``: that task's rows and targets, default the labels)."""
     from featurestore import open_store
 
     opened = open_store(store)
-    train, test = opened.load(layers, split="train", view=view), opened.load(layers, split="test", view=view)
+    train, test = (opened.load(layers, split=split, view=view, task=task) for split in ("train", "test"))
     return train.matrix(), train.y, test.matrix(), test.y
 
 

@@ -1,6 +1,7 @@
 """Each default ``bench`` head fitted on a store's whole training split, against the 5-minute budget.
 
-``python -m benchmarks.head_fit [--quick] [--synthetic ROWSxFEATURES] [--stores PATH[:LAYER],...] [--heads ...]``
+``python -m benchmarks.head_fit [--quick] [--synthetic ROWSxFEATURES] [--stores PATH[:LAYER],...] [--heads ...]
+[--task-type regression] [--task NAME]``
 
 Stores: by default the two ``pre_logits`` stores that ``featurestore run
 examples/fashion_mnist.toml`` writes under ``runs/fashion_mnist`` (60,000 training rows x 1,280
@@ -16,6 +17,14 @@ For every store and head: ``heads.create_head(name)`` fitted on the ``train`` sp
 then scored on the ``test`` split. Each fit runs alone, ``--repeats`` times (default 1: a fit
 takes minutes), since the budget is about one fit on a quiet machine. The target is the
 slowest head's median fit time.
+
+``--task-type regression`` times the regression heads (``ridge``, ``svr``, ``tree``, ``forest``,
+``bayes``, ``xgb``, ``knn``) instead, scored by test R², against the same budget at 60,000 rows x
+2,000 features (target ``heads.fit_budget.regression``, results ``head_fit_regression.json``; ``python -m
+benchmarks.head_fit_regression`` is the same run). No stored pipeline has a numeric target,
+so by default it writes a synthetic store of that size whose task ``target`` is a smooth nonlinear
+function of the 32-dimensional latent the features are projected from, plus noise; ``--stores`` with
+``--task NAME`` fits a store's own regression task instead.
 """
 
 from __future__ import annotations
@@ -38,6 +47,10 @@ DEFAULT_STORES = ("runs/fashion_mnist/fmnist_mobilenet_v2:pre_logits",
 
 _MAKE_STORES = "featurestore run examples/fashion_mnist.toml"
 _NEURAL_HEADS = ("mlp", "siamese")  # measured besides bench's default heads
+_SCORE = {"classification": "test_accuracy", "regression": "test_r2"}  # what ``head.score`` is, by task type
+_TARGET = {"classification": "heads.fit_budget", "regression": "heads.fit_budget.regression"}
+_RESULTS = {"classification": "head_fit", "regression": "head_fit_regression"}  # <name>.json, by task type
+_REGRESSION_SIZE = (60_000, 2_000)  # the regression heads' default synthetic store
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -80,46 +93,82 @@ def _synthetic_store(root: Path, seed: int, size: tuple[int, int] | None = None)
     return f"{root / 'synthetic'}:features"
 
 
-def _fit_store(spec: str, heads: list[str], repeats: int) -> dict[str, Any]:
-    """Fit seconds and test accuracy of every head on one store (or why it was skipped)."""
+def _regression_store(root: Path, seed: int, size: tuple[int, int] | None = None) -> str:
+    """A store with the regression task ``target``: 300 train / 100 test rows of a noisy 32-dimensional
+    standard normal latent for ``--quick``, or ``size = (train rows, features)`` (and a sixth as many test
+    rows) of rectified random projections of it. The target is ``z0 + sin(2 z1) + z2 z3 / 2`` plus noise
+    (standard deviation 0.3), attached by path through the ``label`` machinery."""
+    from featurestore import write_arrays
+    from featurestore.tasks import attach_task
+
+    rng = np.random.default_rng(seed)
+    n_train, width = size or (300, 32)
+    n = n_train + (n_train // 6 if size else 100)
+    latent = rng.normal(size=(n, 32)).astype(np.float32)
+    target = latent[:, 0] + np.sin(2 * latent[:, 1]) + latent[:, 2] * latent[:, 3] / 2 + 0.3 * rng.normal(size=n)
+    if size is None:  # the latent itself, slightly noisy: heads learn its linear part in 300 rows
+        features = latent + 0.1 * rng.normal(size=(n, 32)).astype(np.float32)
+    else:
+        features = np.maximum(latent @ rng.normal(size=(32, width)).astype(np.float32)
+                              + rng.normal(size=(n, width)).astype(np.float32), 0)
+    paths = [f"row{i:06d}" for i in range(n)]
+    write_arrays(root / "synthetic", {"features": features}, paths=paths,
+                 splits=["train"] * n_train + ["test"] * (n - n_train))
+    table = root / "target.csv"
+    table.write_text("path,target\n" + "".join(f"{p},{v!r}\n" for p, v in zip(paths, target.tolist())))
+    attach_task(root / "synthetic", table, task="target", task_type="regression")
+    return f"{root / 'synthetic'}:features"
+
+
+def _fit_store(spec: str, heads: list[str], repeats: int, task_type: str = "classification",
+               task: str | None = None) -> dict[str, Any]:
+    """Fit seconds and test score (accuracy, or R² for regression) of every head on one store (or why it
+    was skipped)."""
     from heads import create_head
     from heads.registry import method_used
 
     path, layer = _split_spec(spec)
     if not path.is_dir():
         return {"store": spec, "skipped": f"no store at {path}; `{_MAKE_STORES}` writes it"}
-    X, y, X_test, y_test = train_test_matrices(path, [layer] if layer else None)
+    X, y, X_test, y_test = train_test_matrices(path, [layer] if layer else None, task=task)
+    score = _SCORE[task_type]
     found: dict[str, Any] = {"store": spec, "train_rows": int(X.shape[0]), "features": int(X.shape[1]),
                              "test_rows": int(X_test.shape[0]), "heads": {}}
     for name in heads:
         fitted: dict[str, Any] = {}  # the last repeat's head, scored below
 
         def fit(_: object, name: str = name, fitted: dict[str, Any] = fitted) -> None:
-            fitted["head"] = create_head(name).fit(X, y)
+            fitted["head"] = create_head(name, task_type).fit(X, y)
 
         stats = measure([Variant(name, fit)], repeats)[name]
         head = fitted["head"]
         found["heads"][name] = {"fit_s": stats["median_s"], "samples_s": stats["samples_s"],
-                                "method": method_used(head), "test_accuracy": float(head.score(X_test, y_test))}
-        print(f"  {spec} / {name}: fit {stats['median_s']:.1f} s, test accuracy "
-              f"{found['heads'][name]['test_accuracy']:.4f} ({found['heads'][name]['method']})", flush=True)
+                                "method": method_used(head), score: float(head.score(X_test, y_test))}
+        print(f"  {spec} / {name}: fit {stats['median_s']:.1f} s, {score.replace('_', ' ')} "
+              f"{found['heads'][name][score]:.4f} ({found['heads'][name]['method']})", flush=True)
     return found
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Fit every head on every store; return the results document."""
-    budget = get_target("heads.fit_budget").threshold
+    regression = args.task_type == "regression"
+    target_id, score = _TARGET[args.task_type], _SCORE[args.task_type]
+    budget = get_target(target_id).threshold
+    task = args.task
     with scratch_dir(args, "head-fit") as work:
-        if args.synthetic is not None:
+        if regression and args.stores is None:
+            size = args.synthetic or (None if args.quick else _REGRESSION_SIZE)
+            specs, task = [_regression_store(work, args.seed, size)], "target"
+        elif args.synthetic is not None:
             specs = [_synthetic_store(work, args.seed, args.synthetic)]
         elif args.quick and args.stores is None:
             specs = [_synthetic_store(work, args.seed)]
         else:
             specs = list(args.stores or DEFAULT_STORES)
-        stores = [_fit_store(spec, args.heads, args.repeats) for spec in specs]
+        stores = [_fit_store(spec, args.heads, args.repeats, args.task_type, task) for spec in specs]
     measured = [s for s in stores if "heads" in s]
     rows = [[s["store"], f"{s['train_rows']} x {s['features']}",
-             *(f"{s['heads'][h]['fit_s']:.1f} ({s['heads'][h]['test_accuracy']:.3f})" for h in args.heads)]
+             *(f"{s['heads'][h]['fit_s']:.1f} ({s['heads'][h][score]:.3f})" for h in args.heads)]
             for s in measured]
     notes = [f"{s['store']}: skipped: {s['skipped']}" for s in stores if "skipped" in s]
     targets = []
@@ -129,19 +178,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         over = [f"{h} on {st} ({t:.0f} s)" for t, st, h in sorted(fits, reverse=True) if t > budget]
         note = f"slowest: {head} on {store}, {slowest:.0f} s"
         note += f"; over the {budget:g} s budget: {', '.join(over)}" if over else ""
-        targets.append(evaluate("heads.fit_budget", slowest, note=note))
+        targets.append(evaluate(target_id, slowest, note=note))
+    what = "test R²" if regression else "test accuracy"
     return {
-        "parameters": {"stores": specs, "heads": list(args.heads), "budget_s": budget},
+        "parameters": {"stores": specs, "heads": list(args.heads), "budget_s": budget,
+                       "task_type": args.task_type, "task": task},
         "stores": stores, "targets": targets, "notes": notes,
-        "tables": [table("Fit seconds (test accuracy) of each head on the whole training split, one fit at a time",
+        "tables": [table(f"Fit seconds ({what}) of each head on the whole training split, one fit at a time",
                          ["store", "train rows x features", *args.heads], rows)],
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, task_type: str = "classification") -> int:
+    """Run the benchmark; ``task_type`` is ``--task-type``'s default (``head_fit_regression`` passes
+    ``"regression"``). Results go to ``head_fit.json``, or ``head_fit_regression.json`` for regression."""
     from featurestore.bench_config import DEFAULT_HEADS
+    from heads import list_heads
 
-    parser = make_parser("head_fit", __doc__.splitlines()[0])
+    parser = make_parser(_RESULTS[task_type], __doc__.splitlines()[0])
     parser.add_argument("--stores", type=lambda text: text.split(","),
                         help="comma-separated PATH[:LAYER] (default: the example pipeline's pre_logits stores; "
                              "with --quick a synthetic store)")
@@ -150,9 +204,18 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated registered heads (default: {','.join(heads)})")
     parser.add_argument("--synthetic", type=_size, metavar="ROWSxFEATURES",
                         help="fit on a synthetic store of this many training rows and features instead")
+    parser.add_argument("--task-type", choices=tuple(_TARGET), default=task_type,
+                        help="which heads: classification (default) or regression (default heads: every "
+                             "regression head; default store: synthetic, 60000x2000)")
+    parser.add_argument("--task", help="the stores' task to fit (default: their labels; the synthetic "
+                                       "regression store's is 'target')")
     args = parse_args(parser, argv)
     args.repeats = args.repeats or 1
-    return run_and_report("head_fit", args, run, show_notes=True)
+    if args.task_type == "regression" and args.heads is heads:
+        args.heads = list_heads("regression")
+    if args.task_type == "regression" and args.stores is not None and args.task is None:
+        parser.error("--stores with --task-type regression needs --task NAME: those stores' regression task")
+    return run_and_report(_RESULTS[args.task_type], args, run, show_notes=True)
 
 
 if __name__ == "__main__":

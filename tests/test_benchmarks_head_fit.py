@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import head_fit
 
 
@@ -49,3 +51,39 @@ def test_synthetic_size_times_the_neural_heads(tmp_path):
     assert store["heads"]["siamese"]["method"].startswith("siamese supcon, linear 48-128, nearest prototype, ")
     for found in store["heads"].values():
         assert 0.2 < found["test_accuracy"] <= 1.0  # chance is 0.1
+
+
+def test_quick_regression_run_times_every_regression_head(tmp_path):
+    from benchmarks import head_fit_regression
+    from heads import list_heads
+
+    argv = ["--quick", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "work")]
+    assert head_fit_regression.main(argv) == 0
+    assert not list((tmp_path / "work").iterdir())
+    doc = json.loads((tmp_path / "results" / "head_fit_regression.json").read_text())
+    assert doc["benchmark"] == "head_fit_regression" and not (tmp_path / "results" / "head_fit.json").exists()
+    assert doc["parameters"]["task_type"] == "regression" and doc["parameters"]["task"] == "target"
+    (store,) = doc["stores"]
+    assert (store["train_rows"], store["test_rows"], store["features"]) == (300, 100, 32)
+    assert set(store["heads"]) == set(list_heads("regression")) >= {"ridge", "svr", "tree", "forest", "bayes",
+                                                                    "xgb", "knn"}
+    for found in store["heads"].values():
+        assert len(found["samples_s"]) == 1 and found["fit_s"] > 0 and "test_accuracy" not in found
+    # the target's linear part (z0, variance 1 of about 1.8) is in the features: the linear heads find it
+    assert 0.3 < store["heads"]["ridge"]["test_r2"] < 1 and 0.3 < store["heads"]["bayes"]["test_r2"] < 1
+    assert store["heads"]["ridge"]["method"].startswith("alpha=")
+    (target,) = doc["targets"]
+    slowest = max(found["fit_s"] for found in store["heads"].values())
+    assert target["id"] == "heads.fit_budget.regression" and target["measured"] == slowest
+    assert target["passed"] == (slowest <= 300)
+    (tab,) = doc["tables"]
+    assert "R²" in tab["title"] and tab["headers"][2:] == doc["parameters"]["heads"]
+
+
+def test_regression_on_given_stores_needs_a_task(tmp_path, capsys):
+    from benchmarks import head_fit
+
+    argv = ["--task-type", "regression", "--results-dir", str(tmp_path), "--stores", str(tmp_path / "s")]
+    with pytest.raises(SystemExit) as exc:
+        head_fit.main(argv)
+    assert exc.value.code == 2 and "needs --task NAME" in capsys.readouterr().err
