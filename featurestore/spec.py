@@ -271,6 +271,10 @@ class Quantization:
     cosine : dict
         Per output, the mean cosine similarity of the int8 model's features to the fp32 model's
         on the held-back images (rounded to 6 decimals).
+    percentile : float, optional
+        The ``percentile`` method's percentile of each activation's calibration histogram.
+    bias_correction : bool
+        Whether the quantised convolutions' biases were corrected for their weights' rounding.
     """
 
     mode: str
@@ -282,6 +286,8 @@ class Quantization:
     method: str
     float_nodes: tuple[str, ...] = ()
     cosine: dict[str, float] = field(default_factory=dict)
+    percentile: float | None = None
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op_types", tuple(self.op_types))

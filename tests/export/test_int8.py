@@ -77,7 +77,7 @@ def test_tiny_int8_from_a_folder(photos, tmp_path):
     read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
     assert all(set(node.output) & read for node in model.graph.node)  # no dead nodes for onnxruntime to warn of
     q = spec.quantization
-    assert spec.precision == "int8" and q.mode == "static" and q.method == "minmax"
+    assert spec.precision == "int8" and q.mode == "static" and q.method == "percentile" and q.bias_correction
     assert q.calibration_count == 16 and q.held_back == 4 and q.seed == 0 and len(q.calibration_sha256) == 64
     assert "Conv" in q.op_types and "first_conv" in q.float_nodes
     assert set(q.cosine) == {layer.output for layer in spec.layers}
@@ -116,19 +116,20 @@ def test_tiny_int8_from_fashion_mnist_then_extract_and_load(tmp_path, photos):
 
 
 def test_mobilenet_v2_int8(real_photos, tmp_path):
-    """MobileNetV2 with its ImageNet weights, on real photos: 0.97-0.98 mean cosine at pre_logits, short of the
-    0.99 the issue asks (measured and stated in docs/export.md)."""
+    """MobileNetV2 with its ImageNet weights, on real photos: >= 0.99 mean cosine at pre_logits (0.992 measured;
+    percentile calibration and bias correction: 0.977 with neither, docs/export.md)."""
     photos = real_photos
     export_backbone("mobilenet_v2", tmp_path / "fp32.onnx", offline=True)
     spec, data = export_backbone("mobilenet_v2", tmp_path / "int8.onnx", offline=True, precision="int8",
                                  calibrate=str(photos), calibrate_count=16)
     q = spec.quantization
     assert q.mode == "static" and {"Conv", "Add"} <= set(q.op_types) and q.held_back == 32
-    assert min(q.cosine.values()) >= 0.96, q.cosine
+    assert q.method == "percentile" and q.percentile == 99.95 and q.bias_correction
+    assert min(q.cosine.values()) >= 0.99, q.cosine
     assert (tmp_path / "int8.onnx").stat().st_size < (tmp_path / "fp32.onnx").stat().st_size / 2
     held = draw_calibration(photos, spec.preprocessing, 0, seed=3, held_back=8).held_back
     cos = output_cosine((tmp_path / "fp32.onnx").read_bytes(), data, read_spec(tmp_path / "fp32.onnx"), held)
-    assert min(cos.values()) >= 0.96, cos
+    assert min(cos.values()) >= 0.99, cos
 
 
 def test_transformer_int8_is_dynamic(photos, tmp_path):
@@ -164,7 +165,7 @@ def test_cli_prints_cosine_per_output(photos, tmp_path, capsys):
     layers = read_spec(tmp_path / "r.onnx").layers
     assert len(lines) == len(layers) == 5 and all("held-back" in line for line in lines)
     assert all(line.startswith(f"cosine to fp32 {layer.output}: ") for line, layer in zip(lines, layers))
-    assert "int8: static QDQ, minmax calibration on 16 images" in out
+    assert "int8: static QDQ, percentile calibration on 16 images" in out
 
 
 def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):
