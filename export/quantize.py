@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from featurestore.cpu import isa_flags
 from featurestore.decode import decode_or_error
 from featurestore.sources import content_key, open_source
 from featurestore.spec import SPEC_KEY, ModelSpec, Preprocessing, Quantization
@@ -335,7 +336,7 @@ def quantize_model(data: bytes, spec: ModelSpec, calibration: CalibrationSet, *,
                         held_back=len(held), seed=calibration.seed, method=method if static else "none",
                         float_nodes=tuple(sorted(float_nodes)) if static else (),
                         percentile=PERCENTILE if static and method == "percentile" else None,
-                        bias_correction=bool(corrected))
+                        bias_correction=bool(corrected), cpu_flags=isa_flags())
     quantized.doc_string = f"featurestore int8 export of {spec.backbone}"
     cosine = output_cosine(data, _with_spec(quantized, spec).SerializeToString(deterministic=True), spec, held)
     int8_spec = replace(spec, precision="int8", quantization=replace(info, cosine=cosine))

@@ -14,6 +14,7 @@ from export.errors import CalibrationError
 from export.quantize import draw_calibration, output_cosine
 from featurestore import ExtractOptions, extract, open_store, read_spec
 from featurestore.cli import main
+from featurestore.cpu import choose_precision, isa_flags
 from featurestore.manifest import StoreConfig
 from featurestore.session import FeatureModel
 from featurestore.sources import FASHION_MNIST_DIR
@@ -110,6 +111,7 @@ def test_tiny_int8_from_fashion_mnist_then_extract_and_load(tmp_path, photos):
                      ExtractOptions(batch_size=8, device="cpu", progress=False))
     assert report is not None
     store = open_store(tmp_path / "store")
+    assert store.manifest.runs[-1]["cpu_flags"] == list(isa_flags())  # the run record names the CPU's ISA
     data = store.load()
     assert data.matrix().shape == (40, spec.layers[0].dim) and np.isfinite(data.matrix()).all()
     assert store.spec == spec
@@ -145,7 +147,7 @@ def test_transformer_int8_is_dynamic(photos, tmp_path):
 def test_int8_needs_calibration_and_enough_images(photos, tmp_path, capsys):
     with pytest.raises(CalibrationError, match="--calibrate SOURCE"):
         export_backbone(tiny_net(), None, image_size=32, precision="int8")
-    with pytest.raises(CalibrationError, match="int8 only"):
+    with pytest.raises(CalibrationError, match="int8 or auto only"):
         export_backbone(tiny_net(), None, image_size=32, calibrate=str(photos))
     with pytest.raises(CalibrationError, match="lower --calibrate-count"):
         export_backbone(tiny_net(), None, image_size=32, precision="int8", calibrate=str(photos),
@@ -166,6 +168,27 @@ def test_cli_prints_cosine_per_output(photos, tmp_path, capsys):
     assert len(lines) == len(layers) == 5 and all("held-back" in line for line in lines)
     assert all(line.startswith(f"cosine to fp32 {layer.output}: ") for line, layer in zip(lines, layers))
     assert "int8: static QDQ, percentile calibration on 16 images" in out
+
+
+def test_precision_auto_follows_the_cpu_and_the_cosine(photos, tmp_path, capsys):
+    """``--precision auto`` keeps int8 or fp32 as :func:`choose_precision` says for this CPU; both branches of
+    the rule are tested in tests/featurestore/test_cpu.py without another CPU."""
+    int8_spec, int8 = export_backbone(tiny_net(), None, image_size=32, precision="int8", calibrate=str(photos),
+                                      calibrate_count=16)
+    fp32_spec, fp32 = export_backbone(tiny_net(), None, image_size=32)
+    assert int8_spec.quantization.cpu_flags == isa_flags()
+    reasons: list[str] = []
+    spec, data = export_backbone(tiny_net(), None, image_size=32, precision="auto", calibrate=str(photos),
+                                 calibrate_count=16, explain=reasons.append)
+    chosen, reason = choose_precision(isa_flags(), int8_spec.quantization.cosine)
+    assert reasons == [reason] and spec.precision == chosen
+    assert (spec, data) == ((int8_spec, int8) if chosen == "int8" else (fp32_spec, fp32))
+    assert main(["export", "resnet18", "--random-init", "--image-size", "32", "-o", str(tmp_path / "a.onnx"),
+                 "--precision", "auto", "--calibrate", str(photos), "--calibrate-count", "16"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision auto: ")]
+    assert len(lines) == 1 and lines[0].split(": ", 1)[1].startswith(read_spec(tmp_path / "a.onnx").precision)
+    with pytest.raises(CalibrationError, match="--precision auto needs calibration images"):
+        export_backbone(tiny_net(), None, image_size=32, precision="auto")
 
 
 def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):
