@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from pathlib import Path
 
@@ -115,6 +116,29 @@ def test_tiny_int8_from_fashion_mnist_then_extract_and_load(tmp_path, photos):
     data = store.load()
     assert data.matrix().shape == (40, spec.layers[0].dim) and np.isfinite(data.matrix()).all()
     assert store.spec == spec
+
+
+def test_one_bench_compares_an_fp32_and_an_int8_store_of_the_same_images(tmp_path, capsys):
+    """Issue 31 point 2: the transfer cost of int8 in one table: ``bench FP32_STORE INT8_STORE``."""
+    images = tmp_path / "images"
+    for k, name in enumerate(("cats", "dogs")):
+        write_good_images(images / name, n=12, size=(48, 40), seed=100 * k)
+    export_backbone(tiny_net(), tmp_path / "fp32.onnx", image_size=32)
+    export_backbone(tiny_net(), tmp_path / "int8.onnx", image_size=32, precision="int8", calibrate=str(images),
+                    calibrate_count=16)
+    for precision in ("fp32", "int8"):
+        assert extract(tmp_path / f"{precision}.onnx", images, tmp_path / precision,
+                       ExtractOptions(batch_size=8, device="cpu", progress=False)) is not None
+    capsys.readouterr()
+    assert main(["bench", str(tmp_path / "fp32"), str(tmp_path / "int8"), "-o", str(tmp_path / "r"), "--heads",
+                 "logreg", "--fusions", "", "--cv", "2", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("store "))
+    table = [line.split()[0] for line in out[header + 1:] if line.strip()]
+    assert {"fp32", "int8"} <= set(table)  # one table, a row for each store
+    rows = {(r["store"], r["head"]): r for r in csv.DictReader(open(tmp_path / "r" / "results.csv"))}
+    fp32, int8 = rows[("fp32", "logreg")], rows[("int8", "logreg")]
+    assert fp32["layer"] == int8["layer"] and fp32["n_test"] == int8["n_test"] and fp32["n_train"] == int8["n_train"]
 
 
 def test_mobilenet_v2_int8(real_photos, tmp_path):
