@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -12,6 +13,7 @@ from torch import nn
 
 from featurestore.utils import write_bytes_atomic
 from featurestore import __version__
+from featurestore.cpu import choose_precision, isa_flags
 from featurestore.spec import POOLED_WIDTH, PRECISIONS, SPEC_KEY, LayerSpec, ModelSpec, Preprocessing, WeightsInfo
 
 from ._cache import OFFLINE_ENV, is_offline
@@ -160,6 +162,7 @@ def export_backbone(
     opset: int = MIN_OPSET,
     calibrate: str | Path | None = None,
     calibrate_count: int = DEFAULT_CALIBRATION_COUNT,
+    explain: Callable[[str], None] | None = None,
 ) -> tuple[ModelSpec, bytes]:
     """Export a backbone to ONNX with the chosen layers as named, pooled outputs.
 
@@ -184,10 +187,12 @@ def export_backbone(
         A state_dict file to load.
     random_init : bool, default=False
         Export untrained weights (seeded); recorded in the spec.
-    precision : {'fp32', 'fp16', 'int8'}, default='fp32'
+    precision : {'fp32', 'fp16', 'int8', 'auto'}, default='fp32'
         ``fp16`` computes the backbone in half precision; ``int8`` quantises the fp32 graph
         with onnxruntime (:mod:`export.quantize`), calibrated on ``calibrate``; input and
-        outputs stay uint8 and float32.
+        outputs stay uint8 and float32. ``auto`` quantises as ``int8`` does, then keeps the
+        int8 model where this CPU has VNNI or AMX and its cosine to fp32 is at least 0.999 on
+        every output, else the fp32 one (:func:`featurestore.cpu.choose_precision`).
     image_size : int, optional
         Override the input size (the resize size keeps its ratio to the crop).
     grayscale : bool, default=False
@@ -207,6 +212,8 @@ def export_backbone(
         :func:`featurestore.sources.open_source` opens (a folder, ``fashion-mnist:train``, ...).
     calibrate_count : int, default=128
         Calibration images drawn from ``calibrate`` (seeded); more are held back for the cosine check.
+    explain : callable, optional
+        For ``auto``: called with the one-line reason for the precision chosen.
 
     Returns
     -------
@@ -224,12 +231,13 @@ def export_backbone(
     """
     if opset < MIN_OPSET:
         raise ExportOptionsError(f"opset {opset} is too old; use {MIN_OPSET} or later")
-    if precision not in PRECISIONS:
-        raise ExportOptionsError(f"precision {precision!r} is not supported; choose {' or '.join(PRECISIONS)}")
-    if (precision == "int8") != (calibrate is not None):
-        raise CalibrationError("--precision int8 needs calibration images: pass --calibrate SOURCE (a folder of your "
-                               "images, fashion-mnist:train, ...)" if calibrate is None else
-                               "--calibrate applies to --precision int8 only")
+    if precision not in (*PRECISIONS, "auto"):
+        raise ExportOptionsError(f"precision {precision!r} is not supported; choose {', '.join(PRECISIONS)} or auto")
+    quantized = precision in ("int8", "auto")
+    if quantized != (calibrate is not None):
+        raise CalibrationError(f"--precision {precision} needs calibration images: pass --calibrate SOURCE (a folder "
+                               "of your images, fashion-mnist:train, ...)" if calibrate is None else
+                               "--calibrate applies to --precision int8 or auto only")
     prep = _preprocessing(backbone, image_size, grayscale, preprocessing, is_offline(offline))
     module, weights_info = build_backbone(backbone, weights=weights, random_init=random_init, offline=offline,
                                           image_size=image_size)
@@ -248,15 +256,21 @@ def export_backbone(
         preprocessing=prep,
         input_name=INPUT_NAME,
         opset=opset,
-        precision="fp32" if precision == "int8" else precision,  # type: ignore[arg-type]
+        precision="fp32" if quantized else precision,  # type: ignore[arg-type]
         versions={"featurestore": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__},
         class_names=class_names,
     )
     dtype = torch.float16 if precision == "fp16" else torch.float32
     graph = FeatureGraph(module.to(dtype), choices, prep, dtype=dtype)
     data = _to_onnx(graph, spec)
-    if precision == "int8":  # the fp32 graph, quantised
-        spec, data = quantize_model(data, spec, draw_calibration(calibrate, prep, calibrate_count))
+    if quantized:  # the fp32 graph, quantised
+        int8_spec, int8_data = quantize_model(data, spec, draw_calibration(calibrate, prep, calibrate_count))
+        chosen, reason = choose_precision(isa_flags(), int8_spec.quantization.cosine) if precision == "auto" \
+            else ("int8", "")
+        if explain is not None and reason:
+            explain(reason)
+        if chosen == "int8":
+            spec, data = int8_spec, int8_data
     if isinstance(backbone, nn.Module) and dtype != torch.float32:
         module.to(torch.float32)
     if output is not None:

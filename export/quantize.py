@@ -5,7 +5,9 @@ images for the accuracy check); :func:`quantize_model` quantises an fp32 export 
 ``onnxruntime.quantization``: static QDQ with per-channel int8 weights and uint8 activations
 for convolutional networks, dynamic (weights ahead, activations at run time) for transformers,
 whose MatMuls it serves better. The graph's own preprocessing (cast, scaling, mean/std), its
-pooling and its outputs stay float. The returned spec records how it was done and the cosine
+pooling and its outputs stay float. Static activation ranges come from a percentile of each
+tensor's calibration histogram, and each quantised convolution's bias is corrected for the mean
+shift its int8 weights cause on the calibration images (bias correction). The returned spec records how it was done and the cosine
 similarity of each output to the fp32 model's on the held-back images. Quantising twice with the
 same images gives the same bytes.
 """
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from featurestore.cpu import isa_flags
 from featurestore.decode import decode_or_error
 from featurestore.sources import content_key, open_source
 from featurestore.spec import SPEC_KEY, ModelSpec, Preprocessing, Quantization
@@ -33,7 +36,8 @@ from featurestore.spec import SPEC_KEY, ModelSpec, Preprocessing, Quantization
 from .errors import CalibrationError
 
 __all__ = ["CALIBRATION_METHODS", "CALIBRATION_SEED", "DEFAULT_CALIBRATION_COUNT", "DEFAULT_FLOAT_NODES", "DEFAULT_METHOD",
-           "FLOAT_NODE_KINDS", "HELD_BACK", "MODES", "CalibrationSet", "choose_mode", "draw_calibration", "output_cosine", "quantize_model"]
+           "FLOAT_NODE_KINDS", "HELD_BACK", "MODES", "PERCENTILE", "CalibrationSet", "choose_mode", "correct_bias",
+           "draw_calibration", "output_cosine", "quantize_model"]
 
 #: Calibration images drawn by default: enough for stable activation ranges, quick to run.
 DEFAULT_CALIBRATION_COUNT = 128
@@ -41,7 +45,12 @@ DEFAULT_CALIBRATION_COUNT = 128
 HELD_BACK = 32
 CALIBRATION_SEED = 0
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_METHOD = "minmax"
+#: Measured on MobileNetV2 (ImageNet weights, photos; docs/export.md): percentile 0.988 mean cosine
+#: at pre_logits, minmax and entropy 0.977; with bias correction percentile reaches 0.992.
+DEFAULT_METHOD = "percentile"
+#: The percentile of each activation's calibration histogram its range covers (``percentile``
+#: method); 99.95 measured best of 99.9-99.999 on MobileNetV2.
+PERCENTILE = 99.95
 MODES = ("auto", "static", "dynamic")
 #: Kinds of node static quantisation can keep in float: the first convolution, the depthwise
 #: convolutions, and the nodes that compute the tensors the outputs pool.
@@ -246,7 +255,8 @@ def _named(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def quantize_model(data: bytes, spec: ModelSpec, calibration: CalibrationSet, *, method: str = DEFAULT_METHOD,
-                   mode: str = "auto", float_nodes: tuple[str, ...] = DEFAULT_FLOAT_NODES) -> tuple[ModelSpec, bytes]:
+                   mode: str = "auto", float_nodes: tuple[str, ...] = DEFAULT_FLOAT_NODES,
+                   bias_correction: bool = True) -> tuple[ModelSpec, bytes]:
     """Quantise an fp32 export to int8 and measure it against the fp32 model.
 
     Parameters
@@ -263,6 +273,9 @@ def quantize_model(data: bytes, spec: ModelSpec, calibration: CalibrationSet, *,
         ``auto``: :func:`choose_mode`.
     float_nodes : tuple of str, default=DEFAULT_FLOAT_NODES
         Kinds of node to keep in float in static mode (:data:`FLOAT_NODE_KINDS`).
+    bias_correction : bool, default=True
+        In static mode, correct each quantised convolution's bias for the mean shift its int8
+        weights cause on the calibration images (:func:`correct_bias`).
 
     Returns
     -------
@@ -295,30 +308,126 @@ def quantize_model(data: bytes, spec: ModelSpec, calibration: CalibrationSet, *,
         depthwise if "depthwise_conv" in float_nodes else []) + (
         _output_producers(model) if "output_producers" in float_nodes else [])
     # onnxruntime's quantiser logs advice on the root logger and prints its progress: not for the user's terminal
+    float_model = onnx.ModelProto()
+    float_model.CopyFrom(model)  # the quantiser may change the model it is given
     with tempfile.TemporaryDirectory(prefix="featurestore-int8-") as tmp, _quiet():
         out = Path(tmp) / "int8.onnx"
         if mode == "static":
             methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}
+            extra: dict[str, Any] = {"CalibStridedMinMax": 1}
+            if method == "percentile":
+                extra["CalibPercentile"] = PERCENTILE
             quantize_static(model, out, _Reader(calibration.images, spec.input_name), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(STATIC_OP_TYPES), per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=excluded, calibrate_method=methods[method],
-                            extra_options={"CalibStridedMinMax": 1})
+                            nodes_to_exclude=excluded, calibrate_method=methods[method], extra_options=extra)
         else:
             quantize_dynamic(model, out, op_types_to_quantize=list(DYNAMIC_OP_TYPES), per_channel=False,
                              weight_type=QuantType.QInt8)
         quantized = _without_dead_nodes(onnx.load(str(out)))
+    static = mode == "static"
+    corrected = static and bias_correction and correct_bias(quantized, float_model, calibration.images,
+                                                            spec.input_name) > 0
     held = calibration.held_back
     info = Quantization(mode=mode, op_types=_quantized_op_types(quantized, mode),
                         calibration_sha256=calibration.sha256(method),
-                        calibration_count=len(calibration.images) if mode == "static" else 0,
-                        held_back=len(held), seed=calibration.seed, method=method if mode == "static" else "none",
-                        float_nodes=tuple(sorted(float_nodes)) if mode == "static" else ())
+                        calibration_count=len(calibration.images) if static else 0,
+                        held_back=len(held), seed=calibration.seed, method=method if static else "none",
+                        float_nodes=tuple(sorted(float_nodes)) if static else (),
+                        percentile=PERCENTILE if static and method == "percentile" else None,
+                        bias_correction=bool(corrected), cpu_flags=isa_flags())
     quantized.doc_string = f"featurestore int8 export of {spec.backbone}"
     cosine = output_cosine(data, _with_spec(quantized, spec).SerializeToString(deterministic=True), spec, held)
     int8_spec = replace(spec, precision="int8", quantization=replace(info, cosine=cosine))
     return int8_spec, _with_spec(quantized, int8_spec).SerializeToString(deterministic=True)
+
+
+def correct_bias(quantized: onnx.ModelProto, float_model: onnx.ModelProto, images: np.ndarray,
+                 input_name: str) -> int:
+    """Correct, in place, the int32 bias of each quantised ``Conv`` for the mean shift of its int8 weights.
+
+    Rounding a convolution's weights to int8 moves the mean of its output by
+    ``(W_int8 - W) @ E[x]`` per channel, a systematic error the following layers add up
+    (depthwise convolutions, with 9 weights per channel, suffer most). With ``E[x]``, the
+    per-channel mean of the convolution's input in the float model over ``images`` (all
+    positions; padding is ignored), the shift is subtracted from the bias (Nagel et al. 2019,
+    "Data-free quantization through weight equalization and bias correction", its empirical
+    form). Measured on MobileNetV2: mean cosine to fp32 0.988 -> 0.992 at ``pre_logits``.
+
+    Parameters
+    ----------
+    quantized : onnx.ModelProto
+        A static QDQ model; its Conv nodes keep the names they have in ``float_model``.
+    float_model : onnx.ModelProto
+        The float model it was quantised from.
+    images : numpy.ndarray
+        Calibration images, the model's input.
+    input_name : str
+
+    Returns
+    -------
+    int
+        Convolutions corrected (0 when none has an int8 weight and an int32 bias).
+    """
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    initializers = {init.name: init for init in quantized.graph.initializer}
+    producer = {out: node for node in quantized.graph.node for out in node.output}
+    float_nodes = {node.name: node for node in float_model.graph.node}
+    float_weights = {init.name: init for init in float_model.graph.initializer}
+
+    def dequantize_linear(name: str) -> onnx.NodeProto | None:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == "DequantizeLinear" and node.input[0] in initializers \
+            else None
+
+    todo = []
+    for node in quantized.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 3 or node.name not in float_nodes:
+            continue
+        weight, bias = dequantize_linear(node.input[1]), dequantize_linear(node.input[2])
+        if weight is not None and bias is not None and float_nodes[node.name].input[1] in float_weights:
+            todo.append((node, weight, bias))
+    if not todo or len(images) == 0:
+        return 0
+    probe = onnx.ModelProto()
+    probe.CopyFrom(float_model)
+    means: dict[str, str] = {}
+    for node, _, _ in todo:
+        tensor = float_nodes[node.name].input[0]
+        if tensor not in means:  # the global average over positions; the mean over images is taken below
+            means[tensor] = f"{tensor}__featurestore_mean"
+            probe.graph.node.append(helper.make_node("GlobalAveragePool", [tensor], [means[tensor]]))
+            probe.graph.output.append(helper.make_tensor_value_info(means[tensor], onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    names = list(means.values())
+    sums: list[Any] = [0.0] * len(names)
+    for i in range(0, len(images), BATCH):
+        batch = session.run(names, {input_name: images[i:i + BATCH]})
+        sums = [s + b.reshape(b.shape[0], -1).astype(np.float64).sum(0) for s, b in zip(sums, batch)]
+    mean_of = {tensor: total / len(images) for tensor, total in zip(means, sums)}
+    for node, weight, bias in todo:
+        float_node = float_nodes[node.name]
+        w = numpy_helper.to_array(float_weights[float_node.input[1]]).astype(np.float64)
+        q = numpy_helper.to_array(initializers[weight.input[0]]).astype(np.float64)
+        shape = (-1,) + (1,) * (q.ndim - 1)
+        scale = numpy_helper.to_array(initializers[weight.input[1]]).astype(np.float64).reshape(shape)
+        zero = (numpy_helper.to_array(initializers[weight.input[2]]).astype(np.float64).reshape(
+            shape if initializers[weight.input[2]].dims else ()) if len(weight.input) > 2 else 0.0)
+        delta = ((q - zero) * scale - w).reshape(w.shape[0], w.shape[1], -1).sum(2)  # (out, in per group)
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        x = mean_of[float_node.input[0]].reshape(groups, 1, w.shape[1])  # (group, 1, in per group)
+        shift = (delta.reshape(groups, -1, w.shape[1]) * x).sum(2).reshape(-1)
+        b = numpy_helper.to_array(initializers[bias.input[0]])
+        bias_scale = numpy_helper.to_array(initializers[bias.input[1]]).astype(np.float64)
+        fixed = np.clip(b.astype(np.int64) - np.round(shift / bias_scale).astype(np.int64), -2 ** 31, 2 ** 31 - 1)
+        initializers[bias.input[0]].CopyFrom(numpy_helper.from_array(fixed.astype(b.dtype), bias.input[0]))
+    return len(todo)
 
 
 def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -32,7 +32,7 @@ class ExportConfig:
         A state_dict file (``.pth``/``.pt`` or ``.safetensors``).
     random_init : bool, default=False
         Export untrained (seeded) weights.
-    precision : {'fp32', 'fp16', 'int8'}, default='fp32'
+    precision : {'fp32', 'fp16', 'int8', 'auto'}, default='fp32'
     image_size : int, optional
         Input size override (square).
     grayscale : bool, default=False
@@ -40,7 +40,7 @@ class ExportConfig:
     offline : bool, default=False
         Take pretrained weights from the libraries' caches only, never downloading.
     calibrate : str, optional
-        For ``int8``: the image source to calibrate on (a folder, ``fashion-mnist:train``, ...).
+        For ``int8`` and ``auto``: the image source to calibrate on (a folder, ``fashion-mnist:train``, ...).
     calibrate_count : int, default=128
         Calibration images drawn from it (seeded).
     """
@@ -57,15 +57,16 @@ class ExportConfig:
     random_init: bool = option(False, "export untrained (seeded) weights; recorded as such in the spec",
                                kind="switch")
     precision: str = option("fp32", "compute precision of the backbone; inputs/outputs stay uint8/float32; int8 "
-                                    "quantises the fp32 graph, calibrated on --calibrate",
-                            choices=PRECISIONS)
+                                    "quantises the fp32 graph, calibrated on --calibrate; auto keeps int8 where "
+                                    "this CPU has VNNI/AMX and its cosine to fp32 is >= 0.999, else fp32",
+                            choices=(*PRECISIONS, "auto"))
     image_size: int | None = option(None, "input size override (square)")
     grayscale: bool = option(False, "one input channel (pixels backbone only)", kind="switch")
     offline: bool = option(False, "take pretrained weights from the caches only (torch.hub's $TORCH_HOME/hub/"
                                   "checkpoints, the Hugging Face Hub cache), never downloading; also "
                                   "FEATURESTORE_OFFLINE=1 or HF_HUB_OFFLINE=1",
                              kind="switch")
-    calibrate: str | None = option(None, "for --precision int8 (required there): images to calibrate on, any "
+    calibrate: str | None = option(None, "for --precision int8 or auto (required there): images to calibrate on, any "
                                          "source extract takes (a folder of your images, fashion-mnist:train, ...)")
     calibrate_count: int = option(128, "calibration images drawn from --calibrate (seeded; 32 more, or a quarter "
                                        "as many, are held back to measure the cosine to fp32)")

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ._atomic import file_sha256
 from ._config import option
 from .augment import AUGMENTATIONS, augment_view, check_augmentations
+from .cpu import isa_flags
 from .decode import decode_or_error
 from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
@@ -413,7 +414,7 @@ def extract(
         writer.close(run={
             "source": getattr(src, "name", str(source)), "listed": report.listed, "skipped": report.skipped,
             "decoded": report.decoded, "failed": len(report.failures), "seconds": round(report.seconds, 3),
-            "decode": options.decode,
+            "decode": options.decode, "cpu_flags": list(isa_flags()),
             **({"device_decode_host_fallbacks": decoder.host_fallbacks} if decoder is not None else {}),
         })
         report.rows_added = writer.rows_added

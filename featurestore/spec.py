@@ -271,6 +271,13 @@ class Quantization:
     cosine : dict
         Per output, the mean cosine similarity of the int8 model's features to the fp32 model's
         on the held-back images (rounded to 6 decimals).
+    percentile : float, optional
+        The ``percentile`` method's percentile of each activation's calibration histogram.
+    bias_correction : bool
+        Whether the quantised convolutions' biases were corrected for their weights' rounding.
+    cpu_flags : tuple of str
+        ISA extensions of the CPU that quantised the model and measured :attr:`cosine`
+        (:func:`featurestore.cpu.isa_flags`; empty where unknown).
     """
 
     mode: str
@@ -282,9 +289,13 @@ class Quantization:
     method: str
     float_nodes: tuple[str, ...] = ()
     cosine: dict[str, float] = field(default_factory=dict)
+    percentile: float | None = None
+    bias_correction: bool = False
+    cpu_flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op_types", tuple(self.op_types))
+        object.__setattr__(self, "cpu_flags", tuple(self.cpu_flags))
         object.__setattr__(self, "float_nodes", tuple(self.float_nodes))
         object.__setattr__(self, "cosine", {str(k): float(v) for k, v in dict(self.cosine).items()})
         _require(self.mode in QUANTIZATION_MODES, f"quantization mode {self.mode!r} not in {QUANTIZATION_MODES}")

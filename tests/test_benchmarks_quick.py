@@ -119,9 +119,15 @@ def test_extract_has_baselines_ratios_and_targets(results):
 def test_quant_measures_speed_and_accuracy(results):
     doc = _load(results, "quant")
     (result,) = doc["results"]
-    assert set(result["variants"]) == {"fp32", "int8"}
-    assert 0.0 <= result["accuracy"]["int8"] <= 1.0 and result["quantization"]["quantize_linear"] > 0
-    assert _target_ids(doc) == {"quant.speedup.mobilenet_v2", "quant.accuracy_loss.mobilenet_v2"}
+    assert set(result["variants"]) == {"torch fp32 eager", "torch fp32 channels_last",
+                                       "torch bf16 autocast channels_last", "onnxruntime fp32", "onnxruntime int8",
+                                       "extract fp32", "extract int8"}
+    assert result["quantization"]["mode"] == "static" and result["quantization"]["cosine"]
+    assert result["auto"]["precision"] in ("fp32", "int8") and result["auto"]["reason"]
+    transfer = result["transfer"]
+    assert set(transfer["accuracy"]) == {"logreg", "svm"} and transfer["train"] == 40 and transfer["test"] == 30
+    assert all(0.0 <= a[k] <= 1.0 for a in transfer["accuracy"].values() for k in ("fp32", "int8"))
+    assert _target_ids(doc) == {"quant.speedup.mobilenet_v2", "quant.transfer_loss.mobilenet_v2"}
 
 
 def test_report_lists_every_target(results, tmp_path):

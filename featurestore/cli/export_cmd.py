@@ -31,7 +31,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from export import export_backbone
 
-    spec, data = export_backbone(args.backbone, args.output, **from_arguments(ExportConfig, args).as_keywords())
+    spec, data = export_backbone(args.backbone, args.output, **from_arguments(ExportConfig, args).as_keywords(),
+                                 explain=lambda reason: print(f"precision auto: {reason}"))
     prep = spec.preprocessing
     h, w, c = spec.input_shape
     print(f"wrote {args.output} ({len(data) / 1e6:.1f} MB): {spec.backbone}, weights {spec.weights.source}"

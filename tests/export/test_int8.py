@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from export.errors import CalibrationError
 from export.quantize import draw_calibration, output_cosine
 from featurestore import ExtractConfig, extract, open_store, read_spec
 from featurestore.cli import main
+from featurestore.cpu import choose_precision, isa_flags
 from featurestore.manifest import StoreConfig
 from featurestore.session import FeatureModel
 from featurestore.sources import FASHION_MNIST_DIR
@@ -77,7 +79,7 @@ def test_tiny_int8_from_a_folder(photos, tmp_path):
     read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
     assert all(set(node.output) & read for node in model.graph.node)  # no dead nodes for onnxruntime to warn of
     q = spec.quantization
-    assert spec.precision == "int8" and q.mode == "static" and q.method == "minmax"
+    assert spec.precision == "int8" and q.mode == "static" and q.method == "percentile" and q.bias_correction
     assert q.calibration_count == 16 and q.held_back == 4 and q.seed == 0 and len(q.calibration_sha256) == 64
     assert "Conv" in q.op_types and "first_conv" in q.float_nodes
     assert set(q.cosine) == {layer.output for layer in spec.layers}
@@ -110,25 +112,50 @@ def test_tiny_int8_from_fashion_mnist_then_extract_and_load(tmp_path, photos):
                      ExtractConfig(batch_size=8, device="cpu", progress=False))
     assert report is not None
     store = open_store(tmp_path / "store")
+    assert store.manifest.runs[-1]["cpu_flags"] == list(isa_flags())  # the run record names the CPU's ISA
     data = store.load()
     assert data.matrix().shape == (40, spec.layers[0].dim) and np.isfinite(data.matrix()).all()
     assert store.spec == spec
 
 
+def test_one_bench_compares_an_fp32_and_an_int8_store_of_the_same_images(tmp_path, capsys):
+    """Issue 31 point 2: the transfer cost of int8 in one table: ``bench FP32_STORE INT8_STORE``."""
+    images = tmp_path / "images"
+    for k, name in enumerate(("cats", "dogs")):
+        write_good_images(images / name, n=12, size=(48, 40), seed=100 * k)
+    export_backbone(tiny_net(), tmp_path / "fp32.onnx", image_size=32)
+    export_backbone(tiny_net(), tmp_path / "int8.onnx", image_size=32, precision="int8", calibrate=str(images),
+                    calibrate_count=16)
+    for precision in ("fp32", "int8"):
+        assert extract(tmp_path / f"{precision}.onnx", images, tmp_path / precision,
+                       ExtractConfig(batch_size=8, device="cpu", progress=False)) is not None
+    capsys.readouterr()
+    assert main(["bench", str(tmp_path / "fp32"), str(tmp_path / "int8"), "-o", str(tmp_path / "r"), "--heads",
+                 "logreg", "--fusions", "", "--cv", "2", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("store "))
+    table = [line.split()[0] for line in out[header + 1:] if line.strip()]
+    assert {"fp32", "int8"} <= set(table)  # one table, a row for each store
+    rows = {(r["store"], r["head"]): r for r in csv.DictReader(open(tmp_path / "r" / "results.csv"))}
+    fp32, int8 = rows[("fp32", "logreg")], rows[("int8", "logreg")]
+    assert fp32["layer"] == int8["layer"] and fp32["n_test"] == int8["n_test"] and fp32["n_train"] == int8["n_train"]
+
+
 def test_mobilenet_v2_int8(real_photos, tmp_path):
-    """MobileNetV2 with its ImageNet weights, on real photos: 0.97-0.98 mean cosine at pre_logits, short of the
-    0.99 the issue asks (measured and stated in docs/export.md)."""
+    """MobileNetV2 with its ImageNet weights, on real photos: >= 0.99 mean cosine at pre_logits (0.992 measured;
+    percentile calibration and bias correction: 0.977 with neither, docs/export.md)."""
     photos = real_photos
     export_backbone("mobilenet_v2", tmp_path / "fp32.onnx", offline=True)
     spec, data = export_backbone("mobilenet_v2", tmp_path / "int8.onnx", offline=True, precision="int8",
                                  calibrate=str(photos), calibrate_count=16)
     q = spec.quantization
     assert q.mode == "static" and {"Conv", "Add"} <= set(q.op_types) and q.held_back == 32
-    assert min(q.cosine.values()) >= 0.96, q.cosine
+    assert q.method == "percentile" and q.percentile == 99.95 and q.bias_correction
+    assert min(q.cosine.values()) >= 0.99, q.cosine
     assert (tmp_path / "int8.onnx").stat().st_size < (tmp_path / "fp32.onnx").stat().st_size / 2
     held = draw_calibration(photos, spec.preprocessing, 0, seed=3, held_back=8).held_back
     cos = output_cosine((tmp_path / "fp32.onnx").read_bytes(), data, read_spec(tmp_path / "fp32.onnx"), held)
-    assert min(cos.values()) >= 0.96, cos
+    assert min(cos.values()) >= 0.99, cos
 
 
 def test_transformer_int8_is_dynamic(photos, tmp_path):
@@ -144,7 +171,7 @@ def test_transformer_int8_is_dynamic(photos, tmp_path):
 def test_int8_needs_calibration_and_enough_images(photos, tmp_path, capsys):
     with pytest.raises(CalibrationError, match="--calibrate SOURCE"):
         export_backbone(tiny_net(), None, image_size=32, precision="int8")
-    with pytest.raises(CalibrationError, match="int8 only"):
+    with pytest.raises(CalibrationError, match="int8 or auto only"):
         export_backbone(tiny_net(), None, image_size=32, calibrate=str(photos))
     with pytest.raises(CalibrationError, match="lower --calibrate-count"):
         export_backbone(tiny_net(), None, image_size=32, precision="int8", calibrate=str(photos),
@@ -164,7 +191,28 @@ def test_cli_prints_cosine_per_output(photos, tmp_path, capsys):
     layers = read_spec(tmp_path / "r.onnx").layers
     assert len(lines) == len(layers) == 5 and all("held-back" in line for line in lines)
     assert all(line.startswith(f"cosine to fp32 {layer.output}: ") for line, layer in zip(lines, layers))
-    assert "int8: static QDQ, minmax calibration on 16 images" in out
+    assert "int8: static QDQ, percentile calibration on 16 images" in out
+
+
+def test_precision_auto_follows_the_cpu_and_the_cosine(photos, tmp_path, capsys):
+    """``--precision auto`` keeps int8 or fp32 as :func:`choose_precision` says for this CPU; both branches of
+    the rule are tested in tests/featurestore/test_cpu.py without another CPU."""
+    int8_spec, int8 = export_backbone(tiny_net(), None, image_size=32, precision="int8", calibrate=str(photos),
+                                      calibrate_count=16)
+    fp32_spec, fp32 = export_backbone(tiny_net(), None, image_size=32)
+    assert int8_spec.quantization.cpu_flags == isa_flags()
+    reasons: list[str] = []
+    spec, data = export_backbone(tiny_net(), None, image_size=32, precision="auto", calibrate=str(photos),
+                                 calibrate_count=16, explain=reasons.append)
+    chosen, reason = choose_precision(isa_flags(), int8_spec.quantization.cosine)
+    assert reasons == [reason] and spec.precision == chosen
+    assert (spec, data) == ((int8_spec, int8) if chosen == "int8" else (fp32_spec, fp32))
+    assert main(["export", "resnet18", "--random-init", "--image-size", "32", "-o", str(tmp_path / "a.onnx"),
+                 "--precision", "auto", "--calibrate", str(photos), "--calibrate-count", "16"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision auto: ")]
+    assert len(lines) == 1 and lines[0].split(": ", 1)[1].startswith(read_spec(tmp_path / "a.onnx").precision)
+    with pytest.raises(CalibrationError, match="--precision auto needs calibration images"):
+        export_backbone(tiny_net(), None, image_size=32, precision="auto")
 
 
 def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):

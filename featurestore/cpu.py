@@ -1,0 +1,87 @@
+"""The CPU's instruction-set extensions, and whether int8 features pay on it.
+
+:func:`isa_flags` reads the extensions that decide how fast fp32, bf16 and int8 inference run
+(from ``/proc/cpuinfo`` on Linux; an empty tuple elsewhere). :func:`choose_precision` is the
+rule of ``export --precision auto``: int8 where the CPU multiplies int8 natively (VNNI or AMX)
+and the int8 model's features are close enough to fp32's, fp32 otherwise, with the reason in
+one line. It takes the flags and the cosine as arguments, so either branch can be checked on
+any machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "choose_precision", "isa_flags"]
+
+#: Extensions recorded (in this order) where the CPU has them: x86 vector widths, fused
+#: multiply-add, the bf16 and int8 dot products (VNNI), the AMX tiles; Arm's SIMD, dot product
+#: and matrix extensions.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve")
+#: Extensions with native int8 dot products on x86: where onnxruntime's int8 kernels beat fp32 by
+#: 1.5-2.5x (measured, docs/export.md); on AVX2 alone they gain little and can saturate.
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: The least mean cosine to fp32, on every output, at which ``--precision auto`` takes int8.
+AUTO_MIN_COSINE = 0.999
+_CPUINFO = Path("/proc/cpuinfo")
+
+
+def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The CPU's extensions among :data:`ISA_FLAGS`.
+
+    Parameters
+    ----------
+    cpuinfo : str, optional
+        Text in ``/proc/cpuinfo``'s format (its first ``flags`` or ``Features`` line is read);
+        default: this machine's ``/proc/cpuinfo``.
+
+    Returns
+    -------
+    tuple of str
+        In :data:`ISA_FLAGS` order; empty where the file is absent (not Linux) or unreadable.
+    """
+    if cpuinfo is None:
+        cpuinfo = ""
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            cpuinfo = _CPUINFO.read_text()
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found = set(value.split())
+            break
+    return tuple(flag for flag in ISA_FLAGS if flag in found)
+
+
+def choose_precision(flags: Iterable[str], cosine: Mapping[str, float] | None) -> tuple[str, str]:
+    """int8 or fp32 for this CPU and this int8 model, and why, in one line.
+
+    Parameters
+    ----------
+    flags : iterable of str
+        The CPU's extensions (:func:`isa_flags`).
+    cosine : mapping of str to float, optional
+        Per output, the int8 model's mean cosine similarity to fp32 (the spec's
+        ``quantization.cosine``); None or empty when not measured.
+
+    Returns
+    -------
+    (str, str)
+        ``'int8'`` when ``flags`` include one of :data:`INT8_FLAGS` and every output's cosine is at
+        least :data:`AUTO_MIN_COSINE`, else ``'fp32'``; and the reason.
+    """
+    native = [flag for flag in INT8_FLAGS if flag in set(flags)]
+    if not native:
+        return "fp32", (f"fp32: this CPU has no native int8 dot product ({', '.join(INT8_FLAGS)}), so int8 would "
+                        "gain little speed for the accuracy it costs")
+    if not cosine:
+        return "fp32", "fp32: the int8 model's cosine to fp32 was not measured"
+    name, worst = min(cosine.items(), key=lambda item: (item[1], item[0]))
+    if worst < AUTO_MIN_COSINE:
+        return "fp32", (f"fp32: int8's mean cosine to fp32 at {name} is {worst:.4f}, below {AUTO_MIN_COSINE} "
+                        f"(this CPU has {native[0]}, so int8 would be faster)")
+    return "int8", (f"int8: this CPU has {native[0]} and int8's mean cosine to fp32 is at least {worst:.4f} "
+                    f"(>= {AUTO_MIN_COSINE}) on every output")

@@ -1,0 +1,46 @@
+"""The CPU's ISA flags, and the rule of ``--precision auto`` (issue 31, point 3), on any machine."""
+
+from __future__ import annotations
+
+from featurestore.cpu import AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, isa_flags
+
+X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_bf16 avx512_vnni avx_vnni xsave
+processor\t: 1
+flags\t\t: fpu
+"""
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimddp i8mm sve\n"
+AVX2 = "flags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
+
+
+def test_isa_flags_from_cpuinfo_text():
+    assert isa_flags(X86) == ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                              "avx512_vnni", "avx_vnni", "avx512_bf16")  # the first processor's line, in order
+    assert isa_flags(ARM) == ("asimd", "asimddp", "i8mm", "sve")
+    assert isa_flags("") == () and isa_flags("no flags here") == ()
+
+
+def test_isa_flags_of_this_machine_are_a_tuple_of_known_names():
+    flags = isa_flags()
+    assert isinstance(flags, tuple) and all(isinstance(flag, str) for flag in flags)
+
+
+def test_int8_on_vnni_or_amx_with_a_high_cosine():
+    for flag in INT8_FLAGS:
+        precision, reason = choose_precision(["avx2", flag], {"a": 0.9995, "b": 1.0})
+        assert precision == "int8" and flag in reason and "0.9995" in reason and "\n" not in reason
+
+
+def test_fp32_without_vnni_whatever_the_cosine():
+    precision, reason = choose_precision(isa_flags(AVX2), {"a": 1.0})
+    assert precision == "fp32" and "no native int8" in reason and "avx512_vnni" in reason
+    assert choose_precision((), {"a": 1.0})[0] == "fp32"  # flags unknown (not Linux)
+
+
+def test_fp32_when_the_cosine_is_low_or_unmeasured():
+    precision, reason = choose_precision(isa_flags(X86), {"pre_logits": 0.9917, "stage": 0.9999})
+    assert precision == "fp32" and "pre_logits" in reason and "0.9917" in reason and str(AUTO_MIN_COSINE) in reason
+    assert choose_precision(["amx_int8"], {"a": AUTO_MIN_COSINE})[0] == "int8"  # the bound itself is enough
+    assert choose_precision(["amx_int8"], {})[0] == "fp32" and choose_precision(["amx_int8"], None)[0] == "fp32"
