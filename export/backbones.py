@@ -264,9 +264,9 @@ def _lite_build(variant: int) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
 
-        model = EfficientNet.from_name(f"efficientnet-lite{variant}")
-        model.set_swish(memory_efficient=False)
-        return model
+        # Lite models use ReLU6 (relu_fn "relu6"), which their ImageNet weights were trained with;
+        # the package's set_swish() would replace it with x * sigmoid(x) in every block.
+        return EfficientNet.from_name(f"efficientnet-lite{variant}")
     return build
 
 
