@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .._config import add_arguments, from_arguments
 from ..export_config import ExportConfig
+from ..spec import ModelSpec
+
+#: Below this mean cosine to fp32, on any output, ``export`` warns that int8's features differ from fp32's.
+LOW_COSINE = 0.99
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -52,4 +57,33 @@ def run(args: argparse.Namespace) -> int:
               f"{q.calibration_sha256[:16]}...")
         for name, value in q.cosine.items():
             print(f"cosine to fp32 {name}: {value:.4f} (mean over {q.held_back} held-back images)")
+    warning = low_cosine_warning(spec)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     return 0
+
+
+def low_cosine_warning(spec: ModelSpec) -> str | None:
+    """One line warning that an int8 model's features differ from fp32's, or None.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        An exported model's spec.
+
+    Returns
+    -------
+    str or None
+        The warning when ``spec`` is int8 and its least mean cosine to fp32 over the outputs is
+        below :data:`LOW_COSINE`; None otherwise (fp32, fp16, or no cosine measured).
+    """
+    q = spec.quantization
+    if spec.precision != "int8" or q is None or not q.cosine:
+        return None
+    name, worst = min(q.cosine.items(), key=lambda item: item[1])
+    if worst >= LOW_COSINE:
+        return None
+    return (f"featurestore export: WARNING: int8 features differ from fp32: mean cosine to fp32 at {name} is "
+            f"{worst:.4f}, below {LOW_COSINE}; stores extracted with this model will not match fp32 ones "
+            f"(--precision auto would keep fp32 here)")
+

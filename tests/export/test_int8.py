@@ -9,17 +9,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from export import export_backbone
 from export.errors import CalibrationError
 from export.quantize import draw_calibration, output_cosine
 from featurestore import ExtractConfig, decode_image, extract, open_store, read_spec
 from featurestore.cli import main
+from featurestore.cli.export_cmd import low_cosine_warning
 from featurestore.cpu import choose_precision, isa_flags
 from featurestore.manifest import StoreConfig
 from featurestore.session import FeatureModel
 from featurestore.sources import FASHION_MNIST_DIR
-from featurestore.spec import PRECISIONS, ModelSpec
+from featurestore.spec import PRECISIONS, ModelSpec, Preprocessing
 from images import write_good_images
 from tiny_models import tiny_net
 
@@ -213,6 +215,44 @@ def test_cli_prints_cosine_per_output(photos, tmp_path, capsys):
     assert len(lines) == len(layers) == 5 and all("held-back" in line for line in lines)
     assert all(line.startswith(f"cosine to fp32 {layer.output}: ") for line, layer in zip(lines, layers))
     assert "int8: static QDQ, percentile calibration on 16 images" in out
+
+
+def _outlier_net() -> torch.nn.Module:
+    """A TinyNet whose second block has one channel 10^4 times the others, which the last convolution ignores:
+    one uint8 range per tensor leaves the other channels no levels, so int8 loses the features."""
+    model = tiny_net()
+    with torch.no_grad():
+        model.features[2].weight[0] *= 1e4
+        model.features[2].bias[0] = 1e4
+        model.features[5].weight[:, 0] = 0
+    return model
+
+
+def test_cli_warns_in_one_line_when_the_cosine_is_low(photos, tmp_path, capsys, monkeypatch):
+    from export import backbones
+
+    entry = backbones.BackboneEntry("outlier_tiny", _outlier_net, Preprocessing(crop_size=(32, 32), resize_size=36),
+                                     None, None)
+    monkeypatch.setitem(backbones._REGISTRY, "outlier_tiny", entry)
+    args = ["export", "outlier_tiny", "--random-init", "--image-size", "32", "-o", str(tmp_path / "o.onnx"),
+            "--calibrate", str(photos), "--calibrate-count", "16"]
+    assert main(args + ["--precision", "int8"]) == 0
+    captured = capsys.readouterr()
+    spec = read_spec(tmp_path / "o.onnx")
+    worst = min(spec.quantization.cosine.values())
+    assert worst < 0.99, spec.quantization.cosine
+    warnings = [line for line in captured.err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and f"{worst:.4f}" in warnings[0] and "differ from fp32" in warnings[0]
+    assert "--precision auto would keep fp32" in warnings[0]
+    assert low_cosine_warning(spec) == warnings[0]
+    assert main(args + ["--precision", "auto"]) == 0
+    assert "WARNING" not in capsys.readouterr().err  # auto kept fp32
+    assert read_spec(tmp_path / "o.onnx").precision == "fp32"
+    assert main(["export", "resnet18", "--random-init", "--image-size", "32", "-o", str(tmp_path / "r.onnx"),
+                 "--precision", "int8", "--calibrate", str(photos), "--calibrate-count", "16"]) == 0
+    assert min(read_spec(tmp_path / "r.onnx").quantization.cosine.values()) >= 0.99
+    assert "WARNING" not in capsys.readouterr().err
+    assert low_cosine_warning(read_spec(tmp_path / "o.onnx")) is None  # fp32
 
 
 def test_precision_auto_follows_the_cpu_and_the_cosine(photos, tmp_path, capsys):
