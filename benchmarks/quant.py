@@ -110,7 +110,7 @@ def _speed(case: BackboneCase, paths: dict[str, Path], folder: Path, repeats: in
     """The seven variants, interleaved."""
     import torch
 
-    from featurestore import ExtractOptions, FeatureModel, decode_image, extract
+    from featurestore import ExtractConfig, FeatureModel, decode_image, extract
 
     from ._models import torch_twin
 
@@ -143,7 +143,7 @@ def _speed(case: BackboneCase, paths: dict[str, Path], folder: Path, repeats: in
             model.run(images[i:i + BATCH])
 
     counter = iter(range(10**9))
-    options = ExtractOptions(batch_size=BATCH, device="cpu", progress=False)
+    options = ExtractConfig(batch_size=BATCH, device="cpu", progress=False)
 
     def extract_pass(model: Any, store: Path) -> None:
         report = extract(model, folder, store, options)
