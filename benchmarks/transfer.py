@@ -26,6 +26,14 @@ At N = 5,000 one test image is 0.05 points and differences under ~1 point are no
 ``--full-results runs/fashion_mnist/select/results.json`` adds the bench of the full-set
 pipeline (``featurestore run examples/fashion_mnist.toml``): every cell's CV accuracy and fit
 time, the cell chosen, its test accuracy, and what the choice cost.
+
+``--full-levers runs/fashion_mnist_levers`` adds the levers at full size (60,000 / 10,000), from
+the ``bench --select`` steps of ``examples/fashion_mnist_levers.toml`` (every cell by 3-fold CV on
+the training split): the ``mlp`` head against ``svm`` on the pyramid and on its concat with
+``pre_logits``, the flipped views as training rows of the ``mlp``, several backbones joined by
+content key; then a soft vote of the best ``--ensemble`` cells by CV (those with probabilities),
+each refitted on the training split here and scored once on the test split. ``--levers none``
+keeps the subset levers of the results file already there instead of measuring them again.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from ._common import _positive_int, add_cache_dir, fashion_mnist_missing, make_p
 from ._common import train_test_matrices
 from ._models import BackboneCase, exported_model
 
-__all__ = ["CLASSICAL", "LEVERS", "main", "run"]
+__all__ = ["CLASSICAL", "FULL_BENCHES", "LEVERS", "main", "run"]
 
 MOBILENET = BackboneCase("mobilenet_v2", random_init=False, nominal_gflop=0.60)
 LITE0 = BackboneCase("efficientnet_lite0", random_init=False, nominal_gflop=0.80)
@@ -50,6 +58,8 @@ MOBILENET_LAYERS = "features.13:avg,features.13:pyramid,last"
 AVG, PYRAMID, LAST = "features.13.avg", "features.13.pyramid", "pre_logits"
 LEVERS = (1, 2, 3, 4, 5)
 _SIZES = {"full": (5000, 2000), "quick": (200, 100)}  # (train, test) images
+#: The ``[[bench]]`` steps of examples/fashion_mnist_levers.toml that measure a lever, with and without it.
+FULL_BENCHES = ("mlp", "views", "backbones")
 
 #: Classical entries of the Fashion-MNIST benchmark, quoted from zalandoresearch/fashion-mnist's
 #: README (section "Benchmark", commit 02cf067) and its automatic scikit-learn benchmark.
@@ -184,6 +194,8 @@ def _select(mnv2: Path, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any
 
 # --- entry point --------------------------------------------------------------------------------
 def _levers(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []
     try:
         levers = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
@@ -204,6 +216,9 @@ def _tables(rows: list[dict[str, Any]], sizes: dict[str, int]) -> list[dict[str,
                                                                 "where"],
                       [[name, prep, f"{acc:.3f}", where] for name, prep, acc, where in CLASSICAL])
     return [levers, classical]
+
+
+_FULL_SET_TITLES = ("Full set, every cell by", "Full set, the cell bench --select chose")
 
 
 def _full_set(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -229,6 +244,143 @@ def _full_set(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return chosen, [cells, selected]
 
 
+# --- the levers at full size --------------------------------------------------------------------
+def _bench_documents(folder: Path) -> dict[str, dict[str, Any]]:
+    """The ``results.json`` of each lever bench of the levers pipeline found under ``folder``."""
+    import json
+
+    found = {name: json.loads((folder / name / "results.json").read_text())
+             for name in FULL_BENCHES if (folder / name / "results.json").is_file()}
+    if not found:
+        raise SystemExit(f"{folder}: no bench results of examples/fashion_mnist_levers.toml "
+                         f"({', '.join(FULL_BENCHES)}); run the pipeline first")
+    return found
+
+
+def _cv(document: dict[str, Any] | None, head: str, layer: str, store: str | None = None) -> dict[str, Any] | None:
+    if document is None:
+        return None
+    return next((r for r in document["results"] if r["head"] == head and r["layer"] == layer
+                 and (store is None or r["store"] == store)), None)
+
+
+def _full_rows(documents: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lever rows, with and without, from the CV accuracies of the levers pipeline's benches."""
+    mlp, views, backbones = (documents.get(name) for name in FULL_BENCHES)
+    concat = "concat(2 layers)"
+    pairs = [("mlp head", _cv(mlp, "svm", PYRAMID), "features.13 pyramid, svm", _cv(mlp, "mlp", PYRAMID),
+              "features.13 pyramid, mlp"),
+             ("mlp head", _cv(mlp, "svm", concat), "pyramid + pre_logits (concat), svm", _cv(mlp, "mlp", concat),
+              "pyramid + pre_logits (concat), mlp"),
+             ("mlp head", _cv(mlp, "mlp", PYRAMID), "features.13 pyramid, mlp", _cv(mlp, "mlp", concat),
+              "+ pre_logits (concat), mlp"),
+             ("flipped views", _cv(mlp, "mlp", concat), "pyramid + pre_logits, mlp, clean rows",
+              _cv(views, "mlp", concat), "+ the flipped view of each training image as a training row")]
+    if backbones is not None:
+        names = [s["name"] for s in backbones["stores"]]
+        joined = next((n for n in names if "+" in n), None)
+        alone = [r for r in backbones["results"] if r["store"] != names[0] and r["store"] != joined]
+        first = next((r for r in backbones["results"] if r["store"] == names[0]), None)
+        last = next((r for r in backbones["results"] if r["store"] == joined), None)
+        if first is not None and last is not None:
+            pairs.append(("several backbones", first, f"{names[0]}: {first['layer']}, {first['head']}", last,
+                          f"joined by content key with {', '.join(n for n in names[1:] if n != joined)}: "
+                          f"{last['layer']}, {last['head']}"))
+            pairs[-1] += (", ".join(f"{r['store']} alone {r['accuracy']:.4f}" for r in alone),)
+    rows = []
+    for lever, without, without_name, with_, with_name, *detail in pairs:
+        if without is not None and with_ is not None:
+            rows.append(_row(lever, without_name, without["accuracy"], with_name, with_["accuracy"],
+                             detail[0] if detail else f"fit {without['fit_seconds']:.0f} / {with_['fit_seconds']:.0f} "
+                                                           "s per fold"))
+    return rows
+
+
+def _member_data(document: dict[str, Any], store: str, use_views: bool, cache: dict[tuple, Any]) -> Any:
+    """The bench's loaded data of ``store`` (a store of ``document``, or its stores joined), loaded once."""
+    from heads.bench import load_store_data
+    from heads.joined import join_store_data
+
+    entry = next(s for s in document["stores"] if s["name"] == store)
+    paths = tuple(p.strip() for p in entry["path"].split(", "))
+    key = (paths, use_views)
+    if key not in cache:
+        loaded = load_store_data(list(paths), use_views=use_views)
+        cache[key] = loaded[0] if len(loaded) == 1 else join_store_data(loaded)
+    return cache[key]
+
+
+def _full_ensemble(documents: dict[str, dict[str, Any]], members: int, seed: int) -> dict[str, Any]:
+    """Soft vote of the ``members`` cells of best CV accuracy that have probabilities, each refitted on the
+    training split and scored on the test split; the vote's and each member's test accuracy."""
+    from heads.bench import build_estimator
+    from heads.registry import create_head
+
+    cells, seen = [], set()
+    for name, document in documents.items():
+        for r in document["results"]:
+            key = (r["store"], r["layers"], r["fusion"], r["head"], document["config"]["views"])
+            if key not in seen and hasattr(create_head(r["head"]), "predict_proba"):
+                seen.add(key)
+                cells.append((r["accuracy"], name, r, document))
+    cells.sort(key=lambda c: -c[0])
+    cache: dict[tuple, Any] = {}
+    probabilities, chosen = [], []
+    started = time.perf_counter()
+    for cv, name, r, document in cells[:members]:
+        use_views = document["config"]["views"] == "train"
+        data = _member_data(document, r["store"], use_views, cache)
+        layers = r["layers"].split("+")
+        train, test = np.flatnonzero(~data.test), np.flatnonzero(data.test)
+        X = np.concatenate([data.X[layer] for layer in layers], axis=1)
+        X_train, y_train = X[train], data.y[train]
+        if use_views and data.augmented is not None:
+            views = np.concatenate([data.augmented[layer] for layer in layers], axis=2)
+            X_train, y_train = np.concatenate([X_train, *views[:, train]]), np.concatenate([y_train] * (1 + len(views)))
+        fit_started = time.perf_counter()
+        estimator = build_estimator(r["head"], r["fusion"], [data.X[layer].shape[1] for layer in layers], seed)
+        estimator.fit(X_train, y_train)
+        P = estimator.predict_proba(X[test])
+        probabilities.append(P)
+        chosen.append({"bench": name, "store": r["store"], "layer": r["layer"], "head": r["head"],
+                       "views": document["config"]["views"], "cv_accuracy": cv,
+                       "test_accuracy": float(np.mean(estimator.classes_[P.argmax(1)] == data.y[test])),
+                       "fit_seconds": time.perf_counter() - fit_started})
+        y_test, classes = data.y[test], estimator.classes_
+    vote = np.mean(probabilities, axis=0)
+    return {"members": chosen, "test_accuracy": float(np.mean(classes[vote.argmax(1)] == y_test)),
+            "seconds": time.perf_counter() - started}
+
+
+def _full_levers(folder: Path, members: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The levers pipeline's results (``folder``: its workdir) as a summary and tables."""
+    documents = _bench_documents(folder)
+    rows = _full_rows(documents)
+    chosen = [dict(d["selection"], bench=name, seconds=d["timing"]["total_seconds"])
+              for name, d in documents.items() if d.get("selection")]
+    best = max(chosen, key=lambda c: c["cv_accuracy"])
+    ensemble = _full_ensemble(documents, members, seed) if members > 1 else None
+    if ensemble is not None:
+        rows.append(_row("ensemble", f"the cell of best CV: {best['store']} / {best['layer']} / {best['head']}",
+                         best["test_accuracy"], f"soft vote of the {members} best cells by CV with probabilities",
+                         ensemble["test_accuracy"], "test accuracy (the rows above: CV accuracy); members: " +
+                         "; ".join(f"{m['store']} / {m['layer']} / {m['head']} ({m['views']} views) test "
+                                   f"{m['test_accuracy']:.4f}" for m in ensemble["members"])))
+    levers = table("Full set (60,000 train / 10,000 test): each lever with and without it, 3-fold CV accuracy on "
+                   "the training split (examples/fashion_mnist_levers.toml; the ensemble row: test accuracy)",
+                   ["lever", "without", "accuracy", "with", "accuracy", "gain (points)", "also"],
+                   [[r["lever"], r["without"], f"{r['without_accuracy']:.4f}", r["with"], f"{r['with_accuracy']:.4f}",
+                     f"{r['gain_points']:+.2f}", r["detail"]] for r in rows])
+    selected = table("Full set, the cell each lever bench chose by CV on the training split, and its test accuracy",
+                     ["bench", "chosen", "CV accuracy", "test accuracy", "refit s", "bench wall s (cells)"],
+                     [[c["bench"], f"{c['store']} / {c['layer']} / {c['head']} ({c['method']})",
+                       f"{c['cv_accuracy']:.4f}", f"{c['test_accuracy']:.4f}", f"{c['refit_seconds']:.0f}",
+                       f"{c['seconds']:.0f} ({c['cells']})"] for c in chosen])
+    summary = {"levers": rows, "chosen": chosen, "best_by_cv": best, "ensemble": ensemble,
+               "reaches_0_95": max([best["test_accuracy"]] + ([ensemble["test_accuracy"]] if ensemble else [])) >= 0.95}
+    return summary, [levers, selected]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Extract the two stores, measure every lever; return the results document."""
     train, test = _SIZES["quick" if args.quick else "full"]
@@ -236,6 +388,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parameters = {"images_train": sizes["train"], "images_test": sizes["test"], "levers": args.levers,
                   "mobilenet_layers": MOBILENET_LAYERS,
                   "views": "1 horizontal flip (MobileNetV2 store)"}
+    if not args.levers:  # the subset levers of the results file already there, measured before
+        return _keep_subset(args, parameters)
     missing = fashion_mnist_missing()
     if missing:
         message = f"skipped: Fashion-MNIST is not available ({missing})"
@@ -263,14 +417,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     notes = [f"Extraction: MobileNetV2 (2 views) {extract_s['mobilenet_v2']:.0f} s, EfficientNet-Lite0 "
              f"{extract_s['efficientnet_lite0']:.0f} s; the levers' fits {levers_s:.0f} s."]
     tables = _tables(rows, sizes)
-    full = None
+    document = {"parameters": parameters, "levers": rows, "select_cost": select_cost, "extract_seconds": extract_s,
+                "levers_seconds": levers_s, "classical": [dict(zip(("classifier", "preprocessing", "accuracy", "where"),
+                                                                   c)) for c in CLASSICAL],
+                "targets": [], "notes": notes, "tables": tables}
+    return _add_full(args, document)
+
+
+def _add_full(args: argparse.Namespace, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with the full-set tables of ``--full-results`` and ``--full-levers``."""
+    document["full_set_selection"] = document["full_set_levers"] = None
     if args.full_results is not None:
-        full, full_tables = _full_set(args.full_results)
-        tables += full_tables
-    return {"parameters": parameters, "levers": rows, "select_cost": select_cost, "extract_seconds": extract_s,
-            "levers_seconds": levers_s, "classical": [dict(zip(("classifier", "preprocessing", "accuracy", "where"), c))
-                                                      for c in CLASSICAL],
-            "full_set_selection": full, "targets": [], "notes": notes, "tables": tables}
+        document["full_set_selection"], full_tables = _full_set(args.full_results)
+        document["tables"] += full_tables
+    if args.full_levers is not None:
+        document["full_set_levers"], full_tables = _full_levers(args.full_levers, args.ensemble, args.seed)
+        document["tables"] += full_tables
+    return document
+
+
+def _keep_subset(args: argparse.Namespace, parameters: dict[str, Any]) -> dict[str, Any]:
+    """``--levers none``: the subset levers, tables and notes of the transfer.json in ``--results-dir``."""
+    import json
+
+    path = args.results_dir / "transfer.json"
+    if not path.is_file():
+        raise SystemExit(f"--levers none keeps the subset levers of {path}, which does not exist; measure them")
+    kept = json.loads(path.read_text())
+    if not kept.get("levers"):
+        raise SystemExit(f"{path} holds no subset levers to keep; measure them (--levers 1,2,3,4,5)")
+    sizes = {"train": kept["parameters"]["images_train"], "test": kept["parameters"]["images_test"]}
+    document = {key: kept.get(key) for key in ("levers", "select_cost", "extract_seconds", "levers_seconds",
+                                               "classical")}
+    document.update(parameters=dict(parameters, images_train=sizes["train"], images_test=sizes["test"],
+                                    levers=kept["parameters"]["levers"], kept_from=kept.get("created")),
+                    targets=[], tables=_tables(kept["levers"], sizes),
+                    notes=[f"Subset levers kept from the run of {kept.get('created')} "
+                           f"(`{' '.join(kept.get('command', []))}`)."]
+                    + [n for n in kept.get("notes", []) if not n.startswith("Subset levers kept from")])
+    document = _add_full(args, document)
+    if args.full_results is None and kept.get("full_set_selection"):  # the full-set pipeline's tables, kept too
+        document["full_set_selection"] = kept["full_set_selection"]
+        document["tables"][2:2] = [t for t in kept["tables"] if t["title"].startswith(_FULL_SET_TITLES)]
+    return document
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,9 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=_positive_int, help="test images (default: 2000; 100 with --quick)")
     parser.add_argument("--levers", type=_levers, default=list(LEVERS),
                         help="comma-separated levers to measure, of 1 (pooling), 2 (backbones), 3 (test-time "
-                             "augmentation), 4 (heads and normalisation), 5 (bench --select); default all")
+                             "augmentation), 4 (heads and normalisation), 5 (bench --select); default all; none "
+                             "keeps those of the transfer.json in --results-dir")
     parser.add_argument("--full-results", type=Path,
                         help="results.json of the full-set pipeline's bench --select, added as two tables")
+    parser.add_argument("--full-levers", type=Path,
+                        help="workdir of examples/fashion_mnist_levers.toml: its lever benches, added as two tables")
+    parser.add_argument("--ensemble", type=int, default=3,
+                        help="with --full-levers: cells in the soft vote (default 3; 1 for none)")
     add_cache_dir(parser)
     return run_and_report("transfer", parse_args(parser, argv), run, show_notes=True)
 
