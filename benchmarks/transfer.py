@@ -352,6 +352,51 @@ def _full_ensemble(documents: dict[str, dict[str, Any]], members: int, seed: int
             "seconds": time.perf_counter() - started}
 
 
+def _fewshot(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The few-shot bench of the levers pipeline (``folder/fewshot``): mean ± std per head, and per draw the
+    learned heads (``mlp``, ``siamese``) against ``logreg`` and ``knn`` on the same draws."""
+    import csv
+    import json
+
+    path = folder / "fewshot" / "results.json"
+    if not path.is_file():
+        return None
+    shots = json.loads(path.read_text())["shots"]
+    ks = shots["shots"]
+    by = {(r["layer"], r["head"], r["shots"]): r for r in shots["table"]}
+    keys = list(dict.fromkeys((r["layer"], r["head"]) for r in shots["table"]))
+    cells = [[layer, head] + ["fails" if (r := by.get((layer, head, k))) and r["failed"] == r["draws"] else
+                              "" if r is None else f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}" for k in ks]
+             for layer, head in keys]
+    mean_std = table(f"Few-shot on the full store: test accuracy (10,000 images) against training images per class, "
+                     f"mean ± std over {shots['seeds']} seeded draws, the same for every head (fewshot/results.json "
+                     "of examples/fashion_mnist_levers.toml)", ["layer", "head"] + [f"{k} shots" for k in ks], cells)
+    draws: dict[tuple, dict[str, float]] = {}
+    with open(folder / "fewshot" / "shots.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["accuracy"] not in ("", "nan"):
+                draws.setdefault((row["layer"], row["shots"], row["seed"]), {})[row["head"]] = float(row["accuracy"])
+    compared, rows = [], []
+    for layer in dict.fromkeys(layer for layer, _ in keys):
+        for k in ks:
+            gaps, wins = [], 0
+            for (at, shot, _), heads in draws.items():
+                learned = [heads[h] for h in ("mlp", "siamese") if h in heads]
+                plain = [heads[h] for h in ("logreg", "knn") if h in heads]
+                if at == layer and shot == k and learned and plain:
+                    gaps.append(max(learned) - max(plain))
+                    wins += gaps[-1] > 0
+            if gaps:
+                compared.append({"layer": layer, "shots": k, "draws": len(gaps), "wins": wins,
+                                 "gap_points_mean": 100 * float(np.mean(gaps))})
+                rows.append([layer, k, f"{wins} of {len(gaps)}", f"{100 * np.mean(gaps):+.2f}",
+                             f"{100 * min(gaps):+.2f} to {100 * max(gaps):+.2f}"])
+    same_draws = table("Few-shot, per draw: the better of mlp and siamese against the better of logreg and knn "
+                       "(a head that fails a draw is left out of it)",
+                       ["layer", "shots", "draws won", "gap (points, mean)", "gap range"], rows)
+    return {"table": shots["table"], "compared": compared}, [mean_std, same_draws]
+
+
 def _full_levers(folder: Path, members: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The levers pipeline's results (``folder``: its workdir) as a summary and tables."""
     documents = _bench_documents(folder)
@@ -433,6 +478,9 @@ def _add_full(args: argparse.Namespace, document: dict[str, Any]) -> dict[str, A
     if args.full_levers is not None:
         document["full_set_levers"], full_tables = _full_levers(args.full_levers, args.ensemble, args.seed)
         document["tables"] += full_tables
+        fewshot = _fewshot(args.full_levers)
+        document["fewshot"] = None if fewshot is None else fewshot[0]
+        document["tables"] += [] if fewshot is None else fewshot[1]
     return document
 
 

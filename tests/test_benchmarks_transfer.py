@@ -99,6 +99,8 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
                                                  views="train", **common), log=lambda *_: None)
     run_bench([m, lite], levers / "backbones", BenchConfig(heads=("mlp",), layers=both, fusions=("concat",),
                                                            per_layer=False, **common), log=lambda *_: None)
+    run_bench([m], levers / "fewshot", BenchConfig(heads=("knn", "mlp"), layers=both, fusions=(), shots=("1", "5"),
+                                                   seeds=2, n_jobs=1), log=lambda *_: None)
     results = tmp_path / "results"
     results.mkdir()
     kept = {"created": "then", "command": ["python", "-m", "benchmarks.transfer"], "notes": ["Extraction: kept."],
@@ -120,5 +122,9 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     assert members[0]["cv_accuracy"] >= members[1]["cv_accuracy"]
     assert {c["bench"] for c in full["chosen"]} == {"mlp", "views", "backbones"}
     assert full["best_by_cv"]["cv_accuracy"] == max(c["cv_accuracy"] for c in full["chosen"])
+    compared = {(c["layer"], c["shots"]): c for c in document["fewshot"]["compared"]}
+    assert set(compared) == {(layer, k) for layer in both for k in ("1", "5")}
+    assert all(c["draws"] == 2 and 0 <= c["wins"] <= 2 for c in compared.values())
     titles = [t["title"] for t in document["tables"]]
-    assert titles[0].startswith("Test accuracy with and without each lever") and titles[-2].startswith("Full set (60,000")
+    assert titles[0].startswith("Test accuracy with and without each lever") and titles[-4].startswith("Full set (60,000")
+    assert titles[-2].startswith("Few-shot on the full store") and titles[-1].startswith("Few-shot, per draw")
