@@ -257,36 +257,44 @@ def _bench_documents(folder: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _cv(document: dict[str, Any] | None, head: str, layer: str, store: str | None = None) -> dict[str, Any] | None:
-    if document is None:
-        return None
-    return next((r for r in document["results"] if r["head"] == head and r["layer"] == layer
-                 and (store is None or r["store"] == store)), None)
+def _find(documents: dict[str, dict[str, Any]], head: str, layer: str, store: str | None = None,
+          views: str = "clean") -> dict[str, Any] | None:
+    """The cell of ``head`` on ``layer`` (of ``store``: default each bench's first store) in any of the benches
+    whose views are ``views`` (the benches draw the same seeded folds of the same training rows, so their cells
+    compare)."""
+    for document in documents.values():
+        if document["config"]["views"] != views:
+            continue
+        wanted = store or document["stores"][0]["name"]
+        found = next((r for r in document["results"] if r["head"] == head and r["layer"] == layer
+                      and r["store"] == wanted), None)
+        if found is not None:
+            return found
+    return None
 
 
 def _full_rows(documents: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Lever rows, with and without, from the CV accuracies of the levers pipeline's benches."""
-    mlp, views, backbones = (documents.get(name) for name in FULL_BENCHES)
     concat = "concat(2 layers)"
-    pairs = [("mlp head", _cv(mlp, "svm", PYRAMID), "features.13 pyramid, svm", _cv(mlp, "mlp", PYRAMID),
-              "features.13 pyramid, mlp"),
-             ("mlp head", _cv(mlp, "svm", concat), "pyramid + pre_logits (concat), svm", _cv(mlp, "mlp", concat),
-              "pyramid + pre_logits (concat), mlp"),
-             ("mlp head", _cv(mlp, "mlp", PYRAMID), "features.13 pyramid, mlp", _cv(mlp, "mlp", concat),
-              "+ pre_logits (concat), mlp"),
-             ("flipped views", _cv(mlp, "mlp", concat), "pyramid + pre_logits, mlp, clean rows",
-              _cv(views, "mlp", concat), "+ the flipped view of each training image as a training row")]
+    pairs = [("mlp head", _find(documents, "svm", PYRAMID), "features.13 pyramid, svm",
+              _find(documents, "mlp", PYRAMID), "features.13 pyramid, mlp"),
+             ("mlp head", _find(documents, "mlp", PYRAMID), "features.13 pyramid, mlp",
+              _find(documents, "mlp", concat), "+ pre_logits (concat), mlp"),
+             ("flipped views", _find(documents, "mlp", concat), "pyramid + pre_logits, mlp, clean rows",
+              _find(documents, "mlp", concat, views="train"),
+              "+ the flipped view of each training image as a training row")]
+    backbones = documents.get("backbones")
     if backbones is not None:
         names = [s["name"] for s in backbones["stores"]]
         joined = next((n for n in names if "+" in n), None)
-        alone = [r for r in backbones["results"] if r["store"] != names[0] and r["store"] != joined]
+        alone = [r for r in backbones["results"] if r["store"] not in (names[0], joined)]
         first = next((r for r in backbones["results"] if r["store"] == names[0]), None)
         last = next((r for r in backbones["results"] if r["store"] == joined), None)
         if first is not None and last is not None:
             pairs.append(("several backbones", first, f"{names[0]}: {first['layer']}, {first['head']}", last,
                           f"joined by content key with {', '.join(n for n in names[1:] if n != joined)}: "
-                          f"{last['layer']}, {last['head']}"))
-            pairs[-1] += (", ".join(f"{r['store']} alone {r['accuracy']:.4f}" for r in alone),)
+                          f"{last['layer']}, {last['head']}",
+                          ", ".join(f"{r['store']} alone {r['accuracy']:.4f}" for r in alone)))
     rows = []
     for lever, without, without_name, with_, with_name, *detail in pairs:
         if without is not None and with_ is not None:

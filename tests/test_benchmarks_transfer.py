@@ -93,8 +93,8 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     levers = tmp_path / "levers"
     both = ("features.13.pyramid", "pre_logits")
     common = dict(select=True, cv=3, n_jobs=1)
-    run_bench([m], levers / "mlp", BenchConfig(heads=("svm", "mlp"), layers=both, fusions=("concat",), **common),
-              log=lambda *_: None)
+    run_bench([m], levers / "mlp", BenchConfig(heads=("svm", "mlp"), layers=("features.13.pyramid",), fusions=(),
+                                               **common), log=lambda *_: None)
     run_bench([m], levers / "views", BenchConfig(heads=("mlp",), layers=both, fusions=("concat",), per_layer=False,
                                                  views="train", **common), log=lambda *_: None)
     run_bench([m, lite], levers / "backbones", BenchConfig(heads=("mlp",), layers=both, fusions=("concat",),
@@ -112,11 +112,11 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     document = json.loads((results / "transfer.json").read_text())
     assert document["levers"] == kept["levers"] and document["notes"][1] == "Extraction: kept."
     full = document["full_set_levers"]
-    assert [r["lever"] for r in full["levers"]] == ["mlp head"] * 3 + ["flipped views", "several backbones",
+    assert [r["lever"] for r in full["levers"]] == ["mlp head"] * 2 + ["flipped views", "several backbones",
                                                                         "ensemble"]
-    views = full["levers"][3]
+    views = full["levers"][2]
     assert views["without"].endswith("clean rows") and 0 <= views["with_accuracy"] <= 1
-    assert "l alone" in full["levers"][4]["detail"] and "m+l" not in full["levers"][4]["detail"]
+    assert "l alone" in full["levers"][3]["detail"] and "m+l" not in full["levers"][3]["detail"]
     members = full["ensemble"]["members"]
     assert len(members) == 2 and all(m["head"] == "mlp" for m in members)  # svm has no probabilities
     assert members[0]["cv_accuracy"] >= members[1]["cv_accuracy"]
