@@ -280,9 +280,10 @@ def _full_rows(documents: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
               _find(documents, "mlp", PYRAMID), "features.13 pyramid, mlp"),
              ("mlp head", _find(documents, "mlp", PYRAMID), "features.13 pyramid, mlp",
               _find(documents, "mlp", concat), "+ pre_logits (concat), mlp"),
-             ("flipped views", _find(documents, "mlp", concat), "pyramid + pre_logits, mlp, clean rows",
-              _find(documents, "mlp", concat, views="train"),
-              "+ the flipped view of each training image as a training row")]
+             *[("flipped views", _find(documents, "mlp", layer), f"{name}, mlp, clean rows",
+                _find(documents, "mlp", layer, views="train"),
+                "+ the flipped view of each training image as a training row")
+               for layer, name in ((PYRAMID, "features.13 pyramid"), (concat, "pyramid + pre_logits"))]]
     backbones = documents.get("backbones")
     if backbones is not None:
         names = [s["name"] for s in backbones["stores"]]

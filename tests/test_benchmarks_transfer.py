@@ -95,7 +95,7 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     common = dict(select=True, cv=3, n_jobs=1)
     run_bench([m], levers / "mlp", BenchConfig(heads=("svm", "mlp"), layers=("features.13.pyramid",), fusions=(),
                                                **common), log=lambda *_: None)
-    run_bench([m], levers / "views", BenchConfig(heads=("mlp",), layers=both, fusions=("concat",), per_layer=False,
+    run_bench([m], levers / "views", BenchConfig(heads=("mlp",), layers=("features.13.pyramid",), fusions=(),
                                                  views="train", **common), log=lambda *_: None)
     run_bench([m, lite], levers / "backbones", BenchConfig(heads=("mlp",), layers=both, fusions=("concat",),
                                                            per_layer=False, **common), log=lambda *_: None)
@@ -115,7 +115,7 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     assert [r["lever"] for r in full["levers"]] == ["mlp head"] * 2 + ["flipped views", "several backbones",
                                                                         "ensemble"]
     views = full["levers"][2]
-    assert views["without"].endswith("clean rows") and 0 <= views["with_accuracy"] <= 1
+    assert views["without"] == "features.13 pyramid, mlp, clean rows" and 0 <= views["with_accuracy"] <= 1
     assert "l alone" in full["levers"][3]["detail"] and "m+l" not in full["levers"][3]["detail"]
     members = full["ensemble"]["members"]
     assert len(members) == 2 and all(m["head"] == "mlp" for m in members)  # svm has no probabilities
