@@ -487,6 +487,16 @@ def _add_full(args: argparse.Namespace, document: dict[str, Any]) -> dict[str, A
     if args.full_levers is not None:
         document["full_set_levers"], full_tables = _full_levers(args.full_levers, args.ensemble, args.seed)
         document["tables"] += full_tables
+        full = document["full_set_levers"]
+        best, ensemble = full["best_by_cv"], full["ensemble"]
+        document["notes"].append(
+            f"Full set, levers ({args.full_levers}): the cell of best CV accuracy over the lever benches is "
+            f"{best['store']} / {best['layer']} / {best['head']} (CV {best['cv_accuracy']:.4f}, test "
+            f"{best['test_accuracy']:.4f})" + ("" if ensemble is None else
+                                               f"; the soft vote of the {len(ensemble['members'])} best cells "
+                                               f"with probabilities: test {ensemble['test_accuracy']:.4f} "
+                                               f"({ensemble['seconds']:.0f} s)")
+            + f"; 0.95 {'reached' if full['reaches_0_95'] else 'not reached'}.")
         fewshot = _fewshot(args.full_levers)
         document["fewshot"] = None if fewshot is None else fewshot[0]
         document["tables"] += [] if fewshot is None else fewshot[1]
