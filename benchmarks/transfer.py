@@ -29,11 +29,12 @@ time, the cell chosen, its test accuracy, and what the choice cost.
 
 ``--full-levers runs/fashion_mnist_levers`` adds the levers at full size (60,000 / 10,000), from
 the ``bench --select`` steps of ``examples/fashion_mnist_levers.toml`` (every cell by 3-fold CV on
-the training split): the ``mlp`` head against ``svm`` on the pyramid and on its concat with
-``pre_logits``, the flipped views as training rows of the ``mlp``, several backbones joined by
-content key; then a soft vote of the best ``--ensemble`` cells by CV (those with probabilities),
-each refitted on the training split here and scored once on the test split. ``--levers none``
-keeps the subset levers of the results file already there instead of measuring them again.
+the training split): the ``mlp`` head against ``svm`` on the pyramid, ``pre_logits`` concatenated to
+it, the flipped views as training rows of the ``mlp``, several backbones joined by content key;
+then a vote of the best ``--ensemble`` cells by CV (soft when all have probabilities, else by
+majority), each refitted on the training split here and scored once on the test split.
+``--levers none`` keeps the subset levers of the results file already there instead of
+measuring them again.
 """
 
 from __future__ import annotations
@@ -320,21 +321,21 @@ def _member_data(document: dict[str, Any], store: str, use_views: bool, cache: d
 
 
 def _full_ensemble(documents: dict[str, dict[str, Any]], members: int, seed: int) -> dict[str, Any]:
-    """Soft vote of the ``members`` cells of best CV accuracy that have probabilities, each refitted on the
-    training split and scored on the test split; the vote's and each member's test accuracy."""
+    """A vote of the ``members`` cells of best CV accuracy, each refitted on the training split and scored on
+    the test split: soft (mean probabilities) when every member has probabilities, else by majority (a tie
+    goes to the member of best CV). Returns the vote's and each member's test accuracy."""
     from heads.bench import build_estimator
-    from heads.registry import create_head
 
     cells, seen = [], set()
     for name, document in documents.items():
         for r in document["results"]:
             key = (r["store"], r["layers"], r["fusion"], r["head"], document["config"]["views"])
-            if key not in seen and hasattr(create_head(r["head"]), "predict_proba"):
+            if key not in seen:
                 seen.add(key)
                 cells.append((r["accuracy"], name, r, document))
     cells.sort(key=lambda c: -c[0])
     cache: dict[tuple, Any] = {}
-    probabilities, chosen = [], []
+    probabilities, predictions, chosen = [], [], []
     started = time.perf_counter()
     for cv, name, r, document in cells[:members]:
         use_views = document["config"]["views"] == "train"
@@ -349,15 +350,22 @@ def _full_ensemble(documents: dict[str, dict[str, Any]], members: int, seed: int
         fit_started = time.perf_counter()
         estimator = build_estimator(r["head"], r["fusion"], [data.X[layer].shape[1] for layer in layers], seed)
         estimator.fit(X_train, y_train)
-        P = estimator.predict_proba(X[test])
-        probabilities.append(P)
+        predicted = estimator.predict(X[test])
+        predictions.append(predicted)
+        probabilities.append(estimator.predict_proba(X[test]) if hasattr(estimator, "predict_proba") else None)
         chosen.append({"bench": name, "store": r["store"], "layer": r["layer"], "head": r["head"],
                        "views": document["config"]["views"], "cv_accuracy": cv,
-                       "test_accuracy": float(np.mean(estimator.classes_[P.argmax(1)] == data.y[test])),
+                       "test_accuracy": float(np.mean(predicted == data.y[test])),
                        "fit_seconds": time.perf_counter() - fit_started})
         y_test, classes = data.y[test], estimator.classes_
-    vote = np.mean(probabilities, axis=0)
-    return {"members": chosen, "test_accuracy": float(np.mean(classes[vote.argmax(1)] == y_test)),
+    if all(P is not None for P in probabilities):
+        kind, voted = "soft", classes[np.mean(probabilities, axis=0).argmax(1)]
+    else:
+        votes = np.stack(predictions)  # (members, rows), the member of best CV first
+        counts = np.stack([(votes == c).sum(0) for c in classes])  # (classes, rows)
+        tie = (counts == counts.max(0)).sum(0) > 1
+        kind, voted = "majority", np.where(tie, votes[0], classes[counts.argmax(0)])
+    return {"members": chosen, "vote": kind, "test_accuracy": float(np.mean(voted == y_test)),
             "seconds": time.perf_counter() - started}
 
 
@@ -416,7 +424,7 @@ def _full_levers(folder: Path, members: int, seed: int) -> tuple[dict[str, Any],
     ensemble = _full_ensemble(documents, members, seed) if members > 1 else None
     if ensemble is not None:
         rows.append(_row("ensemble", f"the cell of best CV: {best['store']} / {best['layer']} / {best['head']}",
-                         best["test_accuracy"], f"soft vote of the {members} best cells by CV with probabilities",
+                         best["test_accuracy"], f"{ensemble['vote']} vote of the {members} best cells by CV",
                          ensemble["test_accuracy"], "test accuracy (the rows above: CV accuracy); members: " +
                          "; ".join(f"{m['store']} / {m['layer']} / {m['head']} ({m['views']} views) test "
                                    f"{m['test_accuracy']:.4f}" for m in ensemble["members"])))
@@ -493,8 +501,8 @@ def _add_full(args: argparse.Namespace, document: dict[str, Any]) -> dict[str, A
             f"Full set, levers ({args.full_levers}): the cell of best CV accuracy over the lever benches is "
             f"{best['store']} / {best['layer']} / {best['head']} (CV {best['cv_accuracy']:.4f}, test "
             f"{best['test_accuracy']:.4f})" + ("" if ensemble is None else
-                                               f"; the soft vote of the {len(ensemble['members'])} best cells "
-                                               f"with probabilities: test {ensemble['test_accuracy']:.4f} "
+                                               f"; the {ensemble['vote']} vote of the {len(ensemble['members'])} "
+                                               f"best cells by CV: test {ensemble['test_accuracy']:.4f} "
                                                f"({ensemble['seconds']:.0f} s)")
             + f"; 0.95 {'reached' if full['reaches_0_95'] else 'not reached'}.")
         fewshot = _fewshot(args.full_levers)
@@ -542,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-levers", type=Path,
                         help="workdir of examples/fashion_mnist_levers.toml: its lever benches, added as two tables")
     parser.add_argument("--ensemble", type=int, default=3,
-                        help="with --full-levers: cells in the soft vote (default 3; 1 for none)")
+                        help="with --full-levers: cells in the vote (default 3; 1 for none)")
     add_cache_dir(parser)
     return run_and_report("transfer", parse_args(parser, argv), run, show_notes=True)
 
