@@ -418,7 +418,8 @@ def _full_levers(folder: Path, members: int, seed: int) -> tuple[dict[str, Any],
     """The levers pipeline's results (``folder``: its workdir) as a summary and tables."""
     documents = _bench_documents(folder)
     rows = _full_rows(documents)
-    chosen = [dict(d["selection"], bench=name, seconds=d["timing"]["total_seconds"])
+    chosen = [{k: v for k, v in d["selection"].items() if k not in ("confusion", "wrong", "test_metrics")}
+              | {"bench": name, "seconds": d["timing"]["total_seconds"]}
               for name, d in documents.items() if d.get("selection")]
     best = max(chosen, key=lambda c: c["cv_accuracy"])
     ensemble = _full_ensemble(documents, members, seed) if members > 1 else None
@@ -426,7 +427,8 @@ def _full_levers(folder: Path, members: int, seed: int) -> tuple[dict[str, Any],
         rows.append(_row("ensemble", f"the cell of best CV: {best['store']} / {best['layer']} / {best['head']}",
                          best["test_accuracy"], f"{ensemble['vote']} vote of the {members} best cells by CV",
                          ensemble["test_accuracy"], "test accuracy (the rows above: CV accuracy); members: " +
-                         "; ".join(f"{m['store']} / {m['layer']} / {m['head']} ({m['views']} views) test "
+                         "; ".join(f"{m['store']} / {m['layer']} / {m['head']}"
+                                   f"{' + flipped views as rows' if m['views'] == 'train' else ''}: test "
                                    f"{m['test_accuracy']:.4f}" for m in ensemble["members"])))
     levers = table("Full set (60,000 train / 10,000 test): each lever with and without it, 3-fold CV accuracy on "
                    "the training split (examples/fashion_mnist_levers.toml; the ensemble row: test accuracy)",
