@@ -93,7 +93,7 @@ def test_unknown_and_mistyped_toml_keys_are_errors(tmp_path):
         run_pipeline(toml, workdir=tmp_path)
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "fashion_mnist.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "fashion_mnist.toml", "fashion_mnist_levers.toml"])
 def test_the_example_pipelines_load(name):
     """Every key of the shipped pipelines is known and well-typed (they are run by hand, not in CI)."""
     pipeline = load_pipeline(Path(__file__).parents[2] / "examples" / name)

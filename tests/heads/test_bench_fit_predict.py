@@ -289,6 +289,21 @@ def test_report_weights_column_says_none_for_the_pixels_baseline(fmnist_store, t
     assert json.loads((tmp_path / "r" / "results.json").read_text())["stores"][0]["weights_source"] == "none"
 
 
+def test_bench_shots_on_a_fashion_mnist_store_through_the_cli(fmnist_store, tmp_path):
+    out = tmp_path / "r"
+    assert main(["bench", str(fmnist_store / "store"), "-o", str(out), "--heads", "knn,mlp", "--fusions", "",
+                 "--shots", "5,1", "--seeds", "2", "--jobs", "1"]) == 0
+    fits = list(csv.DictReader(open(out / "shots.csv")))
+    assert len(fits) == 2 * 2 * 2 and not any(f["error"] for f in fits)
+    assert {f["n_train"] for f in fits if f["shots"] == "5"} == {"50"}  # 5 images of each of the 10 classes
+    doc = json.loads((out / "results.json").read_text())
+    assert {r["n_test"] for r in doc["results"]} == {40}  # the test split whole
+    table = {(r["head"], r["shots"]): r for r in doc["shots"]["table"]}
+    assert set(table) == {(h, k) for h in ("knn", "mlp") for k in ("1", "5")}
+    assert table[("mlp", "5")]["draws"] == 2 and table[("knn", "5")]["accuracy_mean"] > 0.3  # chance is 0.1
+    assert "## Few-shot" in (out / "report.md").read_text() and (out / "shots_store.png").stat().st_size > 1000
+
+
 def test_bench_joins_stores_of_the_same_images_by_content_key(tmp_path):
     """Two backbones' stores over the same images (here: each holding half of the signal): the
     joined store's fusion cells see both halves; rows are matched by key, not by position."""
