@@ -28,4 +28,4 @@ __all__ = ["SCRIPTS", "OPTIONAL_SCRIPTS"]
 SCRIPTS = ("ceiling", "extract", "store", "store_scale", "quant")
 #: Scripts run when their module exists (``gpu`` measures CUDA only where a GPU and
 #: onnxruntime's CUDA provider are present; elsewhere it records that it was skipped).
-OPTIONAL_SCRIPTS = ("heads", "head_fit", "head_fit_regression", "package", "transfer", "distributed", "gpu", "sources", "map")
+OPTIONAL_SCRIPTS = ("heads", "head_fit", "head_fit_regression", "head_fit_multilabel", "package", "transfer", "distributed", "gpu", "sources", "map")

@@ -1,7 +1,7 @@
 """Each default ``bench`` head fitted on a store's whole training split, against the 5-minute budget.
 
 ``python -m benchmarks.head_fit [--quick] [--synthetic ROWSxFEATURES] [--stores PATH[:LAYER],...] [--heads ...]
-[--task-type regression] [--task NAME]``
+[--task-type regression|multilabel] [--task NAME]``
 
 Stores: by default the two ``pre_logits`` stores that ``featurestore run
 examples/fashion_mnist.toml`` writes under ``runs/fashion_mnist`` (60,000 training rows x 1,280
@@ -25,6 +25,13 @@ benchmarks.head_fit_regression`` is the same run). No stored pipeline has a nume
 so by default it writes a synthetic store of that size whose task ``target`` is a smooth nonlinear
 function of the 32-dimensional latent the features are projected from, plus noise; ``--stores`` with
 ``--task NAME`` fits a store's own regression task instead.
+
+``--task-type multilabel`` does the same for the multilabel heads (``tree`` and ``forest`` native,
+``logreg``, ``nb``, ``xgb`` and ``knn`` one-vs-rest), scored by test mean average precision (mAP, over
+the labels), target ``heads.fit_budget.multilabel``, results ``head_fit_multilabel.json`` (``python -m
+benchmarks.head_fit_multilabel``). Its synthetic store's task ``tags`` has 7 labels, each on where a
+nonlinear function of two of the latent's dimensions plus noise passes a threshold (prevalences 5%
+to 50%); a row none of them reaches gets its nearest one, since a label set names at least one label.
 """
 
 from __future__ import annotations
@@ -47,10 +54,15 @@ DEFAULT_STORES = ("runs/fashion_mnist/fmnist_mobilenet_v2:pre_logits",
 
 _MAKE_STORES = "featurestore run examples/fashion_mnist.toml"
 _NEURAL_HEADS = ("mlp", "siamese")  # measured besides bench's default heads
-_SCORE = {"classification": "test_accuracy", "regression": "test_r2"}  # what ``head.score`` is, by task type
-_TARGET = {"classification": "heads.fit_budget", "regression": "heads.fit_budget.regression"}
-_RESULTS = {"classification": "head_fit", "regression": "head_fit_regression"}  # <name>.json, by task type
-_REGRESSION_SIZE = (60_000, 2_000)  # the regression heads' default synthetic store
+_SCORE = {"classification": "test_accuracy", "regression": "test_r2", "multilabel": "test_map"}  # by task type
+_TARGET = {"classification": "heads.fit_budget", "regression": "heads.fit_budget.regression",
+           "multilabel": "heads.fit_budget.multilabel"}
+_RESULTS = {"classification": "head_fit", "regression": "head_fit_regression",
+            "multilabel": "head_fit_multilabel"}  # <name>.json, by task type
+_WHAT = {"classification": "test accuracy", "regression": "test R²", "multilabel": "test mAP"}
+_REGRESSION_SIZE = (60_000, 2_000)  # the regression and multilabel heads' default synthetic store
+_SYNTHETIC_TASK = {"regression": "target", "multilabel": "tags"}  # the synthetic store's task, by type
+_PREVALENCE = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)  # of the synthetic multilabel task's labels
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -120,10 +132,51 @@ def _regression_store(root: Path, seed: int, size: tuple[int, int] | None = None
     return f"{root / 'synthetic'}:features"
 
 
+def _multilabel_store(root: Path, seed: int, size: tuple[int, int] | None = None) -> str:
+    """A store with the multilabel task ``tags``, on the rows and features :func:`_regression_store` makes.
+    Label ``k`` (of 7) is on where ``z[2k] + sin(2 z[2k+1])`` plus noise (standard deviation 0.5) passes
+    the quantile that gives it the prevalence :data:`_PREVALENCE` lists; a row with no label gets the
+    one its score came nearest to. Attached by path through the ``label`` machinery."""
+    from featurestore import write_arrays
+    from featurestore.tasks import attach_task
+
+    rng = np.random.default_rng(seed)
+    n_train, width = size or (300, 32)
+    n = n_train + (n_train // 6 if size else 100)
+    latent = rng.normal(size=(n, 32)).astype(np.float32)
+    k = len(_PREVALENCE)
+    scores = latent[:, 0:2 * k:2] + np.sin(2 * latent[:, 1:2 * k:2]) + 0.5 * rng.normal(size=(n, k))
+    margin = scores - np.diagonal(np.quantile(scores, 1 - np.asarray(_PREVALENCE), axis=0))
+    on = margin > 0
+    on[np.arange(n), np.argmax(margin, axis=1)] = True  # a label set names at least one label
+    if size is None:
+        features = latent + 0.1 * rng.normal(size=(n, 32)).astype(np.float32)
+    else:
+        features = np.maximum(latent @ rng.normal(size=(32, width)).astype(np.float32)
+                              + rng.normal(size=(n, width)).astype(np.float32), 0)
+    paths = [f"row{i:06d}" for i in range(n)]
+    write_arrays(root / "synthetic", {"features": features}, paths=paths,
+                 splits=["train"] * n_train + ["test"] * (n - n_train))
+    table = root / "tags.csv"
+    table.write_text("path,tags\n" + "".join(
+        f"{p},{'|'.join(f'tag{j}' for j in np.flatnonzero(row))}\n" for p, row in zip(paths, on)))
+    attach_task(root / "synthetic", table, task="tags", task_type="multilabel")
+    return f"{root / 'synthetic'}:features"
+
+
+def _test_score(head: Any, X_test: np.ndarray, y_test: np.ndarray, task_type: str) -> float:
+    """``head.score`` (accuracy, R²), or for a multilabel head its test mAP."""
+    if task_type == "multilabel":
+        from heads.bench import _score_multilabel
+
+        return _score_multilabel(head, X_test, y_test)[0]["map"]
+    return float(head.score(X_test, y_test))
+
+
 def _fit_store(spec: str, heads: list[str], repeats: int, task_type: str = "classification",
                task: str | None = None) -> dict[str, Any]:
-    """Fit seconds and test score (accuracy, or R² for regression) of every head on one store (or why it
-    was skipped)."""
+    """Fit seconds and test score (accuracy, R² for regression, mAP for multilabel) of every head on one
+    store (or why it was skipped)."""
     from heads import create_head
     from heads.registry import method_used
 
@@ -143,7 +196,7 @@ def _fit_store(spec: str, heads: list[str], repeats: int, task_type: str = "clas
         stats = measure([Variant(name, fit)], repeats)[name]
         head = fitted["head"]
         found["heads"][name] = {"fit_s": stats["median_s"], "samples_s": stats["samples_s"],
-                                "method": method_used(head), score: float(head.score(X_test, y_test))}
+                                "method": method_used(head), score: _test_score(head, X_test, y_test, task_type)}
         print(f"  {spec} / {name}: fit {stats['median_s']:.1f} s, {score.replace('_', ' ')} "
               f"{found['heads'][name][score]:.4f} ({found['heads'][name]['method']})", flush=True)
     return found
@@ -151,14 +204,14 @@ def _fit_store(spec: str, heads: list[str], repeats: int, task_type: str = "clas
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Fit every head on every store; return the results document."""
-    regression = args.task_type == "regression"
     target_id, score = _TARGET[args.task_type], _SCORE[args.task_type]
     budget = get_target(target_id).threshold
     task = args.task
     with scratch_dir(args, "head-fit") as work:
-        if regression and args.stores is None:
+        if args.task_type in _SYNTHETIC_TASK and args.stores is None:
             size = args.synthetic or (None if args.quick else _REGRESSION_SIZE)
-            specs, task = [_regression_store(work, args.seed, size)], "target"
+            make = _regression_store if args.task_type == "regression" else _multilabel_store
+            specs, task = [make(work, args.seed, size)], _SYNTHETIC_TASK[args.task_type]
         elif args.synthetic is not None:
             specs = [_synthetic_store(work, args.seed, args.synthetic)]
         elif args.quick and args.stores is None:
@@ -179,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         note = f"slowest: {head} on {store}, {slowest:.0f} s"
         note += f"; over the {budget:g} s budget: {', '.join(over)}" if over else ""
         targets.append(evaluate(target_id, slowest, note=note))
-    what = "test R²" if regression else "test accuracy"
+    what = _WHAT[args.task_type]
     return {
         "parameters": {"stores": specs, "heads": list(args.heads), "budget_s": budget,
                        "task_type": args.task_type, "task": task},
@@ -191,7 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None, task_type: str = "classification") -> int:
     """Run the benchmark; ``task_type`` is ``--task-type``'s default (``head_fit_regression`` passes
-    ``"regression"``). Results go to ``head_fit.json``, or ``head_fit_regression.json`` for regression."""
+    ``"regression"``, ``head_fit_multilabel`` ``"multilabel"``). Results go to ``head_fit.json``, or
+    ``head_fit_regression.json`` / ``head_fit_multilabel.json``."""
     from featurestore.bench_config import DEFAULT_HEADS
     from heads import list_heads
 
@@ -205,16 +259,17 @@ def main(argv: list[str] | None = None, task_type: str = "classification") -> in
     parser.add_argument("--synthetic", type=_size, metavar="ROWSxFEATURES",
                         help="fit on a synthetic store of this many training rows and features instead")
     parser.add_argument("--task-type", choices=tuple(_TARGET), default=task_type,
-                        help="which heads: classification (default) or regression (default heads: every "
-                             "regression head; default store: synthetic, 60000x2000)")
+                        help="which heads: classification (default), regression or multilabel (default "
+                             "heads: every head of that type; default store: synthetic, 60000x2000)")
     parser.add_argument("--task", help="the stores' task to fit (default: their labels; the synthetic "
-                                       "regression store's is 'target')")
+                                       "regression store's is 'target', the multilabel one's 'tags')")
     args = parse_args(parser, argv)
     args.repeats = args.repeats or 1
-    if args.task_type == "regression" and args.heads is heads:
-        args.heads = list_heads("regression")
-    if args.task_type == "regression" and args.stores is not None and args.task is None:
-        parser.error("--stores with --task-type regression needs --task NAME: those stores' regression task")
+    if args.task_type != "classification" and args.heads is heads:
+        args.heads = list_heads(args.task_type)
+    if args.task_type != "classification" and args.stores is not None and args.task is None:
+        parser.error(f"--stores with --task-type {args.task_type} needs --task NAME: those stores' "
+                     f"{args.task_type} task")
     return run_and_report(_RESULTS[args.task_type], args, run, show_notes=True)
 
 

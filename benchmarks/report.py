@@ -23,7 +23,7 @@ from .targets import TARGETS, Target
 __all__ = ["load_results", "load_notes", "main", "render"]
 
 NOTES_FILE = PACKAGE_DIR / "notes.toml"
-ORDER = ("ceiling", "extract", "store", "store_scale", "heads", "head_fit", "head_fit_regression", "map", "quant", "distributed", "gpu")
+ORDER = ("ceiling", "extract", "store", "store_scale", "heads", "head_fit", "head_fit_regression", "head_fit_multilabel", "map", "quant", "distributed", "gpu")
 
 
 def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:

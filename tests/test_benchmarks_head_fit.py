@@ -87,3 +87,30 @@ def test_regression_on_given_stores_needs_a_task(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         head_fit.main(argv)
     assert exc.value.code == 2 and "needs --task NAME" in capsys.readouterr().err
+
+
+def test_quick_multilabel_run_times_every_multilabel_head(tmp_path):
+    from benchmarks import head_fit_multilabel
+    from heads import list_heads
+
+    argv = ["--quick", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "work")]
+    assert head_fit_multilabel.main(argv) == 0
+    assert not list((tmp_path / "work").iterdir())
+    doc = json.loads((tmp_path / "results" / "head_fit_multilabel.json").read_text())
+    assert doc["benchmark"] == "head_fit_multilabel" and not (tmp_path / "results" / "head_fit.json").exists()
+    assert doc["parameters"]["task_type"] == "multilabel" and doc["parameters"]["task"] == "tags"
+    (store,) = doc["stores"]
+    assert (store["train_rows"], store["test_rows"], store["features"]) == (300, 100, 32)
+    assert set(store["heads"]) == set(list_heads("multilabel")) >= {"tree", "forest", "logreg", "nb", "xgb", "knn"}
+    for found in store["heads"].values():
+        assert len(found["samples_s"]) == 1 and found["fit_s"] > 0 and "test_accuracy" not in found
+        assert 0 < found["test_map"] <= 1
+    # each label is a threshold on the latent's dimensions, which the features hold: the linear head finds
+    # most of it (chance mAP is the mean prevalence, about 0.25)
+    assert store["heads"]["logreg"]["test_map"] > 0.4
+    (target,) = doc["targets"]
+    slowest = max(found["fit_s"] for found in store["heads"].values())
+    assert target["id"] == "heads.fit_budget.multilabel" and target["measured"] == slowest
+    assert target["passed"] == (slowest <= 300)
+    (tab,) = doc["tables"]
+    assert "mAP" in tab["title"] and tab["headers"][2:] == doc["parameters"]["heads"]
