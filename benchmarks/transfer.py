@@ -344,8 +344,8 @@ def _full_ensemble(documents: dict[str, dict[str, Any]], members: int, seed: int
         train, test = np.flatnonzero(~data.test), np.flatnonzero(data.test)
         X = np.concatenate([data.X[layer] for layer in layers], axis=1)
         X_train, y_train = X[train], data.y[train]
-        if use_views and data.augmented is not None:
-            views = np.concatenate([data.augmented[layer] for layer in layers], axis=2)
+        views = data.augmented_views(layers) if use_views else None
+        if views is not None:
             X_train, y_train = np.concatenate([X_train, *views[:, train]]), np.concatenate([y_train] * (1 + len(views)))
         fit_started = time.perf_counter()
         estimator = build_estimator(r["head"], r["fusion"], [data.X[layer].shape[1] for layer in layers], seed)

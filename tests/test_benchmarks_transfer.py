@@ -107,7 +107,7 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
             "parameters": {"images_train": 40, "images_test": 20, "levers": [1]},
             "levers": [transfer._row("1. pooling", "a", 0.5, "b", 0.6)]}
     (results / "transfer.json").write_text(json.dumps(kept))
-    assert transfer.main(["--levers", "none", "--full-levers", str(levers), "--ensemble", "2",
+    assert transfer.main(["--levers", "none", "--full-levers", str(levers), "--ensemble", "4",
                           "--results-dir", str(results)]) == 0
     document = json.loads((results / "transfer.json").read_text())
     assert document["levers"] == kept["levers"] and document["notes"][1] == "Extraction: kept."
@@ -118,7 +118,9 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     assert views["without"] == "features.13 pyramid, mlp, clean rows" and 0 <= views["with_accuracy"] <= 1
     assert "l alone" in full["levers"][3]["detail"] and "m+l" not in full["levers"][3]["detail"]
     members, vote = full["ensemble"]["members"], full["ensemble"]["vote"]
-    assert len(members) == 2 and members[0]["cv_accuracy"] >= members[1]["cv_accuracy"]
+    # every cell votes, the views bench's mlp too (it trains on the stored flipped views as rows)
+    assert len(members) == 4 and all(a["cv_accuracy"] >= b["cv_accuracy"] for a, b in zip(members, members[1:]))
+    assert "train" in {m["views"] for m in members}
     assert vote == ("majority" if "svm" in {m["head"] for m in members} else "soft")  # svm has no probabilities
     assert {c["bench"] for c in full["chosen"]} == {"mlp", "views", "backbones"}
     assert full["best_by_cv"]["cv_accuracy"] == max(c["cv_accuracy"] for c in full["chosen"])
