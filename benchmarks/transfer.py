@@ -526,12 +526,18 @@ def _keep_subset(args: argparse.Namespace, parameters: dict[str, Any]) -> dict[s
     sizes = {"train": kept["parameters"]["images_train"], "test": kept["parameters"]["images_test"]}
     document = {key: kept.get(key) for key in ("levers", "select_cost", "extract_seconds", "levers_seconds",
                                                "classical")}
+    # A kept document may itself have kept its levers: name the run that measured them, not the last one.
+    origin = [n for n in kept.get("notes", []) if n.startswith("Subset levers kept from")]
+    if kept["parameters"].get("kept_from") and origin:
+        measured, origin_note = kept["parameters"]["kept_from"], origin[0]
+    else:
+        measured = kept.get("created")
+        origin_note = f"Subset levers kept from the run of {measured} (`{' '.join(kept.get('command', []))}`)."
+    regenerated = ("Subset levers kept from", "Full set, levers (")  # _add_full writes the second afresh
     document.update(parameters=dict(parameters, images_train=sizes["train"], images_test=sizes["test"],
-                                    levers=kept["parameters"]["levers"], kept_from=kept.get("created")),
+                                    levers=kept["parameters"]["levers"], kept_from=measured),
                     targets=[], tables=_tables(kept["levers"], sizes),
-                    notes=[f"Subset levers kept from the run of {kept.get('created')} "
-                           f"(`{' '.join(kept.get('command', []))}`)."]
-                    + [n for n in kept.get("notes", []) if not n.startswith("Subset levers kept from")])
+                    notes=[origin_note] + [n for n in kept.get("notes", []) if not n.startswith(regenerated)])
     document = _add_full(args, document)
     if args.full_results is None and kept.get("full_set_selection"):  # the full-set pipeline's tables, kept too
         document["full_set_selection"] = kept["full_set_selection"]

@@ -130,3 +130,11 @@ def test_full_levers_read_the_lever_benches_and_vote_the_best_cells(tmp_path):
     titles = [t["title"] for t in document["tables"]]
     assert titles[0].startswith("Test accuracy with and without each lever") and titles[-4].startswith("Full set (60,000")
     assert titles[-2].startswith("Few-shot on the full store") and titles[-1].startswith("Few-shot, per draw")
+    # run again over its own output: the subset levers still name the run that measured them, and
+    # the full-set note is written afresh, not repeated
+    assert transfer.main(["--levers", "none", "--full-levers", str(levers), "--ensemble", "2",
+                          "--results-dir", str(results)]) == 0
+    again = json.loads((results / "transfer.json").read_text())
+    assert again["parameters"]["kept_from"] == document["parameters"]["kept_from"] == "then"
+    assert [n for n in again["notes"] if n.startswith("Subset levers kept from")] == [document["notes"][0]]
+    assert sum(n.startswith("Full set, levers (") for n in again["notes"]) == 1
