@@ -105,27 +105,43 @@ def _synthetic_store(root: Path, seed: int, size: tuple[int, int] | None = None)
     return f"{root / 'synthetic'}:features"
 
 
+def _latent(rng: np.random.Generator, size: tuple[int, int] | None) -> tuple[int, np.ndarray]:
+    """Training rows and the 32-dimensional standard normal latent of every row (a sixth as many test
+    rows as ``size``'s training rows, or 300 + 100 for ``--quick``)."""
+    n_train = (size or (300, 32))[0]
+    return n_train, rng.normal(size=(n_train + (n_train // 6 if size else 100), 32)).astype(np.float32)
+
+
+def _write_latent_store(root: Path, rng: np.random.Generator, latent: np.ndarray, n_train: int,
+                        size: tuple[int, int] | None) -> list[str]:
+    """Write ``root/synthetic``: the latent slightly noisy (``--quick``: heads learn its linear part in
+    300 rows) or ``size[1]`` rectified random projections of it; rows named ``row000000``, ...; returns
+    the names."""
+    from featurestore import write_arrays
+
+    n = len(latent)
+    if size is None:
+        features = latent + 0.1 * rng.normal(size=(n, 32)).astype(np.float32)
+    else:
+        features = np.maximum(latent @ rng.normal(size=(32, size[1])).astype(np.float32)
+                              + rng.normal(size=(n, size[1])).astype(np.float32), 0)
+    paths = [f"row{i:06d}" for i in range(n)]
+    write_arrays(root / "synthetic", {"features": features}, paths=paths,
+                 splits=["train"] * n_train + ["test"] * (n - n_train))
+    return paths
+
+
 def _regression_store(root: Path, seed: int, size: tuple[int, int] | None = None) -> str:
     """A store with the regression task ``target``: 300 train / 100 test rows of a noisy 32-dimensional
     standard normal latent for ``--quick``, or ``size = (train rows, features)`` (and a sixth as many test
     rows) of rectified random projections of it. The target is ``z0 + sin(2 z1) + z2 z3 / 2`` plus noise
     (standard deviation 0.3), attached by path through the ``label`` machinery."""
-    from featurestore import write_arrays
     from featurestore.tasks import attach_task
 
     rng = np.random.default_rng(seed)
-    n_train, width = size or (300, 32)
-    n = n_train + (n_train // 6 if size else 100)
-    latent = rng.normal(size=(n, 32)).astype(np.float32)
-    target = latent[:, 0] + np.sin(2 * latent[:, 1]) + latent[:, 2] * latent[:, 3] / 2 + 0.3 * rng.normal(size=n)
-    if size is None:  # the latent itself, slightly noisy: heads learn its linear part in 300 rows
-        features = latent + 0.1 * rng.normal(size=(n, 32)).astype(np.float32)
-    else:
-        features = np.maximum(latent @ rng.normal(size=(32, width)).astype(np.float32)
-                              + rng.normal(size=(n, width)).astype(np.float32), 0)
-    paths = [f"row{i:06d}" for i in range(n)]
-    write_arrays(root / "synthetic", {"features": features}, paths=paths,
-                 splits=["train"] * n_train + ["test"] * (n - n_train))
+    n_train, latent = _latent(rng, size)
+    target = latent[:, 0] + np.sin(2 * latent[:, 1]) + latent[:, 2] * latent[:, 3] / 2 + 0.3 * rng.normal(size=len(latent))
+    paths = _write_latent_store(root, rng, latent, n_train, size)
     table = root / "target.csv"
     table.write_text("path,target\n" + "".join(f"{p},{v!r}\n" for p, v in zip(paths, target.tolist())))
     attach_task(root / "synthetic", table, task="target", task_type="regression")
@@ -137,26 +153,16 @@ def _multilabel_store(root: Path, seed: int, size: tuple[int, int] | None = None
     Label ``k`` (of 7) is on where ``z[2k] + sin(2 z[2k+1])`` plus noise (standard deviation 0.5) passes
     the quantile that gives it the prevalence :data:`_PREVALENCE` lists; a row with no label gets the
     one its score came nearest to. Attached by path through the ``label`` machinery."""
-    from featurestore import write_arrays
     from featurestore.tasks import attach_task
 
     rng = np.random.default_rng(seed)
-    n_train, width = size or (300, 32)
-    n = n_train + (n_train // 6 if size else 100)
-    latent = rng.normal(size=(n, 32)).astype(np.float32)
-    k = len(_PREVALENCE)
+    n_train, latent = _latent(rng, size)
+    n, k = len(latent), len(_PREVALENCE)
     scores = latent[:, 0:2 * k:2] + np.sin(2 * latent[:, 1:2 * k:2]) + 0.5 * rng.normal(size=(n, k))
     margin = scores - np.diagonal(np.quantile(scores, 1 - np.asarray(_PREVALENCE), axis=0))
     on = margin > 0
     on[np.arange(n), np.argmax(margin, axis=1)] = True  # a label set names at least one label
-    if size is None:
-        features = latent + 0.1 * rng.normal(size=(n, 32)).astype(np.float32)
-    else:
-        features = np.maximum(latent @ rng.normal(size=(32, width)).astype(np.float32)
-                              + rng.normal(size=(n, width)).astype(np.float32), 0)
-    paths = [f"row{i:06d}" for i in range(n)]
-    write_arrays(root / "synthetic", {"features": features}, paths=paths,
-                 splits=["train"] * n_train + ["test"] * (n - n_train))
+    paths = _write_latent_store(root, rng, latent, n_train, size)
     table = root / "tags.csv"
     table.write_text("path,tags\n" + "".join(
         f"{p},{'|'.join(f'tag{j}' for j in np.flatnonzero(row))}\n" for p, row in zip(paths, on)))
