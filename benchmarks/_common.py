@@ -43,6 +43,7 @@ RESULTS_DIR = PACKAGE_DIR / "results"
 CACHE_DIR = PACKAGE_DIR / ".cache"
 _PACKAGES = ("numpy", "onnxruntime-gpu", "onnxruntime", "onnx", "torch", "torchvision", "h5py", "scikit-learn",
              "pillow", "scikit-image", "featurestore")
+#: The flags a benchmark states, in this order (each one of featurestore.cpu.ISA_FLAGS, which isa_flags reads).
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
 
 
@@ -265,15 +266,14 @@ def speed_ratio(stats: Mapping[str, Mapping[str, Any]], fast: str, slow: str) ->
 # --- machine ------------------------------------------------------------------------------------
 def cpu_info() -> dict[str, Any]:
     """CPU model, vector flags and core counts from ``/proc/cpuinfo`` and the scheduler."""
-    model: str | None = None
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+    from featurestore.cpu import isa_flags
+
+    text = ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = Path("/proc/cpuinfo").read_text()
+    model = next((value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())
+                  if key.strip() == "model name"), None)
+    flags = set(isa_flags(text))  # the product's own reader of the flags line
     return {
         "model": model or platform.processor() or "unknown", "flags": [f for f in _CPU_FLAGS if f in flags],
         "logical_cores": os.cpu_count(),
