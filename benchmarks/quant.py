@@ -38,6 +38,7 @@ import numpy as np
 
 from ._common import Variant, add_cache_dir, cpu_info, make_parser, measure, parse_args, ratio_cell, repeats_for
 from ._common import run_and_report, scratch_dir, speed_ratio, table
+from ._isa import MASKS, build_shim
 from ._models import BACKBONES, BackboneCase, exported_model
 from .targets import evaluate
 
@@ -54,6 +55,15 @@ CASES: dict[str, BackboneCase] = {
 }
 #: Transfer-accuracy targets: pretrained backbones only.
 TRANSFER = ("mobilenet_v2", "efficientnet_lite0")
+#: int8 extensions shown in the instruction-set table.
+_INT8_SHOWN = ("avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+ISA_NOTE = ("Instruction sets: each backbone's fp32 and int8 exports also ran in child processes whose CPUID hides "
+            "VNNI and AMX (an AVX-512 CPU without VNNI), or those and AVX-512 (an AVX2-only CPU), so onnxruntime "
+            "picks the kernels such a CPU runs (benchmarks/cpuid_mask.c, through Linux's CPUID faulting). The cores, "
+            "clock and caches stay this machine's: the ratios compare kernels, not CPUs. Without VNNI onnxruntime's "
+            "uint8 x int8 kernels multiply with VPMADDUBSW, whose 16-bit sums saturate, so int8 features move "
+            "further from fp32 (the cosine column), besides gaining less speed; `--precision auto` therefore keeps "
+            "fp32 there.")
 #: extract int8 vs torch bf16 autocast targets, by backbone.
 VS_BF16 = {"resnet50": "extract.int8_vs_bf16.resnet50", "timm:vit_small_patch16_224": "extract.int8_vs_bf16.vit"}
 
@@ -189,6 +199,9 @@ def _run_backbone(case: BackboneCase, args: argparse.Namespace, sizes: dict[str,
     fp32_path = exported_model(case, "last", args.cache_dir)
     int8_path, spec, quantize_s = _int8(case, fp32_path, sizes["calibration"], workdir)
     paths = {"fp32": fp32_path, "int8": int8_path}
+    isa = _isa_rows(paths, spec, args, sizes, folder, workdir, repeats)
+    if args.isa_only:
+        return {"backbone": case.name, "random_init": case.random_init, "isa": isa}
     stats = _speed(case, paths, folder, repeats, args.threads, workdir)
     bf16 = next(name for name in stats if name.startswith("torch bf16"))
     q = spec.quantization
@@ -205,9 +218,26 @@ def _run_backbone(case: BackboneCase, args: argparse.Namespace, sizes: dict[str,
                    "extract int8/torch bf16": speed_ratio(stats, "extract int8", bf16),
                    "onnxruntime int8/torch bf16": speed_ratio(stats, "onnxruntime int8", bf16)},
     }
+    if isa is not None:
+        out["isa"] = isa
     if not case.random_init and sizes["train"] > 0 and sizes["test"] > 0:
         out["transfer"] = _transfer(paths, sizes, args.seed)
     return out
+
+
+def _isa_rows(paths: dict[str, Path], spec: Any, args: argparse.Namespace, sizes: dict[str, int], folder: Path,
+              workdir: Path, repeats: int) -> list[dict[str, Any]] | None:
+    """onnxruntime fp32 vs int8 under each instruction-set mask (:mod:`benchmarks._isa`), or None."""
+    from featurestore import decode_image
+
+    from ._isa import measure_isa
+
+    if args.isa_shim is None:
+        return None
+    prep = spec.preprocessing
+    speed = np.stack([decode_image(f.read_bytes(), prep) for f in sorted(folder.glob("*.jpg"))])
+    held, _ = _fashion_mnist("test", sizes["isa_cosine"], prep)
+    return measure_isa(args.isa_shim, paths, speed, held, args.threads, repeats, workdir)
 
 
 def _targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -245,15 +275,18 @@ def _targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _tables(results: list[dict[str, Any]], repeats: int, threads: int, images: int) -> list[dict[str, Any]]:
     speed_rows = []
     for r in results:
+        if "variants" not in r:
+            continue
         int8_rate = r["variants"]["onnxruntime int8"]["rate"]
         for name, st in r["variants"].items():
             speed_rows.append([r["backbone"], name, f"{st['rate']:.1f} ±{50 * st['spread']:.0f}%",
                                f"{int8_rate / st['rate']:.2f}x" if name != "onnxruntime int8" else "-"])
+    timed = [r for r in results if "variants" in r]
     summary = [[r["backbone"], ratio_cell(r["ratios"]["int8/fp32 onnxruntime"]),
                 ratio_cell(r["ratios"]["extract int8/extract fp32"]), ratio_cell(r["ratios"]["extract int8/torch bf16"]),
                 f"{min(r['quantization']['cosine'].values()):.4f}" if r["quantization"]["cosine"] else "-",
-                r["quantization"]["mode"], r["auto"]["precision"]] for r in results]
-    tables = [
+                r["quantization"]["mode"], r["auto"]["precision"]] for r in timed]
+    tables = [] if not timed else [
         table(f"images/s, batch {BATCH}, {threads} threads (torch, onnxruntime), {images} JPEGs, median of {repeats} "
               "(±half-spread); torch and onnxruntime on pre-decoded input, extract end to end",
               ["backbone", "variant", "img/s", "onnxruntime int8 / this"], speed_rows),
@@ -262,6 +295,16 @@ def _tables(results: list[dict[str, Any]], repeats: int, threads: int, images: i
               ["backbone", "int8/fp32 onnxruntime", "extract int8/fp32", "extract int8 / torch bf16", "cosine", "mode",
                "auto"], summary),
     ]
+    isa = [[r["backbone"], row["isa"], " ".join(f for f in row["flags"] if f in _INT8_SHOWN) or "none",
+            f"{row['fp32']:.1f}", f"{row['int8']:.1f}", ratio_cell(row["ratio"]), f"{min(row['cosine'].values()):.4f}",
+            row["auto"]] for r in results for row in r.get("isa") or ()]
+    if isa:
+        tables.append(table(
+            f"int8 by the instruction set onnxruntime sees (CPUID extensions hidden in a child process, "
+            f"benchmarks/_isa.py): images/s, batch {BATCH}, {threads} threads, median of {repeats}; cosine: int8's "
+            "mean cosine to fp32 under the same mask, held-back Fashion-MNIST test images",
+            ["backbone", "ISA", "int8 extensions seen", "fp32 img/s", "int8 img/s", "int8/fp32", "cosine",
+             "auto picks"], isa))
     transfer = [[r["backbone"], head, f"{a['fp32']:.4f}", f"{a['int8']:.4f}", f"{r['transfer']['loss_points'][head]:+.2f}",
                  f"{r['transfer']['train']} / {r['transfer']['test']}"]
                 for r in results if "transfer" in r for head, a in r["transfer"]["accuracy"].items()]
@@ -279,27 +322,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [name for name in args.backbones if name not in CASES]
     if unknown:
         raise SystemExit(f"unknown backbone(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    quick = {"train": 300, "test": 200, "calibration": 32, "speed": 64}
-    full = {"train": 10000, "test": 10000, "calibration": 128, "speed": 128}
-    sizes = {k: v if (v := getattr(args, k)) is not None else (quick if args.quick else full)[k] for k in full}
+    quick = {"train": 300, "test": 200, "calibration": 32, "speed": 64, "isa_cosine": 64}
+    full = {"train": 10000, "test": 10000, "calibration": 128, "speed": 128, "isa_cosine": 512}
+    sizes = {k: v if (v := getattr(args, k, None)) is not None else (quick if args.quick else full)[k] for k in full}
     repeats = repeats_for(args)
+    args.isa_shim, isa_why = (None, "--no-isa") if args.no_isa else build_shim(args.cache_dir)
+    if args.isa_only and args.isa_shim is None:
+        raise SystemExit(f"--isa-only: the instruction-set masks cannot run here: {isa_why}")
     folder, folder_info = jpeg_folder(args.cache_dir, sizes["speed"], [(320, 240), (500, 375)], args.seed)
     results = []
     with scratch_dir(args, "quant") as workdir:
         for name in args.backbones:
             results.append(_run_backbone(CASES[name], args, sizes, folder, workdir, repeats))
             r = results[-1]
-            print(f"  {name}: " + ", ".join(f"{k} {v['rate']:.1f}" for k, v in r["variants"].items())
-                  + f"; auto -> {r['auto']['precision']}", flush=True)
+            for row in r.get("isa") or ():
+                print(f"  {name} as {row['isa']}: onnxruntime int8/fp32 {row['ratio']['value']:.2f}x, cosine "
+                      f"{min(row['cosine'].values()):.4f}, auto -> {row['auto']}", flush=True)
+            if "variants" in r:
+                print(f"  {name}: " + ", ".join(f"{k} {v['rate']:.1f}" for k, v in r["variants"].items())
+                      + f"; auto -> {r['auto']['precision']}", flush=True)
     cpu = cpu_info()
     notes = [f"CPU {cpu['model']}, flags {' '.join(cpu['flags']) or 'unknown'}, {cpu['usable_cores']} usable cores; "
              f"load average {os.getloadavg()[0]:.2f} at the end. torch takes input already normalised (float NCHW), "
              "onnxruntime uint8 NHWC (it normalises in-graph); extract decodes the JPEGs itself."]
-    notes += [f"{r['backbone']}: --precision auto -> {r['auto']['reason']}" for r in results]
+    notes += [f"{r['backbone']}: --precision auto -> {r['auto']['reason']}" for r in results if "auto" in r]
+    notes.append(ISA_NOTE if args.isa_shim is not None else f"No instruction-set masks: {isa_why}.")
     return {
         "parameters": {"backbones": args.backbones, **sizes, "batch": BATCH, "threads": args.threads,
-                       "images": folder_info, "cpu": cpu, "calibration_source": "fashion-mnist:train"},
-        "results": results, "targets": _targets(results), "notes": notes,
+                       "images": folder_info, "cpu": cpu, "calibration_source": "fashion-mnist:train",
+                       "isa_masks": None if args.isa_shim is None else list(MASKS), "isa_only": args.isa_only},
+        "results": results, "targets": _targets([r for r in results if "variants" in r]), "notes": notes,
         "tables": _tables(results, repeats, args.threads, sizes["speed"]),
     }
 
@@ -315,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
                                                         "--quick)")
     parser.add_argument("--speed", type=int, help="JPEGs of each timed pass (default: 128; 64 with --quick)")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default: 2)")
-    add_cache_dir(parser, "exported models and the JPEG folder")
+    parser.add_argument("--no-isa", action="store_true",
+                        help="skip onnxruntime fp32 vs int8 with VNNI (and AVX-512) hidden from CPUID")
+    parser.add_argument("--isa-only", action="store_true",
+                        help="only the instruction-set comparison (no torch, extract or transfer)")
+    add_cache_dir(parser, "exported models, the JPEG folder and the compiled CPUID mask")
     args = parse_args(parser, argv)
     return run_and_report("quant", args, run, show_notes=True)
 

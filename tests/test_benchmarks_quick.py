@@ -130,6 +130,26 @@ def test_quant_measures_speed_and_accuracy(results):
     assert _target_ids(doc) == {"quant.speedup.mobilenet_v2", "quant.transfer_loss.mobilenet_v2"}
 
 
+def test_quant_hides_vnni_from_onnxruntime(results):
+    """The instruction-set rows: each child saw its mask, and auto keeps fp32 where VNNI is hidden."""
+    doc = _load(results, "quant")
+    (result,) = doc["results"]
+    if "isa" not in result:
+        assert any(note.startswith("No instruction-set masks: ") for note in doc["notes"])
+        pytest.skip(f"no instruction-set masks on this machine: {doc['notes'][-1]}")
+    native, no_vnni, avx2 = result["isa"]
+    assert [row["isa"] for row in result["isa"]] == ["native", "no VNNI (AVX-512)", "AVX2 only"]
+    assert not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(no_vnni["flags"])
+    assert ("avx512f" in no_vnni["flags"]) == ("avx512f" in native["flags"])
+    assert not [f for f in avx2["flags"] if f.startswith(("avx512", "amx"))] and "avx2" in avx2["flags"]
+    assert set(native["flags"]) >= set(no_vnni["flags"]) >= set(avx2["flags"])
+    for row in (no_vnni, avx2):
+        assert row["auto"] == "fp32" and "no native int8 dot product" in row["reason"]
+    for row in result["isa"]:
+        assert row["fp32"] > 0 and row["int8"] > 0 and 0 < min(row["cosine"].values()) <= 1
+    assert any(tab["headers"][1] == "ISA" and len(tab["rows"]) == 3 for tab in doc["tables"])
+
+
 def test_report_lists_every_target(results, tmp_path):
     output = tmp_path / "BENCHMARKS.md"
     notes = tmp_path / "notes.toml"
