@@ -14,7 +14,8 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "choose_precision", "isa_flags"]
+__all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "Int8KernelWarning", "choose_precision", "int8_kernel_warning",
+           "isa_flags"]
 
 #: Extensions recorded (in this order) where the CPU has them: x86 vector widths, fused
 #: multiply-add, the bf16 and int8 dot products (VNNI), the AMX tiles; Arm's SIMD, dot product
@@ -85,3 +86,35 @@ def choose_precision(flags: Iterable[str], cosine: Mapping[str, float] | None) -
                         f"(this CPU has {native[0]}, so int8 would be faster)")
     return "int8", (f"int8: this CPU has {native[0]} and int8's mean cosine to fp32 is at least {worst:.4f} "
                     f"(>= {AUTO_MIN_COSINE}) on every output")
+
+
+class Int8KernelWarning(UserWarning):
+    """An int8 model runs on a CPU without the native int8 dot product of the CPU that quantised it."""
+
+
+def int8_kernel_warning(quantized_on: Iterable[str], here: Iterable[str], model: str = "the int8 model") -> str | None:
+    """The warning for running an int8 model quantised on a VNNI/AMX CPU on one without them, or None.
+
+    Without native int8 dot products onnxruntime multiplies uint8 by int8 with 16-bit
+    intermediate sums that saturate, so the features move further from fp32 than the cosine the
+    export measured (on the quantising CPU) says: MobileNetV2's mean cosine fell from 0.986 to
+    0.976 with VNNI hidden (``benchmarks/quant.py``'s instruction-set table).
+
+    Parameters
+    ----------
+    quantized_on : iterable of str
+        The quantising CPU's flags (the spec's ``quantization.cpu_flags``; empty when unknown,
+        which never warns).
+    here : iterable of str
+        This CPU's flags (:func:`isa_flags`; empty when unknown, which never warns).
+    model : str
+        How the message names the model.
+    """
+    had = [flag for flag in INT8_FLAGS if flag in set(quantized_on)]
+    here = set(here)
+    if not had or not here or any(flag in here for flag in INT8_FLAGS):
+        return None
+    return (f"{model} was quantised on a CPU with {had[0]}; this CPU has no native int8 dot product "
+            f"({', '.join(INT8_FLAGS)}), so its int8 features differ more from fp32 than the export's cosine says, "
+            "and from those extracted on the quantising CPU; on this machine use the fp32 export "
+            "(`export --precision auto` here keeps fp32)")

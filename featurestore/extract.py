@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ._atomic import file_sha256
 from ._config import option
 from .augment import AUGMENTATIONS, augment_view, check_augmentations
-from .cpu import isa_flags
+from .cpu import Int8KernelWarning, int8_kernel_warning, isa_flags
 from .decode import decode_or_error
 from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
@@ -348,6 +348,11 @@ def extract(
     if not isinstance(model, FeatureModel):
         model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads,
                              io_binding=options.io_binding)
+    q = model.spec.quantization
+    if model.spec.precision == "int8" and q is not None and not model.on_cuda:
+        message = int8_kernel_warning(q.cpu_flags, isa_flags(), model=Path(model.path).name)
+        if message:
+            warnings.warn(message, Int8KernelWarning, stacklevel=2)
     decoder = None
     if options.decode == "device":
         decoder = DeviceDecoder(model.spec.preprocessing, f"cuda:{model.device_id}" if model.on_cuda else "cpu")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
+from ..cpu import Int8KernelWarning
 from ..errors import FeatureStoreError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
@@ -61,6 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if callable(getattr(sys.stdout, "reconfigure", None)):  # a file name that is not UTF-8 prints as its bytes
         sys.stdout.reconfigure(errors="surrogateescape")
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Int8KernelWarning):  # a user-facing warning: one line, no source location
+            print(f"featurestore {args.command}: WARNING: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
     try:
         return int(args._run(args) or 0)
     except (FeatureStoreError, OSError) as exc:  # bad input, or a file the system refuses: one line
@@ -69,3 +80,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"featurestore {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show

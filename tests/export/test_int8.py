@@ -17,7 +17,7 @@ from export.quantize import draw_calibration, output_cosine
 from featurestore import ExtractConfig, decode_image, extract, open_store, read_spec
 from featurestore.cli import main
 from featurestore.cli.export_cmd import low_cosine_warning
-from featurestore.cpu import choose_precision, isa_flags
+from featurestore.cpu import INT8_FLAGS, Int8KernelWarning, choose_precision, isa_flags
 from featurestore.manifest import StoreConfig
 from featurestore.session import FeatureModel
 from featurestore.sources import FASHION_MNIST_DIR
@@ -315,6 +315,33 @@ def test_precision_auto_follows_the_cpu_and_the_cosine(photos, tmp_path, capsys)
     assert len(lines) == 1 and lines[0].split(": ", 1)[1].startswith(read_spec(tmp_path / "a.onnx").precision)
     with pytest.raises(CalibrationError, match="--precision auto needs calibration images"):
         export_backbone(tiny_net(), None, image_size=32, precision="auto")
+
+
+def test_extract_warns_in_one_line_where_the_quantising_cpus_vnni_is_missing(photos, tmp_path, capsys, monkeypatch):
+    """Without VNNI/AMX onnxruntime's int8 kernels saturate (benchmarks/quant.py's instruction-set table), so an
+    int8 model quantised on a CPU with them computes other features on a CPU without: extract says so."""
+    import featurestore.cpu
+
+    model = tmp_path / "m.onnx"
+    spec, _ = export_backbone(tiny_net(), model, image_size=32, precision="int8", calibrate=str(photos),
+                              calibrate_count=16)
+    if not set(spec.quantization.cpu_flags) & set(INT8_FLAGS):
+        pytest.skip("this CPU has no VNNI/AMX, so the int8 model it quantises warns nowhere")
+    options = ExtractConfig(batch_size=8, device="cpu", progress=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse4_2 avx avx2 fma f16c\n")  # /proc/cpuinfo of an AVX2-only CPU
+    monkeypatch.setattr(featurestore.cpu, "_CPUINFO", cpuinfo)
+    assert main(["extract", str(model), str(photos), "-o", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("featurestore extract: WARNING: m.onnx was quantised on a CPU with ")
+    assert "no native int8 dot product" in lines[0] and "fp32 export" in lines[0]
+    assert open_store(tmp_path / "a").manifest.runs[-1]["cpu_flags"] == ["sse4_2", "avx", "avx2", "fma", "f16c"]
+    with pytest.warns(Int8KernelWarning, match="m.onnx was quantised on a CPU with"):
+        extract(model, photos, tmp_path / "b", options)
+    monkeypatch.undo()  # this machine, which quantised it: no warning
+    assert main(["extract", str(model), str(photos), "-o", str(tmp_path / "c"), "--device", "cpu"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featurestore.cpu import AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, isa_flags
+from featurestore.cpu import AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, int8_kernel_warning, isa_flags
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -44,3 +44,16 @@ def test_fp32_when_the_cosine_is_low_or_unmeasured():
     assert precision == "fp32" and "pre_logits" in reason and "0.9917" in reason and str(AUTO_MIN_COSINE) in reason
     assert choose_precision(["amx_int8"], {"a": AUTO_MIN_COSINE})[0] == "int8"  # the bound itself is enough
     assert choose_precision(["amx_int8"], {})[0] == "fp32" and choose_precision(["amx_int8"], None)[0] == "fp32"
+
+
+def test_int8_kernel_warning_only_from_native_int8_to_none():
+    """An int8 model quantised where VNNI/AMX ran it warns on a CPU without them, and in no other case."""
+    vnni, avx2 = isa_flags(X86), isa_flags(AVX2)
+    message = int8_kernel_warning(vnni, avx2, model="m.onnx")
+    assert message.startswith("m.onnx was quantised on a CPU with avx512_vnni; this CPU has no native int8")
+    assert "\n" not in message and "fp32" in message
+    assert int8_kernel_warning(vnni, vnni) is None
+    assert int8_kernel_warning(["amx_int8"], ["avx2", "avx_vnni"]) is None  # another native int8 dot product
+    assert int8_kernel_warning(avx2, vnni) is None  # the export's cosine came from the saturating kernels
+    assert int8_kernel_warning(avx2, avx2) is None  # ... and these are the kernels it measured
+    assert int8_kernel_warning((), avx2) is None and int8_kernel_warning(vnni, ()) is None  # unknown: no claim
