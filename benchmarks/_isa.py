@@ -95,7 +95,7 @@ def measure_isa(shim: Path, paths: dict[str, Path], speed_images: np.ndarray, co
             raise RuntimeError(f"the {label} child failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["auto"], row["reason"] = choose_precision(row["flags"], row["cosine"])
-        rows.append({"isa": label, "mask": mask, **row})
+        rows.append({"isa": label, "mask": mask, "repeats": repeats, **row})
     return rows
 
 

@@ -61,9 +61,8 @@ ISA_NOTE = ("Instruction sets: each backbone's fp32 and int8 exports also ran in
             "VNNI and AMX (an AVX-512 CPU without VNNI), or those and AVX-512 (an AVX2-only CPU), so onnxruntime "
             "picks the kernels such a CPU runs (benchmarks/cpuid_mask.c, through Linux's CPUID faulting). The cores, "
             "clock and caches stay this machine's: the ratios compare kernels, not CPUs. Without VNNI onnxruntime's "
-            "uint8 x int8 kernels multiply with VPMADDUBSW, whose 16-bit sums saturate, so int8 features move "
-            "further from fp32 (the cosine column), besides gaining less speed; `--precision auto` therefore keeps "
-            "fp32 there.")
+            "uint8 x int8 kernels sum pairs of products in 16 bits (VPMADDUBSW), which saturates where activations "
+            "and weights are large; the cosine column shows what that does to each model's features.")
 #: extract int8 vs torch bf16 autocast targets, by backbone.
 VS_BF16 = {"resnet50": "extract.int8_vs_bf16.resnet50", "timm:vit_small_patch16_224": "extract.int8_vs_bf16.vit"}
 
@@ -299,9 +298,11 @@ def _tables(results: list[dict[str, Any]], repeats: int, threads: int, images: i
             f"{row['fp32']:.1f}", f"{row['int8']:.1f}", ratio_cell(row["ratio"]), f"{min(row['cosine'].values()):.4f}",
             row["auto"]] for r in results for row in r.get("isa") or ()]
     if isa:
+        isa_repeats = sorted({row.get("repeats", repeats) for r in results for row in r.get("isa") or ()})
         tables.append(table(
             f"int8 by the instruction set onnxruntime sees (CPUID extensions hidden in a child process, "
-            f"benchmarks/_isa.py): images/s, batch {BATCH}, {threads} threads, median of {repeats}; cosine: int8's "
+            f"benchmarks/_isa.py): images/s, batch {BATCH}, {threads} threads, median of "
+            f"{'/'.join(map(str, isa_repeats))}; cosine: int8's "
             "mean cosine to fp32 under the same mask, held-back Fashion-MNIST test images",
             ["backbone", "ISA", "int8 extensions seen", "fp32 img/s", "int8 img/s", "int8/fp32", "cosine",
              "auto picks"], isa))

@@ -22,8 +22,10 @@ __all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "Int8KernelWarning", "c
 #: and matrix extensions.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
              "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve")
-#: Extensions with native int8 dot products on x86: where onnxruntime's int8 kernels beat fp32 by
-#: 1.5-2.5x (measured, docs/export.md); on AVX2 alone they gain little and can saturate.
+#: Extensions with native int8 dot products on x86. Without them onnxruntime's uint8 x int8 kernels
+#: sum pairs in 16 bits (VPMADDUBSW), which saturates: with VNNI hidden from onnxruntime on one
+#: CPU, int8's mean cosine to fp32 fell from 0.986 to 0.975 (MobileNetV2) and from 0.993 to 0.953
+#: (EfficientNet-Lite0), and its speed-up over fp32 shrank (docs/int8.md).
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 #: The least mean cosine to fp32, on every output, at which ``--precision auto`` takes int8.
 AUTO_MIN_COSINE = 0.999
@@ -76,8 +78,8 @@ def choose_precision(flags: Iterable[str], cosine: Mapping[str, float] | None) -
     """
     native = [flag for flag in INT8_FLAGS if flag in set(flags)]
     if not native:
-        return "fp32", (f"fp32: this CPU has no native int8 dot product ({', '.join(INT8_FLAGS)}), so int8 would "
-                        "gain little speed for the accuracy it costs")
+        return "fp32", (f"fp32: this CPU has no native int8 dot product ({', '.join(INT8_FLAGS)}): onnxruntime's "
+                        "int8 kernels saturate there, so int8 features move further from fp32, for less speed")
     if not cosine:
         return "fp32", "fp32: the int8 model's cosine to fp32 was not measured"
     name, worst = min(cosine.items(), key=lambda item: (item[1], item[0]))
