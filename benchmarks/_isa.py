@@ -63,7 +63,8 @@ def build_shim(cache_dir: Path) -> tuple[Path | None, str]:
                               capture_output=True, text=True)
         if done.returncode != 0:
             tmp.unlink(missing_ok=True)
-            return None, f"{compiler} could not build {_SOURCE.name}: {done.stderr.strip().splitlines()[-1:]}"
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            return None, f"{compiler} could not build {_SOURCE.name}: {last}"
         tmp.replace(out)
     return out, ""
 
@@ -88,6 +89,7 @@ def measure_isa(shim: Path, paths: dict[str, Path], speed_images: np.ndarray, co
     for label, mask in MASKS.items():
         env = dict(os.environ, CPUID_MASK=mask,
                    LD_PRELOAD=" ".join(p for p in (str(shim), os.environ.get("LD_PRELOAD", "")) if p))
+        env.pop("PYTHONFAULTHANDLER", None)  # its SIGSEGV handler would take the faulting CPUIDs
         cmd = [sys.executable, "-m", "benchmarks._isa", str(paths["fp32"]), str(paths["int8"]), str(speed_file),
                str(cosine_file), "--shim", str(shim), "--threads", str(threads), "--repeats", str(repeats)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)

@@ -86,7 +86,8 @@ def _target_row(target: Target, results: dict[str, dict[str, Any]], notes: dict[
     low_high = entry.get("paired_range")
     spread = f"{_value(target, low_high[0])} .. {_value(target, low_high[1])}" if low_high else "-"
     verdict = "PASS" if entry["passed"] else "MISS"
-    flags = [f for f, on in (("quick mode", doc.get("quick")), ("busy machine", doc.get("machine_busy"))) if on]
+    busy = entry.get("machine_busy", doc.get("machine_busy"))  # a target spliced in from a rerun carries its own
+    flags = [f for f, on in (("quick mode", doc.get("quick")), ("busy machine", busy)) if on]
     if flags:
         verdict += f" ({', '.join(flags)})"
     note = " ".join(filter(None, [entry.get("note", ""), hand]))
