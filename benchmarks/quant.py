@@ -23,6 +23,12 @@ training images and scored on ``--test`` test images, each model's features thro
 ``FeatureModel``. The int8 model's cosine to fp32 (the spec's, on held-back calibration images)
 and what ``--precision auto`` would choose on this CPU (:func:`featurestore.cpu.choose_precision`)
 go with each backbone.
+
+**Instruction sets** (:mod:`benchmarks._isa`; ``--isa-only`` runs just this, ``--no-isa`` skips
+it): onnxruntime fp32 against int8 again, in child processes whose CPUID hides VNNI and AMX, or
+those and AVX-512, so that onnxruntime runs the kernels of a CPU without them: the speed-up and
+int8's cosine to fp32 there, and what ``--precision auto`` picks. It needs Linux's CPUID faulting
+and a C compiler; without them the run says why in its notes.
 """
 
 from __future__ import annotations
