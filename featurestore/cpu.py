@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 __all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "Int8KernelWarning", "choose_precision", "int8_kernel_warning",
-           "isa_flags"]
+           "isa_flags", "mixed_int8_kernels_warning"]
 
 #: Extensions recorded (in this order) where the CPU has them: x86 vector widths, fused
 #: multiply-add, the bf16 and int8 dot products (VNNI), the AMX tiles; Arm's SIMD, dot product
@@ -120,3 +120,37 @@ def int8_kernel_warning(quantized_on: Iterable[str], here: Iterable[str], model:
             f"({', '.join(INT8_FLAGS)}), so its int8 features differ more from fp32 than the export's cosine says, "
             "and from those extracted on the quantising CPU; on this machine use the fp32 export "
             "(`export --precision auto` here keeps fp32)")
+
+
+def mixed_int8_kernels_warning(runs: Iterable[Mapping[str, object]], here: Iterable[str], store: str) -> str | None:
+    """The warning for adding int8 rows to a store whose rows came from the other kind of int8 kernels, or None.
+
+    Rows extracted with an int8 model on a CPU with native int8 dot products and rows extracted
+    with it on a CPU without them differ more than the model's cosine to fp32 suggests (see
+    :func:`int8_kernel_warning`), yet the store's fingerprint is the same for both.
+
+    Parameters
+    ----------
+    runs : iterable of mapping
+        The store's run records (the manifest's ``runs``); those without ``cpu_flags`` (older
+        stores, other machines' unknown flags) make no claim.
+    here : iterable of str
+        This CPU's flags (:func:`isa_flags`; empty when unknown, which never warns).
+    store : str
+        How the message names the store.
+    """
+    here = set(here)
+    if not here:
+        return None
+    native = any(flag in here for flag in INT8_FLAGS)
+    for run in runs:
+        flags = run.get("cpu_flags")
+        if not isinstance(flags, (list, tuple)) or not flags:
+            continue
+        if any(flag in flags for flag in INT8_FLAGS) != native:
+            kind = "without" if native else "with"
+            return (f"{store} holds int8 features extracted on a CPU {kind} native int8 dot products (its run of "
+                    f"{run.get('source', 'an earlier source')}), and this CPU {'has them' if native else 'has none'}: "
+                    "onnxruntime's int8 kernels differ between the two, so the rows added now will not match those "
+                    "already stored; extract into a new store, or on a CPU of the first kind")
+    return None

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ._atomic import file_sha256
 from ._config import option
 from .augment import AUGMENTATIONS, augment_view, check_augmentations
-from .cpu import Int8KernelWarning, int8_kernel_warning, isa_flags
+from .cpu import Int8KernelWarning, int8_kernel_warning, isa_flags, mixed_int8_kernels_warning
 from .decode import decode_or_error
 from .device_decode import DECODERS, DeviceDecoder
 from .errors import ImageDecodeError, OptionsError
@@ -368,6 +368,10 @@ def extract(
         raise OptionsError("--task-type applies to the extra columns of a CSV/TSV image list or a Parquet/Arrow "
                            "table; this source has none")
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
+    if model.spec.precision == "int8" and not model.on_cuda:
+        message = mixed_int8_kernels_warning(writer.manifest.runs, isa_flags(), store=str(store))
+        if message:
+            warnings.warn(message, Int8KernelWarning, stacklevel=2)
     report = ExtractReport(store=str(store), listed=len(src))
     runner = _BatchRunner(model, writer, report, options, decoder)
     workers = options.decode_workers or os.cpu_count() or 1

@@ -342,6 +342,10 @@ def test_extract_warns_in_one_line_where_the_quantising_cpus_vnni_is_missing(pho
     monkeypatch.undo()  # this machine, which quantised it: no warning
     assert main(["extract", str(model), str(photos), "-o", str(tmp_path / "c"), "--device", "cpu"]) == 0
     assert "WARNING" not in capsys.readouterr().err
+    # ... except into the store whose rows came from the AVX2-only CPU's kernels
+    assert main(["extract", str(model), str(photos), "-o", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert len(lines) == 1 and "holds int8 features extracted on a CPU without native int8 dot products" in lines[0]
 
 
 def test_package_refuses_int8_rather_than_packaging_fp32(tmp_path):

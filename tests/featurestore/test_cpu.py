@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from featurestore.cpu import AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, int8_kernel_warning, isa_flags
+from featurestore.cpu import (AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, int8_kernel_warning, isa_flags,
+                              mixed_int8_kernels_warning)
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -57,3 +58,16 @@ def test_int8_kernel_warning_only_from_native_int8_to_none():
     assert int8_kernel_warning(avx2, vnni) is None  # the export's cosine came from the saturating kernels
     assert int8_kernel_warning(avx2, avx2) is None  # ... and these are the kernels it measured
     assert int8_kernel_warning((), avx2) is None and int8_kernel_warning(vnni, ()) is None  # unknown: no claim
+
+
+def test_mixed_int8_kernels_warning_names_the_run_of_the_other_kind():
+    vnni, avx2 = list(isa_flags(X86)), list(isa_flags(AVX2))
+    runs = [{"source": "old", "decoded": 3}, {"source": "photos", "cpu_flags": vnni, "decoded": 5}]
+    message = mixed_int8_kernels_warning(runs, avx2, store="s")
+    assert message.startswith("s holds int8 features extracted on a CPU with native int8 dot products (its run of "
+                              "photos), and this CPU has none") and "\n" not in message
+    reverse = mixed_int8_kernels_warning([{"source": "a", "cpu_flags": avx2}], vnni, store="s")
+    assert "extracted on a CPU without native int8" in reverse and "this CPU has them" in reverse
+    assert mixed_int8_kernels_warning(runs, vnni, store="s") is None  # the same kind
+    assert mixed_int8_kernels_warning([{"source": "old"}], avx2, store="s") is None  # flags unknown: no claim
+    assert mixed_int8_kernels_warning(runs, (), store="s") is None
