@@ -37,6 +37,11 @@ _SOURCE = Path(__file__).with_name("cpuid_mask.c")
 #: (register index in cpuid_mask_leaf7's output, bit, flag as /proc/cpuinfo names it)
 _LEAF7 = ((0, 5, "avx2"), (0, 16, "avx512f"), (0, 30, "avx512bw"), (0, 31, "avx512vl"), (1, 11, "avx512_vnni"),
           (3, 4, "avx_vnni"), (3, 5, "avx512_bf16"), (2, 24, "amx_tile"), (2, 25, "amx_int8"), (2, 22, "amx_bf16"))
+#: What each mask hides (``cpuid_mask.c``), as /proc/cpuinfo names it, among the flags of :data:`_LEAF7`.
+_HIDDEN = {"vnni": ("avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"),
+           "avx512": ("avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw", "avx512vl",
+                      "avx512_bf16")}
+_ROOT = Path(__file__).resolve().parent.parent
 BATCH = 32
 
 
@@ -66,7 +71,22 @@ def build_shim(cache_dir: Path) -> tuple[Path | None, str]:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             return None, f"{compiler} could not build {_SOURCE.name}: {last}"
         tmp.replace(out)
+    done = _run_masked(out, "avx512", [sys.executable, "-c", "import sys; from benchmarks._isa import _seen_flags; "
+                                       "print(' '.join(_seen_flags(sys.argv[1])))", str(out)])
+    if done.returncode != 0:
+        return None, f"a process with {out.name} preloaded failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+    still = sorted(set(done.stdout.split()) & set(_HIDDEN["avx512"]))
+    if still:  # e.g. arch_prctl refused (seccomp): CPUID does not fault, so nothing is hidden
+        return None, f"CPUID faulting did not take effect here: a masked process still saw {' '.join(still)}"
     return out, ""
+
+
+def _run_masked(shim: Path, mask: str, cmd: list[str]) -> subprocess.CompletedProcess:
+    """``cmd`` with ``shim`` preloaded and ``CPUID_MASK=mask``, from the repository root."""
+    env = dict(os.environ, CPUID_MASK=mask,
+               LD_PRELOAD=" ".join(p for p in (str(shim), os.environ.get("LD_PRELOAD", "")) if p))
+    env.pop("PYTHONFAULTHANDLER", None)  # its SIGSEGV handler would take the faulting CPUIDs
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=_ROOT)
 
 
 def _seen_flags(shim: Path) -> list[str]:
@@ -87,15 +107,15 @@ def measure_isa(shim: Path, paths: dict[str, Path], speed_images: np.ndarray, co
     np.save(cosine_file, cosine_images)
     rows = []
     for label, mask in MASKS.items():
-        env = dict(os.environ, CPUID_MASK=mask,
-                   LD_PRELOAD=" ".join(p for p in (str(shim), os.environ.get("LD_PRELOAD", "")) if p))
-        env.pop("PYTHONFAULTHANDLER", None)  # its SIGSEGV handler would take the faulting CPUIDs
         cmd = [sys.executable, "-m", "benchmarks._isa", str(paths["fp32"]), str(paths["int8"]), str(speed_file),
                str(cosine_file), "--shim", str(shim), "--threads", str(threads), "--repeats", str(repeats)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+        done = _run_masked(shim, mask, cmd)
         if done.returncode != 0:
             raise RuntimeError(f"the {label} child failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
+        shown = sorted(set(row["flags"]) & set(_HIDDEN.get(mask, ())))
+        if shown:
+            raise RuntimeError(f"the {label} child still saw {' '.join(shown)}: its CPUID mask did not take effect")
         row["auto"], row["reason"] = choose_precision(row["flags"], row["cosine"])
         rows.append({"isa": label, "mask": mask, "repeats": repeats, **row})
     return rows
