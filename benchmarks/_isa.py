@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from featurestore.cpu import cpuinfo_flags
+
 __all__ = ["MASKS", "build_shim", "measure_isa"]
 
 #: What the child is to look like: a label and the ``CPUID_MASK`` value (empty: nothing hidden).
@@ -49,12 +51,7 @@ def build_shim(cache_dir: Path) -> tuple[Path | None, str]:
     """The compiled ``cpuid_mask.c`` in ``cache_dir`` (built once), or None and why it cannot run here."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         return None, f"hiding CPUID extensions needs Linux on x86-64, not {sys.platform} {platform.machine()}"
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError as err:
-        return None, f"cannot read /proc/cpuinfo: {err}"
-    if "cpuid_fault" not in flags:
+    if "cpuid_fault" not in cpuinfo_flags():
         return None, "this CPU (or its hypervisor) has no CPUID faulting (no cpuid_fault flag in /proc/cpuinfo)"
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -122,6 +119,7 @@ def measure_isa(shim: Path, paths: dict[str, Path], speed_images: np.ndarray, co
 
 
 def _child(argv: list[str] | None = None) -> int:
+    from export.quantize import output_cosine
     from featurestore import FeatureModel
 
     from ._common import Variant, measure, speed_ratio
@@ -144,12 +142,8 @@ def _child(argv: list[str] | None = None) -> int:
         parts = [model.run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)]
         return {key: np.concatenate([p[key] for p in parts]).reshape(len(images), -1) for key in parts[0]}
 
-    feats = {name: run_all(model, held) for name, model in models.items()}
-    cosine = {}
-    for key, a in feats["fp32"].items():
-        b = feats["int8"][key]
-        den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-        cosine[key] = round(float(np.mean(np.sum(a * b, axis=1) / den)), 4)
+    # the measure the export records in its spec, here with the kernels this process's CPUID picks
+    cosine = output_cosine(args.fp32.read_bytes(), args.int8.read_bytes(), models["fp32"].spec, held)
     stats = measure([Variant(f"onnxruntime {name}", lambda _, m=m: run_all(m, speed), len(speed), "img")
                      for name, m in models.items()], args.repeats, warmup=True)
     print(json.dumps({"flags": flags, "fp32": stats["onnxruntime fp32"]["rate"],

@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "Int8KernelWarning", "choose_precision", "int8_kernel_warning",
-           "isa_flags", "mixed_int8_kernels_warning"]
+__all__ = ["AUTO_MIN_COSINE", "INT8_FLAGS", "ISA_FLAGS", "Int8KernelWarning", "choose_precision", "cpuinfo_flags",
+           "int8_kernel_warning", "isa_flags", "mixed_int8_kernels_warning"]
 
 #: Extensions recorded (in this order) where the CPU has them: x86 vector widths, fused
 #: multiply-add, the bf16 and int8 dot products (VNNI), the AMX tiles; Arm's SIMD, dot product
@@ -32,6 +32,30 @@ AUTO_MIN_COSINE = 0.999
 _CPUINFO = Path("/proc/cpuinfo")
 
 
+def cpuinfo_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """Every flag of the CPU's first ``flags`` (x86) or ``Features`` (Arm) line.
+
+    Parameters
+    ----------
+    cpuinfo : str, optional
+        Text in ``/proc/cpuinfo``'s format; default: this machine's ``/proc/cpuinfo``.
+
+    Returns
+    -------
+    frozenset of str
+        Empty where the file is absent (not Linux) or unreadable, or has no such line.
+    """
+    if cpuinfo is None:
+        cpuinfo = ""
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            cpuinfo = _CPUINFO.read_text()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
 def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
     """The CPU's extensions among :data:`ISA_FLAGS`.
 
@@ -46,16 +70,7 @@ def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
     tuple of str
         In :data:`ISA_FLAGS` order; empty where the file is absent (not Linux) or unreadable.
     """
-    if cpuinfo is None:
-        cpuinfo = ""
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            cpuinfo = _CPUINFO.read_text()
-    found: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            found = set(value.split())
-            break
+    found = cpuinfo_flags(cpuinfo)
     return tuple(flag for flag in ISA_FLAGS if flag in found)
 
 

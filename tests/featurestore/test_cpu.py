@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from featurestore.cpu import (AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, int8_kernel_warning, isa_flags,
-                              mixed_int8_kernels_warning)
+from featurestore.cpu import (AUTO_MIN_COSINE, INT8_FLAGS, choose_precision, cpuinfo_flags, int8_kernel_warning,
+                              isa_flags, mixed_int8_kernels_warning)
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -21,6 +21,8 @@ def test_isa_flags_from_cpuinfo_text():
                               "avx512_vnni", "avx_vnni", "avx512_bf16")  # the first processor's line, in order
     assert isa_flags(ARM) == ("asimd", "asimddp", "i8mm", "sve")
     assert isa_flags("") == () and isa_flags("no flags here") == ()
+    assert {"fpu", "xsave", "avx512_vnni"} <= cpuinfo_flags(X86) and "asimd" not in cpuinfo_flags(X86)  # every flag
+    assert cpuinfo_flags(ARM) == {"fp", "asimd", "evtstrm", "aes", "asimddp", "i8mm", "sve"}
 
 
 def test_isa_flags_of_this_machine_are_a_tuple_of_known_names():
