@@ -348,11 +348,6 @@ def extract(
     if not isinstance(model, FeatureModel):
         model = FeatureModel(model, device=options.device, intra_op_threads=options.intra_op_threads,
                              io_binding=options.io_binding)
-    q = model.spec.quantization
-    if model.spec.precision == "int8" and q is not None and not model.on_cuda:
-        message = int8_kernel_warning(q.cpu_flags, isa_flags(), model=Path(model.path).name)
-        if message:
-            warnings.warn(message, Int8KernelWarning, stacklevel=2)
     decoder = None
     if options.decode == "device":
         decoder = DeviceDecoder(model.spec.preprocessing, f"cuda:{model.device_id}" if model.on_cuda else "cpu")
@@ -368,10 +363,13 @@ def extract(
         raise OptionsError("--task-type applies to the extra columns of a CSV/TSV image list or a Parquet/Arrow "
                            "table; this source has none")
     writer = StoreWriter(store, config, model.spec, shard_rows=options.shard_rows)
-    if model.spec.precision == "int8" and not model.on_cuda:
-        message = mixed_int8_kernels_warning(writer.manifest.runs, isa_flags(), store=str(store))
-        if message:
-            warnings.warn(message, Int8KernelWarning, stacklevel=2)
+    q = model.spec.quantization
+    if model.spec.precision == "int8" and q is not None and not model.on_cuda:  # both before any work
+        here = isa_flags()
+        for message in (int8_kernel_warning(q.cpu_flags, here, model=Path(model.path).name),
+                        mixed_int8_kernels_warning(writer.manifest.runs, here, store=str(store))):
+            if message:
+                warnings.warn(message, Int8KernelWarning, stacklevel=2)
     report = ExtractReport(store=str(store), listed=len(src))
     runner = _BatchRunner(model, writer, report, options, decoder)
     workers = options.decode_workers or os.cpu_count() or 1
