@@ -164,8 +164,10 @@ def mixed_int8_kernels_warning(runs: Iterable[Mapping[str, object]], here: Itera
             continue
         if any(flag in flags for flag in INT8_FLAGS) != native:
             kind = "without" if native else "with"
+            source = " ".join(str(run.get("source", "an earlier source")).split())  # the store's text: one line
+            source = source if len(source) <= 120 else source[:117] + "..."
             return (f"{store} holds int8 features extracted on a CPU {kind} native int8 dot products (its run of "
-                    f"{run.get('source', 'an earlier source')}), and this CPU {'has them' if native else 'has none'}: "
+                    f"{source}), and this CPU {'has them' if native else 'has none'}: "
                     "onnxruntime's int8 kernels differ between the two, so the rows added now will not match those "
                     "already stored; extract into a new store, or on a CPU of the first kind")
     return None

@@ -73,3 +73,9 @@ def test_mixed_int8_kernels_warning_names_the_run_of_the_other_kind():
     assert mixed_int8_kernels_warning(runs, vnni, store="s") is None  # the same kind
     assert mixed_int8_kernels_warning([{"source": "old"}], avx2, store="s") is None  # flags unknown: no claim
     assert mixed_int8_kernels_warning(runs, (), store="s") is None
+    # a store's run records are data from elsewhere: any type, any text, one line out
+    crafted = [{"source": "x", "cpu_flags": "avx512_vnni"}, {"source": "x", "cpu_flags": [1, None]},
+               {"source": "a\nWARNING: b\r" * 500, "cpu_flags": vnni}]
+    message = mixed_int8_kernels_warning(crafted, avx2, store="s")
+    assert "\n" not in message and "\r" not in message and len(message) < 600 and "(its run of a WARNING: b a" in message
+    assert mixed_int8_kernels_warning(crafted[:2], avx2, store="s") is None
